@@ -1,0 +1,1 @@
+"""The typed, pure protocol layer of qwen-gateway."""

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The whole test suite, with everything it needs started. Called by `make test` (after lint).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=.venv/bin
+
+eval "$(bash scripts/mariadb.sh start)"
+if [ -n "${QG_TEST_DB_PIDFILE:-}" ]; then trap 'bash scripts/mariadb.sh stop' EXIT; fi
+[ -x scripts/browser.sh ] && eval "$(bash scripts/browser.sh)"
+
+set +e
+"$BIN/python" -m pytest "$@"
+rc=$?
+set -e
+if [ "$rc" -eq 5 ]; then echo "test.sh: no tests ran: that is a failure" >&2; exit 1; fi
+exit "$rc"
