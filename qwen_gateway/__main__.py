@@ -1,0 +1,238 @@
+"""``qwen-gateway serve | simulate | schemas | check``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .config import ConfigError, Settings, ignored_variables, load_settings
+
+__all__ = ["main"]
+
+
+def _serve_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="start the gateway",
+        description=(
+            "Start the gateway. Every option overrides its environment variable (also read from .env). "
+            "Without QWEN_API_KEY the gateway starts the DashScope simulator in-process and says so."
+        ),
+    )
+    p.add_argument("--host", help="address to listen on (QG_HOST, default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port to listen on (QG_PORT, default 5000)")
+    p.add_argument(
+        "--data-dir", help="SQLite history, local objects, journal (QG_DATA_DIR, default ./data)"
+    )
+    p.add_argument(
+        "--env-file", default=".env", help="dotenv file to read (default .env; '' for none)"
+    )
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--simulate",
+        action="store_true",
+        default=None,
+        help="use the built-in DashScope simulator even when QWEN_API_KEY is set (QG_SIMULATE)",
+    )
+    mode.add_argument(
+        "--no-simulate",
+        dest="simulate",
+        action="store_false",
+        help="never simulate: fail when QWEN_API_KEY is missing",
+    )
+    p.add_argument(
+        "--api-key",
+        action="append",
+        dest="api_keys",
+        help="a gateway key (QG_API_KEYS); repeatable",
+    )
+    p.add_argument(
+        "--auth", choices=["on", "off"], help="require gateway keys (QG_AUTH, default on)"
+    )
+    p.add_argument("--cors", help="comma-separated allowed origins (QG_CORS_ORIGINS), '*' for any")
+    p.add_argument(
+        "--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="QG_LOG_LEVEL"
+    )
+    p.add_argument("--no-uvloop", action="store_true", help="use the stdlib event loop")
+
+
+def build_settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    if args.host:
+        overrides["host"] = args.host
+    if args.port is not None:
+        overrides["port"] = args.port
+    if args.data_dir:
+        overrides["data_dir"] = Path(args.data_dir)
+    if args.api_keys:
+        overrides["api_keys"] = tuple(args.api_keys)
+    if args.auth:
+        overrides["auth"] = args.auth == "on"
+    if args.cors:
+        overrides["cors_origins"] = tuple(o.strip() for o in args.cors.split(",") if o.strip())
+    if args.log_level:
+        overrides["log_level"] = args.log_level
+    settings = load_settings(dotenv=args.env_file or None, **overrides)
+    keyless = args.simulate is None and not settings.qwen_api_key
+    if args.simulate is True or keyless:
+        settings = dataclasses.replace(settings, simulate=True)
+    if args.simulate is False and not settings.qwen_api_key:
+        raise ConfigError("QWEN_API_KEY is not set and --no-simulate was given")
+    return settings
+
+
+def banner(settings: Settings, base_url: str) -> str:
+    lines = [f"qwen-gateway {__version__} listening on {base_url}"]
+    if settings.upstream_simulated:
+        lines.append(
+            "  upstream : SIMULATED - no QWEN_API_KEY, so answers, recognition and speech come from the"
+        )
+        lines.append(
+            "             built-in DashScope simulator, not from Qwen. Put QWEN_API_KEY in .env for the real thing."
+        )
+    else:
+        lines.append(f"  upstream : DashScope ({settings.chat_url})")
+    lines.append(f"  pages    : {base_url}/web/")
+    lines.append(f"  chat API : {base_url}/v1/chat/completions   health: {base_url}/health")
+    lines.append(f"  contract : {base_url}/schemas/ (JSON Schema, AsyncAPI, OpenAPI)")
+    db = (
+        f"MySQL {settings.db_host}:{settings.db_port}/{settings.db_name}"
+        if settings.uses_mysql
+        else f"SQLite {settings.sqlite_path}"
+    )
+    obj = (
+        f"OSS bucket {settings.oss_bucket}"
+        if settings.uses_oss
+        else f"local folder {settings.objects_dir}"
+    )
+    lines.append(f"  history  : {db}")
+    lines.append(f"  objects  : {obj}")
+    if not settings.auth:
+        lines.append("  auth     : OFF (QG_AUTH=off)")
+    elif not (settings.api_keys or settings.api_keys_file):
+        lines.append(
+            "  auth     : no gateway keys configured: open on loopback only (set QG_API_KEYS)"
+        )
+    else:
+        lines.append(
+            "  auth     : gateway keys required (Authorization: Bearer, or ?token= on WebSockets)"
+        )
+    for name, why in ignored_variables().items():
+        lines.append(f"  note     : {name} is ignored: {why}")
+    return "\n".join(lines)
+
+
+async def _serve(settings: Settings) -> None:
+    from hypercorn.asyncio import serve
+
+    from .app import create_app
+    from .auth import KeyChecker, check_bind
+    from .server import hypercorn_config, listen
+    from .services import open_services
+
+    check_bind(settings, KeyChecker.from_settings(settings))
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    sock = listen(settings.host, settings.port)
+    config = hypercorn_config(settings, sock)
+    sock.detach()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with open_services(settings) as services:
+        app = create_app(services.settings, services)
+        host = settings.host if ":" not in settings.host else f"[{settings.host}]"
+        print(banner(services.settings, f"http://{host}:{settings.port}"), flush=True)
+        await serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+
+
+def _run(coro: Any, *, uvloop: bool = True) -> None:
+    if uvloop:
+        try:
+            import uvloop as _uvloop
+
+            _uvloop.run(coro)
+            return
+        except ImportError:
+            pass
+    asyncio.run(coro)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="qwen-gateway", description=__doc__)
+    parser.add_argument("--version", action="version", version=__version__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _serve_parser(sub)
+    sim = sub.add_parser("simulate", help="run the DashScope simulator", add_help=False)
+    sim.add_argument("rest", nargs=argparse.REMAINDER)
+    sch = sub.add_parser(
+        "schemas", help="write the published contract (JSON Schema, AsyncAPI, OpenAPI)"
+    )
+    sch.add_argument("--out", default="schemas", help="output folder (default schemas/)")
+    sch.add_argument(
+        "--check", action="store_true", help="fail if the files differ instead of writing"
+    )
+    sub.add_parser("check", help="validate the configuration and exit")
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["simulate"]:
+        from .simulator.cli import run_cli
+
+        return run_cli(argv[1:])
+    args = parser.parse_args(argv)
+    from .logs import configure
+
+    try:
+        if args.command == "serve":
+            settings = build_settings(args)
+            configure(settings.log_level)
+            _run(_serve(settings), uvloop=not args.no_uvloop)
+            return 0
+        if args.command == "schemas":
+            return _schemas(Path(args.out), check=args.check)
+        if args.command == "check":
+            settings = load_settings()
+            configure(settings.log_level, json_lines=False)
+            for k, v in settings.redacted().items():
+                print(f"{k}={v}")
+            return 0
+    except ConfigError as exc:
+        print(f"qwen-gateway: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def _schemas(out: Path, *, check: bool) -> int:
+    from protocol.schema import generate
+
+    files = generate()
+    stale = []
+    for name, text in sorted(files.items()):
+        path = out / name
+        if check:
+            if not path.is_file() or path.read_text(encoding="utf-8") != text:
+                stale.append(str(path))
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.is_file() or path.read_text(encoding="utf-8") != text:
+            path.write_text(text, encoding="utf-8")
+            print(f"wrote {path}")
+    if stale:
+        print("out of date: " + ", ".join(stale), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    raise SystemExit(main())

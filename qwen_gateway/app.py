@@ -1,0 +1,128 @@
+"""``create_app(settings, services)``: the Quart application, its routes and cross-cutting behaviour.
+
+Cross-cutting: a request id on every request (``X-Request-Id``, taken from the caller when it sent a sane one),
+CORS for the configured origins, OpenAI-style JSON for every HTTP error, and a *bounded* WebSocket receive queue
+(Quart's own is unbounded: a fast sender would fill server memory; bounded, the sender is slowed down by TCP).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import uuid
+from typing import Any
+
+from quart import Quart, Response, g, request
+from quart.asgi import ASGIWebsocketConnection
+from werkzeug.exceptions import HTTPException
+
+from .auth import check_bind
+from .config import Settings
+from .logs import bind
+from .routes.common import error_response
+from .routes.health import health_blueprint
+from .services import Services
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("qwen_gateway.app")
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class BoundedWebsocketConnection(ASGIWebsocketConnection):
+    """Quart's WebSocket connection with a bounded receive queue (``QG_WS_RECEIVE_QUEUE`` messages)."""
+
+    def __init__(self, app: Quart, scope: Any) -> None:
+        super().__init__(app, scope)
+        self.queue = asyncio.Queue(maxsize=app.config["QG_WS_RECEIVE_QUEUE"])
+
+
+def create_app(settings: Settings, services: Services) -> Quart:
+    """Build the application around already-built ``services`` (see :func:`open_services`)."""
+    check_bind(settings, services.keys)
+    app = Quart("qwen_gateway")
+    app.config.update(
+        QG_SETTINGS=settings,
+        QG_SERVICES=services,
+        QG_WS_RECEIVE_QUEUE=settings.ws_receive_queue,
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        BODY_TIMEOUT=int(settings.read_timeout),
+        JSON_AS_ASCII=False,
+    )
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]
+    app.asgi_websocket_class = BoundedWebsocketConnection
+    cors = set(settings.cors_origins)
+
+    @app.before_request
+    async def _request_id() -> None:
+        rid = request.headers.get("X-Request-Id", "")
+        g.request_id = rid if _REQUEST_ID.match(rid) else f"req-{uuid.uuid4().hex}"
+        bind(request_id=g.request_id)
+
+    @app.before_websocket
+    async def _ws_request_id() -> None:
+        g.request_id = f"req-{uuid.uuid4().hex}"
+        bind(request_id=g.request_id)
+
+    @app.after_request
+    async def _headers(resp: Response) -> Response:
+        rid = getattr(g, "request_id", None)
+        if rid:
+            resp.headers["X-Request-Id"] = rid
+        origin = request.headers.get("Origin")
+        if origin and ("*" in cors or origin in cors):
+            resp.headers["Access-Control-Allow-Origin"] = "*" if "*" in cors else origin
+            resp.headers["Access-Control-Expose-Headers"] = (
+                "X-Request-Id, X-Conversation-Id, Retry-After"
+            )
+            if "*" not in cors:
+                resp.headers["Vary"] = "Origin"
+        return resp
+
+    @app.route("/<path:_any>", methods=["OPTIONS"])
+    async def _preflight(_any: str) -> Response:
+        resp = Response("", status=204)
+        origin = request.headers.get("Origin")
+        if origin and ("*" in cors or origin in cors):
+            resp.headers["Access-Control-Allow-Methods"] = "GET, POST, DELETE, OPTIONS"
+            resp.headers["Access-Control-Allow-Headers"] = request.headers.get(
+                "Access-Control-Request-Headers",
+                "Authorization, Content-Type, X-Conversation-Id, X-Request-Id",
+            )
+            resp.headers["Access-Control-Max-Age"] = "600"
+        return resp
+
+    @app.errorhandler(HTTPException)
+    async def _http_error(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        messages = {
+            404: f"Unknown path: {request.path}",
+            405: f"Method {request.method} is not allowed on {request.path}",
+            413: f"Request body too large (limit {settings.max_body_bytes} bytes)",
+        }
+        codes = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
+        return error_response(
+            status, messages.get(status, exc.description or exc.name), code=codes.get(status)
+        )
+
+    @app.errorhandler(Exception)
+    async def _internal(exc: Exception) -> Response:
+        log.exception("unhandled error")
+        return error_response(500, "Internal error", code="internal_error")
+
+    app.register_blueprint(health_blueprint())
+    _register_optional(app, settings, services)
+    return app
+
+
+def _register_optional(app: Quart, settings: Settings, services: Services) -> None:
+    """Routes whose modules build on the services (registered when the service they need exists)."""
+    from .storage.objects import LocalObjectStore
+
+    objects = services.storage.objects
+    if isinstance(objects, LocalObjectStore):
+        from .routes.objects import objects_blueprint
+
+        app.register_blueprint(objects_blueprint(objects, services.keys.check))

@@ -1,0 +1,75 @@
+"""Helpers shared by the HTTP routes: OpenAI-style error bodies, auth, request ids."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from quart import Response, current_app, g, request
+
+from ..auth import bearer_token
+
+__all__ = ["authorized", "error_response", "services", "unauthorized"]
+
+#: HTTP status -> OpenAI error ``type``.
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    408: "timeout_error",
+    413: "invalid_request_error",
+    415: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+def error_response(
+    status: int,
+    message: str,
+    *,
+    code: str | None = None,
+    type: str | None = None,
+    param: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """An OpenAI-style error: ``{"error": {"message", "type", "param", "code"}}`` with ``status``."""
+    if type is None:
+        type = _TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+    body = {"error": {"message": message, "type": type, "param": param, "code": code}}
+    resp = Response(
+        json.dumps(body, ensure_ascii=False),
+        status=status,
+        content_type="application/json; charset=utf-8",
+    )
+    for k, v in (headers or {}).items():
+        resp.headers[k] = v
+    return resp
+
+
+def unauthorized() -> Response:
+    return error_response(
+        401,
+        "Incorrect API key provided. Send 'Authorization: Bearer <gateway key>'.",
+        code="invalid_api_key",
+        type="invalid_request_error",
+        headers={"WWW-Authenticate": 'Bearer realm="qwen-gateway"'},
+    )
+
+
+def services() -> Any:
+    return current_app.config["QG_SERVICES"]
+
+
+def authorized(*, allow_query_token: bool = False) -> bool:
+    """Check the request's gateway key (``Authorization: Bearer``; ``?token=`` where allowed)."""
+    keys = services().keys
+    token = bearer_token(request.headers.get("Authorization"))
+    if token is None and allow_query_token:
+        token = request.args.get("token") or None
+    ok: bool = keys.check(token)
+    if ok:
+        g.caller_key = token
+    return ok

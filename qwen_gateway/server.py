@@ -1,0 +1,66 @@
+"""Run the app under Hypercorn: for ``qwen-gateway serve`` and, on an ephemeral loopback port, for tests and
+benchmarks (``async with serving(app) as base_url``)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from hypercorn.asyncio import serve
+from hypercorn.config import Config
+
+from .config import Settings
+
+__all__ = ["hypercorn_config", "listen", "serving"]
+
+
+def listen(host: str, port: int, backlog: int = 1024) -> socket.socket:
+    """A bound, listening TCP socket (``port=0`` picks a free port)."""
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.bind((host.strip("[]"), port))
+    sock.listen(backlog)
+    return sock
+
+
+def hypercorn_config(settings: Settings, sock: socket.socket) -> Config:
+    """Hypercorn settings for the gateway, serving on the already-listening ``sock``."""
+    config = Config()
+    config.bind = [f"fd://{sock.fileno()}"]
+    config.accesslog = None
+    config.errorlog = "-"
+    config.loglevel = "WARNING"
+    config.keep_alive_timeout = 75
+    config.graceful_timeout = 5
+    # Hypercorn closes over-large WebSocket messages with 1009; our own codec limits are lower.
+    config.websocket_max_message_size = max(settings.max_frame_bytes * 2, 64 * 1024)
+    config.h11_max_incomplete_size = 64 * 1024
+    return config
+
+
+@asynccontextmanager
+async def serving(
+    app: Any, settings: Settings, *, host: str = "127.0.0.1", port: int = 0
+) -> AsyncIterator[str]:
+    """Serve ``app`` in this event loop until the block exits; yields the base URL (``http://host:port``)."""
+    sock = listen(host, port)
+    bound_port = sock.getsockname()[1]
+    config = hypercorn_config(settings, sock)
+    sock.detach()  # Hypercorn owns the descriptor from here on
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve(app, config, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
+    try:
+        await asyncio.sleep(0)
+        yield f"http://{host}:{bound_port}"
+    finally:
+        stop.set()
+        try:
+            async with asyncio.timeout(10):
+                await task
+        except TimeoutError:
+            task.cancel()

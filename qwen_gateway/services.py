@@ -1,0 +1,102 @@
+"""The gateway's long-lived services, built once and passed into :func:`qwen_gateway.app.create_app`.
+
+``async with open_services(settings) as services:`` builds everything (the DashScope simulator first when the
+gateway runs keyless, then the shared HTTP client, the upstream providers, the history store, the outbox drainer and
+the object store) inside one ``TaskGroup``, and closes them in reverse order on exit. Nothing here is global.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from .auth import KeyChecker
+from .config import Settings
+
+if TYPE_CHECKING:
+    from .providers.dashscope import Providers
+    from .storage import Storage
+
+__all__ = ["Services", "open_services", "simulated_settings"]
+
+log = logging.getLogger("qwen_gateway.services")
+
+
+@dataclass
+class Services:
+    settings: Settings
+    keys: KeyChecker
+    http: httpx.AsyncClient
+    providers: Providers
+    storage: Storage
+    simulator: Any = None  # the in-process DashScope simulator when running keyless
+
+
+def simulated_settings(settings: Settings, sim_env: dict[str, str], api_key: str) -> Settings:
+    """``settings`` pointed at the simulator's endpoints (keyless mode)."""
+    tts_model = settings.tts_model or "qwen-tts-realtime"
+    base_rt = sim_env["REAL_TIME_AUDIO_URL"].split("?", 1)[0]
+    return dataclasses.replace(
+        settings,
+        simulate=True,
+        qwen_api_key=api_key,
+        chat_url=sim_env["QWEN_API_CHAT_URL"],
+        tts_url=f"{base_rt}?model={tts_model}",
+        dashscope_ws_base=sim_env["DASHSCOPE_WEBSOCKET_BASE_URL"],
+        dashscope_http_base=sim_env["DASHSCOPE_HTTP_BASE_URL"],
+    )
+
+
+def _http_client(settings: Settings) -> httpx.AsyncClient:
+    timeout = httpx.Timeout(
+        connect=settings.connect_timeout,
+        read=settings.read_timeout,
+        write=settings.read_timeout,
+        pool=settings.connect_timeout,
+    )
+    limits = httpx.Limits(max_connections=256, max_keepalive_connections=64, keepalive_expiry=30)
+    return httpx.AsyncClient(timeout=timeout, limits=limits, http1=True, http2=False)
+
+
+@asynccontextmanager
+async def open_services(
+    settings: Settings, *, simulator_config: Any = None
+) -> AsyncIterator[Services]:
+    """Build every service for ``settings``; close them all on exit.
+
+    With ``settings.simulate`` (or no ``QWEN_API_KEY``, decided by the caller) the DashScope simulator is started
+    in-process on an ephemeral loopback port and the upstream URLs point at it.
+    """
+    from .providers.dashscope import build_providers
+    from .storage import build_storage
+
+    keys = KeyChecker.from_settings(settings)
+    async with AsyncExitStack() as stack:
+        simulator = None
+        if settings.simulate:
+            from .simulator import Simulator, SimulatorConfig
+
+            api_key = "sk-simulated-local"
+            config = simulator_config or SimulatorConfig(api_key=api_key, tts_realtime_factor=1.0)
+            simulator = await stack.enter_async_context(Simulator(config, host="127.0.0.1", port=0))
+            settings = simulated_settings(settings, simulator.env, config.api_key or api_key)
+            log.info("upstream: simulated", extra={"fields": {"simulator": simulator.base_url}})
+        http = _http_client(settings)
+        stack.push_async_callback(http.aclose)
+        providers = build_providers(settings, http)
+        stack.push_async_callback(providers.aclose)
+        storage = await stack.enter_async_context(build_storage(settings))
+        yield Services(
+            settings=settings,
+            keys=keys,
+            http=http,
+            providers=providers,
+            storage=storage,
+            simulator=simulator,
+        )
