@@ -85,3 +85,20 @@ def test_ffmpeg_path_is_accepted_and_ignored() -> None:
     s = load_settings({"FFMPEG_PATH": "/usr/bin/ffmpeg"}, dotenv=None)
     assert s is not None
     assert "FFMPEG_PATH" in ignored_variables({"FFMPEG_PATH": "/usr/bin/ffmpeg"})
+
+
+def test_env_example_lists_every_variable_and_loads() -> None:
+    from dataclasses import fields
+
+    from qwen_gateway.config import Settings
+
+    example = Path(__file__).resolve().parents[2] / ".env.example"
+    names = {
+        line.split("=", 1)[0].strip()
+        for line in example.read_text(encoding="utf-8").splitlines()
+        if "=" in line and not line.lstrip().startswith("#")
+    }
+    wanted = {f.metadata["env"] for f in fields(Settings) if "env" in f.metadata}
+    assert wanted - names == set()
+    s = load_settings({}, dotenv=example)  # the example as shipped is a valid configuration
+    assert not s.qwen_api_key and not s.uses_mysql and not s.uses_oss
