@@ -1,0 +1,50 @@
+"""DashScope engines behind the provider Protocols, and :func:`build_providers` that picks them from Settings.
+
+::
+
+    chat.py            DashScopeChat            ChatModel over the OpenAI-compatible endpoint (chat and VLM)
+    asr_realtime.py    RealtimeRecognizer       streaming Recognizer over the task WebSocket
+    asr_file.py        FileRecognizer           file Recognizer (async task: submit, poll, fetch)
+    tts_qwen.py        QwenRealtimeSynthesizer  Synthesizer over the Qwen-TTS realtime WebSocket
+    tts_cosyvoice.py   CosyVoiceSynthesizer     Synthesizer over CosyVoice (task WebSocket)
+    errors.py          DashScope failures -> UpstreamError (OpenAI-style code, HTTP status, transient)
+    sse.py, ws.py, policy.py   SSE decoding, WebSocket plumbing, timeouts and backoff
+"""
+
+from .asr_file import FileRecognizer
+from .asr_realtime import RealtimeRecognitionSession, RealtimeRecognizer, sniff_format
+from .chat import DashScopeChat, parse_chunk
+from .factory import (
+    Providers,
+    Tuning,
+    build_providers,
+    is_cosyvoice_model,
+    is_realtime_asr_model,
+    new_http_client,
+)
+from .policy import Backoff, Timeouts
+from .sse import SseDecoder
+from .tts_cosyvoice import CosyVoiceSynthesisSession, CosyVoiceSynthesizer
+from .tts_qwen import QwenRealtimeSynthesisSession, QwenRealtimeSynthesizer
+
+__all__ = [
+    "Backoff",
+    "CosyVoiceSynthesisSession",
+    "CosyVoiceSynthesizer",
+    "DashScopeChat",
+    "FileRecognizer",
+    "Providers",
+    "QwenRealtimeSynthesisSession",
+    "QwenRealtimeSynthesizer",
+    "RealtimeRecognitionSession",
+    "RealtimeRecognizer",
+    "SseDecoder",
+    "Timeouts",
+    "Tuning",
+    "build_providers",
+    "is_cosyvoice_model",
+    "is_realtime_asr_model",
+    "new_http_client",
+    "parse_chunk",
+    "sniff_format",
+]

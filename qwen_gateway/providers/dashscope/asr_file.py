@@ -1,0 +1,250 @@
+"""File recognition (the seed's path): an asynchronous DashScope task over the native HTTP API.
+
+Models: ``paraformer-v1``, ``paraformer-v2``, ``paraformer-8k-v*``, ``fun-asr``, ``sensevoice-v1``. The audio must
+already be at a URL DashScope can fetch (the uploaded object): submit the task with ``X-DashScope-Async: enable``,
+poll ``/tasks/{id}`` with backoff, then fetch the ``transcription_url`` result file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import AbstractAsyncContextManager
+from typing import Any, NoReturn
+
+import httpx
+import msgspec
+
+from ...errors import UpstreamTimeout
+from ..base import AudioFormat, RecognitionSession
+from . import errors
+from .policy import Backoff, Timeouts
+
+__all__ = ["FileRecognizer"]
+
+log = logging.getLogger(__name__)
+
+_RUNNING = frozenset({"PENDING", "RUNNING", "SUSPENDED"})
+
+
+class _SubResult(msgspec.Struct):
+    transcription_url: str | None = None
+    subtask_status: str | None = None
+    code: str | None = None
+    message: str | None = None
+
+
+class _TaskOutput(msgspec.Struct):
+    task_id: str | None = None
+    task_status: str | None = None
+    results: list[_SubResult] | None = None
+    code: str | None = None
+    message: str | None = None
+
+
+class _TaskAnswer(msgspec.Struct):
+    output: _TaskOutput | None = None
+    code: str | None = None
+    message: str | None = None
+
+
+class _Transcript(msgspec.Struct):
+    text: str | None = ""
+    channel_id: int | None = 0
+
+
+class _ResultFile(msgspec.Struct):
+    transcripts: list[_Transcript] | None = None
+
+
+_task_decoder = msgspec.json.Decoder(_TaskAnswer)
+_result_decoder = msgspec.json.Decoder(_ResultFile)
+
+
+class FileRecognizer:
+    """A non-streaming :class:`~qwen_gateway.providers.base.Recognizer`: submit a URL, poll, fetch the text.
+
+    ``poll_initial`` / ``poll_max``: the first delay between polls and its cap (it doubles every 3 polls, as the
+    DashScope SDK does).
+    """
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        http_base: str,
+        model: str,
+        api_key: str,
+        timeouts: Timeouts,
+        backoff: Backoff,
+        poll_initial: float = 0.5,
+        poll_max: float = 5.0,
+        parameters: dict[str, Any] | None = None,
+    ) -> None:
+        self._http = http
+        self._base = http_base.rstrip("/")
+        self._model = model
+        self._api_key = api_key
+        self._timeouts = timeouts
+        self._backoff = backoff
+        self._poll_initial = poll_initial
+        self._poll_max = poll_max
+        self._parameters = dict(parameters or {})
+        self._timeout = httpx.Timeout(
+            connect=timeouts.connect,
+            read=timeouts.read,
+            write=timeouts.write,
+            pool=timeouts.connect,
+        )
+
+    @property
+    def model(self) -> str:
+        return self._model
+
+    @property
+    def streaming(self) -> bool:
+        return False
+
+    def session(
+        self, *, format: AudioFormat, sample_rate: int, api_key: str | None = None
+    ) -> AbstractAsyncContextManager[RecognitionSession]:
+        """Not available: a file model needs the audio at a URL; use :meth:`transcribe_url`."""
+        raise NotImplementedError(
+            f"{self._model} is a file-recognition model: upload the audio and call transcribe_url()"
+        )
+
+    async def _request(
+        self, method: str, url: str, *, api_key: str | None, what: str, **kwargs: Any
+    ) -> bytes:
+        """One HTTP exchange with retries on transient failures; the body of a 2xx answer."""
+        attempt = 0
+        while True:
+            try:
+                response = await self._http.request(method, url, timeout=self._timeout, **kwargs)
+                if response.status_code < 400:
+                    return response.content
+                err = errors.from_http(response.status_code, response.content, response.headers)
+            except httpx.TransportError as exc:
+                err = errors.from_transport(exc, what)
+                if isinstance(exc, httpx.TimeoutException) and not isinstance(
+                    exc, httpx.ConnectTimeout
+                ):
+                    raise err from None
+            if not err.transient or attempt >= self._backoff.retries:
+                raise err
+            delay = self._backoff.delay(attempt, err.retry_after)
+            log.warning(
+                "%s failed (status=%s code=%s); retry %d/%d in %.2fs",
+                what,
+                err.status,
+                err.code,
+                attempt + 1,
+                self._backoff.retries,
+                delay,
+            )
+            await asyncio.sleep(delay)
+            attempt += 1
+
+    def _auth(self, api_key: str | None) -> dict[str, str]:
+        key = api_key or self._api_key
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+    @staticmethod
+    def _decode_task(body: bytes, what: str) -> _TaskOutput:
+        try:
+            answer = _task_decoder.decode(body)
+        except msgspec.DecodeError:
+            raise errors.malformed(what) from None
+        if answer.output is None:
+            if answer.code:
+                raise errors.from_task_failed(answer.code, answer.message)
+            raise errors.malformed(what)
+        return answer.output
+
+    @staticmethod
+    def _task_failed(output: _TaskOutput) -> NoReturn:
+        raise errors.from_task_failed(
+            output.code or output.task_status or "upstream_error",
+            output.message or f"recognition task {output.task_status}",
+        )
+
+    async def transcribe_url(self, url: str, *, api_key: str | None = None) -> str:
+        """Recognise the audio at ``url``; return its text (channels joined by newlines).
+
+        Raises:
+            UpstreamError: submission refused, task or sub-task failed, result unreadable.
+            UpstreamTimeout: the whole task took longer than ``timeouts.task``.
+        """
+        headers = {**self._auth(api_key), "X-DashScope-Async": "enable"}
+        body = {
+            "model": self._model,
+            "input": {"file_urls": [url]},
+            "parameters": self._parameters,
+        }
+        try:
+            async with asyncio.timeout(self._timeouts.task):
+                raw = await self._request(
+                    "POST",
+                    f"{self._base}/services/audio/asr/transcription",
+                    api_key=api_key,
+                    what="asr submit",
+                    content=msgspec.json.encode(body),
+                    headers={**headers, "Content-Type": "application/json"},
+                )
+                output = self._decode_task(raw, "asr submit")
+                task_id = output.task_id
+                if not task_id:
+                    raise errors.malformed("asr submit")
+                log.info("asr file task %s submitted (model=%s)", task_id[:8], self._model)
+                output = await self._poll(task_id, api_key)
+                return await self._fetch_text(output)
+        except TimeoutError:
+            raise UpstreamTimeout("asr file task did not finish in time") from None
+
+    async def _poll(self, task_id: str, api_key: str | None) -> _TaskOutput:
+        delay = self._poll_initial
+        polls = 0
+        while True:
+            await asyncio.sleep(delay)
+            raw = await self._request(
+                "GET",
+                f"{self._base}/tasks/{task_id}",
+                api_key=api_key,
+                what="asr poll",
+                headers=self._auth(api_key),
+            )
+            output = self._decode_task(raw, "asr poll")
+            status = output.task_status
+            if status == "SUCCEEDED":
+                return output
+            if status not in _RUNNING:
+                log.info("asr file task %s ended: %s", task_id[:8], status)
+                self._task_failed(output)
+            polls += 1
+            if polls % 3 == 0:
+                delay = min(delay * 2, self._poll_max)
+
+    async def _fetch_text(self, output: _TaskOutput) -> str:
+        results = output.results or []
+        ok = [r for r in results if r.subtask_status in (None, "SUCCEEDED") and r.transcription_url]
+        if not ok:
+            failed = results[0] if results else None
+            raise errors.from_task_failed(
+                (failed.code if failed else None) or "upstream_error",
+                (failed.message if failed else None) or "recognition produced no result",
+            )
+        texts: list[str] = []
+        for result in ok:
+            assert result.transcription_url is not None
+            # A signed object URL: no Authorization header (it would clash with the signature).
+            raw = await self._request(
+                "GET", result.transcription_url, api_key=None, what="asr result"
+            )
+            try:
+                parsed = _result_decoder.decode(raw)
+            except msgspec.DecodeError:
+                raise errors.malformed("asr result") from None
+            for transcript in parsed.transcripts or []:
+                if transcript.text:
+                    texts.append(transcript.text)
+        return "\n".join(texts)

@@ -1,0 +1,360 @@
+"""Streaming recognition over DashScope's task WebSocket (``api-ws/v1/inference``).
+
+Models: ``paraformer-realtime-v2`` (default), ``paraformer-realtime-8k-v2``, ``fun-asr-realtime``, ``gummy-*``.
+A session is one ``run-task``: audio goes up as binary frames while it is still arriving, partial and final
+sentences (``result-generated``) come back, ``finish-task`` flushes, ``task-finished`` ends it; ``task-failed``
+becomes an :class:`UpstreamError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+import msgspec
+from websockets.asyncio.client import ClientConnection
+
+from ...errors import UpstreamError
+from ..base import AudioFormat, RecognitionResult
+from . import errors
+from .policy import Backoff, Timeouts
+from .ws import WsSession, open_ws
+
+__all__ = ["RealtimeRecognitionSession", "RealtimeRecognizer", "sniff_format"]
+
+log = logging.getLogger(__name__)
+
+#: Largest binary frame sent upstream; bigger feeds are split (the SDK sends 12,800-byte frames).
+MAX_AUDIO_FRAME = 16 * 1024
+
+_encoder = msgspec.json.Encoder()
+
+
+class _Header(msgspec.Struct):
+    event: str = ""
+    task_id: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+
+
+class _Sentence(msgspec.Struct):
+    text: str | None = ""
+    sentence_end: bool | None = None
+    begin_time: int | None = None
+    end_time: int | None = None
+    sentence_id: int | None = 0
+    heartbeat: bool | None = None
+
+
+class _Output(msgspec.Struct):
+    sentence: _Sentence | None = None
+    transcription: _Sentence | None = None  # gummy models
+
+
+class _Payload(msgspec.Struct):
+    output: _Output | None = None
+
+
+class _Event(msgspec.Struct):
+    header: _Header
+    payload: _Payload | None = None
+
+
+_event_decoder = msgspec.json.Decoder(_Event)
+
+
+def _result(sentence: _Sentence) -> RecognitionResult | None:
+    if sentence.heartbeat:
+        return None
+    final = (
+        sentence.sentence_end
+        if sentence.sentence_end is not None
+        else sentence.end_time is not None
+    )
+    text = sentence.text or ""
+    if not text and not final:
+        return None
+    return RecognitionResult(
+        text=text,
+        is_final=bool(final),
+        sentence_id=sentence.sentence_id or 0,
+        begin_ms=sentence.begin_time,
+        end_ms=sentence.end_time,
+    )
+
+
+class RealtimeRecognitionSession(WsSession):
+    """One utterance being recognised while its audio is still arriving (one upstream task).
+
+    Results are buffered without limit on sentences but not on partials: an unread partial is replaced by a
+    newer partial of the same sentence (each partial carries the sentence's whole text so far).
+    """
+
+    _what = "asr"
+
+    def __init__(self, ws: ClientConnection, timeouts: Timeouts, task_id: str) -> None:
+        super().__init__(ws, timeouts)
+        self.task_id = task_id
+        self._started = asyncio.Event()
+        self._results: deque[RecognitionResult] = deque()
+        self._wakeup = asyncio.Event()
+        self._finishing = False
+        self.audio_bytes = 0
+
+    # --- reader side ----------------------------------------------------------------------------------
+    async def _on_message(self, message: str | bytes) -> bool:
+        if isinstance(message, bytes):
+            return False  # the recogniser never sends binary; ignore
+        try:
+            event = _event_decoder.decode(message)
+        except msgspec.DecodeError:
+            raise errors.malformed("asr") from None
+        header = event.header
+        if header.task_id and header.task_id != self.task_id:
+            return False  # a stale event of an earlier task on this socket
+        name = header.event
+        if name == "result-generated":
+            output = event.payload.output if event.payload is not None else None
+            sentence = (output.sentence or output.transcription) if output is not None else None
+            if sentence is not None:
+                result = _result(sentence)
+                if result is not None:
+                    self._push(result)
+            return False
+        if name == "task-started":
+            self._started.set()
+            return False
+        if name == "task-finished":
+            return True
+        if name == "task-failed":
+            raise errors.from_task_failed(header.error_code, header.error_message)
+        return False
+
+    def _push(self, result: RecognitionResult) -> None:
+        items = self._results
+        if (
+            not result.is_final
+            and items
+            and not items[-1].is_final
+            and items[-1].sentence_id == result.sentence_id
+        ):
+            items[-1] = result
+        else:
+            items.append(result)
+        self._wakeup.set()
+
+    def _on_end(self) -> None:
+        self._started.set()
+        self._wakeup.set()
+
+    # --- caller side ----------------------------------------------------------------------------------
+    async def _wait_started(self) -> None:
+        try:
+            async with asyncio.timeout(self._timeouts.connect):
+                await self._started.wait()
+        except TimeoutError:
+            raise UpstreamError(
+                "asr: upstream did not start the task in time",
+                code="upstream_timeout",
+                status=504,
+                transient=True,
+            ) from None
+        self._check_open()
+        if self._complete:
+            raise errors.closed_error("asr")
+
+    async def feed(self, audio: bytes) -> None:
+        """Send more audio (in order). Waits while the upstream applies flow control.
+
+        Raises:
+            UpstreamError: the task failed or the connection broke (the upstream's reason when it gave one).
+            RuntimeError: called after :meth:`finish`.
+        """
+        if self._finishing:
+            raise RuntimeError("feed() after finish()")
+        self._check_open()
+        view = memoryview(audio)
+        for offset in range(0, len(view), MAX_AUDIO_FRAME):
+            await self._send(view[offset : offset + MAX_AUDIO_FRAME].tobytes())
+        self.audio_bytes += len(audio)
+        self._touch()
+
+    async def finish(self) -> None:
+        """No more audio: the upstream flushes its last sentences, then :meth:`results` ends."""
+        if self._finishing:
+            return
+        self._finishing = True
+        await self._send(
+            _encoder.encode(
+                {
+                    "header": {
+                        "action": "finish-task",
+                        "task_id": self.task_id,
+                        "streaming": "duplex",
+                    },
+                    "payload": {"input": {}},
+                }
+            ).decode()
+        )
+        self._touch()
+
+    async def results(self) -> AsyncGenerator[RecognitionResult, None]:
+        """Partial and final results as they arrive; ends after ``task-finished``.
+
+        Raises:
+            UpstreamError: ``task-failed``, a broken connection, or no answer for ``timeouts.read``.
+        """
+        items = self._results
+        while True:
+            while items:
+                yield items.popleft()
+            if self._error is not None:
+                raise self._error
+            if self._complete:
+                return
+            self._wakeup.clear()
+            await self._wakeup.wait()
+
+
+def sniff_format(head: bytes) -> tuple[AudioFormat, int]:
+    """A recogniser ``format`` and sample rate for audio starting with ``head`` (raw PCM at 16 kHz if unknown)."""
+    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+        rate = int.from_bytes(head[24:28], "little") if len(head) >= 28 else 16000
+        return "wav", rate or 16000
+    if head[:4] == b"OggS":
+        return "opus", 16000
+    if head[:3] == b"ID3" or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0):
+        return "mp3", 16000
+    if head[:6] == b"#!AMR\n":
+        return "amr", 8000
+    if len(head) > 1 and head[0] == 0xFF and head[1] & 0xF6 == 0xF0:
+        return "aac", 16000
+    return "pcm", 16000
+
+
+class RealtimeRecognizer:
+    """A streaming :class:`~qwen_gateway.providers.base.Recognizer` over the task WebSocket."""
+
+    def __init__(
+        self,
+        *,
+        ws_url: str,
+        model: str,
+        api_key: str,
+        timeouts: Timeouts,
+        backoff: Backoff,
+        http: httpx.AsyncClient | None = None,
+        parameters: dict[str, object] | None = None,
+    ) -> None:
+        self._url = ws_url
+        self._model = model
+        self._api_key = api_key
+        self._timeouts = timeouts
+        self._backoff = backoff
+        self._http = http
+        self._parameters = dict(parameters or {})
+
+    @property
+    def model(self) -> str:
+        return self._model
+
+    @property
+    def streaming(self) -> bool:
+        return True
+
+    @asynccontextmanager
+    async def session(
+        self, *, format: AudioFormat, sample_rate: int, api_key: str | None = None
+    ) -> AsyncIterator[RealtimeRecognitionSession]:
+        """Open a recognition task; leaving the block closes the upstream connection.
+
+        Raises:
+            UpstreamError: the handshake was refused (bad key ...), or ``run-task`` failed.
+        """
+        ws = await open_ws(
+            self._url,
+            api_key=api_key or self._api_key,
+            timeouts=self._timeouts,
+            backoff=self._backoff,
+            what="asr",
+        )
+        task_id = uuid.uuid4().hex
+        session = RealtimeRecognitionSession(ws, self._timeouts, task_id)
+        try:
+            session._start_reader()
+            await session._send(
+                _encoder.encode(
+                    {
+                        "header": {"action": "run-task", "task_id": task_id, "streaming": "duplex"},
+                        "payload": {
+                            "task_group": "audio",
+                            "task": "asr",
+                            "function": "recognition",
+                            "model": self._model,
+                            "parameters": {
+                                **self._parameters,
+                                "format": format,
+                                "sample_rate": sample_rate,
+                            },
+                            "input": {},
+                        },
+                    }
+                ).decode()
+            )
+            await session._wait_started()
+            log.info("asr task %s started (model=%s format=%s)", task_id[:8], self._model, format)
+            yield session
+        finally:
+            await session._shutdown()
+
+    async def transcribe_url(self, url: str, *, api_key: str | None = None) -> str:
+        """Download ``url`` and stream it through a session; return the final sentences joined.
+
+        Raises:
+            UpstreamError: the download or the recognition failed.
+        """
+        if self._http is None:
+            raise RuntimeError("transcribe_url needs an httpx client")
+        timeout = httpx.Timeout(
+            connect=self._timeouts.connect,
+            read=self._timeouts.read,
+            write=self._timeouts.write,
+            pool=self._timeouts.connect,
+        )
+        try:
+            async with self._http.stream("GET", url, timeout=timeout) as response:
+                if response.status_code >= 400:
+                    raise errors.from_http(response.status_code, await response.aread())
+                chunks = response.aiter_bytes()
+                head = b""
+                async for chunk in chunks:
+                    head += chunk
+                    if len(head) >= 64:
+                        break
+                fmt, rate = sniff_format(head)
+                async with self.session(format=fmt, sample_rate=rate, api_key=api_key) as s:
+                    texts: list[str] = []
+
+                    async def collect() -> None:
+                        async for result in s.results():
+                            if result.is_final and result.text:
+                                texts.append(result.text)
+
+                    try:
+                        async with asyncio.TaskGroup() as tg:
+                            tg.create_task(collect())
+                            if head:
+                                await s.feed(head)
+                            async for chunk in chunks:
+                                await s.feed(chunk)
+                            await s.finish()
+                    except* UpstreamError as group:
+                        raise group.exceptions[0] from None
+                    return "".join(texts)
+        except httpx.TransportError as exc:
+            raise errors.from_transport(exc, "asr download") from None

@@ -1,0 +1,287 @@
+"""Chat and VLM over DashScope's OpenAI-compatible endpoint (``QWEN_API_CHAT_URL``).
+
+One shared ``httpx.AsyncClient`` (HTTP/1.1 keep-alive pool) serves every call. Streams are parsed incrementally:
+each SSE ``data:`` payload is decoded into a small msgspec Struct and handed on as a :class:`ChatDelta` that keeps
+the payload's raw bytes, so the OpenAI-compatible route can relay it untouched.
+
+Retries (429 throttles, 5xx, connection errors) happen with backoff and jitter, and only while nothing has been
+yielded to the caller; once a delta went out, a failure surfaces as :class:`UpstreamError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncGenerator, Mapping
+from typing import Any
+
+import httpx
+import msgspec
+
+from ...errors import UpstreamError
+from ..base import ChatDelta, Usage
+from . import errors
+from .policy import Backoff, Timeouts
+from .sse import SseDecoder
+
+__all__ = ["DashScopeChat"]
+
+log = logging.getLogger(__name__)
+
+
+class _Delta(msgspec.Struct):
+    content: str | None = None
+    reasoning_content: str | None = None
+    role: str | None = None
+
+
+class _Choice(msgspec.Struct):
+    index: int = 0
+    delta: _Delta | None = None
+    finish_reason: str | None = None
+
+
+class _Usage(msgspec.Struct):
+    prompt_tokens: int | None = 0
+    completion_tokens: int | None = 0
+    total_tokens: int | None = 0
+
+
+class _Chunk(msgspec.Struct):
+    choices: list[_Choice] | None = None
+    usage: _Usage | None = None
+    error: Any = None
+
+
+_chunk_decoder = msgspec.json.Decoder(_Chunk)
+_json_encoder = msgspec.json.Encoder()
+_EMPTY_DELTA = _Delta()
+_DONE = b"[DONE]"
+
+
+def _usage(u: _Usage) -> Usage:
+    return Usage(
+        prompt_tokens=u.prompt_tokens or 0,
+        completion_tokens=u.completion_tokens or 0,
+        total_tokens=u.total_tokens or 0,
+    )
+
+
+def parse_chunk(raw: bytes) -> ChatDelta:
+    """One ``data:`` payload as a :class:`ChatDelta`.
+
+    Raises:
+        UpstreamError: the payload is an ``{"error": ...}`` event, or is not a chunk at all.
+    """
+    try:
+        chunk = _chunk_decoder.decode(raw)
+    except msgspec.DecodeError:
+        raise errors.malformed("chat stream") from None
+    if chunk.error is not None:
+        raise errors.from_error_object(chunk.error, default_status=502)
+    usage = _usage(chunk.usage) if chunk.usage is not None else None
+    choices = chunk.choices
+    if choices:
+        choice = choices[0]
+        d = choice.delta or _EMPTY_DELTA
+        return ChatDelta(
+            raw,
+            d.content or "",
+            d.reasoning_content or "",
+            d.role,
+            choice.finish_reason,
+            usage,
+            choice.index,
+        )
+    return ChatDelta(raw, usage=usage)
+
+
+class DashScopeChat:
+    """A :class:`~qwen_gateway.providers.base.ChatModel` over an OpenAI-compatible ``/chat/completions`` URL.
+
+    ``model`` fills requests that name none. ``api_key`` is the default key; each call may override it
+    (pass-through mode). The client is shared and not owned: closing it is the caller's business.
+    """
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        url: str,
+        model: str,
+        api_key: str,
+        timeouts: Timeouts,
+        backoff: Backoff,
+    ) -> None:
+        self._http = http
+        self._url = url
+        self._model = model
+        self._api_key = api_key
+        self._backoff = backoff
+        self._timeout = httpx.Timeout(
+            connect=timeouts.connect,
+            read=timeouts.read,
+            write=timeouts.write,
+            pool=timeouts.connect,
+        )
+
+    @property
+    def model(self) -> str:
+        """The model used when a request names none."""
+        return self._model
+
+    def _headers(self, api_key: str | None, *, stream: bool) -> dict[str, str]:
+        key = api_key or self._api_key
+        headers = {"Content-Type": "application/json"}
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        if stream:
+            headers["Accept"] = "text/event-stream"
+            headers["Accept-Encoding"] = "identity"
+        return headers
+
+    def _payload(self, body: Mapping[str, Any], *, stream: bool) -> bytes:
+        data = dict(body)
+        if not data.get("model"):
+            data["model"] = self._model
+        data["stream"] = stream
+        if not stream:
+            data.pop("stream_options", None)
+        return _json_encoder.encode(data)
+
+    async def _send(self, payload: bytes, headers: dict[str, str]) -> httpx.Response:
+        request = self._http.build_request(
+            "POST", self._url, content=payload, headers=headers, timeout=self._timeout
+        )
+        response = await self._http.send(request, stream=True)
+        if response.status_code >= 400:
+            try:
+                body = await response.aread()
+            finally:
+                await response.aclose()
+            raise errors.from_http(response.status_code, body, response.headers)
+        return response
+
+    async def _retry_or_raise(self, err: UpstreamError, attempt: int, what: str) -> None:
+        """Sleep before the next attempt when ``err`` allows one; raise it otherwise."""
+        if not err.transient or attempt >= self._backoff.retries:
+            raise err
+        delay = self._backoff.delay(attempt, err.retry_after)
+        log.warning(
+            "%s failed (status=%s code=%s); retry %d/%d in %.2fs",
+            what,
+            err.status,
+            err.code,
+            attempt + 1,
+            self._backoff.retries,
+            delay,
+        )
+        await asyncio.sleep(delay)
+
+    async def stream(
+        self, body: Mapping[str, Any], *, api_key: str | None = None
+    ) -> AsyncGenerator[ChatDelta, None]:
+        """Stream a completion of ``body`` (``stream`` forced on) as deltas; see :class:`ChatModel`.
+
+        The generator owns one upstream response: close it (``contextlib.aclosing``) or cancel the consuming
+        task to drop the connection early.
+
+        Raises:
+            UpstreamError: the upstream refused the request, failed mid-stream (an ``{"error":...}`` event
+                included), or closed the stream before ``[DONE]`` / a ``finish_reason``.
+            UpstreamTimeout: connect, first byte or the gap between two chunks took too long.
+        """
+        payload = self._payload(body, stream=True)
+        headers = self._headers(api_key, stream=True)
+        yielded = False
+        attempt = 0
+        while True:
+            response: httpx.Response | None = None
+            try:
+                response = await self._send(payload, headers)
+                decoder = SseDecoder()
+                finished = False
+                done = False
+                async for data in response.aiter_bytes():
+                    if done:
+                        continue  # drain to EOF so the connection goes back to the pool
+                    for event, raw in decoder.feed(data):
+                        if raw == _DONE:
+                            done = True
+                            break
+                        if event == "error":
+                            raise errors.from_error_object(
+                                msgspec.json.decode(raw) if raw.startswith(b"{") else raw.decode()
+                            )
+                        delta = parse_chunk(raw)
+                        if delta.finish_reason is not None:
+                            finished = True
+                        yielded = True
+                        yield delta
+                if not done:
+                    for _event, raw in decoder.close():
+                        if raw == _DONE:
+                            done = True
+                        else:
+                            delta = parse_chunk(raw)
+                            finished = finished or delta.finish_reason is not None
+                            yielded = True
+                            yield delta
+                if not (done or finished):
+                    raise errors.closed_error("chat stream")
+                return
+            except UpstreamError as exc:
+                if yielded:
+                    raise
+                await self._retry_or_raise(exc, attempt, "chat stream")
+            except httpx.TransportError as exc:
+                err = errors.from_transport(exc, "chat stream")
+                if yielded or (
+                    isinstance(exc, httpx.TimeoutException)
+                    and not isinstance(exc, httpx.ConnectTimeout)
+                ):
+                    raise err from None
+                await self._retry_or_raise(err, attempt, "chat stream")
+            finally:
+                if response is not None:
+                    await response.aclose()
+            attempt += 1
+
+    async def complete(
+        self, body: Mapping[str, Any], *, api_key: str | None = None
+    ) -> dict[str, Any]:
+        """Non-streaming completion of ``body`` (``stream`` forced off): the upstream's JSON body.
+
+        Raises:
+            UpstreamError: the upstream refused the request or answered something that is not a JSON object.
+            UpstreamTimeout: connect or the answer took too long.
+        """
+        payload = self._payload(body, stream=False)
+        headers = self._headers(api_key, stream=False)
+        attempt = 0
+        while True:
+            try:
+                response = await self._send(payload, headers)
+                try:
+                    content = await response.aread()
+                finally:
+                    await response.aclose()
+                try:
+                    result = msgspec.json.decode(content)
+                except msgspec.DecodeError:
+                    raise errors.malformed("chat completion") from None
+                if not isinstance(result, dict):
+                    raise errors.malformed("chat completion")
+                if "error" in result and "choices" not in result:
+                    raise errors.from_error_object(result["error"])
+                return result
+            except UpstreamError as exc:
+                await self._retry_or_raise(exc, attempt, "chat completion")
+            except httpx.TransportError as exc:
+                err = errors.from_transport(exc, "chat completion")
+                if isinstance(exc, httpx.TimeoutException) and not isinstance(
+                    exc, httpx.ConnectTimeout
+                ):
+                    raise err from None
+                await self._retry_or_raise(err, attempt, "chat completion")
+            attempt += 1

@@ -1,0 +1,206 @@
+"""The one place the app builds its DashScope engines from :class:`~qwen_gateway.config.Settings`.
+
+Engines are chosen by model name, so a seed ``.env`` keeps working:
+
+* recognition: a model whose name contains ``realtime`` (``paraformer-realtime-v2``, ``fun-asr-realtime`` ...)
+  streams over the task WebSocket; any other (``paraformer-v1``/``-v2``, ``fun-asr`` ...) is a file model
+  (upload, then submit and poll);
+* synthesis: ``QG_TTS_MODEL`` (or else the ``model=`` query of ``REAL_TIME_AUDIO_URL``) naming ``cosyvoice-*``
+  selects CosyVoice over the task WebSocket; anything else is Qwen-TTS realtime over ``REAL_TIME_AUDIO_URL``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import httpx
+
+from ...config import Settings
+from ..base import ChatModel, Recognizer, Synthesizer
+from .asr_file import FileRecognizer
+from .asr_realtime import RealtimeRecognizer
+from .chat import DashScopeChat
+from .policy import Backoff, Timeouts
+from .tts_cosyvoice import CosyVoiceSynthesizer
+from .tts_qwen import QwenRealtimeSynthesizer, model_of_url
+
+__all__ = [
+    "Providers",
+    "Tuning",
+    "build_providers",
+    "is_cosyvoice_model",
+    "is_realtime_asr_model",
+    "new_http_client",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Tuning:
+    """Knobs that are not settings of the deployment (tests and benchmarks shorten them).
+
+    Attributes:
+        retry_base / retry_cap: backoff between retries (seconds; jittered, doubled per attempt).
+        poll_initial / poll_max: delay between polls of a file-recognition task.
+        task_timeout: the longest a file-recognition task may take in all.
+        close_timeout: the WebSocket closing handshake.
+        write_timeout: the longest wait for the upstream to accept what we send.
+        tts_queue_chunks: PCM chunks buffered for a slow consumer before the upstream is no longer read.
+        max_connections / max_keepalive: the shared HTTP pool.
+    """
+
+    retry_base: float = 0.25
+    retry_cap: float = 4.0
+    poll_initial: float = 0.5
+    poll_max: float = 5.0
+    task_timeout: float = 600.0
+    close_timeout: float = 2.0
+    write_timeout: float = 30.0
+    tts_queue_chunks: int = 64
+    max_connections: int = 512
+    max_keepalive: int = 64
+
+
+def is_realtime_asr_model(model: str) -> bool:
+    """True for streaming recognition models (they stream audio over the task WebSocket)."""
+    return "realtime" in model.lower()
+
+
+def is_cosyvoice_model(model: str) -> bool:
+    """True for CosyVoice synthesis models."""
+    return model.lower().startswith("cosyvoice")
+
+
+@dataclass(slots=True, kw_only=True)
+class Providers:
+    """The engines the app uses; :meth:`aclose` releases what the factory created."""
+
+    chat: ChatModel
+    vlm: ChatModel
+    recognizer: Recognizer
+    synthesizer: Synthesizer
+    http: httpx.AsyncClient
+    _owns_http: bool = field(default=False, repr=False)
+
+    async def aclose(self) -> None:
+        """Close the shared HTTP client if the factory created it (idempotent)."""
+        if self._owns_http:
+            self._owns_http = False
+            await self.http.aclose()
+
+
+def new_http_client(settings: Settings, tuning: Tuning | None = None) -> httpx.AsyncClient:
+    """An HTTP/1.1 keep-alive client with the settings' timeouts (every call also sets its own)."""
+    tuning = tuning or Tuning()
+    return httpx.AsyncClient(
+        http1=True,
+        http2=False,
+        timeout=httpx.Timeout(
+            connect=settings.connect_timeout,
+            read=settings.read_timeout,
+            write=tuning.write_timeout,
+            pool=settings.connect_timeout,
+        ),
+        limits=httpx.Limits(
+            max_connections=tuning.max_connections,
+            max_keepalive_connections=tuning.max_keepalive,
+            keepalive_expiry=30.0,
+        ),
+        follow_redirects=False,
+    )
+
+
+def build_providers(
+    settings: Settings, http: httpx.AsyncClient | None = None, *, tuning: Tuning | None = None
+) -> Providers:
+    """Build chat, VLM, recognition and synthesis engines from ``settings``.
+
+    ``http`` is shared by every HTTP call (created, and then closed by :meth:`Providers.aclose`, when not
+    given). Keys: ``settings.qwen_api_key`` unless a call passes its own ``api_key``.
+    """
+    tuning = tuning or Tuning()
+    owns = http is None
+    client = http if http is not None else new_http_client(settings, tuning)
+    timeouts = Timeouts(
+        connect=settings.connect_timeout,
+        read=settings.read_timeout,
+        write=tuning.write_timeout,
+        close=tuning.close_timeout,
+        task=tuning.task_timeout,
+    )
+    backoff = Backoff(
+        retries=settings.upstream_retries, base=tuning.retry_base, cap=tuning.retry_cap
+    )
+    key = settings.qwen_api_key
+
+    chat = DashScopeChat(
+        client,
+        url=settings.chat_url,
+        model=settings.chat_model,
+        api_key=key,
+        timeouts=timeouts,
+        backoff=backoff,
+    )
+    vlm = DashScopeChat(
+        client,
+        url=settings.chat_url,
+        model=settings.vlm_model,
+        api_key=key,
+        timeouts=timeouts,
+        backoff=backoff,
+    )
+
+    recognizer: Recognizer
+    if is_realtime_asr_model(settings.asr_model):
+        recognizer = RealtimeRecognizer(
+            ws_url=settings.dashscope_ws_base,
+            model=settings.asr_model,
+            api_key=key,
+            timeouts=timeouts,
+            backoff=backoff,
+            http=client,
+        )
+    else:
+        recognizer = FileRecognizer(
+            client,
+            http_base=settings.dashscope_http_base,
+            model=settings.asr_model,
+            api_key=key,
+            timeouts=timeouts,
+            backoff=backoff,
+            poll_initial=tuning.poll_initial,
+            poll_max=tuning.poll_max,
+        )
+
+    tts_model = settings.tts_model or model_of_url(settings.tts_url)
+    synthesizer: Synthesizer
+    if is_cosyvoice_model(tts_model):
+        synthesizer = CosyVoiceSynthesizer(
+            ws_url=settings.dashscope_ws_base,
+            model=tts_model,
+            voice=settings.tts_voice,
+            sample_rate=settings.tts_sample_rate,
+            api_key=key,
+            timeouts=timeouts,
+            backoff=backoff,
+            queue_chunks=tuning.tts_queue_chunks,
+        )
+    else:
+        synthesizer = QwenRealtimeSynthesizer(
+            url=settings.tts_url,
+            model=settings.tts_model or None,
+            voice=settings.tts_voice,
+            sample_rate=settings.tts_sample_rate,
+            api_key=key,
+            timeouts=timeouts,
+            backoff=backoff,
+            queue_chunks=tuning.tts_queue_chunks,
+        )
+
+    return Providers(
+        chat=chat,
+        vlm=vlm,
+        recognizer=recognizer,
+        synthesizer=synthesizer,
+        http=client,
+        _owns_http=owns,
+    )

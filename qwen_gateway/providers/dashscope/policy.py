@@ -1,0 +1,54 @@
+"""Timeouts and retry policy shared by the DashScope clients."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass
+
+__all__ = ["Backoff", "Timeouts"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Timeouts:
+    """Seconds allowed for each phase of an upstream exchange.
+
+    Attributes:
+        connect: TCP + TLS + (WebSocket) handshake, and the wait for a task to be accepted.
+        read: the wait for the first answer byte, and the longest silence while an answer is expected (idle).
+        write: the wait for the upstream to accept what we send (flow control).
+        close: the closing handshake of a WebSocket before the socket is dropped.
+        task: the whole life of an asynchronous file-recognition task (submit, polls, result).
+    """
+
+    connect: float = 10.0
+    read: float = 60.0
+    write: float = 30.0
+    close: float = 2.0
+    task: float = 600.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Backoff:
+    """Exponential backoff with jitter.
+
+    Attributes:
+        retries: extra attempts after the first one.
+        base: the first delay's upper bound, in seconds; doubled on every attempt.
+        cap: the largest delay.
+    """
+
+    retries: int = 2
+    base: float = 0.25
+    cap: float = 4.0
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to wait before retry number ``attempt`` (0-based); honours a server hint up to ``cap``."""
+        if retry_after is not None:
+            return min(retry_after, self.cap)
+        ceiling = min(self.cap, self.base * (2.0**attempt))
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+    async def sleep(self, attempt: int, retry_after: float | None = None) -> None:
+        """Wait before retry number ``attempt``."""
+        await asyncio.sleep(self.delay(attempt, retry_after))

@@ -1,0 +1,246 @@
+"""Realtime TTS over ``REAL_TIME_AUDIO_URL`` (``qwen-tts-realtime``, ``qwen3-tts-flash-realtime``).
+
+One upstream connection per answer, in ``commit`` mode: ``session.update`` sets voice and PCM rate, each text
+segment is ``input_text_buffer.append`` + ``input_text_buffer.commit`` (one response each), ``session.finish``
+asks for the rest, ``session.finished`` ends. ``response.audio.delta`` carries base64 PCM16LE, handed on as soon
+as it arrives; an ``error`` event ends the session with an :class:`UpstreamError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import binascii
+import logging
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import asynccontextmanager
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import msgspec
+from websockets.asyncio.client import ClientConnection
+
+from ..base import PcmChunk
+from . import errors
+from .policy import Backoff, Timeouts
+from .ws import WsSession, open_ws
+
+__all__ = ["QwenRealtimeSynthesisSession", "QwenRealtimeSynthesizer", "model_of_url", "with_model"]
+
+log = logging.getLogger(__name__)
+
+_encoder = msgspec.json.Encoder()
+
+
+class _SessionInfo(msgspec.Struct):
+    sample_rate: int | None = None
+
+
+class _Event(msgspec.Struct):
+    type: str = ""
+    delta: str | None = None
+    error: msgspec.Raw | None = None
+    session: _SessionInfo | None = None
+
+
+_event_decoder = msgspec.json.Decoder(_Event)
+_END = None
+
+
+def model_of_url(url: str) -> str:
+    """The ``model=`` query parameter of a realtime URL ("" when absent)."""
+    return dict(parse_qsl(urlsplit(url).query)).get("model", "")
+
+
+def with_model(url: str, model: str) -> str:
+    """``url`` with its ``model=`` query parameter set to ``model``."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "model"]
+    query.append(("model", model))
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def _event_id() -> str:
+    return "event_" + uuid.uuid4().hex
+
+
+class QwenRealtimeSynthesisSession(WsSession):
+    """One answer being spoken on one realtime connection (see the module docstring)."""
+
+    _what = "tts"
+
+    def __init__(
+        self, ws: ClientConnection, timeouts: Timeouts, sample_rate: int, queue_chunks: int
+    ) -> None:
+        super().__init__(ws, timeouts)
+        self.sample_rate = sample_rate
+        self._audio: asyncio.Queue[PcmChunk | None] = asyncio.Queue(queue_chunks)
+        self._pending = 0
+        self._finishing = False
+        self._ended = False
+        self.segments = 0
+
+    # --- reader side ----------------------------------------------------------------------------------
+    async def _on_message(self, message: str | bytes) -> bool:
+        if isinstance(message, bytes):
+            return False  # the realtime protocol is text-only
+        try:
+            event = _event_decoder.decode(message)
+        except msgspec.DecodeError:
+            raise errors.malformed("tts") from None
+        kind = event.type
+        if kind == "response.audio.delta":
+            if event.delta:
+                try:
+                    pcm = binascii.a2b_base64(event.delta)
+                except binascii.Error:
+                    raise errors.malformed("tts") from None
+                await self._audio.put(PcmChunk(pcm, self.sample_rate))
+            return False
+        if kind == "response.done":
+            self._pending = max(0, self._pending - 1)
+            return False
+        if kind in ("session.created", "session.updated"):
+            if event.session is not None and event.session.sample_rate:
+                self.sample_rate = event.session.sample_rate
+            return False
+        if kind == "session.finished":
+            return True
+        if kind == "error":
+            detail = msgspec.json.decode(event.error) if event.error is not None else None
+            raise errors.from_error_object(detail, default_status=502)
+        return False
+
+    def _on_end(self) -> None:
+        # Never blocks and never drops audio: a full queue means the consumer is not waiting, and it will
+        # see the end once it has drained the queue.
+        self._ended = True
+        if not self._audio.full():
+            self._audio.put_nowait(_END)
+
+    def _expecting(self) -> bool:
+        return self._pending > 0 or self._finishing
+
+    # --- caller side ----------------------------------------------------------------------------------
+    async def _send_event(self, event: dict[str, object]) -> None:
+        await self._send(_encoder.encode(event).decode())
+
+    async def send_text(self, text: str) -> None:
+        """Speak ``text`` next (a sentence, usually); whitespace-only text is skipped.
+
+        Raises:
+            UpstreamError: the session failed (its reason) or the connection broke.
+            RuntimeError: called after :meth:`finish`.
+        """
+        if self._finishing:
+            raise RuntimeError("send_text() after finish()")
+        if not text.strip():
+            self._check_open()
+            return
+        await self._send_event(
+            {"event_id": _event_id(), "type": "input_text_buffer.append", "text": text}
+        )
+        await self._send_event({"event_id": _event_id(), "type": "input_text_buffer.commit"})
+        self._pending += 1
+        self.segments += 1
+        self._touch()
+
+    async def finish(self) -> None:
+        """No more text: the upstream speaks what is left, then :meth:`audio` ends."""
+        if self._finishing:
+            return
+        self._finishing = True
+        await self._send_event({"event_id": _event_id(), "type": "session.finish"})
+        self._touch()
+
+    async def audio(self) -> AsyncGenerator[PcmChunk, None]:
+        """PCM chunks as the upstream produces them; ends after ``session.finished``.
+
+        Raises:
+            UpstreamError: an ``error`` event, a broken connection, or silence longer than ``timeouts.read``
+                while audio was due.
+        """
+        queue = self._audio
+        while True:
+            if self._ended and queue.empty():
+                if self._error is not None:
+                    raise self._error
+                return
+            chunk = await queue.get()
+            if chunk is not _END:
+                yield chunk
+
+
+class QwenRealtimeSynthesizer:
+    """A :class:`~qwen_gateway.providers.base.Synthesizer` over the Qwen-TTS realtime WebSocket.
+
+    ``url`` is ``REAL_TIME_AUDIO_URL`` (its ``model=`` query selects the model; ``model`` overrides it).
+    ``queue_chunks`` bounds the PCM waiting for the caller: beyond it the upstream is not read (backpressure).
+    """
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        voice: str,
+        sample_rate: int,
+        api_key: str,
+        timeouts: Timeouts,
+        backoff: Backoff,
+        model: str | None = None,
+        language_type: str | None = None,
+        queue_chunks: int = 64,
+    ) -> None:
+        self._url = with_model(url, model) if model else url
+        self._model = model or model_of_url(url) or "qwen-tts-realtime"
+        self._voice = voice
+        self._sample_rate = sample_rate
+        self._api_key = api_key
+        self._timeouts = timeouts
+        self._backoff = backoff
+        self._language_type = language_type
+        self._queue_chunks = queue_chunks
+
+    @property
+    def model(self) -> str:
+        return self._model
+
+    @property
+    def sample_rate(self) -> int:
+        return self._sample_rate
+
+    @asynccontextmanager
+    async def session(
+        self, *, voice: str | None = None, api_key: str | None = None
+    ) -> AsyncIterator[QwenRealtimeSynthesisSession]:
+        """Open one answer's connection; leaving the block early cancels and closes the upstream.
+
+        Raises:
+            UpstreamError: the handshake was refused (bad key ...) or the session could not be configured.
+        """
+        ws = await open_ws(
+            self._url,
+            api_key=api_key or self._api_key,
+            timeouts=self._timeouts,
+            backoff=self._backoff,
+            what="tts",
+        )
+        session = QwenRealtimeSynthesisSession(
+            ws, self._timeouts, self._sample_rate, self._queue_chunks
+        )
+        try:
+            session._start_reader()
+            config: dict[str, object] = {
+                "voice": voice or self._voice,
+                "mode": "commit",
+                "response_format": "pcm",
+                "sample_rate": self._sample_rate,
+            }
+            if self._language_type:
+                config["language_type"] = self._language_type
+            await session._send_event(
+                {"event_id": _event_id(), "type": "session.update", "session": config}
+            )
+            log.info("tts session opened (model=%s voice=%s)", self._model, config["voice"])
+            yield session
+        finally:
+            await session._shutdown()
