@@ -1,0 +1,105 @@
+"""DashScope error families mapped to UpstreamError (code, status, transient)."""
+
+from __future__ import annotations
+
+import pytest
+
+from qwen_gateway.providers.dashscope import errors
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "code", "transient"),
+    [
+        (
+            400,
+            b'{"error":{"code":"invalid_parameter_error","message":"Temperature should be in [0.0, 2.0)","type":"invalid_request_error"}}',
+            "invalid_parameter_error",
+            False,
+        ),
+        (
+            400,
+            b'{"error":{"message":"Input data may contain inappropriate content.","type":"data_inspection_failed","param":null,"code":"data_inspection_failed"}}',
+            "data_inspection_failed",
+            False,
+        ),
+        (400, b'{"code":"InvalidParameter","message":"bad"}', "invalid_parameter_error", False),
+        (
+            401,
+            b'{"error":{"message":"Incorrect API key provided.","type":"invalid_request_error","code":"invalid_api_key"}}',
+            "invalid_api_key",
+            False,
+        ),
+        (
+            401,
+            b'{"code":"InvalidApiKey","message":"Invalid API-key provided."}',
+            "invalid_api_key",
+            False,
+        ),
+        (
+            403,
+            b'{"code":"AccessDenied","message":"current user api does not support synchronous calls."}',
+            "access_denied",
+            False,
+        ),
+        (
+            404,
+            b'{"error":{"message":"The model `qwen-x` does not exist","code":"model_not_found"}}',
+            "model_not_found",
+            False,
+        ),
+        (
+            429,
+            b'{"error":{"message":"rate","type":"limit_requests","code":"limit_requests"}}',
+            "limit_requests",
+            True,
+        ),
+        (429, b'{"code":"Throttling.BurstRate","message":"burst"}', "limit_burst_rate", True),
+        (
+            429,
+            b'{"error":{"message":"You exceeded your current quota","code":"insufficient_quota"}}',
+            "insufficient_quota",
+            True,
+        ),
+        (
+            500,
+            b'{"code":"InternalError","message":"An internal error has occured"}',
+            "internal_error",
+            True,
+        ),
+        (
+            503,
+            b'{"code":"ModelUnavailable","message":"Model is unavailable"}',
+            "model_unavailable",
+            True,
+        ),
+        (502, b"<html>bad gateway</html>", "upstream_error", True),
+    ],
+)
+def test_http_error_families(status: int, body: bytes, code: str, transient: bool) -> None:
+    err = errors.from_http(status, body)
+    assert (err.code, err.status, err.transient) == (code, status, transient)
+    assert err.message
+
+
+def test_retry_after_header_is_read() -> None:
+    err = errors.from_http(429, b"", {"retry-after": "3"})
+    assert err.retry_after == 3.0 and err.code == "limit_requests"
+
+
+def test_task_failed_codes_get_a_status() -> None:
+    assert (
+        errors.from_task_failed("InvalidParameter", "[tts:]Engine return error code: 418").status
+        == 400
+    )
+    throttled = errors.from_task_failed("Throttling.RateQuota", "slow down")
+    assert (throttled.status, throttled.code, throttled.transient) == (429, "limit_requests", True)
+    unknown = errors.from_task_failed("CLIENT_ERROR", "request timeout after 23 seconds.")
+    assert (unknown.status, unknown.code) == (502, "CLIENT_ERROR")
+
+
+def test_messages_never_carry_keys() -> None:
+    err = errors.from_http(
+        401, b'{"code":"InvalidApiKey","message":"key sk-abcdef0123456789 is bad"}'
+    )
+    assert "abcdef0123456789" not in err.message
+    assert "sk-***" in err.message
