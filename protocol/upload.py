@@ -1,0 +1,157 @@
+"""Packet assembly: one upload's packets in, its bytes out in ``seq`` order as soon as they are contiguous.
+
+An upload is ``total`` packets numbered ``seq`` 1..``total``. Packets may arrive in any order: a packet after a
+gap is held, and released together with everything it makes contiguous when the gap closes, so a streaming
+consumer (the recogniser) reads the audio while the upload is still arriving. An exact repeat of a packet is
+acknowledged and changes nothing; a repeat with other content is an error. The upload is complete the moment its
+last gap closes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import msgspec
+
+from .errors import ErrorCode, RemoteProtocolError
+
+__all__ = ["PacketAssembler", "Release", "starts_new_upload"]
+
+
+def _digest(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=16).digest()
+
+
+class Release(msgspec.Struct, frozen=True, kw_only=True):
+    """What one accepted packet changed.
+
+    Attributes:
+        data: the bytes this packet made contiguous, in order (empty when it was held or a duplicate).
+        duplicate: the packet repeated one already received; nothing changed.
+        complete: the whole upload has been released.
+        completed: this very packet completed the upload (true exactly once per upload).
+        received: distinct packets received so far.
+    """
+
+    data: bytes
+    duplicate: bool
+    complete: bool
+    completed: bool
+    received: int
+
+
+class PacketAssembler:
+    """Reassembles one upload of ``total`` packets.
+
+    Raises ``RemoteProtocolError`` (and then changes nothing) for: ``total`` above ``max_packets`` or bytes
+    above ``max_bytes`` (``upload_too_large``), ``seq`` outside 1..``total`` or a ``total`` other than the
+    first packet's (``bad_sequence``), a ``seq`` repeated with other content (``duplicate_packet``).
+    """
+
+    def __init__(self, total: int, *, max_packets: int, max_bytes: int) -> None:
+        if total < 1:
+            raise RemoteProtocolError(
+                ErrorCode.BAD_SEQUENCE, f"total must be at least 1, got {total}"
+            )
+        if total > max_packets:
+            raise RemoteProtocolError(
+                ErrorCode.UPLOAD_TOO_LARGE, f"total {total} is more than {max_packets} packets"
+            )
+        self.total = total
+        self.max_bytes = max_bytes
+        #: bytes accepted so far (released and held)
+        self.size = 0
+        #: the next ``seq`` to release
+        self.next_seq = 1
+        self._digests: dict[int, bytes] = {}
+        self._held: dict[int, bytes] = {}
+
+    @property
+    def received(self) -> int:
+        """Distinct packets received so far."""
+        return len(self._digests)
+
+    @property
+    def complete(self) -> bool:
+        """Every packet has been received and released."""
+        return self.next_seq > self.total
+
+    def seen(self, seq: int) -> bool:
+        """Whether packet ``seq`` has been received."""
+        return seq in self._digests
+
+    def is_duplicate(self, seq: int, total: int, data: bytes) -> bool:
+        """Whether this packet exactly repeats one already received."""
+        old = self._digests.get(seq)
+        return total == self.total and old is not None and old == _digest(data)
+
+    def add(self, seq: int, total: int, data: bytes) -> Release:
+        """Accept one packet.
+
+        Returns:
+            what it released; feed ``data`` to the consumer, and finish the upload when ``completed``.
+
+        Raises:
+            RemoteProtocolError: the packet is refused; the upload is unchanged and may go on.
+        """
+        if total != self.total:
+            raise RemoteProtocolError(
+                ErrorCode.BAD_SEQUENCE,
+                f"total changed from {self.total} to {total} within one upload",
+            )
+        if not 1 <= seq <= total:
+            raise RemoteProtocolError(ErrorCode.BAD_SEQUENCE, f"seq {seq} is outside 1..{total}")
+        digest = _digest(data)
+        old = self._digests.get(seq)
+        if old is not None:
+            if old != digest:
+                raise RemoteProtocolError(
+                    ErrorCode.DUPLICATE_PACKET,
+                    f"packet {seq} was already received with different data",
+                )
+            return Release(
+                data=b"",
+                duplicate=True,
+                complete=self.complete,
+                completed=False,
+                received=self.received,
+            )
+        if self.size + len(data) > self.max_bytes:
+            raise RemoteProtocolError(
+                ErrorCode.UPLOAD_TOO_LARGE, f"the upload would exceed {self.max_bytes} bytes"
+            )
+        self._digests[seq] = digest
+        self.size += len(data)
+        released = b""
+        if seq == self.next_seq:
+            chunks = [data]
+            self.next_seq += 1
+            while self.next_seq in self._held:
+                chunks.append(self._held.pop(self.next_seq))
+                self.next_seq += 1
+            released = b"".join(chunks)
+        else:
+            self._held[seq] = data
+        complete = self.complete
+        return Release(
+            data=released,
+            duplicate=False,
+            complete=complete,
+            completed=complete,  # a complete upload has every seq: only a duplicate can follow
+            received=self.received,
+        )
+
+
+def starts_new_upload(current: PacketAssembler | None, seq: int, total: int, data: bytes) -> bool:
+    """Whether a packet begins a new upload rather than continuing ``current``.
+
+    A packet begins a new upload when there is none; when ``current`` is complete, unless it is an exact late
+    repeat of one of its packets other than ``seq`` 1 (``seq`` 1 after a complete upload is always a new one,
+    even with the same bytes); and when it is a ``seq`` 1 different from the ``seq`` 1 already received
+    (the client restarted).
+    """
+    if current is None:
+        return True
+    if current.complete:
+        return seq == 1 or not current.is_duplicate(seq, total, data)
+    return seq == 1 and current.seen(1) and not current.is_duplicate(1, total, data)
