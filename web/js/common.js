@@ -119,11 +119,17 @@ export function describeError(exc) {
   if (exc instanceof GatewayError) {
     const code = exc.code ? ` (${exc.code})` : "";
     if (exc.isAuth) {
-      return `Wrong or missing gateway key${code}: ${exc.message} Set the key with the “Key” button.`;
+      return `Wrong or missing gateway key${code}: ${sentence(exc.message)} Set the key with the “Key” button.`;
     }
     return `${exc.message}${code}`;
   }
   return exc instanceof Error ? exc.message : String(exc);
+}
+
+/** @param {string} text the text ending with a full stop */
+function sentence(text) {
+  const t = text.trim();
+  return /[.!?。！？]$/.test(t) ? t : `${t}.`;
 }
 
 /**
@@ -503,7 +509,7 @@ export class Inspector {
     tr.className = "turn";
     tr.dataset.turn = String(this.turns);
     const td = document.createElement("td");
-    td.colSpan = 3;
+    td.colSpan = 2;
     td.textContent = `Turn ${this.turns} · ${label} · ${clock()}`;
     tr.append(td);
     this.append(tr);
@@ -572,13 +578,18 @@ export class Inspector {
     t.className = "t";
     t.textContent = `+${Math.round(now - this.turnStart)} ms`;
     t.title = clock();
-    const n = document.createElement("td");
+    const cell = document.createElement("td");
+    const n = document.createElement("span");
     n.className = "n";
     n.textContent = `${dir === "out" ? "→" : dir === "in" ? "←" : "·"} ${name}`;
-    const d = document.createElement("td");
-    d.className = "d";
-    d.textContent = detail;
-    tr.append(t, n, d);
+    cell.append(n);
+    if (detail) {
+      const d = document.createElement("div");
+      d.className = "d";
+      d.textContent = detail;
+      cell.append(d);
+    }
+    tr.append(t, cell);
     this.append(tr);
   }
 

@@ -20,6 +20,7 @@ const placeholder = $("#image-placeholder");
 const info = $("#image-info");
 const snap = /** @type {HTMLButtonElement} */ ($("#snap"));
 const cameraButton = /** @type {HTMLButtonElement} */ ($("#camera-button"));
+const cameraLabel = $("#camera-label");
 const imageFile = /** @type {HTMLInputElement} */ ($("#image-file"));
 const error = $("#error");
 
@@ -43,7 +44,7 @@ function stopCamera() {
   camera = null;
   video.hidden = true;
   snap.hidden = true;
-  cameraButton.textContent = "📷 Camera";
+  cameraLabel.textContent = "Camera";
 }
 
 imageFile.addEventListener("change", async () => {
@@ -74,7 +75,7 @@ cameraButton.addEventListener("click", async () => {
   preview.hidden = true;
   placeholder.hidden = true;
   snap.hidden = false;
-  cameraButton.textContent = "✕ Close camera";
+  cameraLabel.textContent = "Close camera";
   await video.play();
 });
 

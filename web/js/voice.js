@@ -213,6 +213,8 @@ export class VoiceSession {
         break;
       }
       case "error": {
+        // Before `connected`, the refusal is reported by connect() (as the turn's failure).
+        if (!this.socket.connected) break;
         const code = typeof body.code === "string" ? body.code : null;
         const err = new GatewayError(String(body.message ?? "error"), { code });
         this.player.end();
