@@ -12,7 +12,10 @@ import {
   responseError,
 } from "./common.js";
 
-/** @typedef {{ role: "system" | "user" | "assistant", content: string }} Message */
+/** @typedef {import("../../schemas/ts/chat").ChatCompletionRequest} ChatCompletionRequest */
+/** @typedef {import("../../schemas/ts/chat").ChatCompletionChunk} ChatCompletionChunk */
+/** @typedef {import("../../schemas/ts/chat").ErrorResponse} ErrorResponse */
+/** @typedef {ChatCompletionRequest["messages"][number]} Message */
 
 const MODEL_STORAGE = "qwen-gateway.chat-model";
 
@@ -86,9 +89,11 @@ async function ask(text) {
   bubble("user", text);
   const answer = bubble("assistant", "");
   answer.classList.add("streaming");
-  /** @type {Message[]} */
-  const messages = system ? [{ role: "system", content: system }, ...history] : [...history];
-  const body = { model, messages, stream: true };
+  /** @type {ChatCompletionRequest["messages"]} */
+  const messages = system ? [{ role: "system", content: system }, ...history] : [history[0], ...history.slice(1)];
+  /** @type {ChatCompletionRequest} */
+  const body = { messages, stream: true };
+  if (model) body.model = model;
 
   inflight = new AbortController();
   sendButton.hidden = true;
@@ -114,22 +119,23 @@ async function ask(text) {
         inspector.log("in", "[DONE]", "");
         break;
       }
-      let chunk;
+      /** @type {ChatCompletionChunk | ErrorResponse} */
+      let parsed;
       try {
-        chunk = JSON.parse(data);
+        parsed = JSON.parse(data);
       } catch {
         inspector.log("in", "(not json)", data.slice(0, 200));
         continue;
       }
-      if (chunk.error) {
-        const err = chunk.error;
+      if ("error" in parsed) {
+        const err = parsed.error;
         inspector.log("in", "error", JSON.stringify(err));
-        throw new GatewayError(String(err.message ?? "error"), { code: typeof err.code === "string" ? err.code : null });
+        throw new GatewayError(err.message, { code: err.code ?? null });
       }
-      const choice = Array.isArray(chunk.choices) ? chunk.choices[0] : null;
-      const delta = typeof choice?.delta?.content === "string" ? choice.delta.content : "";
-      if (choice?.finish_reason) finish = String(choice.finish_reason);
-      inspector.log("in", "chunk", delta ? JSON.stringify(delta) : JSON.stringify(choice?.delta ?? chunk.usage ?? {}));
+      const choice = parsed.choices[0];
+      const delta = choice?.delta?.content ?? "";
+      if (choice?.finish_reason) finish = choice.finish_reason;
+      inspector.log("in", "chunk", delta ? JSON.stringify(delta) : JSON.stringify(choice?.delta ?? parsed.usage ?? {}));
       if (delta) {
         inspector.measure("first_token");
         content += delta;

@@ -3,6 +3,10 @@
 
 export const KEY_STORAGE = "qwen-gateway.key";
 
+/** @typedef {import("../../schemas/ts/audio").ClientMessage | import("../../schemas/ts/vlm").ClientMessage} ClientMessage */
+/** @typedef {import("../../schemas/ts/chat").ErrorResponse} ErrorResponse */
+/** @typedef {import("../../schemas/ts/chat").ModelList} ModelList */
+/** @typedef {import("../../schemas/ts/chat").HealthResponse} HealthResponse */
 /** @typedef {{ [name: string]: unknown }} EventBody */
 /** @typedef {{ name: string, body: EventBody, raw: string }} WireEvent */
 /** @typedef {{ message: string, code?: string | null, status?: number }} GatewayErrorInfo */
@@ -78,13 +82,11 @@ export async function responseError(resp) {
   /** @type {string | null} */
   let code = null;
   try {
-    const body = await resp.json();
-    const err = body && typeof body === "object" ? body.error : null;
+    const body = /** @type {Partial<ErrorResponse> | null} */ (await resp.json());
+    const err = body?.error;
     if (err && typeof err === "object") {
       if (typeof err.message === "string") message = err.message;
       if (typeof err.code === "string") code = err.code;
-    } else if (typeof err === "string") {
-      message = err;
     }
   } catch {
     /* not JSON */
@@ -100,11 +102,8 @@ export async function probeKey() {
   try {
     const resp = await fetch("/v1/models", { headers: authHeaders() });
     if (!resp.ok) return { ok: false, error: await responseError(resp) };
-    const body = await resp.json();
-    /** @type {string[]} */
-    const models = Array.isArray(body?.data)
-      ? body.data.map((/** @type {{ id: string }} */ m) => String(m.id))
-      : [];
+    const body = /** @type {ModelList} */ (await resp.json());
+    const models = Array.isArray(body?.data) ? body.data.map((m) => String(m.id)) : [];
     return { ok: true, models };
   } catch (exc) {
     return { ok: false, error: new GatewayError(`The gateway did not answer: ${String(exc)}`) };
@@ -150,17 +149,10 @@ export function showError(el, exc) {
 // ---------------------------------------------------------------- page header
 
 /**
- * @typedef {object} Health
- * @property {string} status
- * @property {string} [upstream]
- * @property {string} [version]
- */
-
-/**
  * Wire the header shared by every page: the upstream badge (from /health), and the key button and dialog.
  * When the stored key is refused, the dialog opens once with the gateway's message.
  * @param {{ onKeyChanged?: () => void, probe?: boolean }} [opts]
- * @returns {Promise<{ health: Health | null, models: string[] }>}
+ * @returns {Promise<{ health: HealthResponse | null, models: string[] }>}
  */
 export async function initPage(opts = {}) {
   const badge = /** @type {HTMLElement | null} */ (document.querySelector("[data-upstream-badge]"));
@@ -176,11 +168,11 @@ export async function initPage(opts = {}) {
     opts.onKeyChanged?.();
   });
 
-  /** @type {Health | null} */
+  /** @type {HealthResponse | null} */
   let health = null;
   try {
     const resp = await fetch("/health", { cache: "no-store" });
-    health = /** @type {Health} */ (await resp.json());
+    health = /** @type {HealthResponse} */ (await resp.json());
   } catch {
     health = null;
   }
@@ -360,8 +352,8 @@ export class GatewaySocket {
   }
 
   /**
-   * Send one JSON message.
-   * @param {object} message
+   * Send one client message.
+   * @param {ClientMessage} message
    */
   send(message) {
     if (!this.ws || this.ws.readyState !== WebSocket.OPEN) throw new GatewayError("Not connected");
@@ -373,14 +365,14 @@ export class GatewaySocket {
    * send buffer is full. Reports each packet through `onSend`.
    * @param {Uint8Array} bytes
    * @param {number} maxBytes decoded bytes per packet
-   * @param {object} [extra] e.g. `{type: "image"}`
+   * @param {"audio" | "image"} [type] the VLM packet type; none on /v1/chat/audio
    */
-  async upload(bytes, maxBytes, extra = {}) {
+  async upload(bytes, maxBytes, type) {
     const packets = packetize(bytes, maxBytes);
     for (const p of packets) {
       while (this.ws && this.ws.bufferedAmount > 1 << 20) await sleep(10);
-      this.send({ ...p, ...extra });
-      const kind = "type" in extra ? `${String(/** @type {{type: unknown}} */ (extra).type)} ` : "";
+      this.send(type ? { type, ...p } : p);
+      const kind = type ? `${type} ` : "";
       const size = Math.min(maxBytes, bytes.length - (p.seq - 1) * maxBytes);
       this.handlers.onSend?.("packet", `${kind}seq ${p.seq}/${p.total} · ${size} B`);
     }

@@ -6,6 +6,14 @@ import { $, GatewayError, GatewaySocket, Inspector, fromBase64, initPage, showEr
 import { Mp3Player, Recorder } from "./media.js";
 
 /** @typedef {import("./common.js").WireEvent} WireEvent */
+/** @typedef {import("../../schemas/ts/audio").PacketAck | import("../../schemas/ts/vlm").VlmPacketAck} PacketAck */
+/** @typedef {import("../../schemas/ts/audio").ChatStarted | import("../../schemas/ts/vlm").VlmChatStarted} ChatStarted */
+/** @typedef {import("../../schemas/ts/audio").ChatChunk | import("../../schemas/ts/vlm").VlmChatChunk} ChatChunk */
+/** @typedef {import("../../schemas/ts/audio").AudioStreamData | import("../../schemas/ts/audio").AudioStreamFinished} AudioStream */
+/** @typedef {import("../../schemas/ts/audio").ChatTtsComplete | import("../../schemas/ts/vlm").VlmChatTtsComplete} ChatTtsComplete */
+/** @typedef {import("../../schemas/ts/audio").AudioComplete} AudioComplete */
+/** @typedef {import("../../schemas/ts/vlm").VlmComplete} VlmComplete */
+/** @typedef {import("../../schemas/ts/audio").ErrorEvent} ErrorEvent */
 /** @typedef {{ type?: "audio" | "image", bytes: Uint8Array }} UploadPart */
 
 /**
@@ -105,7 +113,7 @@ export class VoiceSession {
       this.els.progress.value = 0;
       this.setStatus("Uploading…");
       for (const part of parts) {
-        await this.socket.upload(part.bytes, this.packetBytes, part.type ? { type: part.type } : {});
+        await this.socket.upload(part.bytes, this.packetBytes, part.type);
       }
       if (this.kind === "vlm") {
         this.socket.send({ type: "end" });
@@ -158,67 +166,72 @@ export class VoiceSession {
     switch (ev.name) {
       case "connected":
         break;
-      case "packet_ack":
+      case "packet_ack": {
+        const ack = /** @type {PacketAck} */ (/** @type {unknown} */ (body));
         this.packetsAcked += 1;
         this.els.progress.value = Math.min(this.packetsAcked, this.packetsSent);
+        if (ack.duplicate) this.inspector.log("note", "duplicate", `packet ${ack.seq} acknowledged again`);
         break;
+      }
       case "transcription_started":
         this.setStatus("Recognising speech…");
         break;
       case n.started: {
-        const text = typeof body.user_message === "string" ? body.user_message : "";
-        if (text) {
-          this.els.transcript.textContent = text;
+        const started = /** @type {ChatStarted} */ (/** @type {unknown} */ (body));
+        if (started.user_message) {
+          this.els.transcript.textContent = started.user_message;
           this.inspector.measure("recognition");
           this.setStatus("Thinking…");
         } else {
           this.els.transcript.textContent = "";
-          this.setStatus(String(body.message ?? "Nothing was recognised."));
+          this.setStatus(started.message || "Nothing was recognised.");
         }
         break;
       }
       case n.chunk: {
+        const chunk = /** @type {ChatChunk} */ (/** @type {unknown} */ (body));
         this.inspector.measure("first_token");
-        const full = typeof body.full_response === "string" ? body.full_response : null;
-        this.answerText = full ?? this.answerText + String(body.chunk ?? "");
+        this.answerText = chunk.full_response ?? this.answerText + chunk.chunk;
         this.els.answer.textContent = this.answerText;
         break;
       }
       case "tts_started":
         this.setStatus("Speaking…");
         break;
-      case "audio_stream":
-        if (body.event === "data" && typeof body.data === "string") {
+      case "audio_stream": {
+        const stream = /** @type {AudioStream} */ (/** @type {unknown} */ (body));
+        if (stream.event === "data") {
           this.inspector.measure("first_audio");
-          this.player.append(fromBase64(body.data));
-        } else if (body.event === "finished") {
+          this.player.append(fromBase64(stream.data));
+        } else if (stream.event === "finished") {
           this.player.end();
         }
         break;
-      case n.ttsDone:
-        this.inspector.serverTimings(body.timings);
-        if (typeof body.assistant_response === "string" && body.assistant_response) {
-          this.answerText = body.assistant_response;
+      }
+      case n.ttsDone: {
+        const done = /** @type {ChatTtsComplete} */ (/** @type {unknown} */ (body));
+        this.inspector.serverTimings(done.timings);
+        if (done.assistant_response) {
+          this.answerText = done.assistant_response;
           this.els.answer.textContent = this.answerText;
         }
         break;
+      }
       case n.done: {
+        const done = /** @type {AudioComplete | VlmComplete} */ (/** @type {unknown} */ (body));
         this.inspector.measure("total");
-        this.inspector.serverTimings(body.timings);
-        const said = body.transcription_text ?? body.transcription;
-        if (typeof said === "string" && said && !this.els.transcript.textContent) {
-          this.els.transcript.textContent = said;
-        }
+        this.inspector.serverTimings(done.timings);
+        const said = "transcription_text" in done ? done.transcription_text : done.transcription;
+        if (said && !this.els.transcript.textContent) this.els.transcript.textContent = said;
         this.finish("Done.");
         break;
       }
       case "error": {
         // Before `connected`, the refusal is reported by connect() (as the turn's failure).
         if (!this.socket.connected) break;
-        const code = typeof body.code === "string" ? body.code : null;
-        const err = new GatewayError(String(body.message ?? "error"), { code });
+        const error = /** @type {ErrorEvent} */ (/** @type {unknown} */ (body));
         this.player.end();
-        this.fail(err);
+        this.fail(new GatewayError(error.message, { code: error.code ?? null }));
         break;
       }
       default:
