@@ -8,7 +8,7 @@ export const TARGET_RATE = 16000;
  * records; `stop()` returns the recording as a 16 kHz mono 16-bit WAV file.
  */
 export class Recorder {
-  /** @param {{ onLevel?: (level: number) => void }} [opts] */
+  /** @param {{ onLevel?: (level: number) => void }} [opts] `onLevel`: the RMS level of each recorded block */
   constructor(opts = {}) {
     this.onLevel = opts.onLevel;
     /** @type {AudioContext | null} */
@@ -20,6 +20,8 @@ export class Recorder {
     /** @type {Float32Array[]} */
     this.blocks = [];
     this.recording = false;
+    /** seconds recorded so far in this recording */
+    this.seconds = 0;
     /** @type {((rate: number) => void) | null} */
     this.onDone = null;
   }
@@ -56,6 +58,7 @@ export class Recorder {
       const msg = /** @type {{ samples?: Float32Array, level?: number, done?: boolean, sampleRate?: number }} */ (e.data);
       if (msg.samples) {
         this.blocks.push(msg.samples);
+        this.seconds += msg.samples.length / ctx.sampleRate;
         if (msg.level !== undefined) this.onLevel?.(msg.level);
       }
       if (msg.done) this.onDone?.(msg.sampleRate ?? ctx.sampleRate);
@@ -71,6 +74,7 @@ export class Recorder {
     const ctx = /** @type {AudioContext} */ (this.ctx);
     if (ctx.state !== "running") await ctx.resume();
     this.blocks = [];
+    this.seconds = 0;
     this.recording = true;
     this.node?.port.postMessage("start");
   }

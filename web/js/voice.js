@@ -326,13 +326,11 @@ export async function voicePage(opts) {
   const hint = $("#talk-hint");
   const level = $("#level");
   const hintText = hint.textContent ?? "";
-  let recordedSamples = 0;
   const recorder = new Recorder({
     onLevel: (rms) => {
       level.style.width = `${Math.min(100, Math.round(Math.sqrt(rms) * 140))}%`;
       if (recorder.recording) {
-        recordedSamples += 2048;
-        const seconds = recordedSamples / 16000;
+        const seconds = recorder.seconds;
         talk.dataset.seconds = seconds.toFixed(2);
         hint.textContent = `Recording… ${seconds.toFixed(1)} s (release to send)`;
       }
@@ -361,7 +359,6 @@ export async function voicePage(opts) {
     onStart: () => {
       session.cancel("barge-in");
       showError(els.error, null);
-      recordedSamples = 0;
       talk.dataset.seconds = "0";
       session.setStatus("Listening…");
       starting = recorder.start().catch((exc) => {
