@@ -1,0 +1,197 @@
+"""Realtime recognition over the task protocol (run-task with task ``asr``): paraformer, fun-asr, gummy.
+
+Binary audio frames are timed as they arrive (:mod:`.audio`); partial results (``sentence_end: false``,
+``end_time: null``, ``usage: null``) follow the transcript as the received duration grows, a sentence becomes
+final (``sentence_end: true``, ``end_time``, ``usage.duration``) once the audio is past it, and ``finish-task``
+finalises the rest before ``task-finished`` (``dashscope-protocols.md`` §6).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .audio import make_clock
+from .faults import Fault
+from .records import AsrSessionRecord, ConnectionRecord
+from .taskproto import TaskError, TaskHost, task_event
+from .transcripts import RecognitionUpdate, StreamingRecognition
+from .wsconn import Drop, Stall
+
+__all__ = ["AsrTask"]
+
+FORMATS = frozenset({"pcm", "wav", "mp3", "opus", "speex", "aac", "amr"})
+MODEL_PREFIXES = ("paraformer-realtime", "fun-asr-realtime", "gummy-", "paraformer-")
+
+
+class AsrTask:
+    """One recognition task on an inference socket."""
+
+    kind = "asr"
+
+    def __init__(
+        self,
+        host: TaskHost,
+        conn: ConnectionRecord,
+        task_id: str,
+        message: dict[str, Any],
+        faults: dict[str, Fault],
+    ) -> None:
+        payload: dict[str, Any] = message["payload"]
+        model = str(payload["model"])
+        params = payload.get("parameters")
+        if params is None:
+            params = {}
+        if not isinstance(params, dict):
+            raise TaskError("InvalidParameter", "'payload.parameters' must be an object.")
+        if not model.startswith(MODEL_PREFIXES):
+            raise TaskError("ModelNotFound", f"Model not found ({model})!")
+        fmt = params.get("format")
+        if not isinstance(fmt, str) or not fmt:
+            raise TaskError(
+                "InvalidParameter",
+                "Missing required parameter 'payload.parameters.format'! Please follow the protocol!",
+            )
+        if fmt.lower() not in FORMATS:
+            raise TaskError("InvalidParameter", f"Unsupported audio format: {fmt}.")
+        rate = params.get("sample_rate")
+        if not isinstance(rate, int) or isinstance(rate, bool) or rate <= 0:
+            raise TaskError(
+                "InvalidParameter",
+                "Missing required parameter 'payload.parameters.sample_rate'! Please follow the protocol!",
+            )
+        if "8k" in model and rate != 8000:
+            raise TaskError("InvalidParameter", f"Model {model} only supports sample_rate 8000.")
+        cfg = host.state.config
+        self.host = host
+        self.task_id = task_id
+        self.model = model
+        self.faults = faults
+        self.done = False
+        self.busy = False
+        self.idle_since = 0.0
+        idle = faults.get("idle_timeout")
+        self.idle_seconds = (
+            idle.seconds if idle is not None and idle.seconds is not None else cfg.asr_idle_timeout
+        )
+        self.gummy = model.startswith("gummy")
+        self.results_sent = 0
+        silence = params.get("max_sentence_silence")
+        self.recognition = StreamingRecognition(
+            host.state.registry,
+            make_clock(fmt, rate),
+            default_text=cfg.asr_default_text,
+            format=fmt.lower(),
+            sample_rate=rate,
+            chars_per_second=cfg.asr_chars_per_second,
+            silence=silence / 1000
+            if isinstance(silence, int) and 200 <= silence <= 6000
+            else cfg.asr_sentence_silence,
+        )
+        self.rec = AsrSessionRecord(task_id, conn, model, dict(params), message)
+        host.state.log.asr_sessions.append(self.rec)
+
+    async def started(self) -> None:
+        """Called once ``task-started`` is queued."""
+
+    async def on_audio(self, data: bytes) -> None:
+        self.rec.audio += data
+        self.rec.frames += 1
+        self.host.state.log.touch()
+        for update in self.recognition.feed(data):
+            if not await self._result(update):
+                return
+
+    async def on_continue(self, payload: Any) -> None:
+        """continue-task carries nothing for recognition; tolerated."""
+
+    async def on_finish(self) -> None:
+        self.rec.finish_received = True
+        for update in self.recognition.finish():
+            if not await self._result(update):
+                return
+        self.rec.transcript = self.recognition.transcript
+        self.done = True
+        self.rec.finished = True
+        await self.host.writer.put(
+            task_event(self.task_id, "task-finished", {"output": {}, "usage": None})
+        )
+        self.host.state.log.touch()
+
+    async def abort(self) -> None:
+        """A new run-task replaced this one."""
+        self.done = True
+        self.rec.aborted = True
+
+    def failed(self, code: str, message: str) -> None:
+        self.done = True
+        self.rec.failed = (code, message)
+
+    async def _result(self, update: RecognitionUpdate) -> bool:
+        """Queue one result-generated event; False when a fault ended the connection."""
+        if self.host.closing:
+            return False
+        position = self.results_sent
+        faults = self.faults
+        malformed = faults.get("malformed")
+        if malformed is not None and malformed.after == position:
+            await self.host.writer.put(
+                malformed.payload
+                or '{"header":{"task_id":"' + self.task_id + '","event":"result-gen'
+            )
+        stall = faults.get("stall")
+        if stall is not None and stall.after == position:
+            await self.host.writer.put(Stall(stall.seconds))
+        failed = faults.get("task_failed")
+        if failed is not None and not failed.before_start and failed.after == position:
+            await self.host.fail(
+                self.task_id,
+                failed.code or "InternalError",
+                failed.message or "Internal server error!",
+            )
+            return False
+        drop = faults.get("drop")
+        if drop is not None and drop.after == position:
+            await self.host.writer.put(Drop())
+            self.done = True
+            return False
+        payload = self._payload(update)
+        self.rec.results.append(payload)
+        self.results_sent += 1
+        await self.host.writer.put(task_event(self.task_id, "result-generated", payload))
+        return True
+
+    def _payload(self, update: RecognitionUpdate) -> dict[str, Any]:
+        sentence = update.sentence
+        final = update.final
+        words = [w.as_json() for w in sentence.words[: update.nwords]]
+        if final:
+            end_time: int | None = round(sentence.end * 1000)
+        elif self.host.state.config.asr_partial_end_time:
+            end_time = round(update.audio_seconds * 1000)
+        else:
+            end_time = None
+        usage = {"duration": update.billed_seconds} if final else None
+        if self.gummy:
+            transcription = {
+                "sentence_id": sentence.id,
+                "begin_time": round(sentence.begin * 1000),
+                "end_time": end_time,
+                "text": update.text,
+                "words": words,
+                "sentence_end": final,
+            }
+            return {"output": {"transcription": transcription}, "usage": usage}
+        return {
+            "output": {
+                "sentence": {
+                    "begin_time": round(sentence.begin * 1000),
+                    "end_time": end_time,
+                    "text": update.text,
+                    "heartbeat": False,
+                    "sentence_end": final,
+                    "sentence_id": sentence.id,
+                    "words": words,
+                }
+            },
+            "usage": usage,
+        }

@@ -1,0 +1,289 @@
+"""What the simulator received and did, for tests to assert on (``sim.log``).
+
+Every HTTP request and WebSocket connection is a :class:`ConnectionRecord` (``kind`` is ``chat``, ``file_asr``,
+``tasks``, ``result``, ``tts`` for the realtime TTS socket, ``inference`` for the task socket); each protocol
+exchange has its own record pointing at its connection. Times are ``time.monotonic()`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "AsrSessionRecord",
+    "ChatRequestRecord",
+    "ConnectionRecord",
+    "CosyVoiceSessionRecord",
+    "FileAsrTaskRecord",
+    "SimulatorLog",
+    "TtsResponseRecord",
+    "TtsSessionRecord",
+]
+
+
+@dataclass(eq=False)
+class ConnectionRecord:
+    """One HTTP request or one WebSocket connection.
+
+    ``close_reason`` is one of ``complete`` (the server finished normally), ``client`` (the client left first),
+    ``dropped`` (a drop fault), ``failed`` (task-failed or a server-side error close), ``idle`` (an idle rule),
+    ``rejected`` (an HTTP error answer or a refused handshake), ``shutdown``.
+    """
+
+    id: int
+    kind: str
+    path: str
+    headers: dict[str, str]
+    opened_at: float = field(default_factory=time.monotonic)
+    closed_at: float | None = None
+    close_code: int | None = None
+    close_reason: str | None = None
+    status: int | None = None
+    tasks: list[str] = field(default_factory=list)
+
+    @property
+    def closed(self) -> bool:
+        return self.closed_at is not None
+
+    def matches(self, kind: str | None) -> bool:
+        """True for ``kind`` None, the connection's kind, or a task kind it carried (``asr``...)."""
+        return kind is None or self.kind == kind or kind in self.tasks
+
+
+@dataclass(eq=False)
+class ChatRequestRecord:
+    """One chat completion request as received, and what was answered."""
+
+    request_id: str
+    connection: ConnectionRecord
+    headers: dict[str, str]
+    raw: bytes
+    body: Any = None
+    stream: bool = False
+    status: int = 0
+    error_code: str | None = None
+    replies: list[str] = field(default_factory=list)
+    reasoning: str = ""
+    images: list[bytes] = field(default_factory=list)
+    events_sent: int = 0
+    completed: bool = False
+
+    @property
+    def closed(self) -> bool:
+        return self.connection.closed
+
+    @property
+    def messages(self) -> list[Any]:
+        """The request's ``messages`` (empty when absent)."""
+        if isinstance(self.body, dict) and isinstance(self.body.get("messages"), list):
+            return list(self.body["messages"])
+        return []
+
+
+@dataclass(eq=False)
+class AsrSessionRecord:
+    """One realtime recognition task (run-task with task ``asr``)."""
+
+    task_id: str
+    connection: ConnectionRecord
+    model: str
+    params: dict[str, Any]
+    run_task: dict[str, Any]
+    audio: bytearray = field(default_factory=bytearray)
+    frames: int = 0
+    finish_received: bool = False
+    transcript: str | None = None
+    results: list[dict[str, Any]] = field(default_factory=list)
+    finished: bool = False
+    failed: tuple[str, str] | None = None
+    aborted: bool = False
+
+    @property
+    def closed(self) -> bool:
+        return self.connection.closed
+
+    @property
+    def close_time(self) -> float | None:
+        return self.connection.closed_at
+
+
+@dataclass(eq=False)
+class CosyVoiceSessionRecord:
+    """One CosyVoice synthesis task (run-task with task ``tts``)."""
+
+    task_id: str
+    connection: ConnectionRecord
+    model: str
+    params: dict[str, Any]
+    run_task: dict[str, Any]
+    texts: list[str] = field(default_factory=list)
+    sentences: list[str] = field(default_factory=list)
+    finish_received: bool = False
+    audio_bytes: int = 0
+    characters: int = 0
+    finished: bool = False
+    failed: tuple[str, str] | None = None
+    aborted: bool = False
+
+    @property
+    def closed(self) -> bool:
+        return self.connection.closed
+
+    @property
+    def close_time(self) -> float | None:
+        return self.connection.closed_at
+
+
+@dataclass(eq=False)
+class TtsResponseRecord:
+    """One realtime TTS response cycle."""
+
+    response_id: str
+    text: str
+    audio_bytes: int = 0
+    status: str = "in_progress"
+
+
+@dataclass(eq=False)
+class TtsSessionRecord:
+    """One realtime TTS socket (``/api-ws/v1/realtime``)."""
+
+    session_id: str
+    connection: ConnectionRecord
+    model: str
+    session: dict[str, Any]
+    session_updates: list[dict[str, Any]] = field(default_factory=list)
+    text_segments: list[str] = field(default_factory=list)
+    events: list[str] = field(default_factory=list)
+    commits: int = 0
+    responses: list[TtsResponseRecord] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    finish_received: bool = False
+    finished: bool = False
+
+    @property
+    def closed(self) -> bool:
+        return self.connection.closed
+
+    @property
+    def close_time(self) -> float | None:
+        return self.connection.closed_at
+
+    @property
+    def text(self) -> str:
+        """All appended text, in order."""
+        return "".join(self.text_segments)
+
+
+@dataclass(eq=False)
+class FileAsrTaskRecord:
+    """One file transcription task."""
+
+    task_id: str
+    body: dict[str, Any]
+    file_urls: list[str]
+    status: str = "PENDING"
+    polls: int = 0
+    downloads: list[tuple[str, int | None]] = field(default_factory=list)
+    transcripts: list[str | None] = field(default_factory=list)
+
+
+class SimulatorLog:
+    """Everything the simulator received, in arrival order."""
+
+    def __init__(self) -> None:
+        self.connections: list[ConnectionRecord] = []
+        self.closes: list[ConnectionRecord] = []
+        self.chat_requests: list[ChatRequestRecord] = []
+        self.asr_sessions: list[AsrSessionRecord] = []
+        self.cosyvoice_sessions: list[CosyVoiceSessionRecord] = []
+        self.tts_sessions: list[TtsSessionRecord] = []
+        self.file_asr_tasks: list[FileAsrTaskRecord] = []
+        self._next_id = 0
+        self._changed = asyncio.Event()
+
+    def clear(self) -> None:
+        """Forget every record (open connections stay tracked by their handlers)."""
+        for name in (
+            "connections",
+            "closes",
+            "chat_requests",
+            "asr_sessions",
+            "cosyvoice_sessions",
+            "tts_sessions",
+            "file_asr_tasks",
+        ):
+            getattr(self, name).clear()
+        self._notify()
+
+    # ---------------------------------------------------------------- connections
+    def open(self, kind: str, path: str, headers: dict[str, str]) -> ConnectionRecord:
+        """Record a new connection (used by the handlers)."""
+        self._next_id += 1
+        record = ConnectionRecord(self._next_id, kind, path, headers)
+        self.connections.append(record)
+        self._notify()
+        return record
+
+    def close(
+        self,
+        record: ConnectionRecord,
+        reason: str,
+        *,
+        code: int | None = None,
+        status: int | None = None,
+    ) -> None:
+        """Mark ``record`` closed (first call wins)."""
+        if record.closed_at is not None:
+            return
+        record.closed_at = time.monotonic()
+        record.close_reason = reason
+        record.close_code = code
+        if status is not None:
+            record.status = status
+        self.closes.append(record)
+        self._notify()
+
+    def open_connections(self, kind: str | None = None) -> list[ConnectionRecord]:
+        """Connections not closed yet, optionally of one ``kind`` (or task kind such as ``asr``)."""
+        return [c for c in self.connections if not c.closed and c.matches(kind)]
+
+    def connection_counts(self) -> dict[str, int]:
+        """How many connections of each kind were opened."""
+        counts: dict[str, int] = {}
+        for c in self.connections:
+            counts[c.kind] = counts.get(c.kind, 0) + 1
+            for task in set(c.tasks):
+                counts[task] = counts.get(task, 0) + 1
+        return counts
+
+    async def wait_closed(self, kind: str | None = None, timeout: float = 5.0) -> None:  # noqa: ASYNC109
+        """Wait until no connection of ``kind`` is open.
+
+        Raises:
+            TimeoutError: some are still open after ``timeout`` seconds.
+        """
+        async with asyncio.timeout(timeout):
+            while self.open_connections(kind):
+                await self._changed.wait()
+
+    async def wait_for(self, predicate: Any, timeout: float = 5.0) -> None:  # noqa: ASYNC109
+        """Wait until ``predicate()`` is true; it is re-checked at every recorded change.
+
+        Raises:
+            TimeoutError: still false after ``timeout`` seconds.
+        """
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                await self._changed.wait()
+
+    def _notify(self) -> None:
+        event, self._changed = self._changed, asyncio.Event()
+        event.set()
+
+    def touch(self) -> None:
+        """Signal a change to waiters (handlers call it after updating a record)."""
+        self._notify()

@@ -1,0 +1,57 @@
+"""The mutable state one simulator shares between its handlers: config, faults, records, transcripts, replies."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import SimulatorConfig
+from .faults import FaultSet
+from .records import SimulatorLog
+from .transcripts import TranscriptRegistry
+
+__all__ = ["Reply", "ReplySource", "SimulatorState"]
+
+#: A fixed reply, or a function of the request body returning one.
+Reply = str | Callable[[dict[str, Any]], str]
+
+
+class ReplySource:
+    """Chat replies set by a test, used before the built-in corpus."""
+
+    def __init__(self) -> None:
+        self._reply: Reply | None = None
+        self._times: int | None = None
+
+    def set(self, reply: Reply | None, times: int | None = None) -> None:
+        """Use ``reply`` for the next ``times`` requests (``None``: until changed); ``None`` back to the corpus."""
+        if times is not None and times < 1:
+            raise ValueError("times must be >= 1 or None")
+        self._reply = reply
+        self._times = times if reply is not None else None
+
+    def take(self, body: dict[str, Any]) -> str | None:
+        """The reply for this request, or None for the corpus."""
+        reply = self._reply
+        if reply is None:
+            return None
+        if self._times is not None:
+            self._times -= 1
+            if self._times <= 0:
+                self._reply, self._times = None, None
+        return reply(body) if callable(reply) else reply
+
+
+@dataclass
+class SimulatorState:
+    """Everything a handler may read or record. ``base_url`` is set once the port is known."""
+
+    config: SimulatorConfig
+    faults: FaultSet = field(default_factory=FaultSet)
+    log: SimulatorLog = field(default_factory=SimulatorLog)
+    registry: TranscriptRegistry = field(default_factory=TranscriptRegistry)
+    replies: ReplySource = field(default_factory=ReplySource)
+    base_url: str = ""
+    #: File-ASR tasks by id (:class:`~.file_asr.FileTask`).
+    file_tasks: dict[str, Any] = field(default_factory=dict)
