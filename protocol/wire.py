@@ -117,6 +117,16 @@ def _remote(exc: msgspec.MsgspecError) -> RemoteProtocolError:
     return RemoteProtocolError(ErrorCode.INVALID_MESSAGE, text)
 
 
+def _utf8(data: str | bytes) -> bytes:
+    """``data`` as UTF-8 bytes; a string that has no UTF-8 form (lone surrogates) is ``invalid_json``."""
+    if isinstance(data, bytes):
+        return data
+    try:
+        return data.encode("utf-8")
+    except UnicodeEncodeError:
+        raise RemoteProtocolError(ErrorCode.INVALID_JSON, "not valid UTF-8 text") from None
+
+
 def _text_frame(frame: str | bytes, limits: Limits) -> bytes:
     """The UTF-8 bytes of a client text frame within ``limits.max_frame_bytes``."""
     if not isinstance(frame, str):
@@ -126,10 +136,7 @@ def _text_frame(frame: str | bytes, limits: Limits) -> bytes:
     limit = limits.max_frame_bytes
     if len(frame) > limit:  # every character is at least one byte
         raise RemoteProtocolError(ErrorCode.FRAME_TOO_LARGE, f"frame larger than {limit} bytes")
-    try:
-        data = frame.encode("utf-8")
-    except UnicodeEncodeError:
-        raise RemoteProtocolError(ErrorCode.INVALID_JSON, "frame is not valid UTF-8 text") from None
+    data = _utf8(frame)
     if len(data) > limit:
         raise RemoteProtocolError(
             ErrorCode.FRAME_TOO_LARGE, f"frame of {len(data)} bytes, larger than {limit}"
@@ -234,7 +241,7 @@ def decode_event(frame: str | bytes, registry: EventRegistry) -> Event:
             not send (``unexpected_message``), or a body that does not match the event.
     """
     try:
-        envelope = _envelope.decode(frame)
+        envelope = _envelope.decode(_utf8(frame))
     except msgspec.MsgspecError as exc:
         raise _remote(exc) from None
     if len(envelope) != 1:
@@ -280,7 +287,7 @@ def decode_json(data: str | bytes, type: type[T]) -> T:
     if decoder is None:
         decoder = _decoders[type] = msgspec.json.Decoder(type)
     try:
-        value: T = decoder.decode(data)
+        value: T = decoder.decode(_utf8(data))
     except msgspec.MsgspecError as exc:
         raise _remote(exc) from None
     return value

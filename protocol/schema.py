@@ -1,0 +1,401 @@
+"""The published contract, generated from the Structs: JSON Schema per channel, AsyncAPI 3.0, OpenAPI 3.1.
+
+:func:`generate` returns every file's exact text (deterministic: sorted keys, two-space indent, trailing
+newline); :func:`write_schemas` writes them (``make schemas``). A test regenerates them and fails on any
+difference from the committed ``schemas/``.
+
+In the channel schemas, client and server messages are named ``$defs``, grouped under ``ClientMessage`` and
+``ServerMessage``, and the root is a ``oneOf`` of the two. A server message is the wire envelope
+``{"<event_name>": {...}}``: one required key, nothing else, so event names are a closed set.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from .audio import AUDIO_EVENTS, AudioPacket
+from .chat import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ErrorResponse,
+    HealthResponse,
+    ModelList,
+)
+from .events import Cancel, EventRegistry
+from .vlm import VLM_EVENTS, VlmAudioPacket, VlmEnd, VlmImagePacket
+
+__all__ = ["CONTRACT_VERSION", "generate", "write_schemas"]
+
+#: Version of the published contract (bump on any change of the files).
+CONTRACT_VERSION = "1.0.0"
+
+_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+_DEFS = "#/$defs/{name}"
+_COMPONENTS = "#/components/schemas/{name}"
+
+
+class _Channel(msgspec.Struct, frozen=True):
+    key: str
+    path: str
+    title: str
+    description: str
+    client: tuple[type[msgspec.Struct], ...]
+    events: EventRegistry
+
+
+_AUDIO = _Channel(
+    "audio",
+    "/v1/chat/audio",
+    "qwen-gateway /v1/chat/audio",
+    "Voice chat: the client uploads one utterance as base64 packets (seq 1..total); the server streams "
+    "the recognised text, the answer and its speech (MP3) back. seq 1 of a new upload starts a new "
+    'utterance and interrupts a running answer; {"type": "cancel"} interrupts it explicitly.',
+    (AudioPacket, Cancel),
+    AUDIO_EVENTS,
+)
+_VLM = _Channel(
+    "vlm",
+    "/v1/chat/vlm",
+    "qwen-gateway /v1/chat/vlm",
+    "Voice questions about an image: the client uploads an image and a spoken question as base64 packets "
+    'tagged with type, then sends {"type": "end"}; the server streams the recognised question, the '
+    'answer and its speech (MP3) back. {"type": "cancel"} interrupts a running answer.',
+    (VlmAudioPacket, VlmImagePacket, VlmEnd, Cancel),
+    VLM_EVENTS,
+)
+_CHANNELS = (_AUDIO, _VLM)
+
+_HTTP_TYPES: tuple[type[msgspec.Struct], ...] = (
+    ChatCompletionRequest,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ErrorResponse,
+    ModelList,
+    HealthResponse,
+)
+
+
+# --------------------------------------------------------------------------- building blocks
+
+
+def _tidy(node: Any) -> Any:
+    """Docstring-derived descriptions without their indentation, with Markdown code quotes."""
+    if isinstance(node, dict):
+        out = {k: _tidy(v) for k, v in node.items()}
+        if isinstance(out.get("description"), str):
+            out["description"] = inspect.cleandoc(out["description"]).replace("``", "`")
+        return out
+    if isinstance(node, list):
+        return [_tidy(v) for v in node]
+    return node
+
+
+def _components(types: Iterable[Any], ref_template: str) -> dict[str, Any]:
+    _, components = msgspec.json.schema_components(list(types), ref_template=ref_template)
+    tidy: dict[str, Any] = _tidy(components)
+    return tidy
+
+
+def _ref(template: str, name: str) -> dict[str, str]:
+    return {"$ref": template.format(name=name)}
+
+
+def _pascal(name: str) -> str:
+    return "".join(part.capitalize() for part in re.split(r"[_\W]+", name) if part)
+
+
+def _envelope_name(registry: EventRegistry, event_name: str) -> str:
+    """``ConnectedEnvelope``, ``VlmPacketAckEnvelope``, ``ErrorEnvelope``, ``AudioStreamEnvelope`` ..."""
+    variants = registry.variants(event_name)
+    base = variants[0].__name__ if len(variants) == 1 else _pascal(event_name)
+    return base.removesuffix("Event") + "Envelope"
+
+
+def _envelopes(registry: EventRegistry, template: str) -> dict[str, Any]:
+    """The wire envelope ``{"<name>": {...}}`` of every event of the channel, by component name."""
+    out: dict[str, Any] = {}
+    for name in registry.names:
+        variants = registry.variants(name)
+        if len(variants) == 1:
+            body: dict[str, Any] = _ref(template, variants[0].__name__)
+            description = inspect.cleandoc(variants[0].__doc__ or "").replace("``", "`")
+        else:
+            body = {"oneOf": [_ref(template, v.__name__) for v in variants]}
+            description = f"`{name}`, one of: " + "; ".join(
+                inspect.cleandoc(v.__doc__ or "").replace("``", "`") for v in variants
+            )
+        out[_envelope_name(registry, name)] = {
+            "title": _envelope_name(registry, name),
+            "description": description,
+            "type": "object",
+            "properties": {name: body},
+            "required": [name],
+            "additionalProperties": False,
+        }
+    return out
+
+
+def _dump(document: dict[str, Any]) -> str:
+    return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+# --------------------------------------------------------------------------- JSON Schema files
+
+
+def _channel_schema(channel: _Channel) -> dict[str, Any]:
+    defs = _components([*channel.client, *channel.events.types()], _DEFS)
+    envelopes = _envelopes(channel.events, _DEFS)
+    defs.update(envelopes)
+    defs["ClientMessage"] = {
+        "title": "ClientMessage",
+        "description": f"Any message a client sends on {channel.path}.",
+        "oneOf": [_ref(_DEFS, t.__name__) for t in channel.client],
+    }
+    defs["ServerMessage"] = {
+        "title": "ServerMessage",
+        "description": f"Any event the server sends on {channel.path}: an object with exactly one key, "
+        "the event name.",
+        "oneOf": [_ref(_DEFS, name) for name in envelopes],
+    }
+    return {
+        "$schema": _DIALECT,
+        "title": channel.title,
+        "description": channel.description,
+        "oneOf": [_ref(_DEFS, "ClientMessage"), _ref(_DEFS, "ServerMessage")],
+        "$defs": defs,
+    }
+
+
+def _chat_schema() -> dict[str, Any]:
+    return {
+        "$schema": _DIALECT,
+        "title": "qwen-gateway HTTP API",
+        "description": "Bodies of the OpenAI-compatible HTTP API: the chat request, the response, one "
+        "stream chunk (the JSON of an SSE data line), the error body, the model list and the health "
+        "report.",
+        "oneOf": [_ref(_DEFS, t.__name__) for t in _HTTP_TYPES],
+        "$defs": _components(_HTTP_TYPES, _DEFS),
+    }
+
+
+# --------------------------------------------------------------------------- AsyncAPI 3.0
+
+
+def _asyncapi() -> dict[str, Any]:
+    schemas: dict[str, Any] = _components(
+        [t for c in _CHANNELS for t in (*c.client, *c.events.types())], _COMPONENTS
+    )
+    messages: dict[str, Any] = {}
+    channels: dict[str, Any] = {}
+    operations: dict[str, Any] = {}
+    for channel in _CHANNELS:
+        envelopes = _envelopes(channel.events, _COMPONENTS)
+        for name, envelope in envelopes.items():
+            if schemas.setdefault(name, envelope) != envelope:
+                raise ValueError(f"two different envelopes named {name}")
+        client_keys = [t.__name__ for t in channel.client]
+        for key in client_keys:
+            messages[key] = {
+                "name": key,
+                "title": key,
+                "summary": schemas[key].get("description", key).split("\n")[0],
+                "payload": _ref(_COMPONENTS, key),
+            }
+        for key, envelope in envelopes.items():
+            messages[key] = {
+                "name": key,
+                "title": key,
+                "summary": envelope["description"].split("\n")[0],
+                "payload": _ref(_COMPONENTS, key),
+            }
+        channels[channel.key] = {
+            "address": channel.path,
+            "title": channel.title,
+            "description": channel.description,
+            "messages": {
+                key: {"$ref": f"#/components/messages/{key}"} for key in [*client_keys, *envelopes]
+            },
+        }
+        operations[f"{channel.key}ReceiveClientMessage"] = {
+            "action": "receive",
+            "title": f"Messages the gateway receives on {channel.path}",
+            "channel": {"$ref": f"#/channels/{channel.key}"},
+            "messages": [
+                {"$ref": f"#/channels/{channel.key}/messages/{key}"} for key in client_keys
+            ],
+        }
+        operations[f"{channel.key}SendEvent"] = {
+            "action": "send",
+            "title": f"Events the gateway sends on {channel.path}",
+            "channel": {"$ref": f"#/channels/{channel.key}"},
+            "messages": [{"$ref": f"#/channels/{channel.key}/messages/{key}"} for key in envelopes],
+        }
+    return {
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "qwen-gateway voice WebSockets",
+            "version": CONTRACT_VERSION,
+            "description": "The two WebSocket endpoints of qwen-gateway. Every frame is a UTF-8 JSON "
+            "text frame. Events the gateway sends are objects with exactly one key, the event name. "
+            "The `error` event carries a machine-readable `code`; additive fields (`turn_id`, "
+            "`timings`, `duplicate`, `format`) are left out when not set.",
+        },
+        "defaultContentType": "application/json",
+        "servers": {
+            "local": {
+                "host": "127.0.0.1:5000",
+                "protocol": "ws",
+                "description": "A gateway started with `make run`.",
+            }
+        },
+        "channels": channels,
+        "operations": operations,
+        "components": {"schemas": schemas, "messages": messages},
+    }
+
+
+# --------------------------------------------------------------------------- OpenAPI 3.1
+
+
+def _json(name: str) -> dict[str, Any]:
+    return {"application/json": {"schema": _ref(_COMPONENTS, name)}}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": _json("ErrorResponse")}
+
+
+def _errors(statuses: Sequence[str]) -> dict[str, Any]:
+    return {status: {"$ref": f"#/components/responses/{status}"} for status in statuses}
+
+
+_ERROR_RESPONSES = {
+    "400": "The request is not valid (`invalid_request_error`).",
+    "401": "Missing or wrong gateway key (`invalid_api_key`).",
+    "404": "Unknown model (`model_not_found`).",
+    "413": "The request body is too large.",
+    "429": "Rate limited (`limit_requests`, `insufficient_quota`); retry later.",
+    "502": "The upstream failed or rejected the gateway's credentials.",
+    "503": "The upstream is unavailable.",
+    "504": "The upstream did not answer in time (`upstream_timeout`).",
+}
+
+
+def _openapi() -> dict[str, Any]:
+    chat = {
+        "post": {
+            "operationId": "createChatCompletion",
+            "summary": "Chat completion (OpenAI-compatible)",
+            "description": "OpenAI's chat completions API in front of Qwen. Unknown request fields "
+            "(DashScope extras included) are passed through to the upstream. With `stream: true` "
+            "the answer is a `text/event-stream` of `data: <ChatCompletionChunk JSON>` events ending "
+            "with `data: [DONE]`; an error after the first byte arrives as a `data: "
+            '{"error": {...}}` event followed by the end of the stream.',
+            "requestBody": {"required": True, "content": _json("ChatCompletionRequest")},
+            "responses": {
+                "200": {
+                    "description": "The completion; a stream of chunks when `stream` is true.",
+                    "content": {
+                        **_json("ChatCompletion"),
+                        "text/event-stream": {
+                            "schema": {
+                                "type": "string",
+                                "description": "Server-sent events: `data: <ChatCompletionChunk>` "
+                                "lines separated by a blank line; the last is `data: [DONE]`.",
+                            },
+                            "x-sse-data": _ref(_COMPONENTS, "ChatCompletionChunk"),
+                        },
+                    },
+                },
+                **_errors(list(_ERROR_RESPONSES)),
+            },
+        }
+    }
+    models = {
+        "get": {
+            "operationId": "listModels",
+            "summary": "The models the gateway serves",
+            "responses": {
+                "200": {"description": "The model list.", "content": _json("ModelList")},
+                **_errors(["401"]),
+            },
+        }
+    }
+    health = {
+        "get": {
+            "operationId": "health",
+            "summary": "Health of the gateway and its dependencies",
+            "security": [],
+            "responses": {
+                "200": {
+                    "description": "Healthy, or degraded but serving.",
+                    "content": _json("HealthResponse"),
+                },
+                "503": {
+                    "description": "A required dependency is down.",
+                    "content": _json("HealthResponse"),
+                },
+            },
+        }
+    }
+    return {
+        "openapi": "3.1.0",
+        "jsonSchemaDialect": _DIALECT,
+        "info": {
+            "title": "qwen-gateway HTTP API",
+            "version": CONTRACT_VERSION,
+            "description": "OpenAI-compatible chat in front of Alibaba's Qwen models. The voice "
+            "WebSockets /v1/chat/audio and /v1/chat/vlm are described in asyncapi.json.",
+        },
+        "servers": [
+            {"url": "http://127.0.0.1:5000", "description": "A gateway started with make run."}
+        ],
+        "security": [{"bearerAuth": []}],
+        "paths": {"/v1/chat/completions": chat, "/v1/models": models, "/health": health},
+        "components": {
+            "schemas": _components(_HTTP_TYPES, _COMPONENTS),
+            "responses": {status: _error(text) for status, text in _ERROR_RESPONSES.items()},
+            "securitySchemes": {
+                "bearerAuth": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A gateway key: `Authorization: Bearer <key>`.",
+                }
+            },
+        },
+    }
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def generate() -> dict[str, str]:
+    """Every contract file: name -> exact text."""
+    documents = {
+        "chat.schema.json": _chat_schema(),
+        "audio.schema.json": _channel_schema(_AUDIO),
+        "vlm.schema.json": _channel_schema(_VLM),
+        "asyncapi.json": _asyncapi(),
+        "openapi.json": _openapi(),
+    }
+    return {name: _dump(document) for name, document in sorted(documents.items())}
+
+
+def write_schemas(out_dir: str | Path) -> list[Path]:
+    """Write every contract file into ``out_dir`` (created if missing); returns the paths written."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, text in generate().items():
+        path = out / name
+        path.write_text(text, encoding="utf-8")
+        written.append(path)
+    return written
