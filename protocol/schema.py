@@ -129,8 +129,11 @@ def _envelopes(registry: EventRegistry, template: str) -> dict[str, Any]:
             description = inspect.cleandoc(variants[0].__doc__ or "").replace("``", "`")
         else:
             body = {"oneOf": [_ref(template, v.__name__) for v in variants]}
-            description = f"`{name}`, one of: " + "; ".join(
-                inspect.cleandoc(v.__doc__ or "").replace("``", "`") for v in variants
+            tag_field = variants[0].__struct_config__.tag_field
+            description = f"`{name}`, by `{tag_field}`: " + " ".join(
+                f'"{v.__struct_config__.tag}": '
+                + inspect.cleandoc(v.__doc__ or "").replace("``", "`")
+                for v in variants
             )
         out[_envelope_name(registry, name)] = {
             "title": _envelope_name(registry, name),
@@ -283,6 +286,7 @@ _ERROR_RESPONSES = {
     "404": "Unknown model (`model_not_found`).",
     "413": "The request body is too large.",
     "429": "Rate limited (`limit_requests`, `insufficient_quota`); retry later.",
+    "500": "A bug in the gateway (`api_error`).",
     "502": "The upstream failed or rejected the gateway's credentials.",
     "503": "The upstream is unavailable.",
     "504": "The upstream did not answer in time (`upstream_timeout`).",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from msgspec import UnsetType
 
@@ -338,6 +338,7 @@ def shuffled_upload(draw: st.DrawFn) -> tuple[list[bytes], list[int]]:
     return packets, arrival
 
 
+@settings(deadline=None)
 @given(shuffled_upload())
 def test_any_arrival_order_feeds_the_upload_in_order(case: tuple[list[bytes], list[int]]) -> None:
     packets, arrival = case

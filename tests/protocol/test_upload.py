@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protocol import ErrorCode, PacketAssembler, RemoteProtocolError, starts_new_upload
@@ -121,6 +121,7 @@ def deliveries(draw: st.DrawFn) -> tuple[list[bytes], list[int]]:
     return packets, arrival
 
 
+@settings(deadline=None)
 @given(deliveries())
 def test_release_is_the_concatenation_in_seq_order(case: tuple[list[bytes], list[int]]) -> None:
     packets, arrival = case

@@ -235,7 +235,7 @@ frames = st.one_of(
 small = Limits(max_frame_bytes=512, max_packet_bytes=16)
 
 
-@settings(max_examples=400)
+@settings(max_examples=400, deadline=None)
 @given(frames)
 def test_client_decoders_raise_only_protocol_errors(frame: str | bytes) -> None:
     for decode in (decode_audio_client, decode_vlm_client):
@@ -247,7 +247,7 @@ def test_client_decoders_raise_only_protocol_errors(frame: str | bytes) -> None:
                 assert error.message
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 @given(st.one_of(frames, st.dictionaries(st.text(max_size=12), packet_like).map(json.dumps)))
 def test_event_and_chat_decoders_raise_only_protocol_errors(frame: str | bytes) -> None:
     for decode in (decode_audio_event, decode_vlm_event, decode_chat_request):
@@ -257,6 +257,7 @@ def test_event_and_chat_decoders_raise_only_protocol_errors(frame: str | bytes) 
             assert isinstance(error.code, ErrorCode)
 
 
+@settings(deadline=None)
 @given(st.integers(1, 50), st.integers(1, 50), st.binary(max_size=64))
 def test_valid_packets_decode_to_what_was_sent(seq: int, extra: int, data: bytes) -> None:
     total = seq + extra - 1
