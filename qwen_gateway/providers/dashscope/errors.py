@@ -91,6 +91,9 @@ STATUS_CODE: dict[int, str] = {
     504: "upstream_timeout",
 }
 
+#: Transport errors (httpx names) meaning the upstream hung up in the middle of an exchange.
+_CLOSED_ERRORS = frozenset({"RemoteProtocolError", "ReadError", "WriteError"})
+
 _KEY_RE = re.compile(r"(sk-|Bearer\s+)[A-Za-z0-9._\-]{4,}", re.IGNORECASE)
 _MAX_MESSAGE = 500
 
@@ -222,8 +225,11 @@ def from_handshake(status: int, body: bytes) -> UpstreamError:
 
 def from_transport(exc: BaseException, what: str) -> UpstreamError:
     """The error for a connection failure or timeout while doing ``what`` (no upstream answer)."""
-    if isinstance(exc, TimeoutError) or type(exc).__name__.endswith("Timeout"):
+    name = type(exc).__name__
+    if isinstance(exc, TimeoutError) or name.endswith("Timeout"):
         return UpstreamTimeout(f"{what}: timed out")
+    if name in _CLOSED_ERRORS:
+        return closed_error(what)
     return UpstreamError(
         f"{what}: {type(exc).__name__}",
         code="upstream_unavailable",
