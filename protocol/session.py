@@ -341,7 +341,7 @@ class _Session(Generic[S]):
         self._require_open("reject")
         if error.fatal:
             return self._fail(error.code, error.message)
-        return [Send(ErrorEvent(message=error.message, code=error.code))]
+        return _refused(error)
 
     def turn_finished(self, turn_id: int) -> list[Action]:
         """The shell reports that turn ``turn_id`` ended (done, failed or cancelled). Returns no action.
@@ -380,11 +380,25 @@ class _Session(Generic[S]):
         self._fire(Trigger.CLOSE)
         return actions
 
-    def _too_many_turns(self) -> list[Action]:
-        return self._fail(
-            ErrorCode.TOO_MANY_TURNS,
-            f"this connection has used its {self.limits.max_turns} turns; open a new one",
-        )
+    def _cancel(self) -> list[Action]:
+        """The client's ``cancel``: stop the running turn, if any."""
+        actions = self._cancel_running(CancelReason.CLIENT)
+        self._fire(Trigger.CANCEL)
+        return actions
+
+    def _next_turn(self, trigger: Trigger) -> tuple[list[Action], int | None]:
+        """Start a new turn, cancelling the running one (barge-in); returns the actions and the turn id.
+
+        A connection that has used up its turns is closed instead: the actions say so and the id is None.
+        """
+        if self._turns >= self.limits.max_turns:
+            message = f"this connection has used its {self.limits.max_turns} turns; open a new one"
+            return self._fail(ErrorCode.TOO_MANY_TURNS, message), None
+        actions = self._cancel_running(CancelReason.BARGE_IN)
+        self._fire(trigger)
+        self._turns += 1
+        self._turn = self._turns
+        return actions, self._turns
 
     def _new_assembler(self, total: int) -> PacketAssembler:
         return PacketAssembler(
@@ -392,7 +406,7 @@ class _Session(Generic[S]):
         )
 
 
-def _refused(error: RemoteProtocolError) -> list[Action]:
+def _refused(error: ProtocolError) -> list[Action]:
     return [Send(ErrorEvent(message=error.message, code=error.code))]
 
 
@@ -418,9 +432,7 @@ class AudioSession(_Session[AudioState]):
         """
         self._require_open("receive")
         if isinstance(message, Cancel):
-            actions = self._cancel_running(CancelReason.CLIENT)
-            self._fire(Trigger.CANCEL)
-            return actions
+            return self._cancel()
         seq, total, data = message.seq, message.total, message.data
         if starts_new_upload(self._upload, seq, total, data):
             return self._start_upload(seq, total, data, now)
@@ -438,12 +450,10 @@ class AudioSession(_Session[AudioState]):
             release = upload.add(seq, total, data)
         except RemoteProtocolError as error:
             return _refused(error)
-        if self._turns >= self.limits.max_turns:
-            return self._too_many_turns()
-        actions = self._cancel_running(CancelReason.BARGE_IN)
-        self._fire(Trigger.UPLOAD_STARTED)
-        self._turns += 1
-        self._turn = self._upload_turn = turn = self._turns
+        actions, turn = self._next_turn(Trigger.UPLOAD_STARTED)
+        if turn is None:
+            return actions
+        self._upload_turn = turn
         self._upload = upload
         actions.append(StartTurn(turn, now))
         actions.extend(self._accepted(seq, release, now))
@@ -528,9 +538,7 @@ class VlmSession(_Session[VlmState]):
         """
         self._require_open("receive")
         if isinstance(message, Cancel):
-            actions = self._cancel_running(CancelReason.CLIENT)
-            self._fire(Trigger.CANCEL)
-            return actions
+            return self._cancel()
         if isinstance(message, VlmEnd):
             return self._end(now)
         return self._packet(message, now)
@@ -576,12 +584,9 @@ class VlmSession(_Session[VlmState]):
             return _refused(
                 RemoteProtocolError(ErrorCode.INCOMPLETE_UPLOAD, f"end before the {what} complete")
             )
-        if self._turns >= self.limits.max_turns:
-            return self._too_many_turns()
-        actions = self._cancel_running(CancelReason.BARGE_IN)
-        self._fire(Trigger.END)
-        self._turns += 1
-        self._turn = turn = self._turns
+        actions, turn = self._next_turn(Trigger.END)
+        if turn is None:
+            return actions
         audio, image = self._uploads.pop("audio"), self._uploads.pop("image")
         actions.append(
             StartVlmTurn(
