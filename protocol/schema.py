@@ -257,11 +257,32 @@ def _asyncapi() -> dict[str, Any]:
                 "host": "127.0.0.1:5000",
                 "protocol": "ws",
                 "description": "A gateway started with `make run`.",
+                "security": [
+                    {"$ref": "#/components/securitySchemes/bearerAuth"},
+                    {"$ref": "#/components/securitySchemes/queryToken"},
+                ],
             }
         },
         "channels": channels,
         "operations": operations,
-        "components": {"schemas": schemas, "messages": messages},
+        "components": {
+            "schemas": schemas,
+            "messages": messages,
+            "securitySchemes": {
+                "bearerAuth": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A gateway key on the handshake: `Authorization: Bearer <key>`.",
+                },
+                "queryToken": {
+                    "type": "httpApiKey",
+                    "name": "token",
+                    "in": "query",
+                    "description": "A gateway key as `?token=<key>` on the handshake URL (browsers "
+                    "cannot set headers on WebSockets).",
+                },
+            },
+        },
     }
 
 

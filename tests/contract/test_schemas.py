@@ -121,6 +121,10 @@ def test_asyncapi_is_a_valid_asyncapi_3_document() -> None:
     ]
     assert errors == []
     assert doc["asyncapi"] == "3.0.0" and doc["info"]["version"] == CONTRACT_VERSION
+    schemes = doc["components"]["securitySchemes"]
+    assert schemes["queryToken"] == {**schemes["queryToken"], "in": "query", "name": "token"}
+    for ref in doc["servers"]["local"]["security"]:
+        resolve(doc, ref["$ref"])
 
 
 def test_openapi_is_a_valid_openapi_3_1_document() -> None:
