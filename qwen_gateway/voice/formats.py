@@ -424,10 +424,19 @@ def mp3_duration(data: bytes | bytearray | memoryview) -> float:
         if vbr_samples is not None:
             return vbr_samples / first.sample_rate
     samples = 0
-    while pos + 4 <= len(buf):
-        frame = _frame_at(buf, pos)
-        if frame is not None and _same_stream(first, frame):
-            if pos + frame.length > len(buf):
+    size = len(buf)
+    # A stream repeats a handful of distinct headers: parse each once.
+    known: dict[bytes, _Frame | None] = {}
+    while pos + 4 <= size:
+        header = buf[pos : pos + 4]
+        if header in known:
+            frame = known[header]
+        else:
+            frame = _frame_at(header, 0)
+            known[header] = frame if frame is not None and _same_stream(first, frame) else None
+            frame = known[header]
+        if frame is not None:
+            if pos + frame.length > size:
                 break
             samples += frame.samples
             pos += frame.length
