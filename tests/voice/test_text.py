@@ -1,0 +1,563 @@
+"""Text for speech: sanitising LLM answers and segmenting them while they stream."""
+
+from __future__ import annotations
+
+import random
+import re
+import unicodedata
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from qwen_gateway.voice.text import SpeechSegmenter, is_speakable, sanitize
+
+# --------------------------------------------------------------------------------------------------
+# realistic answers, as chat models write them
+# --------------------------------------------------------------------------------------------------
+
+ZH_INSTALL = """好的！下面是在 Windows 上安装 **Python 3.12** 的步骤 😊：
+
+## 一、下载安装包
+
+1. 打开官网 [python.org](https://www.python.org/downloads/)，点击「Downloads」。
+2. 选择 *Windows installer (64-bit)*，文件大约 25.6 MB。
+3. 运行安装程序时，**务必勾选** `Add Python to PATH`！
+
+## 二、验证安装
+
+打开命令提示符，输入：
+
+```bash
+python --version
+pip --version
+```
+
+如果显示 `Python 3.12.1`，说明安装成功 ✅。
+
+> 💡 提示：国内用户可以使用清华镜像 https://pypi.tuna.tsinghua.edu.cn/simple 加速下载。
+
+有问题随时问我～
+"""
+
+ZH_INSTALL_SPOKEN = """好的！下面是在 Windows 上安装 Python 3.12 的步骤：
+一、下载安装包。
+1，打开官网 python.org，点击「Downloads」。
+2，选择 Windows installer (64-bit)，文件大约 25.6 MB。
+3，运行安装程序时，务必勾选 Add Python to PATH！
+二、验证安装。
+打开命令提示符，输入：
+如果显示 Python 3.12.1，说明安装成功。
+提示：国内用户可以使用清华镜像加速下载。
+有问题随时问我。"""
+
+ZH_TABLE = """### 三款手机对比 📱
+
+| 型号 | 价格 | 续航 |
+|:---|---:|:---:|
+| 小米 14 | ¥3,999 | 约 1.5 天 |
+| 华为 Mate 60 | ¥5,499 | 约 2 天 |
+| iPhone 15 | ¥5,999 | 约 1 天 |
+
+总结：如果预算有限，**小米 14** 性价比最高；追求续航选华为。价格截至 2024-01-01，仅供参考。
+"""
+
+ZH_TABLE_SPOKEN = """三款手机对比。
+型号，价格，续航。
+小米 14，¥3,999，约 1.5 天。
+华为 Mate 60，¥5,499，约 2 天。
+iPhone 15, ¥5,999，约 1 天。
+总结：如果预算有限，小米 14 性价比最高；追求续航选华为。价格截至 2024-01-01，仅供参考。"""
+
+ZH_MATH = r"""这道题用勾股定理：$a^2 + b^2 = c^2$。
+
+已知 $a = 3$，$b = 4$，所以：
+
+$$
+c = \sqrt{3^2 + 4^2} = \sqrt{25} = 5
+$$
+
+另外，概率 $P = \frac{1}{4}$，也就是 25%。圆周率 \(\pi \approx 3.14\)，温度下降了 -2℃，时间是 10:30。
+他说：“这太简单了……”我回答：「没错」。
+"""
+
+ZH_MATH_SPOKEN = """这道题用勾股定理：a² + b² = c²。
+已知 a = 3，b = 4，所以：
+c = √(3² + 4²) = √25 = 5.
+另外，概率 P = 1/4，也就是 25%。圆周率 π ≈ 3.14，温度下降了 -2℃，时间是 10:30。
+他说：“这太简单了……”我回答：「没错」。"""
+
+EN_COFFEE = """# How to Make a Great Cup of Coffee ☕
+
+Sure! Here's a quick guide, e.g. for a standard 12 oz mug. Dr. Smith (a barista since 2010) swears by it...
+
+## What You'll Need
+- **Fresh beans**: about 20 g (roughly 3.5 tbsp)
+- A grinder, e.g. a burr grinder
+- Water at 93.5°C — not boiling!
+
+## Steps
+1. Grind the beans to a medium-fine texture.
+2. Heat the water to 195-205°F.
+3. Brew for 4:00 minutes, then enjoy 🎉🎉.
+
+> **Note:** According to [this study](https://example.com/coffee?ref=chat&id=42), 50% of people prefer it black. See also www.coffee.org.
+
+That costs about $2.50 per cup vs. $5 at a café. Mr. Jones said, "It's worth it." Happy brewing! 👨‍👩‍👧‍👦
+"""
+
+EN_COFFEE_SPOKEN = """How to Make a Great Cup of Coffee.
+Sure! Here's a quick guide, e.g. for a standard 12 oz mug. Dr. Smith (a barista since 2010) swears by it...
+What You'll Need.
+Fresh beans: about 20 g (roughly 3.5 tbsp).
+A grinder, e.g. a burr grinder.
+Water at 93.5°C — not boiling!
+Steps.
+1, Grind the beans to a medium-fine texture.
+2, Heat the water to 195-205°F.
+3, Brew for 4:00 minutes, then enjoy.
+Note: According to this study, 50% of people prefer it black. See also.
+That costs about $2.50 per cup vs. $5 at a café. Mr. Jones said, "It's worth it." Happy brewing!"""
+
+EN_CODE = '''Here's a Python function that computes the factorial:
+
+```python
+def factorial(n: int) -> int:
+    """Return n!"""
+    return 1 if n <= 1 else n * factorial(n - 1)
+```
+
+Call it with `factorial(5)` to get **120**. The time complexity is O(n), and for n = 1,000 it still runs in under 1 ms.
+Edge cases:
+* `n = 0` returns 1
+* Negative numbers, e.g. -2, are not supported ~~yet~~.
+'''
+
+EN_CODE_SPOKEN = """Here's a Python function that computes the factorial:
+Call it with factorial(5) to get 120. The time complexity is O(n), and for n = 1,000 it still runs in under 1 ms.
+Edge cases:
+n = 0 returns 1.
+Negative numbers, e.g. -2, are not supported yet."""
+
+ANSWERS = {
+    "zh_install": (ZH_INSTALL, ZH_INSTALL_SPOKEN),
+    "zh_table": (ZH_TABLE, ZH_TABLE_SPOKEN),
+    "zh_math": (ZH_MATH, ZH_MATH_SPOKEN),
+    "en_coffee": (EN_COFFEE, EN_COFFEE_SPOKEN),
+    "en_code": (EN_CODE, EN_CODE_SPOKEN),
+}
+
+#: What must never reach TTS.
+UNSPEAKABLE = re.compile(
+    r"[*#`|\[\]{}<>\\^_~]|https?:|www\.|```|\$\$|[\U0001F000-\U0001FAFF\u2600-\u27BF\uFE0F\u200D]"
+)
+
+
+def spoken(text: str) -> list[str]:
+    """The letters and digits of ``text``, in order (compatibility forms folded: ² is 2)."""
+    return [c for c in unicodedata.normalize("NFKC", text) if c.isalnum()]
+
+
+def is_subsequence(needle: list[str], haystack: list[str]) -> bool:
+    it = iter(haystack)
+    return all(c in it for c in needle)
+
+
+def stream(text: str, sizes: list[int], seg: SpeechSegmenter | None = None) -> list[str]:
+    """Feed ``text`` in pieces of the given sizes (cycled) and flush; return all segments."""
+    seg = seg or SpeechSegmenter()
+    out: list[str] = []
+    i = 0
+    k = 0
+    while i < len(text):
+        size = sizes[k % len(sizes)]
+        out += seg.feed(text[i : i + size])
+        i += size
+        k += 1
+    return out + seg.flush()
+
+
+# --------------------------------------------------------------------------------------------------
+# sanitize: table-driven
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(ANSWERS))
+def test_realistic_answers(name: str) -> None:
+    raw, expected = ANSWERS[name]
+    assert sanitize(raw) == expected
+    assert not UNSPEAKABLE.search(expected)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        # markdown
+        ("# Title", "Title."),
+        ("###### 六级标题 ###", "六级标题。"),
+        ("####### not a heading", "not a heading."),
+        ("#hashtag here", "hashtag here."),
+        ("**bold** and *italic* and __strong__ and _em_", "bold and italic and strong and em."),
+        ("~~删除~~保留", "删除保留。"),
+        ("- item one\n- item two", "item one.\nitem two."),
+        ("* 苹果\n+ 香蕉\n• 橙子", "苹果。\n香蕉。\n橙子。"),
+        ("  - nested\n    1. deeper", "nested.\n1, deeper."),
+        ("- [ ] todo\n- [x] done", "todo.\ndone."),
+        ("1. 第一步\n2) 第二步", "1，第一步。\n2，第二步。"),
+        ("> quoted text\n> > nested", "quoted text.\nnested."),
+        ("before\n\n---\n***\n___\n\nafter", "before.\nafter."),
+        ("Title\n=====\nbody", "Title.\nbody."),
+        ("[the docs](https://a.b/c_(d)) here", "the docs here."),
+        ("![logo](https://a.b/logo.png) 图片", "图片。"),
+        ("[文档][ref] 和脚注[^1]", "文档和脚注。"),
+        ("[just brackets] stay", "just brackets stay."),
+        ("<https://a.b> and <b>bold</b><br/>next", "and bold, next."),
+        ("a &amp; b &lt; c&nbsp;d", "a & b < c d."),
+        ("use `pip install -U qwen`", "use pip install -U qwen."),
+        ("``code with ` tick``", "code with tick."),
+        ("```\ncode\n```\n~~~\nmore code\n~~~\nafter", "after."),
+        ("| a | b |\n|---|---|\n| 1 | 2 |", "a, b.\n1, 2."),
+        ("a | b", "a, b."),
+        # URLs
+        ("见 https://example.com/a?b=1&c=2。", "见。"),
+        ("visit www.example.org, then", "visit, then."),
+        ("(see https://x.org/path).", "(see)."),
+        ("email me at bob@example.com", "email me at bob@example.com."),
+        # emoji and pictographs
+        ("太棒了🎉🎉！", "太棒了！"),
+        ("family 👨‍👩‍👧‍👦 flag 🇨🇳 keycap 1️⃣ ok ✅ ❌ ★", "family flag keycap 1 ok."),
+        ("©2024 Acme™", "2024 Acme."),
+        # LaTeX
+        ("$x^2$", "x²."),
+        (r"$\frac{a}{b}$ 和 $\frac{a+1}{b}$", "a/b 和 (a+1)/b。"),
+        (r"\frac{1}{2} of \alpha", "1/2 of α."),
+        (r"$$\sum_{i=1}^{n} i = \frac{n(n+1)}{2}$$", "∑i=1ⁿ i = (n(n+1))/2."),
+        (r"$10^{-3}$ m and $e^{i\pi}$", "10⁻³ m and eiπ."),
+        (r"\[ \sqrt[3]{8} = 2 \]", "√8 = 2."),
+        (r"$\text{speed} = \dfrac{d}{t}$", "speed = d/t."),
+        (r"\(a \times b \leq c\)", "a × b ≤ c."),
+        ("$$\n\\begin{aligned}\nx &= 1 \\\\\ny &= 2\n\\end{aligned}\n$$", "x = 1; y = 2."),
+        # currency and numbers
+        ("costs $5 and $10, or $2.50/month", "costs $5 and $10, or $2.50/month."),
+        ("约 ¥3,999 或 €20", "约 ¥3,999 或 €20。"),
+        (
+            "3.14 1,000 50% -2 2024-01-01 10:30 1/2 10~20",
+            "3.14 1,000 50% -2 2024-01-01 10:30 1/2 10~20.",
+        ),
+        ("x^2 and 10^6", "x² and 10⁶."),
+        ("2*3=6, 2 * 3 = 6", "2×3=6, 2 × 3 = 6."),
+        ("a -> b => c → d", "a b c d."),
+        ("a <= b >= c != d", "a ≤ b ≥ c ≠ d."),
+        ("snake_case and __init__", "snake case and init."),
+        ("C:\\Users\\me \\n", "C: Users me n."),
+        # punctuation and pauses
+        ("嗯……好吧...那就这样。", "嗯……好吧...那就这样。"),
+        ("他说：「你好」，“再见”。", "他说：「你好」，“再见”。"),
+        ("Hello , world !", "Hello, world!"),
+        ("中 文 之 间", "中文之间。"),
+        ("line one\nline two!\n\n\nline three:", "line one.\nline two!\nline three:"),
+        ("", ""),
+        ("😀🎉", ""),
+        ("```\nunclosed code block", ""),
+    ],
+)
+def test_sanitize(raw: str, expected: str) -> None:
+    assert sanitize(raw) == expected
+
+
+def test_is_speakable() -> None:
+    assert is_speakable("你")
+    assert is_speakable("a")
+    assert is_speakable("3")
+    assert not is_speakable("。，!?…")
+    assert not is_speakable("")
+
+
+# --------------------------------------------------------------------------------------------------
+# the segmenter
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(ANSWERS))
+@pytest.mark.parametrize("sizes", [[1], [3], [1, 2, 5, 11], [10_000]])
+def test_segments_of_realistic_answers(name: str, sizes: list[int]) -> None:
+    raw, expected = ANSWERS[name]
+    segments = stream(raw, sizes)
+    whole = stream(raw, [10_000])
+    assert segments == whole  # for these answers the cuts do not depend on the deltas
+    assert spoken("".join(segments)) == spoken(expected)
+    for s in segments:
+        assert s == s.strip() and is_speakable(s)
+        assert len(s) <= 100
+        assert not UNSPEAKABLE.search(s)
+        assert "\n" not in s
+
+
+def test_segments_cut_at_sentence_ends() -> None:
+    segments = stream(ZH_INSTALL, [2])
+    assert segments == [
+        "好的！下面是在 Windows 上安装 Python 3.12 的步骤：",
+        "一、下载安装包。1，打开官网 python.org，点击「Downloads」。",
+        "2，选择 Windows installer (64-bit)，文件大约 25.6 MB。",
+        "3，运行安装程序时，务必勾选 Add Python to PATH！",
+        "二、验证安装。打开命令提示符，输入：",
+        "如果显示 Python 3.12.1，说明安装成功。",
+        "提示：国内用户可以使用清华镜像加速下载。",
+        "有问题随时问我。",
+    ]
+    english = stream(EN_COFFEE, [4])
+    assert english[:4] == [
+        "How to Make a Great Cup of Coffee.",
+        "Sure! Here's a quick guide, e.g. for a standard 12 oz mug.",
+        "Dr. Smith (a barista since 2010) swears by it...",
+        "What You'll Need.",
+    ]
+    assert 'Mr. Jones said, "It\'s worth it."' in english
+
+
+def test_first_segment_is_short_and_comes_early() -> None:
+    seg = SpeechSegmenter(min_chars=12, max_chars=100, first_min_chars=6)
+    assert seg.feed("好的，") == []  # too short to stand alone
+    assert seg.feed("我来帮你看看这个问题，") == ["好的，我来帮你看看这个问题，"]
+    # later segments wait for a sentence end, not a comma
+    assert seg.feed("首先，我们需要确认，") == []
+    assert seg.feed("你的系统版本。然后") == ["首先，我们需要确认，你的系统版本。"]
+    assert seg.flush() == ["然后。"]
+
+
+def test_short_sentences_are_joined() -> None:
+    seg = SpeechSegmenter(min_chars=10, max_chars=100, first_min_chars=2)
+    out = seg.feed("好。对。是的。没问题，我们开始吧。嗯。")
+    out += seg.flush()
+    assert out == ["好。对。", "是的。没问题，我们开始吧。", "嗯。"]
+
+
+def test_long_text_without_sentence_end_is_cut_at_pauses() -> None:
+    seg = SpeechSegmenter(min_chars=10, max_chars=40, first_min_chars=5)
+    text = "这是一个很长很长的句子，" * 10
+    out = seg.feed(text)
+    assert out, "segments come out before the end of the answer"
+    out += seg.flush()
+    assert all(len(s) <= 40 for s in out)
+    assert "".join(out) == text
+
+
+def test_long_text_without_any_pause_is_cut_but_not_inside_numbers_or_words() -> None:
+    seg = SpeechSegmenter(min_chars=5, max_chars=30, first_min_chars=5)
+    words = " ".join(["3.14159", "1,000,000", "hello", "world"] * 10)
+    out = seg.feed(words) + seg.flush()
+    assert all(len(s) <= 30 for s in out)
+    assert " ".join(out) == words + "."
+    for s in out:
+        for token in s.rstrip(".").split():
+            assert token in ("3.14159", "1,000,000", "hello", "world")
+    cjk = "中" * 95
+    out = SpeechSegmenter(max_chars=40).feed(cjk)
+    assert out and all(len(s) <= 40 for s in out)
+
+
+@pytest.mark.parametrize(
+    ("pieces", "held"),
+    [
+        (["圆周率约等于 3."], "3."),  # a number that may continue
+        (["It costs 1,"], "1,"),
+        (["This is **bol"], "bol"),  # emphasis not closed yet, word still arriving
+        (["请看[文档](https://exa"], "文档"),  # a link still arriving
+        (["见 https://example"], "example"),  # a URL still arriving
+        (["好的。\n| 型号 | 价"], "型号"),  # a table row
+        (["好的。\n```python\nprint('hi')\n"], "print"),  # an unclosed code block
+        (["公式 $x^"], "x"),  # inline math not closed
+        (["It is 10:"], "10:"),
+    ],
+)
+def test_incomplete_constructs_are_held_back(pieces: list[str], held: str) -> None:
+    seg = SpeechSegmenter(min_chars=1, max_chars=100, first_min_chars=1)
+    out: list[str] = []
+    for p in pieces:
+        out += seg.feed(p)
+    assert held not in "".join(out) + seg.pending
+
+
+def test_held_constructs_complete_correctly() -> None:
+    cases = [
+        (["圆周率约等于 3.", "14159。"], "圆周率约等于 3.14159。"),
+        (["这是**重", "点**内容。"], "这是重点内容。"),
+        (["This is **bol", "d** text. Ok"], "This is bold text. Ok."),
+        (["请看[文档](https://exa", "mple.com/a)。"], "请看文档。"),
+        (["见 https://exa", "mple.com/x 。好"], "见。好。"),
+        (["| 型号 | 价", "格 |\n"], "型号，价格。"),
+        (["好的。\n```py", "thon\nprint('hi')\n`", "``\n后面。"], "好的。后面。"),
+        (["公式 $x^", "2$。"], "公式 x²。"),
+        (["It is 10:", "30 now. Ok"], "It is 10:30 now. Ok."),
+        (["He paid $", "5. Then"], "He paid $5. Then."),
+    ]
+    for pieces, expected in cases:
+        seg = SpeechSegmenter(min_chars=1, max_chars=100, first_min_chars=1)
+        out: list[str] = []
+        for p in pieces:
+            out += seg.feed(p)
+        out += seg.flush()
+        assert " ".join(out).replace("。 ", "。").replace("， ", "，") == expected, (pieces, out)
+
+
+def test_a_period_ends_a_sentence_only_where_it_should() -> None:
+    seg = SpeechSegmenter(min_chars=1, max_chars=200, first_min_chars=1)
+    text = (
+        "Pi is 3.14 and e.g. this is fine. Dr. Who met Mr. Smith at 5 p.m. today. "
+        "Visit example.com later. Wait... what? The U.S. economy grew. Version 2.0 is out. Done"
+    )
+    out = seg.feed(text) + seg.flush()
+    assert out == [
+        "Pi is 3.14 and e.g. this is fine.",
+        "Dr. Who met Mr. Smith at 5 p.m. today.",
+        "Visit example.com later.",
+        "Wait... what?",
+        "The U.S. economy grew.",
+        "Version 2.0 is out.",
+        "Done.",
+    ]
+
+
+def test_closing_quotes_stay_with_their_sentence() -> None:
+    seg = SpeechSegmenter(min_chars=2, max_chars=100, first_min_chars=4)
+    out = seg.feed("他说：“走吧。”她问：「真的吗？！」我说") + seg.flush()
+    assert out == ["他说：“走吧。”", "她问：「真的吗？！」", "我说。"]
+
+
+def test_flush_starts_over() -> None:
+    seg = SpeechSegmenter()
+    assert seg.feed("第一个回答的内容，有点长的句子。") == ["第一个回答的内容，"]
+    seg.feed("\n```\n未闭合的代码")
+    assert seg.flush() == ["有点长的句子。"]
+    assert seg.pending == ""
+    # a new answer is not inside the previous answer's code block
+    assert seg.feed("新的回答，说点什么。") + seg.flush() == ["新的回答，说点什么。"]
+
+
+def test_punctuation_only_segments_are_dropped() -> None:
+    seg = SpeechSegmenter(min_chars=1, max_chars=100, first_min_chars=1)
+    out = seg.feed("😀。\n！！\n🎉🎉\n真的。") + seg.flush()
+    assert out == ["真的。"]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"min_chars": 0},
+        {"min_chars": 60, "max_chars": 100},
+        {"first_min_chars": 0},
+        {"max_chars": 1},
+    ],
+)
+def test_rejects_bad_limits(kwargs: dict[str, int]) -> None:
+    with pytest.raises(ValueError):
+        SpeechSegmenter(**kwargs)
+
+
+# --------------------------------------------------------------------------------------------------
+# properties
+# --------------------------------------------------------------------------------------------------
+
+#: Plain text: no markdown, URL or LaTeX can be formed from it (no 'w', 'h', '/', '\\', '$' ...).
+PLAIN = st.lists(
+    st.sampled_from(
+        [
+            *list("abcdegxyzABCXYZ0123456789 你好世界中文。，！？、；：.,!?;:'\"“”「」()-%…\n"),
+            "😀",
+            "👨\u200d👩\u200d👧",
+            "🇨🇳",
+            "1️⃣",
+            "✅",
+            "©",
+            "\t",
+        ]
+    ),
+    max_size=120,
+).map("".join)
+
+#: Markdown-ish text: fragments of every construct, mixed with anything.
+TOKENS = [
+    "**", "*", "_", "__", "~~", "`", "```", "\n```\n", "```py\n", "#", "## ", "\n- ", "\n1. ", "\n> ",
+    "[", "](", ")", "]", "![", "|", "\n| a | b |\n", "\n|---|---|\n", "$", "$$", "\n$$\n", "^", "{", "}",
+    "<", ">", "<br>", "</b>", "&amp;", "&", "->", "=>", "<=", "---", "http://a.b/c?d=1 ", "https://x.yz",
+    "www.q.com", "😀", "👨\u200d👩\u200d👧", "🇨🇳", "3.14", "1,000", "50%", "-2", "10:30", "e.g. ",
+    "Dr. ", "...", "……", "。", "，", "!", "?", ".", " ", "\n", "\n\n", "中文", "word", "X", "9",
+]  # fmt: skip
+MARKDOWN = st.lists(st.one_of(st.sampled_from(TOKENS), st.text(max_size=4)), max_size=40).map(
+    "".join
+)
+MARKDOWN_NO_BACKSLASH = MARKDOWN.map(lambda s: s.replace("\\", ""))
+
+
+def split_points(text: str, seed: int, max_piece: int) -> list[int]:
+    rng = random.Random(seed)
+    sizes = []
+    total = 0
+    while total < len(text):
+        n = rng.randint(1, max_piece)
+        sizes.append(n)
+        total += n
+    return sizes or [1]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    text=st.one_of(st.text(max_size=200), MARKDOWN),
+    seed=st.integers(0, 2**32),
+    max_piece=st.integers(1, 20),
+    first_min=st.integers(1, 10),
+    min_chars=st.integers(1, 15),
+    max_chars=st.integers(30, 120),
+)
+def test_any_text_any_split_never_crashes_and_says_the_same(
+    text: str, seed: int, max_piece: int, first_min: int, min_chars: int, max_chars: int
+) -> None:
+    seg = SpeechSegmenter(min_chars, max_chars, first_min_chars=first_min)
+    segments = stream(text, split_points(text, seed, max_piece), seg)
+    for s in segments:
+        assert s and s == s.strip() and is_speakable(s)
+        assert len(s) <= max_chars
+    assert spoken("".join(segments)) == spoken(sanitize(text))
+
+
+@settings(max_examples=300, deadline=None)
+@given(PLAIN)
+def test_no_speakable_character_of_plain_text_is_lost(text: str) -> None:
+    assert spoken(sanitize(text)) == spoken(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(MARKDOWN_NO_BACKSLASH)
+def test_sanitising_only_removes_speakable_characters(text: str) -> None:
+    # Without LaTeX commands (which may add α, √ ...), every letter/digit said was in the input, in order.
+    assert is_subsequence(spoken(sanitize(text)), spoken(text))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    prose=st.lists(
+        st.text(alphabet="abc你好 123。，", min_size=1, max_size=10), min_size=1, max_size=5
+    ),
+    removed=st.lists(
+        st.sampled_from(
+            [
+                "\n```\ncode()\n```\n",
+                " https://x.org/p?q=1 ",
+                "😀",
+                "👩\u200d💻",
+                "🇯🇵",
+                "**",
+                "\n## ",
+                "\n- ",
+                "~~",
+                "`",
+            ]
+        ),
+        min_size=1,
+        max_size=5,
+    ),
+)
+def test_prose_around_removed_constructs_is_kept(prose: list[str], removed: list[str]) -> None:
+    text = "".join(p + r for p, r in zip(prose, removed + [""] * len(prose), strict=False))
+    kept = "".join(prose)
+    assert spoken(sanitize(text)) == spoken(kept)
