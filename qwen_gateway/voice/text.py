@@ -131,6 +131,8 @@ class SpeechSegmenter:
                 )
             if end is not None:
                 count += sum(1 for c in buf[i:end] if c.isalnum())
+                if end > self._max:
+                    return self._forced_cut(buf, last_pause, last_space)
                 if count >= need:
                     return end
                 last_pause = end
@@ -144,7 +146,7 @@ class SpeechSegmenter:
                 if pause == _WAIT:
                     if len(buf) <= self._max:
                         return None
-                else:
+                elif pause <= self._max:
                     last_pause = pause
                     if first and count >= self._first_min:
                         return pause
@@ -162,8 +164,9 @@ class SpeechSegmenter:
         for k in range(self._max, 0, -1):
             if _is_wide(buf[k - 1]) or _is_wide(buf[k]):
                 return k
-        for k in range(self._max, 0, -1):
-            if not (buf[k - 1].isdigit() and buf[k].isdigit()):
+        for k in range(self._max, 0, -1):  # not inside a number or a word
+            a, b = buf[k - 1], buf[k]
+            if not ((_numeric(a) and _numeric(b)) or (a.isalpha() and b.isalpha())):
                 return k
         return self._max
 
@@ -252,7 +255,12 @@ def _pause_end(buf: str, i: int, final: bool) -> int | None:
     return j
 
 
+def _numeric(c: str) -> bool:
+    return c.isdigit() or c in ".,:%"
+
+
 def _tidy(segment: str) -> str:
+    """One segment as TTS gets it: one line, single spaces, none between CJK, no leading pause."""
     text = " ".join(segment.split())
     text = _SPACE_BETWEEN_WIDE.sub("", text)
     return text.strip().lstrip("，、；：。,;:.!?！？ ").strip()
@@ -333,7 +341,7 @@ def _plain(c: str, prev: str, nxt: str) -> str:
         return c if ok else ""
     if c in _KEEP_PUNCT:
         return c
-    if c in "•":
+    if c == "•":
         return " "
     return ""
 

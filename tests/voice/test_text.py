@@ -256,6 +256,10 @@ def test_realistic_answers(name: str) -> None:
         ("Hello , world !", "Hello, world!"),
         ("中 文 之 间", "中文之间。"),
         ("line one\nline two!\n\n\nline three:", "line one.\nline two!\nline three:"),
+        (
+            "# T\r\n- a\r\n---\r\n```\r\ncode\r\n```\r\n| a | b |\r\n|---|---|\r\nok\r\n",
+            "T.\na.\na, b.\nok.",
+        ),
         ("", ""),
         ("😀🎉", ""),
         ("```\nunclosed code block", ""),
