@@ -1,0 +1,34 @@
+"""``WS /v1/chat/vlm``: a spoken question about an image. The handshake needs a gateway key if keys are set."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from quart import Blueprint, Response, g, websocket
+
+from ..voice.runner import handshake, serve_voice
+from .common import services, unauthorized
+
+__all__ = ["vlm_ws_blueprint"]
+
+
+def vlm_ws_blueprint() -> Blueprint:
+    """The blueprint of ``/v1/chat/vlm`` (uses the app's ``Services``)."""
+    bp = Blueprint("vlm_ws", __name__)
+
+    @bp.websocket("/v1/chat/vlm")
+    async def chat_vlm() -> Response | None:
+        svc = services()
+        shake = handshake(
+            websocket.headers.get("Authorization"),
+            websocket.args,
+            svc.settings,
+            getattr(g, "request_id", ""),
+        )
+        if not svc.keys.check(shake.token):
+            return unauthorized()  # an HTTP 401 instead of the upgrade
+        await websocket.accept()
+        await serve_voice(cast(Any, websocket)._get_current_object(), svc, "vlm", shake.info)
+        return None
+
+    return bp

@@ -1,0 +1,342 @@
+"""The spoken answer of one voice turn: streaming chat -> speakable segments -> streaming TTS -> MP3 -> events.
+
+:class:`AnswerSpeaker` runs three concurrent stages under one ``asyncio.TaskGroup``, joined by a small bounded
+queue of segments:
+
+* **chat**: streams the completion; every content delta goes out at once as a chunk event (``chat_chunk`` or
+  ``vlm_chat_chunk``) and into a :class:`~qwen_gateway.voice.text.SpeechSegmenter`; each segment it releases
+  (the first one early, then sentence by sentence) is queued for TTS;
+* **TTS feeder**: opens one synthesis session at the first segment (``tts_started``) and sends the segments in
+  order, then ``finish()``;
+* **TTS reader**: encodes the PCM as it arrives with one incremental MP3 encoder and sends ``audio_stream``
+  ``data`` events as MP3 bytes come out.
+
+Every event goes through ``emit``, which waits while the client is slow: the TTS reader then stops reading, the
+provider's bounded buffer fills and the upstream is flow-controlled. Nothing is dropped.
+
+Upstream failures do not escape: a chat failure (429, 5xx, mid-stream error, timeout) stops the text, and what was
+already segmented is still spoken; a TTS failure (error, drop, timeout) stops the audio while the text goes on. Each
+is reported once with a typed ``error`` event and in :class:`AnswerResult`. Whatever audio was produced is flushed and
+``audio_stream`` ``finished`` is always sent (:meth:`AnswerSpeaker.run`). Cancelling :meth:`run` (barge-in)
+cancels every stage and closes both upstream connections; the partial text stays readable in :attr:`result`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from protocol import (
+    MSG_TTS_STARTED,
+    AudioStreamData,
+    AudioStreamFinished,
+    ErrorCode,
+    ErrorEvent,
+    Event,
+    TtsStarted,
+)
+
+from ..errors import UpstreamError, UpstreamTimeout
+from ..providers.base import ChatModel, Synthesizer, Usage
+from .mp3 import Mp3Encoder
+from .text import SpeechSegmenter
+
+__all__ = [
+    "MAX_AUDIO_CHUNK",
+    "AnswerResult",
+    "AnswerSpeaker",
+    "AnswerTuning",
+    "Emit",
+    "error_code_for",
+    "upstream_error_event",
+]
+
+log = logging.getLogger("qwen_gateway.voice.answer")
+
+#: Sends one event to the client; waits while the client is slower than the pipeline.
+Emit = Callable[[Event], Awaitable[None]]
+
+#: Largest MP3 payload of one ``audio_stream`` event (base64 makes it 4/3 larger on the wire).
+MAX_AUDIO_CHUNK = 32 * 1024
+
+T = TypeVar("T")
+
+_RATE_LIMIT_CODES = frozenset(
+    {"limit_requests", "insufficient_quota", "rate_limited", "Throttling", "rate_limit_exceeded"}
+)
+
+
+def error_code_for(exc: BaseException) -> ErrorCode:
+    """The ``error.code`` of an upstream failure: ``rate_limited``, ``upstream_timeout`` or ``upstream_error``."""
+    if isinstance(exc, UpstreamTimeout | TimeoutError):
+        return ErrorCode.UPSTREAM_TIMEOUT
+    if isinstance(exc, UpstreamError) and (exc.status == 429 or exc.code in _RATE_LIMIT_CODES):
+        return ErrorCode.RATE_LIMITED
+    return ErrorCode.UPSTREAM_ERROR
+
+
+def upstream_error_event(stage: str, exc: BaseException, turn_id: int) -> ErrorEvent:
+    """The ``error`` event reporting that ``stage`` (recognition, chat, speech synthesis) failed with ``exc``."""
+    if isinstance(exc, UpstreamError):
+        detail = exc.message
+    elif isinstance(exc, TimeoutError):
+        detail = "no answer in time"
+    else:
+        detail = type(exc).__name__
+    return ErrorEvent(
+        message=f"{stage} failed: {detail}", code=error_code_for(exc), turn_id=turn_id
+    )
+
+
+async def _next(iterator: AsyncIterator[T], seconds: float) -> T | None:
+    """The next item of ``iterator`` within ``seconds``, or None at its end."""
+    async with asyncio.timeout(seconds):
+        try:
+            return await anext(iterator)
+        except StopAsyncIteration:
+            return None
+
+
+async def _aclose(iterator: AsyncIterator[Any]) -> None:
+    close = getattr(iterator, "aclose", None)
+    if close is not None:
+        await close()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AnswerTuning:
+    """Knobs of the answer stage.
+
+    Attributes:
+        read_timeout: longest wait for the next chat delta or TTS audio chunk, and for TTS to take a segment.
+        voice: TTS voice (None: the synthesizer's default).
+        bitrate_kbps: MP3 bitrate.
+        segment_queue: segments waiting for TTS before the chat stage waits.
+        first_min_chars / min_chars / max_chars: the segmenter's cut points (see ``SpeechSegmenter``).
+    """
+
+    read_timeout: float = 60.0
+    voice: str | None = None
+    bitrate_kbps: int = 64
+    segment_queue: int = 16
+    first_min_chars: int = 6
+    min_chars: int = 12
+    max_chars: int = 100
+
+
+@dataclass(slots=True)
+class AnswerResult:
+    """What the answer stage did (readable at any time, also after a cancellation).
+
+    Attributes:
+        text: the answer so far (the whole answer when ``chat_ok``).
+        chat_ok: the completion ended normally.
+        tts_ok: no synthesis failure (see ``spoken`` for "the whole answer was spoken").
+        error: the first upstream failure, if any.
+        segments_total: segments the answer was cut into.
+        segments_sent: segments handed to TTS (all of them spoken when ``spoken``).
+        audio_chunks: ``audio_stream`` data events sent.
+        audio_bytes: MP3 bytes sent.
+        pcm_samples: PCM samples received from TTS (and encoded).
+        sample_rate: the PCM's rate (0 before the first audio).
+        tts_started: ``tts_started`` was sent.
+        first_token_at / first_audio_at: clock times of the first text delta and the first audio event.
+        usage: token usage, when the upstream reported it.
+    """
+
+    text: str = ""
+    chat_ok: bool = False
+    tts_ok: bool = True
+    error: BaseException | None = None
+    segments_total: int = 0
+    segments_sent: int = 0
+    audio_chunks: int = 0
+    audio_bytes: int = 0
+    pcm_samples: int = 0
+    sample_rate: int = 0
+    tts_started: bool = False
+    first_token_at: float | None = None
+    first_audio_at: float | None = None
+    usage: Usage | None = None
+
+    @property
+    def spoken(self) -> bool:
+        """The whole answer was generated and spoken: the seed's ``tts_success``."""
+        return self.chat_ok and self.tts_ok and self.segments_sent == self.segments_total
+
+
+class AnswerSpeaker:
+    """Generates and speaks one answer (see the module docstring).
+
+    Args:
+        chat: the chat (or VLM) model.
+        synthesizer: the TTS engine.
+        emit: sends an event to the client.
+        chunk_event: builds the chunk event from (delta, answer so far).
+        turn_id: stamped on the events.
+        tuning: timeouts, voice, bitrate, segmenting.
+        api_key: upstream key (None: the provider's configured key).
+        clock: monotonic seconds.
+    """
+
+    def __init__(
+        self,
+        *,
+        chat: ChatModel,
+        synthesizer: Synthesizer,
+        emit: Emit,
+        chunk_event: Callable[[str, str], Event],
+        turn_id: int,
+        tuning: AnswerTuning,
+        api_key: str | None = None,
+        clock: Callable[[], float],
+    ) -> None:
+        self._chat = chat
+        self._synth = synthesizer
+        self._emit = emit
+        self._chunk_event = chunk_event
+        self._turn_id = turn_id
+        self._tuning = tuning
+        self._api_key = api_key
+        self._clock = clock
+        self._encoder: Mp3Encoder | None = None
+        self._tts_failed = False
+        self._segments_ended = False  # the chat stage's end marker was taken from the queue
+        self.result = AnswerResult()
+
+    async def run(self, body: Mapping[str, Any]) -> AnswerResult:
+        """Stream the completion for ``body`` (an OpenAI request body) and speak it; return what happened.
+
+        Sends chunk events, ``tts_started``, ``audio_stream`` data and always, last, ``audio_stream``
+        ``finished``. Upstream failures are reported as ``error`` events and in the result, never raised.
+        """
+        segments: asyncio.Queue[str | None] = asyncio.Queue(maxsize=self._tuning.segment_queue)
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._chat_stage(body, segments), name="answer-chat")
+            group.create_task(self._speech_stage(segments), name="answer-tts")
+        await self._emit(AudioStreamFinished(turn_id=self._turn_id))
+        return self.result
+
+    # ------------------------------------------------------------------ chat
+    async def _chat_stage(
+        self, body: Mapping[str, Any], segments: asyncio.Queue[str | None]
+    ) -> None:
+        result = self.result
+        segmenter = SpeechSegmenter(
+            self._tuning.min_chars,
+            self._tuning.max_chars,
+            first_min_chars=self._tuning.first_min_chars,
+        )
+        parts: list[str] = []
+        stream = self._chat.stream(body, api_key=self._api_key)
+        try:
+            while (delta := await _next(stream, self._tuning.read_timeout)) is not None:
+                if delta.usage is not None:
+                    result.usage = delta.usage
+                if not delta.content:
+                    continue
+                if result.first_token_at is None:
+                    result.first_token_at = self._clock()
+                parts.append(delta.content)
+                result.text = "".join(parts)
+                await self._emit(self._chunk_event(delta.content, result.text))
+                for segment in segmenter.feed(delta.content):
+                    await self._segment(segment, segments)
+            result.chat_ok = True
+        except (UpstreamError, TimeoutError) as exc:
+            self._fail("chat", exc)
+            await self._emit(upstream_error_event("chat", exc, self._turn_id))
+        finally:
+            await _aclose(stream)
+        # What was said so far is still spoken, also after a chat failure.
+        for segment in segmenter.flush():
+            await self._segment(segment, segments)
+        await segments.put(None)
+
+    async def _segment(self, segment: str, segments: asyncio.Queue[str | None]) -> None:
+        self.result.segments_total += 1
+        if not self._tts_failed:
+            await segments.put(segment)
+
+    # ------------------------------------------------------------------ speech
+    async def _speech_stage(self, segments: asyncio.Queue[str | None]) -> None:
+        first = await segments.get()
+        if first is None:
+            return
+        try:
+            async with self._synth.session(voice=self._tuning.voice, api_key=self._api_key) as tts:
+                await self._emit(TtsStarted(message=MSG_TTS_STARTED, turn_id=self._turn_id))
+                self.result.tts_started = True
+                async with asyncio.TaskGroup() as group:
+                    group.create_task(self._feed_tts(tts, first, segments), name="answer-tts-feed")
+                    await self._read_tts(tts)
+        except* (UpstreamError, TimeoutError) as eg:
+            exc = eg.exceptions[0]
+            self._tts_failed = True
+            self.result.tts_ok = False
+            self._fail("speech synthesis", exc)
+            await self._emit(upstream_error_event("speech synthesis", exc, self._turn_id))
+            # Let the chat stage go on: take (and drop) the segments it still produces.
+            while not self._segments_ended:
+                self._segments_ended = await segments.get() is None
+        await self._flush_audio()
+
+    async def _feed_tts(self, tts: Any, first: str, segments: asyncio.Queue[str | None]) -> None:
+        timeout = self._tuning.read_timeout
+        segment: str | None = first
+        while segment is not None:
+            async with asyncio.timeout(timeout):
+                await tts.send_text(segment)
+            self.result.segments_sent += 1
+            segment = await segments.get()
+        self._segments_ended = True
+        async with asyncio.timeout(timeout):
+            await tts.finish()
+
+    async def _read_tts(self, tts: Any) -> None:
+        audio = tts.audio()
+        try:
+            while (chunk := await _next(audio, self._tuning.read_timeout)) is not None:
+                if not chunk.pcm:
+                    continue
+                if self._encoder is None:
+                    self._encoder = Mp3Encoder(
+                        chunk.sample_rate, bitrate_kbps=self._tuning.bitrate_kbps
+                    )
+                    self.result.sample_rate = chunk.sample_rate
+                self.result.pcm_samples += len(chunk.pcm) // 2
+                await self._send_audio(self._encoder.encode(chunk.pcm))
+        finally:
+            await _aclose(audio)
+
+    async def _flush_audio(self) -> None:
+        if self._encoder is not None and not self._encoder.finished:
+            await self._send_audio(self._encoder.flush())
+
+    async def _send_audio(self, mp3: bytes) -> None:
+        for start in range(0, len(mp3), MAX_AUDIO_CHUNK):
+            piece = mp3[start : start + MAX_AUDIO_CHUNK]
+            if self.result.first_audio_at is None:
+                self.result.first_audio_at = self._clock()
+            await self._emit(AudioStreamData(data=piece, turn_id=self._turn_id))
+            self.result.audio_chunks += 1
+            self.result.audio_bytes += len(piece)
+
+    def _fail(self, stage: str, exc: BaseException) -> None:
+        if self.result.error is None:
+            self.result.error = exc
+        log.warning(
+            "%s failed during a turn",
+            stage,
+            extra={
+                "fields": {
+                    "turn_id": self._turn_id,
+                    "error": type(exc).__name__,
+                    "code": getattr(exc, "code", None),
+                    "status": getattr(exc, "status", None),
+                }
+            },
+        )

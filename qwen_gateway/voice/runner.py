@@ -1,0 +1,288 @@
+"""Runs one voice WebSocket: frames -> codec -> session machine -> actions -> the connection and the turns.
+
+The machine (``protocol.AudioSession`` / ``VlmSession``) decides; :class:`VoiceRunner` executes what it returns,
+on a :class:`~qwen_gateway.ws.WsConnection`: ``Send`` queues an event for the writer, ``StartTurn`` /
+``StartVlmTurn`` start a turn task in the connection's group, ``FeedAudio`` / ``UploadComplete`` hand the upload
+to the running turn (dropped when they name a turn that is no longer running), ``CancelTurn`` cancels the turn
+and waits until it has ended, ``Close`` closes after the queued events. A timer calls the machine's ``tick``
+when an incomplete upload waited too long.
+
+:func:`handshake` reads what the client asked for at the upgrade (key, options); :func:`serve_voice` runs the
+accepted connection. The two routes are these two calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from protocol import Action as SessionAction
+from protocol import (
+    AudioSession,
+    CancelReason,
+    CancelTurn,
+    Close,
+    ErrorEvent,
+    FeedAudio,
+    Limits,
+    ProtocolError,
+    Send,
+    StartTurn,
+    StartVlmTurn,
+    UploadComplete,
+    VlmSession,
+    decode_audio_client,
+    decode_vlm_client,
+    encode_event,
+)
+
+from ..auth import bearer_token
+from ..config import Settings
+from ..logs import bind
+from ..ws import CloseInfo, WebSocketLike, WsConnection, WsLimits
+from .memory import ConversationMemory
+from .turn import AudioTurn, SessionInfo, TurnDeps, VlmTurn, VoiceConfig, error_code
+
+__all__ = ["Endpoint", "Handshake", "VoiceRunner", "handshake", "serve_voice", "session_limits"]
+
+log = logging.getLogger("qwen_gateway.voice.runner")
+
+#: The two voice endpoints.
+Endpoint = Literal["audio", "vlm"]
+
+_CONVERSATION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def _error_frame(code: str, message: str) -> str:
+    return encode_event(ErrorEvent(message=message, code=error_code(code)))
+
+
+def session_limits(settings: Settings, endpoint: Endpoint) -> Limits:
+    """The protocol limits of ``endpoint`` from ``settings``."""
+    packet = settings.audio_packet_bytes if endpoint == "audio" else settings.vlm_packet_bytes
+    return Limits(
+        max_frame_bytes=settings.max_frame_bytes,
+        max_packet_bytes=packet,
+        max_upload_bytes=settings.max_upload_bytes,
+        max_packets=settings.max_packets,
+        upload_idle_timeout=getattr(settings, "upload_idle_timeout", 30.0),
+        max_turns=settings.max_turns_per_connection,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Handshake:
+    """What the client presented at the upgrade.
+
+    Attributes:
+        token: the gateway key (``Authorization: Bearer`` or ``?token=``), if any.
+        info: the session the connection will run.
+    """
+
+    token: str | None
+    info: SessionInfo
+
+
+def handshake(
+    authorization: str | None, args: Mapping[str, str], settings: Settings, request_id: str = ""
+) -> Handshake:
+    """Read the key (``Authorization`` header value, or ``?token=``) and the options of a voice handshake.
+
+    Options (query parameters): ``token`` (browsers cannot set headers), ``conversation_id`` (resume a
+    conversation; default: a new one per connection), ``format`` (declared upload format, e.g.
+    ``pcm;rate=16000``), ``events=extended`` (events beyond the seed's, such as ``transcription_partial``).
+    """
+    token = bearer_token(authorization) or (args.get("token") or None)
+    session_id = str(uuid.uuid4())
+    conversation = args.get("conversation_id", "")
+    if not _CONVERSATION_ID.match(conversation):
+        conversation = f"conv-{session_id}"
+    info = SessionInfo(
+        session_id=session_id,
+        conversation_id=conversation,
+        api_key=token if settings.key_passthrough else None,
+        declared_format=args.get("format") or None,
+        extended="extended" in args.get("events", "").split(","),
+        request_id=request_id,
+    )
+    return Handshake(token, info)
+
+
+class VoiceRunner:
+    """Executes a session machine's actions for one connection (see the module docstring).
+
+    Args:
+        conn: the connection (its ``run`` calls :meth:`on_open` and :meth:`on_frame`).
+        endpoint: ``audio`` or ``vlm``.
+        deps: what turns use.
+        info: the session.
+        limits: the protocol limits.
+        memory: the conversation carried from turn to turn.
+        clock: monotonic seconds.
+    """
+
+    def __init__(
+        self,
+        conn: WsConnection,
+        endpoint: Endpoint,
+        deps: TurnDeps,
+        info: SessionInfo,
+        limits: Limits,
+        memory: ConversationMemory,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._conn = conn
+        self._endpoint = endpoint
+        self._deps = deps
+        self._info = info
+        self._limits = limits
+        self._memory = memory
+        self._clock = clock
+        self.machine: AudioSession | VlmSession = (
+            AudioSession(info.session_id, limits)
+            if endpoint == "audio"
+            else VlmSession(info.session_id, limits)
+        )
+        self._decode: Callable[[str | bytes, Limits], Any] = (
+            decode_audio_client if endpoint == "audio" else decode_vlm_client
+        )
+        self._lock = asyncio.Lock()
+        self._deadline_armed = asyncio.Event()
+        self._turn: AudioTurn | VlmTurn | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def emit(self, event: Any) -> None:
+        """Queue ``event`` for the client (waits while the client is slow)."""
+        await self._conn.send(encode_event(event))
+
+    async def on_open(self) -> None:
+        """Send ``connected`` and start the upload-deadline timer."""
+        self._conn.spawn(self._ticker(), name="voice-ticker")
+        async with self._lock:
+            await self._execute(self.machine.open(self._clock()))
+
+    async def on_frame(self, frame: str | bytes) -> None:
+        """Decode a client frame, feed the machine, execute its actions."""
+        now = self._clock()
+        machine = self.machine
+        if machine.state.name == "CLOSED":
+            return  # closing: frames still arriving are ignored
+        had_deadline = machine.deadline() is not None
+        async with self._lock:
+            try:
+                message = self._decode(frame, self._limits)
+            except ProtocolError as exc:
+                actions = machine.reject(exc, now)
+            else:
+                actions = machine.receive(message, now)
+            await self._execute(actions)
+        if not had_deadline and machine.deadline() is not None:
+            self._deadline_armed.set()
+
+    async def _ticker(self) -> None:
+        machine = self.machine
+        while True:
+            deadline = machine.deadline()
+            if deadline is None:
+                await self._deadline_armed.wait()
+                self._deadline_armed.clear()
+                continue
+            delay = deadline - self._clock()
+            if delay > 0:
+                await asyncio.sleep(delay)
+                continue
+            async with self._lock:
+                if machine.state.name != "CLOSED":
+                    await self._execute(machine.tick(self._clock()))
+
+    async def _execute(self, actions: list[SessionAction]) -> None:
+        for action in actions:
+            if isinstance(action, Send):
+                await self.emit(action.event)
+            elif isinstance(action, FeedAudio):
+                if isinstance(self._turn, AudioTurn) and self._turn.turn_id == action.turn_id:
+                    await self._turn.feed(action.data)
+            elif isinstance(action, UploadComplete):
+                if isinstance(self._turn, AudioTurn) and self._turn.turn_id == action.turn_id:
+                    await self._turn.complete(action.size, action.packets)
+            elif isinstance(action, StartTurn):
+                self._start(
+                    AudioTurn(self._deps, self._info, self._memory, action.turn_id, self.emit)
+                )
+            elif isinstance(action, StartVlmTurn):
+                self._start(
+                    VlmTurn(
+                        self._deps,
+                        self._info,
+                        self._memory,
+                        action.turn_id,
+                        self.emit,
+                        audio=action.audio,
+                        image=action.image,
+                    )
+                )
+            elif isinstance(action, CancelTurn):
+                await self._cancel(action.turn_id, action.reason)
+            elif isinstance(action, Close):
+                self._conn.close(action.code, action.reason)
+
+    def _start(self, turn: AudioTurn | VlmTurn) -> None:
+        self._turn = turn
+        self._task = self._conn.spawn(self._run_turn(turn), name=f"voice-turn-{turn.turn_id}")
+        log.info("turn started", extra={"fields": {"turn_id": turn.turn_id}})
+
+    async def _run_turn(self, turn: AudioTurn | VlmTurn) -> None:
+        try:
+            await turn.run()
+        finally:
+            if isinstance(turn, AudioTurn):
+                turn.close_inbox()
+            if self._turn is turn:
+                self._turn = None
+                self._task = None
+            if self.machine.state.name != "CLOSED":
+                self.machine.turn_finished(turn.turn_id)
+
+    async def _cancel(self, turn_id: int, reason: CancelReason) -> None:
+        turn, task = self._turn, self._task
+        if turn is None or task is None or turn.turn_id != turn_id:
+            return
+        if reason is not CancelReason.CLOSED:
+            turn.cancel_reason = str(reason)
+        log.info("turn cancelled", extra={"fields": {"turn_id": turn_id, "reason": str(reason)}})
+        task.cancel()
+        await asyncio.wait([task])
+
+
+async def serve_voice(
+    websocket: WebSocketLike, services: Any, endpoint: Endpoint, info: SessionInfo
+) -> CloseInfo:
+    """Run an accepted voice WebSocket until it ends (see :class:`VoiceRunner`).
+
+    Raises:
+        asyncio.CancelledError: the client went away; every turn and upstream connection was closed.
+    """
+    settings: Settings = services.settings
+    bind(session_id=info.session_id)
+    limits = session_limits(settings, endpoint)
+    deps = TurnDeps.from_services(services, VoiceConfig.from_settings(settings))
+    memory = ConversationMemory(
+        services.storage.history,
+        info.conversation_id,
+        max_turns=deps.config.history_turns,
+        max_tokens=deps.config.history_tokens,
+    )
+    conn = WsConnection(websocket, WsLimits.from_settings(settings), error_frame=_error_frame)
+    runner = VoiceRunner(conn, endpoint, deps, info, limits, memory)
+    log.info("voice connection open", extra={"fields": {"endpoint": endpoint}})
+    try:
+        return await conn.run(runner.on_frame, on_open=runner.on_open)
+    finally:
+        runner.machine.close()

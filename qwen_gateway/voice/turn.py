@@ -1,0 +1,868 @@
+"""One voice turn, streamed end to end, under one ``asyncio.TaskGroup``.
+
+``/v1/chat/audio`` (:class:`AudioTurn`)::
+
+    packets (feed/complete) --> upload buffer --+--> sniff format --> streaming recognition --> transcript
+                                                +--> (complete) store upload --> transcription_started(oss_url)
+    transcript --> chat_started --> AnswerSpeaker (chat_chunk*, tts_started, audio_stream data*, finished)
+               --> outbox (TurnRecord) --> chat_tts_complete --> audio_complete
+
+The upload is recognised while it arrives: the bytes the session machine releases in order go to the recogniser at
+once. Its format is read from its first bytes (or declared raw PCM); an unknown format is an ``error`` before any
+upstream call. The upload is stored as soon as it is complete, while recognition finishes, and
+``transcription_started`` carries the stored URL. File-recognition models (``paraformer-v1/v2``, ``fun-asr``)
+recognise the stored file instead (``transcribe_url`` of a presigned URL).
+
+``/v1/chat/vlm`` (:class:`VlmTurn`) starts with both uploads complete: it stores audio and image, recognises the
+question, and asks the VLM about the image with the same answer stage.
+
+Failures are typed ``error`` events and ``*_success: false`` in the completion events; the connection stays usable.
+Cancelling a turn's task (barge-in, ``cancel``, the client leaving) closes every upstream connection the turn
+opened; with a ``cancel_reason`` set (the connection lives on) the turn still sends ``audio_stream`` ``finished``,
+and in every case a partial answer is saved as ``interrupted``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import posixpath
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from msgspec import UNSET, UnsetType
+
+import protocol
+from protocol import (
+    MSG_AUDIO_COMPLETE,
+    MSG_CHAT_SKIPPED,
+    MSG_CHAT_STARTED,
+    MSG_CHAT_TTS_COMPLETE,
+    MSG_TRANSCRIPTION_STARTED,
+    MSG_VLM_CHAT_STARTED,
+    MSG_VLM_CHAT_TTS_COMPLETE,
+    MSG_VLM_COMPLETE,
+    AudioComplete,
+    AudioStreamFinished,
+    ChatChunk,
+    ChatStarted,
+    ChatTtsComplete,
+    ErrorCode,
+    ErrorEvent,
+    Event,
+    Timings,
+    TranscriptionStarted,
+    VlmChatChunk,
+    VlmChatStarted,
+    VlmChatTtsComplete,
+    VlmComplete,
+)
+
+from ..config import Settings
+from ..errors import StorageError, UpstreamError
+from ..providers.base import ChatModel, RecognitionSession, Recognizer, Synthesizer
+from ..storage.history import TurnRecord, TurnStatus
+from ..storage.objects import ObjectKind, ObjectStore, StoredObject
+from ..storage.outbox import Outbox
+from .answer import (
+    AnswerResult,
+    AnswerSpeaker,
+    AnswerTuning,
+    Emit,
+    error_code_for,
+    upstream_error_event,
+)
+from .formats import SNIFF_BYTES, AudioFormatInfo, UnknownAudioFormat, audio_duration, sniff
+from .images import ImageFormat, UnknownImageFormat, sniff_image
+from .memory import ConversationMemory
+
+__all__ = [
+    "AudioTurn",
+    "SessionInfo",
+    "TurnDeps",
+    "VlmTurn",
+    "VoiceConfig",
+    "error_code",
+]
+
+log = logging.getLogger("qwen_gateway.voice.turn")
+
+#: Stored extension of each recognised upload format.
+_AUDIO_EXT = {"mp3": "mp3", "wav": "wav", "opus": "ogg", "speex": "ogg", "pcm": "pcm"}
+
+#: The opt-in ``transcription_partial`` event, where the protocol defines it.
+_PARTIAL_EVENT: Any = getattr(protocol, "TranscriptionPartial", None)
+
+
+def error_code(name: str) -> ErrorCode | UnsetType:
+    """``ErrorCode(name)`` when the contract has that code, else UNSET (the event then carries no code)."""
+    try:
+        return ErrorCode(name)
+    except ValueError:
+        return UNSET
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VoiceConfig:
+    """The knobs of the voice pipeline.
+
+    Attributes:
+        chat_model / vlm_model: models of the answer (text turns / image turns).
+        system_prompt: first message of every chat request ("" for none).
+        answer: the answer stage's tuning (timeouts, voice, bitrate, segmenting).
+        read_timeout: longest wait for any single upstream step (store, a recognition result after the upload
+            ended, a chat delta, a TTS chunk).
+        recognition_timeout: longest file recognition (submit, poll, fetch).
+        history_turns / history_tokens: chat context budget (previous turns, estimated tokens).
+        max_audio_seconds: longest accepted utterance.
+        audio_queue: upload chunks buffered ahead of the recogniser.
+        presign_seconds: life of the presigned URL given to a file recogniser.
+        cleanup_timeout: longest wait for the events of a cancelled turn.
+    """
+
+    chat_model: str
+    vlm_model: str
+    system_prompt: str = ""
+    answer: AnswerTuning = field(default_factory=AnswerTuning)
+    read_timeout: float = 60.0
+    recognition_timeout: float = 300.0
+    history_turns: int = 10
+    history_tokens: int = 4000
+    max_audio_seconds: float = 300.0
+    audio_queue: int = 32
+    presign_seconds: int = 3600
+    cleanup_timeout: float = 5.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> VoiceConfig:
+        """The pipeline configured by ``settings``."""
+        answer = AnswerTuning(
+            read_timeout=settings.read_timeout,
+            voice=settings.tts_voice or None,
+            bitrate_kbps=getattr(settings, "mp3_bitrate_kbps", 64),
+        )
+        return cls(
+            chat_model=settings.chat_model,
+            vlm_model=settings.vlm_model,
+            system_prompt=settings.default_system_prompt,
+            answer=answer,
+            read_timeout=settings.read_timeout,
+            history_turns=settings.history_turns,
+            history_tokens=getattr(settings, "history_tokens", 4000),
+            max_audio_seconds=getattr(settings, "max_audio_seconds", 300.0),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TurnDeps:
+    """The services a turn uses."""
+
+    chat: ChatModel
+    vlm: ChatModel
+    recognizer: Recognizer
+    synthesizer: Synthesizer
+    objects: ObjectStore
+    outbox: Outbox
+    config: VoiceConfig
+    clock: Callable[[], float] = time.monotonic
+
+    @classmethod
+    def from_services(cls, services: Any, config: VoiceConfig | None = None) -> TurnDeps:
+        """The dependencies from the app's ``Services``."""
+        return cls(
+            chat=services.providers.chat,
+            vlm=services.providers.vlm,
+            recognizer=services.providers.recognizer,
+            synthesizer=services.providers.synthesizer,
+            objects=services.storage.objects,
+            outbox=services.storage.outbox,
+            config=config or VoiceConfig.from_settings(services.settings),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionInfo:
+    """What a turn knows about its connection.
+
+    Attributes:
+        session_id: the connection's id (``connected.session_id``), also in object keys.
+        conversation_id: the conversation its turns extend.
+        api_key: the key for upstream calls (None: the gateway's own).
+        declared_format: the client's declared upload format (``?format=pcm;rate=16000``), if any.
+        extended: the client opted in to events beyond the seed's (``?events=extended``).
+        request_id: the handshake's request id (in stored turns).
+    """
+
+    session_id: str
+    conversation_id: str
+    api_key: str | None = None
+    declared_format: str | None = None
+    extended: bool = False
+    request_id: str = ""
+
+
+@dataclass(slots=True)
+class _Progress:
+    """What a turn has done so far (for its completion events, its record and a cancellation)."""
+
+    completed_at: float | None = None  # the upload became complete (the user finished)
+    transcript: str | None = None
+    transcript_at: float | None = None
+    stored_audio: StoredObject | None = None
+    stored_image: StoredObject | None = None
+    answer: AnswerSpeaker | None = None
+    answer_done: bool = False  # the answer stage returned (its ``finished`` was sent)
+    chat_started_at: float | None = None
+
+
+class _Turn:
+    """What both kinds of turn share: emitting, the answer stage, saving, cancellation."""
+
+    channel: Literal["audio", "vlm"]
+
+    def __init__(
+        self,
+        deps: TurnDeps,
+        session: SessionInfo,
+        memory: ConversationMemory,
+        turn_id: int,
+        emit: Emit,
+    ) -> None:
+        self.turn_id = turn_id
+        self._deps = deps
+        self._cfg = deps.config
+        self._session = session
+        self._memory = memory
+        self._emit = emit
+        self._clock = deps.clock
+        self._p = _Progress()
+        #: set before cancelling the turn's task when the connection lives on (barge-in, cancel, timeout)
+        self.cancel_reason: str | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    async def run(self) -> None:
+        """Run the turn to its end. Upstream failures become events; cancelling ends it at once."""
+        try:
+            await self._body()
+        except asyncio.CancelledError:
+            self._save_interrupted()
+            answering = self._p.answer is not None and not self._p.answer_done
+            if self.cancel_reason is not None and answering:
+                # The client is still there: its player must learn that this answer's audio ended.
+                try:
+                    async with asyncio.timeout(self._cfg.cleanup_timeout):
+                        await self._emit(AudioStreamFinished(turn_id=self.turn_id))
+                except TimeoutError:
+                    pass
+            raise
+
+    async def _body(self) -> None:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ shared steps
+    async def _store(self, kind: ObjectKind, data: bytes, ext: str) -> StoredObject | None:
+        """Store ``data``; None (logged) when the object store fails: the turn goes on without it."""
+        key = self._deps.objects.new_key(kind, self._session.session_id, ext)
+        content_type = {
+            "mp3": "audio/mpeg",
+            "wav": "audio/wav",
+            "ogg": "audio/ogg",
+            "pcm": "application/octet-stream",
+            "jpg": "image/jpeg",
+            "png": "image/png",
+            "gif": "image/gif",
+            "webp": "image/webp",
+            "bmp": "image/bmp",
+        }[ext]
+        try:
+            async with asyncio.timeout(self._cfg.read_timeout):
+                return await self._deps.objects.put(key, data, content_type)
+        except (StorageError, TimeoutError) as exc:
+            log.warning(
+                "upload not stored: %s",
+                type(exc).__name__,
+                extra={"fields": {"turn_id": self.turn_id, "kind": kind}},
+            )
+            return None
+
+    async def _recognise_file(self, stored: StoredObject | None) -> str | None:
+        """File recognition of the stored upload; None (after an ``error`` event) when it failed."""
+        if stored is None:
+            await self._emit(
+                ErrorEvent(
+                    message="recognition failed: the upload could not be stored for the file recogniser",
+                    code=error_code("storage_error"),
+                    turn_id=self.turn_id,
+                )
+            )
+            return None
+        url = self._deps.objects.presigned_url(stored.key, self._cfg.presign_seconds)
+        try:
+            async with asyncio.timeout(self._cfg.recognition_timeout):
+                text = await self._deps.recognizer.transcribe_url(
+                    url, api_key=self._session.api_key
+                )
+        except (UpstreamError, TimeoutError) as exc:
+            await self._emit(upstream_error_event("recognition", exc, self.turn_id))
+            return None
+        return text.strip()
+
+    async def _collect(self, rec: RecognitionSession) -> str:
+        """Read ``rec``'s results to their end; send opt-in partial events; return the final transcript."""
+        finals: dict[int, str] = {}
+        partials: dict[int, str] = {}
+        results = rec.results()
+        partial_events = self._session.extended and _PARTIAL_EVENT is not None
+        async for result in results:
+            if result.is_final:
+                finals[result.sentence_id] = result.text
+                partials.pop(result.sentence_id, None)
+            else:
+                partials[result.sentence_id] = result.text
+            if partial_events:
+                await self._emit(
+                    _PARTIAL_EVENT(
+                        text=_joined(finals, partials),
+                        is_final=result.is_final,
+                        turn_id=self.turn_id,
+                    )
+                )
+        return _joined(finals, partials).strip()
+
+    def _chat_messages(self, context: list[dict[str, str]], user: Any) -> list[dict[str, Any]]:
+        messages: list[dict[str, Any]] = []
+        if self._cfg.system_prompt:
+            messages.append({"role": "system", "content": self._cfg.system_prompt})
+        messages.extend(context)
+        messages.append({"role": "user", "content": user})
+        return messages
+
+    async def _answer(
+        self, chat: ChatModel, model: str, user: Any, chunk_event: Callable[[str, str], Event]
+    ) -> AnswerResult:
+        """Generate and speak the answer to ``user`` (text, or VLM content parts) with the conversation."""
+        context = await self._memory.context()
+        body = {
+            "model": model,
+            "messages": self._chat_messages(context, user),
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        speaker = AnswerSpeaker(
+            chat=chat,
+            synthesizer=self._deps.synthesizer,
+            emit=self._emit,
+            chunk_event=chunk_event,
+            turn_id=self.turn_id,
+            tuning=self._cfg.answer,
+            api_key=self._session.api_key,
+            clock=self._clock,
+        )
+        self._p.answer = speaker
+        self._p.chat_started_at = self._clock()
+        result = await speaker.run(body)
+        self._p.answer_done = True
+        self._memory.add(self._p.transcript or "", result.text)
+        return result
+
+    def _timings(self, result: AnswerResult | None) -> Timings:
+        p, now = self._p, self._clock()
+        start = p.completed_at if p.completed_at is not None else now
+
+        def ms(at: float | None, since: float | None = start) -> float | UnsetType:
+            if at is None or since is None:
+                return UNSET
+            return round(max(at - since, 0.0) * 1000, 2)
+
+        return Timings(
+            recognition_ms=ms(p.transcript_at),
+            first_token_ms=ms(result.first_token_at if result else None),
+            first_audio_ms=ms(result.first_audio_at if result else None),
+            total_ms=ms(now),
+        )
+
+    def _record(
+        self, model: str, result: AnswerResult | None, status: TurnStatus, code: str | None
+    ) -> TurnRecord:
+        p = self._p
+
+        def ms(at: float | None, since: float | None) -> float | None:
+            return max(at - since, 0.0) * 1000 if at is not None and since is not None else None
+
+        usage = result.usage if result else None
+        return TurnRecord.new(
+            conversation_id=self._session.conversation_id,
+            channel=self.channel,
+            model=model,
+            user_content=p.transcript or "",
+            assistant_content=result.text if result else "",
+            status=status,
+            error_code=code,
+            request_id=self._session.request_id,
+            session_id=self._session.session_id,
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=usage.completion_tokens if usage else 0,
+            total_tokens=usage.total_tokens if usage else 0,
+            recognition_ms=ms(p.transcript_at, p.completed_at),
+            first_token_ms=ms(result.first_token_at if result else None, p.chat_started_at),
+            first_audio_ms=ms(result.first_audio_at if result else None, p.completed_at),
+            total_ms=ms(self._clock(), p.completed_at),
+            audio_key=p.stored_audio.key if p.stored_audio else None,
+            image_key=p.stored_image.key if p.stored_image else None,
+        )
+
+    async def _save(self, model: str, result: AnswerResult) -> bool:
+        """Write the finished turn through the outbox; True once it is durably journaled."""
+        if result.chat_ok:
+            status: TurnStatus = "completed"
+        else:
+            status = "interrupted" if result.text else "failed"
+        code: str | None = None
+        if result.error is not None:
+            code = getattr(result.error, "code", None) or str(error_code_for(result.error))
+        try:
+            record = self._record(self._model, result, status, code)
+            async with asyncio.timeout(self._cfg.read_timeout):
+                await self._deps.outbox.submit(record)
+        except (StorageError, ValueError, RuntimeError, TimeoutError) as exc:
+            log.error(
+                "turn not saved: %s",
+                type(exc).__name__,
+                extra={"fields": {"turn_id": self.turn_id}},
+            )
+            return False
+        return True
+
+    def _save_interrupted(self) -> None:
+        """On cancellation: remember and journal (without waiting) what was answered so far."""
+        p = self._p
+        if p.answer is None or p.answer_done or not p.transcript:
+            return
+        result = p.answer.result
+        self._memory.add(p.transcript, result.text)
+        try:
+            record = self._record(
+                self._model, result, "interrupted", self.cancel_reason or "client_gone"
+            )
+            self._deps.outbox.submit_nowait(record)
+        except (StorageError, ValueError, RuntimeError) as exc:
+            log.error(
+                "interrupted turn not saved: %s",
+                type(exc).__name__,
+                extra={"fields": {"turn_id": self.turn_id}},
+            )
+
+    @property
+    def _model(self) -> str:
+        return self._cfg.vlm_model if self.channel == "vlm" else self._cfg.chat_model
+
+    def _too_long(self, duration: float) -> ErrorEvent | None:
+        limit = self._cfg.max_audio_seconds
+        if duration <= limit:
+            return None
+        return ErrorEvent(
+            message=f"the utterance lasts {duration:.1f} s, longer than the {limit:g} s allowed",
+            code=ErrorCode.UPLOAD_TOO_LARGE,
+            turn_id=self.turn_id,
+        )
+
+
+def _joined(finals: dict[int, str], partials: dict[int, str]) -> str:
+    ids = sorted(finals.keys() | partials.keys())
+    return "".join(finals.get(i, partials.get(i, "")) for i in ids)
+
+
+def _duration(data: bytes | bytearray, info: AudioFormatInfo | None) -> float:
+    if info is None:
+        return 0.0
+    try:
+        return round(audio_duration(bytes(data), info), 3)
+    except (UnknownAudioFormat, ValueError):
+        return 0.0
+
+
+def _filename(stored: StoredObject | None) -> str:
+    return posixpath.basename(stored.key) if stored else ""
+
+
+# ---------------------------------------------------------------------------------------------------- audio
+
+
+class AudioTurn(_Turn):
+    """One utterance on ``/v1/chat/audio``: its audio arrives with :meth:`feed` while the turn already runs.
+
+    The caller (the connection's runner) feeds the bytes the session machine releases, in order, then calls
+    :meth:`complete`; both wait while the recogniser is slower than the client (backpressure on the reader).
+    """
+
+    channel = "audio"
+
+    def __init__(
+        self,
+        deps: TurnDeps,
+        session: SessionInfo,
+        memory: ConversationMemory,
+        turn_id: int,
+        emit: Emit,
+    ) -> None:
+        super().__init__(deps, session, memory, turn_id, emit)
+        self._inbox: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=self._cfg.audio_queue)
+        self._upload = bytearray()
+        self._packets = 0
+        self._head = asyncio.Event()  # enough bytes to tell the format (or the whole upload)
+        self._complete = asyncio.Event()
+        self._format_decided = asyncio.Event()
+        self._format: AudioFormatInfo | None = None
+        self._deadline: asyncio.Timeout | None = None
+        self._closed = False
+
+    async def feed(self, data: bytes) -> None:
+        """The next bytes of the upload, in order (dropped once the turn has ended)."""
+        if not self._closed:
+            await self._inbox.put(data)
+
+    async def complete(self, size: int, packets: int) -> None:
+        """The upload is complete (``size`` bytes in ``packets`` packets)."""
+        self._packets = packets
+        if not self._closed:
+            await self._inbox.put(None)
+
+    def close_inbox(self) -> None:
+        """The turn has ended: later feeds are dropped, and a feed waiting for room returns."""
+        self._closed = True
+        while not self._inbox.empty():
+            self._inbox.get_nowait()
+
+    async def _body(self) -> None:
+        to_recogniser = _Chunks(self._cfg.audio_queue)
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._receive(to_recogniser), name="turn-upload")
+            store = group.create_task(self._store_upload(), name="turn-store")
+            transcript = await self._recognise(to_recogniser, store)
+        p = self._p
+        info = self._format
+        duration = _duration(self._upload, info)
+        if transcript and (too_long := self._too_long(duration)) is not None:
+            await self._emit(too_long)
+            transcript = None
+        p.transcript = transcript or None
+        result: AnswerResult | None = None
+        db_saved = False
+        if not transcript:
+            await self._emit(ChatStarted(message=MSG_CHAT_SKIPPED, turn_id=self.turn_id))
+        else:
+            await self._emit(
+                ChatStarted(message=MSG_CHAT_STARTED, user_message=transcript, turn_id=self.turn_id)
+            )
+            result = await self._answer(
+                self._deps.chat,
+                self._cfg.chat_model,
+                transcript,
+                lambda chunk, full: ChatChunk(
+                    chunk=chunk, full_response=full, turn_id=self.turn_id
+                ),
+            )
+            db_saved = await self._save(self._cfg.chat_model, result)
+            await self._emit(
+                ChatTtsComplete(
+                    message=MSG_CHAT_TTS_COMPLETE,
+                    assistant_response=result.text,
+                    tts_success=result.spoken,
+                    segments_count=result.segments_sent,
+                    total_segments=result.segments_total,
+                    db_saved=db_saved,
+                    turn_id=self.turn_id,
+                    timings=self._timings(result),
+                )
+            )
+        stored = p.stored_audio
+        await self._emit(
+            AudioComplete(
+                message=MSG_AUDIO_COMPLETE,
+                filename=_filename(stored),
+                filepath=stored.key if stored else "",
+                size=len(self._upload),
+                packets=self._packets,
+                duration=duration,
+                oss_uploaded=stored is not None,
+                oss_url=stored.url if stored else None,
+                transcription_success=bool(transcript),
+                transcription_text=transcript or "",
+                chat_success=bool(result and result.chat_ok),
+                assistant_response=result.text if result else "",
+                tts_success=bool(result and result.spoken),
+                turn_id=self.turn_id,
+                timings=self._timings(result),
+            )
+        )
+
+    async def _receive(self, to_recogniser: _Chunks) -> None:
+        """Take the upload as it arrives: keep it, and pass it on to the recogniser stage."""
+        while (chunk := await self._inbox.get()) is not None:
+            self._upload += chunk
+            if len(self._upload) >= SNIFF_BYTES:
+                self._head.set()
+            await to_recogniser.put(chunk)
+        self._p.completed_at = self._clock()
+        self._head.set()
+        self._complete.set()
+        if self._deadline is not None:
+            # From now on the recogniser only has to finish: bound that.
+            self._deadline.reschedule(asyncio.get_running_loop().time() + self._cfg.read_timeout)
+        await to_recogniser.put(None)
+
+    async def _store_upload(self) -> None:
+        """Once the upload is complete (and its format known), store it and send ``transcription_started``."""
+        await self._complete.wait()
+        await self._format_decided.wait()
+        if self._format is None:
+            return
+        stored = await self._store("audio", bytes(self._upload), _AUDIO_EXT[self._format.format])
+        self._p.stored_audio = stored
+        await self._emit(
+            TranscriptionStarted(
+                message=MSG_TRANSCRIPTION_STARTED,
+                oss_url=stored.url if stored else None,
+                turn_id=self.turn_id,
+            )
+        )
+
+    async def _recognise(self, to_recogniser: _Chunks, store: asyncio.Task[None]) -> str | None:
+        """The transcript ("" when nothing was heard), or None after an ``error`` event."""
+        try:
+            await self._head.wait()
+            try:
+                self._format = sniff(self._upload[:SNIFF_BYTES], self._session.declared_format)
+            except UnknownAudioFormat as exc:
+                await self._emit(
+                    ErrorEvent(message=exc.message, code=error_code(exc.code), turn_id=self.turn_id)
+                )
+                return None
+        finally:
+            self._format_decided.set()
+        try:
+            if not self._deps.recognizer.streaming:
+                await to_recogniser.drain()
+                await store
+                transcript = await self._recognise_file(self._p.stored_audio)
+            else:
+                transcript = await self._recognise_stream(self._format, to_recogniser)
+        finally:
+            await to_recogniser.drain()
+        if transcript is not None:
+            self._p.transcript_at = self._clock()
+        return transcript
+
+    async def _recognise_stream(self, info: AudioFormatInfo, to_recogniser: _Chunks) -> str | None:
+        recognizer = self._deps.recognizer
+        try:
+            async with asyncio.timeout(None) as deadline:
+                self._deadline = deadline
+                if self._complete.is_set():
+                    deadline.reschedule(asyncio.get_running_loop().time() + self._cfg.read_timeout)
+                async with (
+                    recognizer.session(
+                        format=info.format,
+                        sample_rate=info.sample_rate or 16000,
+                        api_key=self._session.api_key,
+                    ) as rec,
+                    asyncio.TaskGroup() as group,
+                ):
+                    group.create_task(_feed(rec, to_recogniser), name="turn-recognise-feed")
+                    return await self._collect(rec)
+        except* (UpstreamError, TimeoutError) as eg:
+            await self._emit(upstream_error_event("recognition", eg.exceptions[0], self.turn_id))
+        finally:
+            self._deadline = None
+        return None
+
+
+class _Chunks:
+    """A bounded, ordered stream of upload chunks ending with an end marker (the upload's completion)."""
+
+    def __init__(self, maxsize: int) -> None:
+        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=maxsize)
+        self.ended = False
+
+    async def put(self, chunk: bytes | None) -> None:
+        await self._queue.put(chunk)
+
+    async def get(self) -> bytes | None:
+        """The next chunk, or None at the end (and from then on)."""
+        if self.ended:
+            return None
+        chunk = await self._queue.get()
+        self.ended = chunk is None
+        return chunk
+
+    async def drain(self) -> None:
+        """Take (and drop) the rest, up to the end marker."""
+        while await self.get() is not None:
+            pass
+
+
+async def _feed(rec: RecognitionSession, chunks: _Chunks) -> None:
+    while (chunk := await chunks.get()) is not None:
+        await rec.feed(chunk)
+    await rec.finish()
+
+
+# ---------------------------------------------------------------------------------------------------- VLM
+
+
+class VlmTurn(_Turn):
+    """One question about an image on ``/v1/chat/vlm``; both uploads are complete when it starts."""
+
+    channel = "vlm"
+
+    def __init__(
+        self,
+        deps: TurnDeps,
+        session: SessionInfo,
+        memory: ConversationMemory,
+        turn_id: int,
+        emit: Emit,
+        *,
+        audio: bytes,
+        image: bytes,
+    ) -> None:
+        super().__init__(deps, session, memory, turn_id, emit)
+        self._audio = audio
+        self._image = image
+
+    async def _body(self) -> None:
+        p = self._p
+        p.completed_at = self._clock()
+        info, image_format = await self._formats()
+        transcript: str | None = None
+        if info is not None and image_format is not None:
+            async with asyncio.TaskGroup() as group:
+                audio_task = group.create_task(
+                    self._store("audio", self._audio, _AUDIO_EXT[info.format])
+                )
+                image_task = group.create_task(self._store("image", self._image, image_format.ext))
+            p.stored_audio, p.stored_image = audio_task.result(), image_task.result()
+            await self._emit(
+                TranscriptionStarted(
+                    message=MSG_TRANSCRIPTION_STARTED,
+                    oss_url=p.stored_audio.url if p.stored_audio else None,
+                    turn_id=self.turn_id,
+                )
+            )
+            transcript = await self._recognise_bytes(info)
+            if transcript is not None:
+                p.transcript_at = self._clock()
+        duration = _duration(self._audio, info)
+        if transcript and (too_long := self._too_long(duration)) is not None:
+            await self._emit(too_long)
+            transcript = None
+        elif transcript == "":
+            await self._emit(
+                ErrorEvent(
+                    message=MSG_CHAT_SKIPPED,
+                    code=error_code("empty_transcript"),
+                    turn_id=self.turn_id,
+                )
+            )
+        p.transcript = transcript or None
+        result: AnswerResult | None = None
+        if transcript and image_format is not None:
+            stored_image = p.stored_image
+            await self._emit(
+                VlmChatStarted(
+                    message=MSG_VLM_CHAT_STARTED,
+                    user_message=transcript,
+                    image_url=stored_image.url if stored_image else "",
+                    turn_id=self.turn_id,
+                )
+            )
+            if stored_image is not None and self._deps.objects.engine == "oss":
+                image_ref = stored_image.url  # the model fetches it from the bucket
+            else:
+                encoded = base64.b64encode(self._image).decode("ascii")
+                image_ref = f"data:{image_format.mime};base64,{encoded}"
+            content = [
+                {"type": "image_url", "image_url": {"url": image_ref}},
+                {"type": "text", "text": transcript},
+            ]
+            result = await self._answer(
+                self._deps.vlm,
+                self._cfg.vlm_model,
+                content,
+                lambda chunk, full: VlmChatChunk(
+                    chunk=chunk, full_response=full, turn_id=self.turn_id
+                ),
+            )
+            await self._save(self._cfg.vlm_model, result)
+            await self._emit(
+                VlmChatTtsComplete(
+                    message=MSG_VLM_CHAT_TTS_COMPLETE,
+                    user_message=transcript,
+                    assistant_response=result.text,
+                    audio_chunks=result.audio_chunks,
+                    turn_id=self.turn_id,
+                    timings=self._timings(result),
+                )
+            )
+        await self._emit(
+            VlmComplete(
+                message=MSG_VLM_COMPLETE,
+                audio_file=_filename(p.stored_audio),
+                image_file=_filename(p.stored_image),
+                audio_size=len(self._audio),
+                image_size=len(self._image),
+                duration=duration,
+                transcription=transcript or "",
+                vlm_response=result.text if result else "",
+                turn_id=self.turn_id,
+                timings=self._timings(result),
+            )
+        )
+
+    async def _formats(self) -> tuple[AudioFormatInfo | None, ImageFormat | None]:
+        """The audio and image formats; an ``error`` event for the first that is not accepted."""
+        try:
+            info = sniff(self._audio[:SNIFF_BYTES], self._session.declared_format)
+        except UnknownAudioFormat as exc:
+            await self._emit(
+                ErrorEvent(message=exc.message, code=error_code(exc.code), turn_id=self.turn_id)
+            )
+            return None, None
+        try:
+            image_format = sniff_image(self._image)
+        except UnknownImageFormat as exc:
+            await self._emit(
+                ErrorEvent(message=str(exc), code=error_code(exc.code), turn_id=self.turn_id)
+            )
+            return info, None
+        return info, image_format
+
+    async def _recognise_bytes(self, info: AudioFormatInfo) -> str | None:
+        recognizer = self._deps.recognizer
+        if not recognizer.streaming:
+            return await self._recognise_file(self._p.stored_audio)
+        try:
+            async with asyncio.timeout(self._cfg.read_timeout):
+                async with (
+                    recognizer.session(
+                        format=info.format,
+                        sample_rate=info.sample_rate or 16000,
+                        api_key=self._session.api_key,
+                    ) as rec,
+                    asyncio.TaskGroup() as group,
+                ):
+                    group.create_task(_feed_all(rec, self._audio), name="turn-recognise-feed")
+                    return await self._collect(rec)
+        except* (UpstreamError, TimeoutError) as eg:
+            await self._emit(upstream_error_event("recognition", eg.exceptions[0], self.turn_id))
+        return None
+
+
+async def _feed_all(rec: RecognitionSession, audio: bytes) -> None:
+    step = 32 * 1024
+    for start in range(0, len(audio), step):
+        await rec.feed(audio[start : start + step])
+    await rec.finish()
