@@ -42,6 +42,8 @@ class ErrorCode(enum.StrEnum):
     upload_timeout: an upload stayed incomplete for too long and was discarded.
     incomplete_upload: a VLM ``end`` arrived before both the image and the audio upload were complete.
     too_many_turns: the connection used up its turns (the connection is closed, 1008).
+    unsupported_audio_format: the upload is not MP3, PCM WAV or Ogg/Opus (raw PCM must be declared with
+        ``?format=pcm;rate=16000``); no upstream was called.
     unauthorized: missing or wrong gateway key.
     upstream_error: the model service failed.
     upstream_timeout: the model service did not answer in time.
@@ -62,6 +64,7 @@ class ErrorCode(enum.StrEnum):
     UPLOAD_TIMEOUT = "upload_timeout"
     INCOMPLETE_UPLOAD = "incomplete_upload"
     TOO_MANY_TURNS = "too_many_turns"
+    UNSUPPORTED_AUDIO_FORMAT = "unsupported_audio_format"
     UNAUTHORIZED = "unauthorized"
     UPSTREAM_ERROR = "upstream_error"
     UPSTREAM_TIMEOUT = "upstream_timeout"
