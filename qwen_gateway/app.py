@@ -20,6 +20,7 @@ from werkzeug.exceptions import HTTPException
 from .auth import check_bind
 from .config import Settings
 from .logs import bind
+from .routes.chat import chat_blueprint
 from .routes.common import error_response
 from .routes.health import health_blueprint
 from .services import Services
@@ -47,7 +48,8 @@ def create_app(settings: Settings, services: Services) -> Quart:
         QG_SETTINGS=settings,
         QG_SERVICES=services,
         QG_WS_RECEIVE_QUEUE=settings.ws_receive_queue,
-        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        # A hard cap; routes apply QG_MAX_BODY_BYTES themselves and answer 413 cleanly (routes.common.read_body).
+        MAX_CONTENT_LENGTH=max(settings.max_body_bytes * 4, 64 * 1024 * 1024),
         BODY_TIMEOUT=int(settings.read_timeout),
         JSON_AS_ASCII=False,
     )
@@ -56,10 +58,13 @@ def create_app(settings: Settings, services: Services) -> Quart:
     cors = set(settings.cors_origins)
 
     @app.before_request
-    async def _request_id() -> None:
+    async def _request_id() -> Response | None:
         rid = request.headers.get("X-Request-Id", "")
         g.request_id = rid if _REQUEST_ID.match(rid) else f"req-{uuid.uuid4().hex}"
         bind(request_id=g.request_id)
+        if request.method == "OPTIONS":  # CORS preflight (and plain OPTIONS) on any path
+            return _preflight()
+        return None
 
     @app.before_websocket
     async def _ws_request_id() -> None:
@@ -81,8 +86,7 @@ def create_app(settings: Settings, services: Services) -> Quart:
                 resp.headers["Vary"] = "Origin"
         return resp
 
-    @app.route("/<path:_any>", methods=["OPTIONS"])
-    async def _preflight(_any: str) -> Response:
+    def _preflight() -> Response:
         resp = Response("", status=204)
         origin = request.headers.get("Origin")
         if origin and ("*" in cors or origin in cors):
@@ -113,6 +117,7 @@ def create_app(settings: Settings, services: Services) -> Quart:
         return error_response(500, "Internal error", code="internal_error")
 
     app.register_blueprint(health_blueprint())
+    app.register_blueprint(chat_blueprint())
     _register_optional(app, settings, services)
     return app
 

@@ -53,17 +53,6 @@ def simulated_settings(settings: Settings, sim_env: dict[str, str], api_key: str
     )
 
 
-def _http_client(settings: Settings) -> httpx.AsyncClient:
-    timeout = httpx.Timeout(
-        connect=settings.connect_timeout,
-        read=settings.read_timeout,
-        write=settings.read_timeout,
-        pool=settings.connect_timeout,
-    )
-    limits = httpx.Limits(max_connections=256, max_keepalive_connections=64, keepalive_expiry=30)
-    return httpx.AsyncClient(timeout=timeout, limits=limits, http1=True, http2=False)
-
-
 @asynccontextmanager
 async def open_services(
     settings: Settings, *, simulator_config: Any = None
@@ -73,7 +62,7 @@ async def open_services(
     With ``settings.simulate`` (or no ``QWEN_API_KEY``, decided by the caller) the DashScope simulator is started
     in-process on an ephemeral loopback port and the upstream URLs point at it.
     """
-    from .providers.dashscope import build_providers
+    from .providers.dashscope import build_providers, new_http_client
     from .storage import build_storage
 
     keys = KeyChecker.from_settings(settings)
@@ -87,7 +76,7 @@ async def open_services(
             simulator = await stack.enter_async_context(Simulator(config, host="127.0.0.1", port=0))
             settings = simulated_settings(settings, simulator.env, config.api_key or api_key)
             log.info("upstream: simulated", extra={"fields": {"simulator": simulator.base_url}})
-        http = _http_client(settings)
+        http = new_http_client(settings)
         stack.push_async_callback(http.aclose)
         providers = build_providers(settings, http)
         stack.push_async_callback(providers.aclose)

@@ -9,7 +9,7 @@ from quart import Response, current_app, g, request
 
 from ..auth import bearer_token
 
-__all__ = ["authorized", "error_response", "services", "unauthorized"]
+__all__ = ["authorized", "error_response", "read_body", "services", "unauthorized"]
 
 #: HTTP status -> OpenAI error ``type``.
 _TYPES = {
@@ -73,3 +73,23 @@ def authorized(*, allow_query_token: bool = False) -> bool:
     if ok:
         g.caller_key = token
     return ok
+
+
+async def read_body(limit: int) -> bytes | None:
+    """The request body, or None when it is larger than ``limit`` bytes.
+
+    An over-large body is still read to its end (and discarded, so memory stays bounded): a server that answers
+    413 and closes with unread bytes in its socket makes the kernel reset the connection, and the client never
+    sees the answer. Quart's own ``MAX_CONTENT_LENGTH`` (a larger hard cap) still guards against absurd sizes.
+    """
+    buf = bytearray()
+    over = False
+    async for chunk in request.body:
+        if over:
+            continue
+        if len(buf) + len(chunk) > limit:
+            over = True
+            buf = bytearray()
+            continue
+        buf += chunk
+    return None if over else bytes(buf)

@@ -1,0 +1,341 @@
+"""``POST /v1/chat/completions`` and ``GET /v1/models``: the OpenAI-compatible chat API.
+
+The request is validated with the protocol's Structs, then the caller's JSON (unknown fields and DashScope extras
+included) is forwarded to the upstream with three changes only: ``model`` defaults to ``QWEN_CHAT_MODEL`` (or
+``QWEN_VLM_MODEL`` when the messages carry images), ``DEFAULT_SYSTEM_PROMPT`` is prepended when the caller sent no
+system message, and streaming calls always ask the upstream for usage (the usage chunk is relayed only when the
+caller asked for it). Streamed chunks are relayed byte for byte as they arrive. Upstream errors before the first
+byte become the matching OpenAI error and status; after it, an error chunk and a clean end of the stream.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import msgspec
+from quart import Blueprint, Response, g, request
+
+from protocol import ChatCompletionRequest
+
+from ..errors import UpstreamError
+from ..providers import ChatDelta
+from ..storage import TurnRecord
+from .common import authorized, error_response, read_body, services, unauthorized
+
+__all__ = ["chat_blueprint", "upstream_error_response"]
+
+log = logging.getLogger("qwen_gateway.routes.chat")
+
+_decode_request = msgspec.json.Decoder(ChatCompletionRequest).decode
+_SSE_HEADERS = {
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+    "Connection": "keep-alive",
+}
+_DONE = b"data: [DONE]\n\n"
+
+
+def upstream_error_response(exc: UpstreamError, *, caller_key: bool = False) -> Response:
+    """Map an upstream failure to the OpenAI error and HTTP status our caller should see.
+
+    401/403 mean *our* DashScope key failed (a gateway fault: 502) unless the caller's own key was used
+    (pass-through mode). 5xx become 502/503/504.
+    """
+    status = exc.status
+    if status in (401, 403) and not caller_key:
+        status = 502
+    elif status in (504, 408) or exc.code == "upstream_timeout":
+        status = 504
+    elif status not in (400, 401, 403, 404, 413, 422, 429, 503):
+        status = 502  # other 5xx and anything unexpected: a bad gateway
+    headers = {}
+    if status == 429 and exc.retry_after is not None:
+        headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+    message = exc.message
+    if status == 502 and exc.status in (401, 403):
+        message = f"The upstream rejected the gateway's credentials: {exc.message}"
+    return error_response(
+        status, message, code=exc.code, type=exc.type, param=exc.param, headers=headers
+    )
+
+
+def _has_images(messages: list[Any]) -> bool:
+    for m in messages:
+        content = m.get("content") if isinstance(m, dict) else None
+        if isinstance(content, list):
+            for part in content:
+                if isinstance(part, dict) and part.get("type") in (
+                    "image_url",
+                    "video_url",
+                    "video",
+                ):
+                    return True
+    return False
+
+
+def _user_text(messages: list[Any]) -> str:
+    """The last user message as text (image parts noted), for history."""
+    for m in reversed(messages):
+        if isinstance(m, dict) and m.get("role") == "user":
+            content = m.get("content")
+            if isinstance(content, str):
+                return content
+            if isinstance(content, list):
+                texts = []
+                for part in content:
+                    if not isinstance(part, dict):
+                        continue
+                    if part.get("type") == "text":
+                        texts.append(str(part.get("text", "")))
+                    elif part.get("type") == "image_url":
+                        texts.append("[image]")
+                return " ".join(texts)
+    return ""
+
+
+def _conversation_id(body: Mapping[str, Any]) -> str:
+    cid = request.headers.get("X-Conversation-Id", "").strip()
+    if not cid and isinstance(body.get("user"), str):
+        cid = body["user"].strip()
+    if not cid or len(cid) > 128:
+        cid = f"conv-{uuid.uuid4().hex}"
+    return cid
+
+
+def chat_blueprint() -> Blueprint:
+    bp = Blueprint("chat", __name__)
+
+    @bp.post("/v1/chat/completions")
+    async def completions() -> Response:
+        svc = services()
+        settings = svc.settings
+        passthrough = settings.key_passthrough
+        caller_key: str | None = None
+        if passthrough:
+            from ..auth import bearer_token
+
+            caller_key = bearer_token(request.headers.get("Authorization"))
+            if not caller_key:
+                return unauthorized()
+        elif not authorized():
+            return unauthorized()
+
+        raw = await read_body(settings.max_body_bytes)
+        if raw is None:
+            return error_response(
+                413,
+                f"Request body too large (limit {settings.max_body_bytes} bytes)",
+                code="request_too_large",
+            )
+        try:
+            _decode_request(raw)
+            body: dict[str, Any] = msgspec.json.decode(raw)
+        except msgspec.ValidationError as exc:
+            return error_response(
+                400, f"Invalid request: {exc}", code="invalid_value", param=_param(exc)
+            )
+        except msgspec.DecodeError as exc:
+            return error_response(400, f"Invalid JSON body: {exc}", code="invalid_json")
+
+        messages = body["messages"]
+        images = _has_images(messages)
+        if not body.get("model"):
+            body["model"] = settings.vlm_model if images else settings.chat_model
+        if settings.default_system_prompt and not any(
+            isinstance(m, dict) and m.get("role") == "system" for m in messages
+        ):
+            body["messages"] = [
+                {"role": "system", "content": settings.default_system_prompt},
+                *messages,
+            ]
+
+        conversation_id = _conversation_id(body)
+        request_id: str = g.request_id
+        chat = svc.providers.vlm if images else svc.providers.chat
+        started = time.perf_counter()
+        user_text = _user_text(messages)
+        record = _Recorder(svc, conversation_id, request_id, str(body["model"]), user_text, started)
+        extra_headers = {"X-Conversation-Id": conversation_id}
+
+        if not body.get("stream"):
+            try:
+                result = await chat.complete(body, api_key=caller_key)
+            except UpstreamError as exc:
+                log.info(
+                    "upstream error", extra={"fields": {"status": exc.status, "code": exc.code}}
+                )
+                return upstream_error_response(exc, caller_key=passthrough)
+            record.from_response(result)
+            resp = Response(
+                json.dumps(result, ensure_ascii=False, separators=(",", ":")),
+                content_type="application/json",
+                headers=extra_headers,
+            )
+            return resp
+
+        wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        upstream_body = dict(body)
+        upstream_body["stream_options"] = {
+            **(body.get("stream_options") or {}),
+            "include_usage": True,
+        }
+        stream = chat.stream(upstream_body, api_key=caller_key)
+        try:
+            first = await anext(stream)
+        except StopAsyncIteration:
+            first = None
+        except UpstreamError as exc:
+            await stream.aclose()
+            log.info("upstream error", extra={"fields": {"status": exc.status, "code": exc.code}})
+            return upstream_error_response(exc, caller_key=passthrough)
+
+        async def relay() -> AsyncIterator[bytes]:
+            try:
+                if first is not None:
+                    record.add(first)
+                    if wants_usage or first.usage is None:
+                        yield b"data: " + first.raw + b"\n\n"
+                    async for delta in stream:
+                        record.add(delta)
+                        if delta.usage is not None and not wants_usage and not delta.content:
+                            continue
+                        yield b"data: " + delta.raw + b"\n\n"
+                record.finish("completed")
+            except UpstreamError as exc:
+                record.finish("failed")
+                err = {
+                    "error": {
+                        "message": exc.message,
+                        "type": exc.type or "api_error",
+                        "param": exc.param,
+                        "code": exc.code,
+                    }
+                }
+                yield b"data: " + json.dumps(err, ensure_ascii=False).encode() + b"\n\n"
+            except BaseException:
+                record.finish("interrupted")
+                raise
+            finally:
+                await stream.aclose()
+            yield _DONE
+
+        resp = Response(
+            relay(),
+            content_type="text/event-stream; charset=utf-8",
+            headers={**_SSE_HEADERS, **extra_headers},
+        )
+        resp.timeout = None  # type: ignore[assignment]
+        return resp
+
+    @bp.get("/v1/models")
+    async def models() -> Response:
+        if not authorized():
+            return unauthorized()
+        s = services().settings
+        tts_model = s.tts_model or _query_model(s.tts_url) or "qwen-tts-realtime"
+        seen: dict[str, str] = {}
+        for model, kind in (
+            (s.chat_model, "chat"),
+            (s.vlm_model, "vlm"),
+            (s.asr_model, "asr"),
+            (tts_model, "tts"),
+        ):
+            seen.setdefault(model, kind)
+        data = [
+            {"id": m, "object": "model", "created": 0, "owned_by": "dashscope", "capability": kind}
+            for m, kind in seen.items()
+        ]
+        return Response(
+            json.dumps({"object": "list", "data": data}), content_type="application/json"
+        )
+
+    return bp
+
+
+def _query_model(url: str) -> str | None:
+    from urllib.parse import parse_qs, urlsplit
+
+    values = parse_qs(urlsplit(url).query).get("model")
+    return values[0] if values else None
+
+
+def _param(exc: msgspec.ValidationError) -> str | None:
+    text = str(exc)
+    marker = "at `$."
+    if marker in text:
+        return text.split(marker, 1)[1].rstrip("`")
+    return None
+
+
+class _Recorder:
+    """Collects one exchange and writes it through the outbox when it ends (never blocks the response)."""
+
+    def __init__(
+        self, svc: Any, conversation_id: str, request_id: str, model: str, user: str, started: float
+    ) -> None:
+        self.svc = svc
+        self.conversation_id = conversation_id
+        self.request_id = request_id
+        self.model = model
+        self.user = user
+        self.started = started
+        self.parts: list[str] = []
+        self.first_token_ms: float | None = None
+        self.usage: tuple[int, int, int] | None = None
+        self.done = False
+
+    def add(self, delta: ChatDelta) -> None:
+        if delta.content and delta.choice_index == 0:
+            if self.first_token_ms is None:
+                self.first_token_ms = (time.perf_counter() - self.started) * 1000
+            self.parts.append(delta.content)
+        if delta.usage is not None:
+            u = delta.usage
+            self.usage = (u.prompt_tokens, u.completion_tokens, u.total_tokens)
+
+    def from_response(self, result: Mapping[str, Any]) -> None:
+        try:
+            self.parts = [str(result["choices"][0]["message"].get("content") or "")]
+        except (KeyError, IndexError, TypeError, AttributeError):
+            self.parts = []
+        usage = result.get("usage") or {}
+        if isinstance(usage, dict):
+            self.usage = (
+                int(usage.get("prompt_tokens") or 0),
+                int(usage.get("completion_tokens") or 0),
+                int(usage.get("total_tokens") or 0),
+            )
+        self.finish("completed")
+
+    def finish(self, status: str) -> None:
+        if self.done:
+            return
+        self.done = True
+        total_ms = (time.perf_counter() - self.started) * 1000
+        prompt, completion, total = self.usage or (0, 0, 0)
+        try:
+            # Not awaited: the response never waits for the journal's fsync (it is group-committed
+            # right after; a journal failure is logged by the outbox).
+            self.svc.storage.outbox.submit_nowait(
+                TurnRecord.new(
+                    conversation_id=self.conversation_id,
+                    request_id=self.request_id,
+                    channel="chat",
+                    model=self.model,
+                    user_content=self.user,
+                    assistant_content="".join(self.parts),
+                    status=status,
+                    prompt_tokens=prompt,
+                    completion_tokens=completion,
+                    total_tokens=total,
+                    first_token_ms=self.first_token_ms,
+                    total_ms=total_ms,
+                )
+            )
+        except Exception:
+            log.exception("could not journal the exchange")
