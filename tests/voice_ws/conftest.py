@@ -10,6 +10,7 @@ import dataclasses
 import io
 import json
 import math
+import socket
 import struct
 import wave
 from collections.abc import AsyncIterator, Iterable
@@ -153,10 +154,17 @@ def voice_app(svc: Services) -> Quart:
     return app
 
 
+def free_port() -> int:
+    """A port free right now (the gateway's own URLs, such as object links, must name its real port)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 @asynccontextmanager
 async def serve_evicting(app: Quart, settings: Settings, unread: float) -> AsyncIterator[str]:
     """``qwen_gateway.server.serving`` with ``set_unread_timeout`` on the listening socket."""
-    sock = listen("127.0.0.1", 0)
+    sock = listen("127.0.0.1", settings.port)
     assert set_unread_timeout(sock, unread)
     port = sock.getsockname()[1]
     config = hypercorn_config(settings, sock)
@@ -182,11 +190,12 @@ async def gateway(
     """Simulator + services + app under Hypercorn; ``unread_timeout`` evicts clients that read nothing."""
     config = sim_config or SimulatorConfig(api_key=UPSTREAM_KEY)
     async with Simulator(config, host="127.0.0.1", port=0) as sim:
+        overrides.setdefault("port", free_port())
         settings = pointed_settings(sim, tmp_path / "data", **overrides)
         async with open_services(settings) as svc:
             app = voice_app(svc)
             server = (
-                serving(app, svc.settings)
+                serving(app, svc.settings, port=svc.settings.port)
                 if unread_timeout is None
                 else serve_evicting(app, svc.settings, unread_timeout)
             )
