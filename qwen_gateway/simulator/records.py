@@ -30,7 +30,9 @@ class ConnectionRecord:
 
     ``close_reason`` is one of ``complete`` (the server finished normally), ``client`` (the client left first),
     ``dropped`` (a drop fault), ``failed`` (task-failed or a server-side error close), ``idle`` (an idle rule),
-    ``rejected`` (an HTTP error answer or a refused handshake), ``shutdown``.
+    ``rejected`` (an HTTP error answer or a refused handshake), ``shutdown``. ``close_code`` is the WebSocket
+    close code the server sent, the handshake status it refused with, or for client closes what the ASGI
+    server reported (Hypercorn 0.18 reports 1006 whatever code the client sent).
     """
 
     id: int
