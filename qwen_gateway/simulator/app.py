@@ -14,11 +14,11 @@
 from __future__ import annotations
 
 import asyncio
-import logging
+import contextlib
 import re
 import uuid
 
-from .asgi import HttpRequest, Receive, Scope, Send, WebSocket, dumps
+from .asgi import Disconnected, HttpRequest, Receive, Scope, Send, WebSocket, dumps
 from .chat import handle_chat
 from .file_asr import handle_cancel, handle_poll, handle_result, handle_submit
 from .inference import handle_inference
@@ -27,7 +27,6 @@ from .state import SimulatorState
 
 __all__ = ["SimulatorApp"]
 
-logger = logging.getLogger("qwen_gateway.simulator.app")
 
 _TASK = re.compile(r"/api/v1/tasks/([^/]+)(/cancel)?/?")
 _RESULT = re.compile(r"/simulator/results/([^/]+)/(\d+)\.json")
@@ -120,5 +119,8 @@ class SimulatorApp:
         elif path == "/api-ws/v1/realtime":
             await handle_realtime(self.state, ws)
         else:
-            await ws.connect()
-            await ws.reject(404, dumps({"code": "NotFound", "message": f"No route for {ws.path}"}))
+            with contextlib.suppress(Disconnected):
+                await ws.connect()
+                await ws.reject(
+                    404, dumps({"code": "NotFound", "message": f"No route for {ws.path}"})
+                )

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import logging
 import re
 import struct
 import time
@@ -31,7 +30,6 @@ from .state import SimulatorState
 
 __all__ = ["handle_chat"]
 
-logger = logging.getLogger("qwen_gateway.simulator.chat")
 
 _ROLES = frozenset({"system", "user", "assistant", "tool", "function"})
 _DATA_URI_LIMIT = 10 * 1024 * 1024

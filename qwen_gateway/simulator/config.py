@@ -59,6 +59,8 @@ class SimulatorConfig:
     Server:
         backlog: listen backlog of the socket.
         max_body_bytes: larger HTTP bodies get 413.
+        max_records: ``sim.log`` keeps at most this many records of each sort (None: all), so a long-running
+            simulator (``make run``, benchmarks) stays flat in memory.
     """
 
     api_key: str | None = None
@@ -98,6 +100,7 @@ class SimulatorConfig:
 
     backlog: int = 1024
     max_body_bytes: int = 64 * 1024 * 1024
+    max_records: int | None = 10_000
 
     def __post_init__(self) -> None:
         checks: list[tuple[bool, str]] = [
@@ -123,6 +126,7 @@ class SimulatorConfig:
             (self.file_asr_running_polls >= 0, "file_asr_running_polls must be >= 0"),
             (self.file_fetch_timeout > 0, "file_fetch_timeout must be > 0"),
             (self.image_fetch_timeout > 0, "image_fetch_timeout must be > 0"),
+            (self.max_records is None or self.max_records >= 1, "max_records must be None or >= 1"),
         ]
         for ok, message in checks:
             if not ok:

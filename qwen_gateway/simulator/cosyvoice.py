@@ -211,6 +211,7 @@ class CosyVoiceTask:
         """Speak one sentence; False when a fault ended the connection."""
         host, index = self.host, self.sentence_index
         self.sentence_index += 1
+        self.pacer.restart()
         self.rec.sentences.append(text)
         sentence = {"index": index, "words": []}
         await host.writer.put(

@@ -25,8 +25,11 @@ CLI form (``--fault``): ``kind[:key=value,...]``, e.g. ``http_error:status=429,c
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
+
+logger = logging.getLogger("qwen_gateway.simulator.faults")
 
 __all__ = ["Endpoint", "Fault", "FaultKind", "FaultSet", "FiredFault", "parse_fault"]
 
@@ -345,6 +348,9 @@ class FaultSet:
                 continue
             taken[fault.kind] = fault
             self.fired.append(FiredFault(fault, endpoint, call))
+            if len(self.fired) > 10_000:
+                del self.fired[:1000]
+            logger.info("fault %s fired on %s (call %s)", fault.kind, endpoint, call)
             if armed.remaining is not None:
                 armed.remaining -= 1
                 if armed.remaining <= 0:

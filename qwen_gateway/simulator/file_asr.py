@@ -9,7 +9,6 @@ serves the result JSON itself at each ``transcription_url``.
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 import time
 import uuid
@@ -29,8 +28,6 @@ from .state import SimulatorState
 from .transcripts import plan_transcript
 
 __all__ = ["FileTask", "handle_cancel", "handle_poll", "handle_result", "handle_submit"]
-
-logger = logging.getLogger("qwen_gateway.simulator.file_asr")
 
 
 def _now() -> str:
@@ -220,7 +217,7 @@ async def _complete(state: SimulatorState, task: FileTask) -> None:
         return
     timeout = httpx.Timeout(state.config.file_fetch_timeout)
     downloads: list[bytes | None] = [None] * len(record.file_urls)
-    async with httpx.AsyncClient(timeout=timeout) as client:
+    async with httpx.AsyncClient(timeout=timeout, follow_redirects=True) as client:
 
         async def fetch(i: int, url: str) -> None:
             try:

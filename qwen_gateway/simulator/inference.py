@@ -9,7 +9,6 @@ silent for ``asr_idle_timeout`` fails with ``request timeout after 23 seconds.``
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any
 
 import msgspec
@@ -27,7 +26,6 @@ from .wsconn import Close, ConnectionDone, Stall, Writer
 
 __all__ = ["handle_inference"]
 
-logger = logging.getLogger("qwen_gateway.simulator.inference")
 
 _Task = AsrTask | CosyVoiceTask
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import logging
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -24,13 +23,12 @@ from .audio import synthesize
 from .corpus import count_tokens
 from .faults import Fault
 from .handshake import admit
-from .records import TtsResponseRecord, TtsSessionRecord
+from .records import ConnectionRecord, TtsResponseRecord, TtsSessionRecord
 from .state import SimulatorState
 from .wsconn import Close, ConnectionDone, Drop, Pacer, Stall, Writer, event_id
 
 __all__ = ["handle_realtime"]
 
-logger = logging.getLogger("qwen_gateway.simulator.realtime")
 
 _STREAM_FAULTS = frozenset(
     {"stall", "drop", "malformed", "ws_error", "idle_timeout", "slow_audio", "bursty_audio"}
@@ -91,7 +89,7 @@ async def handle_realtime(state: SimulatorState, ws: WebSocket) -> None:
             why, code = "rejected", 1008
             return
         await ws.accept()
-        session = _RealtimeSession(state, ws, conn_id=call, model=model, conn=conn)
+        session = _RealtimeSession(state, ws, model=model, conn=conn)
         why, code = await session.run(state.faults.take("tts", _STREAM_FAULTS, call))
     except Disconnected:
         why, code = "client", ws.client_close_code
@@ -110,7 +108,7 @@ class _Job:
 
 class _RealtimeSession:
     def __init__(
-        self, state: SimulatorState, ws: WebSocket, *, conn_id: str, model: str, conn: Any
+        self, state: SimulatorState, ws: WebSocket, *, model: str, conn: ConnectionRecord
     ) -> None:
         self.state = state
         self.cfg = state.config
@@ -137,7 +135,9 @@ class _RealtimeSession:
         self.closing = False
         self.cancel_current = False
         self.deltas = 0
+        self.pending = 0  # responses queued or being spoken
         self.faults: dict[str, Fault] = {}
+        self.pacer = Pacer(realtime_factor=self.cfg.tts_realtime_factor)
 
     async def run(self, faults: dict[str, Fault]) -> tuple[str, int | None]:
         self.faults = faults
@@ -180,6 +180,8 @@ class _RealtimeSession:
                     async with asyncio.timeout(idle):
                         message = await self.ws.receive()
                 except TimeoutError:
+                    if self.pending:  # still speaking: the client has nothing to say
+                        continue
                     # [U] the realtime socket's idle behaviour is undocumented.
                     await self._error("idle_timeout", "Session closed due to inactivity.")
                     await self.writer.put(Close(1000, "idle timeout", why="idle"))
@@ -347,6 +349,7 @@ class _RealtimeSession:
 
     async def _queue(self, text: str) -> None:
         self.started = True
+        self.pending += 1
         await self.jobs.put(_Job(text))
 
     # ------------------------------------------------------------------ synthesis
@@ -366,12 +369,16 @@ class _RealtimeSession:
                 await self._emit("session.finished")
                 await self.writer.put(Close(1000, "", why="complete"))
                 return
-            if not await self._respond(job.text):
-                return
+            try:
+                if not await self._respond(job.text):
+                    return
+            finally:
+                self.pending -= 1
 
     async def _respond(self, text: str) -> bool:
         """One response cycle; False when a fault ended the connection."""
         self.cancel_current = False
+        self.pacer.restart()
         voice = str(self.session.get("voice", "Cherry"))
         rate = int(self.session.get("sample_rate", 24000))
         speed = float(self.session.get("speech_rate", 1.0))

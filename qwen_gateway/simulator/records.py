@@ -8,9 +8,12 @@ exchange has its own record pointing at its connection. Times are ``time.monoton
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+logger = logging.getLogger("qwen_gateway.simulator.records")
 
 __all__ = [
     "AsrSessionRecord",
@@ -206,6 +209,8 @@ class SimulatorLog:
         self.file_asr_tasks: list[FileAsrTaskRecord] = []
         self._next_id = 0
         self._changed = asyncio.Event()
+        #: Keep at most this many records of each sort (oldest dropped first; open connections are kept).
+        self.max_records: int | None = None
 
     def clear(self) -> None:
         """Forget every record (open connections stay tracked by their handlers)."""
@@ -227,8 +232,28 @@ class SimulatorLog:
         self._next_id += 1
         record = ConnectionRecord(self._next_id, kind, path, headers)
         self.connections.append(record)
+        if self.max_records is not None and len(self.connections) > self.max_records:
+            self._trim(self.max_records)
+        logger.debug("%s connection %d opened", kind, record.id)
         self._notify()
         return record
+
+    def _trim(self, keep: int) -> None:
+        excess = len(self.connections) - keep
+        if excess > 0:
+            old = [c for c in self.connections[:excess] if not c.closed]
+            self.connections[:excess] = old
+        for name in (
+            "closes",
+            "chat_requests",
+            "asr_sessions",
+            "cosyvoice_sessions",
+            "tts_sessions",
+            "file_asr_tasks",
+        ):
+            records: list[Any] = getattr(self, name)
+            if len(records) > keep:
+                del records[: len(records) - keep]
 
     def close(
         self,
@@ -247,6 +272,9 @@ class SimulatorLog:
         if status is not None:
             record.status = status
         self.closes.append(record)
+        if self.max_records is not None:
+            self._trim(self.max_records)
+        logger.debug("%s connection %d closed: %s (%s)", record.kind, record.id, reason, code)
         self._notify()
 
     def open_connections(self, kind: str | None = None) -> list[ConnectionRecord]:

@@ -36,6 +36,7 @@ class Simulator:
         self, config: SimulatorConfig | None = None, *, host: str = "127.0.0.1", port: int = 0
     ) -> None:
         self._state = SimulatorState(config or SimulatorConfig())
+        self._state.log.max_records = self._state.config.max_records
         self._app = SimulatorApp(self._state)
         self._host = host
         self._requested_port = port
@@ -163,10 +164,11 @@ class Simulator:
     @config.setter
     def config(self, value: SimulatorConfig) -> None:
         self._state.config = value
+        self._state.log.max_records = value.max_records
 
     def configure(self, **changes: Any) -> SimulatorConfig:
         """Replace some config fields (new calls see them). Returns the new config."""
-        self._state.config = dataclasses.replace(self._state.config, **changes)
+        self.config = dataclasses.replace(self._state.config, **changes)
         return self._state.config
 
     @property

@@ -102,6 +102,11 @@ class Pacer:
         self._audio = 0.0
         self._count = 0
 
+    def restart(self) -> None:
+        """A new response starts: its first chunk gets the first-chunk delay, pacing restarts from now."""
+        self._t0 = None
+        self._audio = 0.0
+
     async def wait(self, chunk_seconds: float) -> None:
         """Return when the next chunk of ``chunk_seconds`` of audio is due."""
         loop = asyncio.get_running_loop()

@@ -310,3 +310,17 @@ async def test_cancel_response(sim: Simulator) -> None:
     done = next(e for e in events if e["type"] == "response.done")
     assert done["response"]["status"] == "cancelled"
     assert events[-1]["type"] == "session.finished"
+
+
+async def test_idle_rule_waits_while_speaking(sim: Simulator) -> None:
+    sim.configure(tts_realtime_factor=0.5, tts_idle_timeout=0.2)
+    ws = await connect(sim.env["REAL_TIME_AUDIO_URL"])
+    await recv_json(ws)
+    await ws.send(
+        _send("input_text_buffer.append", text="你好你好。")
+    )  # 1.25 s of audio, spoken in ~0.6 s
+    events = await _drain(ws)
+    types = [e["type"] for e in events]
+    assert types.index("response.done") < types.index("error")
+    assert types[-1] == "error" and events[-1]["error"]["code"] == "idle_timeout"
+    assert sim.log.tts_sessions[0].responses[0].status == "completed"

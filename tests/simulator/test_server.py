@@ -200,3 +200,11 @@ async def test_cli_serves_until_interrupted() -> None:
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+async def test_records_are_bounded(http: httpx.AsyncClient) -> None:
+    async with Simulator(SimulatorConfig(max_records=3)) as sim:
+        for i in range(5):
+            await http.post(sim.env["QWEN_API_CHAT_URL"], json=chat_body(f"q{i}"), headers=AUTH)
+        assert [r.messages[0]["content"] for r in sim.log.chat_requests] == ["q2", "q3", "q4"]
+        assert len(sim.log.connections) == 3 and len(sim.log.closes) == 3
