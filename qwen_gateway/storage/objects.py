@@ -416,4 +416,4 @@ class LocalObjectStore:
         if self._closed:
             return
         self._closed = True
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._executor.shutdown(wait=False)  # queued calls still finish; threads end after

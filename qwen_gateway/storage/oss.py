@@ -268,5 +268,5 @@ class OssObjectStore:
         if self._closed:
             return
         self._closed = True
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._executor.shutdown(wait=False)  # queued calls still finish; threads end after
         self._bucket.session.session.close()

@@ -17,7 +17,12 @@ Typical use::
         await outbox.submit(turn)                                   # durable on return
         outbox.backlog()                                            # for /health
 
-or ``await outbox.open()`` then ``tg.create_task(outbox.run())`` in a TaskGroup you own.
+or ``await outbox.open()`` then ``tg.create_task(outbox.run())`` in a TaskGroup you own; from sync code,
+``outbox.submit_nowait(turn)`` queues the write and returns a future.
+
+Several processes may share one journal file (same data dir): each drains it in order and replays are no-ops, so
+nothing is lost or doubled, though :meth:`Outbox.backlog` is exact only for the process's own view. A turn still in
+the journal when its conversation is deleted is stored after the delete (the delete is not a tombstone).
 """
 
 from __future__ import annotations
