@@ -631,27 +631,30 @@ class AudioTurn(_Turn):
         )
 
     async def _recognise(self, to_recogniser: _Chunks, store: asyncio.Task[None]) -> str | None:
-        """The transcript ("" when nothing was heard), or None after an ``error`` event."""
+        """The transcript ("" when nothing was heard), or None after an ``error`` event.
+
+        Whatever happens, the rest of the upload is then taken from ``to_recogniser`` (so that it is still
+        received, stored and acknowledged); a cancellation ends at once.
+        """
+        await self._head.wait()
         try:
-            await self._head.wait()
-            try:
-                self._format = sniff(self._upload[:SNIFF_BYTES], self._session.declared_format)
-            except UnknownAudioFormat as exc:
-                await self._emit(
-                    ErrorEvent(message=exc.message, code=error_code(exc.code), turn_id=self.turn_id)
-                )
-                return None
-        finally:
-            self._format_decided.set()
-        try:
-            if not self._deps.recognizer.streaming:
+            self._format = sniff(self._upload[:SNIFF_BYTES], self._session.declared_format)
+        except UnknownAudioFormat as exc:
+            await self._emit(
+                ErrorEvent(message=exc.message, code=error_code(exc.code), turn_id=self.turn_id)
+            )
+            transcript = None
+        else:
+            if self._deps.recognizer.streaming:
+                transcript = await self._recognise_stream(self._format, to_recogniser)
+            else:
                 await to_recogniser.drain()
+                self._format_decided.set()
                 await store
                 transcript = await self._recognise_file(self._p.stored_audio)
-            else:
-                transcript = await self._recognise_stream(self._format, to_recogniser)
         finally:
-            await to_recogniser.drain()
+            self._format_decided.set()
+        await to_recogniser.drain()
         if transcript is not None:
             self._p.transcript_at = self._clock()
         return transcript
