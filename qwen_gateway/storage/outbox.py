@@ -127,6 +127,9 @@ class Outbox:
         # Counters written only by the journal thread (reads from the loop are atomic).
         self._backlog = 0
         self._dead = 0
+        # Submitted but not yet confirmed written (touched only on the loop's thread): counted in the backlog,
+        # so that drained() cannot return between submit_nowait() and the journal write.
+        self._unwritten = 0
         self._wakeup = asyncio.Event()
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -237,6 +240,7 @@ class Outbox:
         item = _Pending(turn.write_id, encode_turn(turn), time.time(), loop.create_future())
         item.future.add_done_callback(_log_unretrieved)
         self._pending.append(item)
+        self._unwritten += 1
         # The journal thread runs jobs in order: when this job runs, it (or an earlier job) writes every item
         # queued so far in one transaction (group commit), ours included.
         job = self._journal.submit_job(lambda conn: self._write_pending(conn, loop))
@@ -267,6 +271,7 @@ class Outbox:
         loop.call_soon_threadsafe(self._written, batch, None)
 
     def _written(self, batch: list[_Pending], error: StorageError | None) -> None:
+        self._unwritten -= len(batch)
         for item in batch:
             if item.future.done():
                 continue
@@ -274,14 +279,14 @@ class Outbox:
                 item.future.set_result(None)
             else:
                 item.future.set_exception(error)
+        self._notify()
         if error is None:
-            self._notify()
             self._wakeup.set()
 
     # ------------------------------------------------------------------ observation
     def backlog(self) -> int:
-        """Turns in the journal not yet stored in the history database."""
-        return self._backlog
+        """Turns submitted (or in the journal) and not yet stored in the history database."""
+        return self._backlog + self._unwritten
 
     def dead_letters(self) -> int:
         """Entries set aside because the database refused them."""
@@ -290,7 +295,7 @@ class Outbox:
     def status(self) -> OutboxStatus:
         """A snapshot for ``/health``."""
         return OutboxStatus(
-            backlog=self._backlog,
+            backlog=self.backlog(),
             dead_letters=self._dead,
             draining=self._running,
             healthy=self._last_error is None,
