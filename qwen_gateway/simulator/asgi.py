@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl
 import msgspec
 
 __all__ = [
+    "DRAIN_SECONDS",
     "BodyTooLarge",
     "Disconnected",
     "HttpRequest",
@@ -31,6 +32,9 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 _encoder = msgspec.json.Encoder()
+
+#: How long a closed WebSocket keeps reading while its client answers the close.
+DRAIN_SECONDS = 10.0
 
 
 def dumps(obj: Any) -> bytes:
@@ -238,6 +242,21 @@ class WebSocket:
         self.closed = True
         self.close_code = code
         await self._send({"type": "websocket.close", "code": code, "reason": reason})
+
+    async def drain(self, within: float) -> None:
+        """After the server's close: consume what the client still sends until it is gone.
+
+        The ASGI server's per-connection queue is bounded; a client still sending after the application stopped
+        reading would block the server's reader and keep the TCP connection open. Gives up after ``within``.
+        """
+        if not self.accepted or self.gone:
+            return
+        try:
+            async with asyncio.timeout(within):
+                while True:
+                    await self.receive()
+        except (Disconnected, TimeoutError):
+            pass
 
     async def close_soon(self, code: int, within: float = 1.0) -> None:
         """:meth:`close`, giving up after ``within`` seconds (for cleanup paths)."""

@@ -100,7 +100,7 @@ class CosyVoiceTask:
         self.frames = 0
         self.sentence_index = 0
         self.header_sent = False
-        self.sentences: asyncio.Queue[str | None] = asyncio.Queue(256)
+        self.sentences: asyncio.Queue[str | None] = asyncio.Queue()  # never blocks the reader
         self.worker: asyncio.Task[None] | None = None
         slow = faults.get("slow_audio")
         bursty = faults.get("bursty_audio")
@@ -228,6 +228,7 @@ class CosyVoiceTask:
         for piece_pcm, data in zip(pieces, encoded, strict=True):
             if not await self._faults_at(self.frames):
                 return False
+            await host.writer.backpressure()
             await self.pacer.wait(len(piece_pcm) / (2 * self.rate))
             await host.writer.put(
                 task_event(

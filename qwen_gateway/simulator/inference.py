@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from .asgi import Disconnected, WebSocket
+from .asgi import DRAIN_SECONDS, Disconnected, WebSocket
 from .cosyvoice import CosyVoiceTask
 from .errors import find_family
 from .faults import ALLOWED
@@ -50,6 +50,7 @@ async def handle_inference(state: SimulatorState, ws: WebSocket) -> None:
         raise
     finally:
         state.log.close(conn, why, code=code)
+        await ws.drain(1.0 if why == "shutdown" else DRAIN_SECONDS)
 
 
 class _TaskConnection:

@@ -18,7 +18,7 @@ from typing import Any
 
 import msgspec
 
-from .asgi import Disconnected, WebSocket, dumps
+from .asgi import DRAIN_SECONDS, Disconnected, WebSocket, dumps
 from .audio import synthesize
 from .corpus import count_tokens
 from .faults import Fault
@@ -99,6 +99,7 @@ async def handle_realtime(state: SimulatorState, ws: WebSocket) -> None:
         raise
     finally:
         state.log.close(conn, why, code=code)
+        await ws.drain(1.0 if why == "shutdown" else DRAIN_SECONDS)
 
 
 @dataclass
@@ -129,7 +130,9 @@ class _RealtimeSession:
         self.rec = TtsSessionRecord(session_id, conn, model, dict(self.session))
         state.log.tts_sessions.append(self.rec)
         self.buffer = ""
-        self.jobs: asyncio.Queue[_Job | None] = asyncio.Queue(64)
+        self.jobs: asyncio.Queue[_Job | None] = (
+            asyncio.Queue()
+        )  # text from the client: never blocks the reader
         self.started = False
         self.finishing = False
         self.closing = False
@@ -415,6 +418,7 @@ class _RealtimeSession:
             piece = pcm[start : start + step]
             if not await self._faults_at(self.deltas):
                 return False
+            await self.writer.backpressure()
             await self.pacer.wait(len(piece) / (2 * rate))
             await self._emit(
                 "response.audio.delta", **ids, delta=base64.b64encode(piece).decode("ascii")

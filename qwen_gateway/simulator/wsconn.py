@@ -1,14 +1,17 @@
-"""The sending half of a simulated WebSocket: one writer task drains a bounded queue of frames and actions.
+"""The sending half of a simulated WebSocket: one writer task drains a queue of frames and actions.
 
 Producers (the reader answering client events, a synthesiser streaming audio) only ``put``; the writer alone
-sends, so frames never interleave and a slow client backpressures the producers. Actions in the queue carry the
-faults (pause, drop) and the server's own close, so they happen exactly in stream order.
+sends, so frames never interleave. ``put`` never waits: the connection's reader must always be back in
+``receive()``, or a client's close would sit behind its unread frames and never be seen. Bulk producers (audio)
+call :meth:`Writer.backpressure` first, so a slow client slows them down and memory stays bounded. Actions in the
+queue carry the faults (pause, drop) and the server's own close, so they happen exactly in stream order.
 """
 
 from __future__ import annotations
 
 import asyncio
 import secrets
+from collections import deque
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -53,19 +56,39 @@ class ConnectionDone(Exception):
 class Writer:
     """Owns the sending side of ``ws``."""
 
-    def __init__(self, ws: WebSocket, maxsize: int = 64) -> None:
+    def __init__(self, ws: WebSocket, high_water: int = 32) -> None:
         self._ws = ws
-        self._queue: asyncio.Queue[Item] = asyncio.Queue(maxsize)
+        self._items: deque[Item] = deque()
+        self._high_water = high_water
+        self._ready = asyncio.Event()
+        self._space = asyncio.Event()
+        self._space.set()
 
     async def put(self, item: Item) -> None:
-        """Queue a frame or action (waits while the queue is full)."""
-        await self._queue.put(item)
+        """Queue a frame or action; never waits."""
+        self._items.append(item)
+        self._ready.set()
+        if len(self._items) >= self._high_water:
+            self._space.clear()
+
+    async def backpressure(self) -> None:
+        """Wait until the queue is below its high-water mark (producers of bulk data call it first)."""
+        await self._space.wait()
+
+    async def _get(self) -> Item:
+        while not self._items:
+            self._ready.clear()
+            await self._ready.wait()
+        item = self._items.popleft()
+        if len(self._items) < self._high_water:
+            self._space.set()
+        return item
 
     async def run(self) -> NoReturn:
         """Send until a :class:`Close` or :class:`Drop`, then raise :class:`ConnectionDone`."""
         ws = self._ws
         while True:
-            item = await self._queue.get()
+            item = await self._get()
             if isinstance(item, str):
                 await ws.send_text(item)
             elif isinstance(item, bytes):

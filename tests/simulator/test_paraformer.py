@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import json
@@ -323,3 +324,32 @@ async def test_delay_before_task_started(sim: Simulator) -> None:
     ws = await _started(sim)
     await ws.close()
     assert sim.faults.fired[0].fault.kind == "delay"
+
+
+async def test_server_close_is_seen_while_the_client_keeps_sending(sim: Simulator) -> None:
+    """The server stops reading after a drop; a client still uploading must see the close anyway."""
+    sim.faults.add(Fault.drop(after_chunks=1, endpoint="asr"))
+    ws = await connect(sim.env["DASHSCOPE_WEBSOCKET_BASE_URL"], close_timeout=60)
+    await ws.send(run_task("t"))
+    await recv_json(ws)
+    sender = asyncio.create_task(_send_chunks(ws, pcm_tone(6.0), 1600))  # 60 frames
+    with pytest.raises(websockets.ConnectionClosedError):
+        async with asyncio.timeout(
+            20
+        ):  # a guard against hanging: without the fix it waits out close_timeout
+            while True:
+                await ws.recv()
+    await sender
+    await sim.wait_closed("asr", timeout=5)
+
+
+async def test_client_close_is_seen_during_a_stall(sim: Simulator) -> None:
+    """A stalled server still notices a client that uploads a lot and leaves."""
+    sim.faults.add(Fault.stall(0, None, endpoint="asr"))
+    sim.configure(asr_default_text="天" * 100 + "。", asr_chars_per_second=20.0)
+    ws = await _started(sim)
+    await _send_chunks(ws, pcm_tone(10.0), 1600)  # 100 frames and ~100 pending results
+    await sim.log.wait_for(lambda: sim.log.asr_sessions[0].frames == 100, timeout=5)
+    await ws.close()
+    await sim.wait_closed("asr", timeout=5)
+    assert sim.log.closes[0].close_reason == "client"
