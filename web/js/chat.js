@@ -9,6 +9,7 @@ import {
   describeError,
   initPage,
   probeKey,
+  renderAnswer,
   responseError,
 } from "./common.js";
 
@@ -139,7 +140,7 @@ async function ask(text) {
       if (delta) {
         inspector.measure("first_token");
         content += delta;
-        answer.textContent = content;
+        renderAnswer(answer, content);
         answer.scrollIntoView({ block: "end" });
       }
     }

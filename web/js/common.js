@@ -640,3 +640,73 @@ export function $(selector) {
   if (!el) throw new Error(`missing element ${selector}`);
   return /** @type {T} */ (el);
 }
+
+// ---------------------------------------------------------------- answers
+
+/**
+ * Show model output with light formatting (headings, **bold**, `code`, fenced code blocks, links), built as DOM
+ * nodes: the text is never parsed as HTML.
+ * @param {HTMLElement} el
+ * @param {string} text
+ */
+export function renderAnswer(el, text) {
+  const out = document.createDocumentFragment();
+  const parts = text.split(/^```[^\n]*\n?/m);
+  parts.forEach((part, i) => {
+    if (i % 2 === 1) {
+      const pre = document.createElement("pre");
+      const code = document.createElement("code");
+      code.textContent = part.replace(/\n$/, "");
+      pre.append(code);
+      out.append(pre);
+      return;
+    }
+    const lines = (i > 0 ? part.replace(/^\n/, "") : part).split("\n");
+    lines.forEach((line, j) => {
+      const heading = /^(#{1,6})\s+(.*)$/.exec(line);
+      if (heading) {
+        const h = document.createElement("strong");
+        h.className = `md-h md-h${heading[1].length}`;
+        inline(h, heading[2]);
+        out.append(h);
+      } else {
+        inline(out, line);
+      }
+      if (j < lines.length - 1) out.append("\n");
+    });
+  });
+  el.replaceChildren(out);
+}
+
+/**
+ * @param {Node} parent
+ * @param {string} text
+ */
+function inline(parent, text) {
+  const re = /(\*\*[^*\n]+\*\*|`[^`\n]+`|https?:\/\/[^\s<>()（）]+[^\s<>()（）.,;:!?。，；：！？])/g;
+  let at = 0;
+  for (const m of text.matchAll(re)) {
+    const index = m.index ?? 0;
+    if (index > at) parent.appendChild(document.createTextNode(text.slice(at, index)));
+    const token = m[0];
+    /** @type {HTMLElement} */
+    let node;
+    if (token.startsWith("**")) {
+      node = document.createElement("strong");
+      node.textContent = token.slice(2, -2);
+    } else if (token.startsWith("`")) {
+      node = document.createElement("code");
+      node.textContent = token.slice(1, -1);
+    } else {
+      const a = document.createElement("a");
+      a.href = token;
+      a.target = "_blank";
+      a.rel = "noopener noreferrer";
+      a.textContent = token;
+      node = a;
+    }
+    parent.appendChild(node);
+    at = index + token.length;
+  }
+  if (at < text.length) parent.appendChild(document.createTextNode(text.slice(at)));
+}

@@ -2,7 +2,7 @@
 // as seed-style packets, shows the transcript and the answer as they arrive, plays the answer's MP3 while it
 // streams, measures latencies, and handles barge-in (talking again cancels the answer in flight).
 
-import { $, GatewayError, GatewaySocket, Inspector, fromBase64, initPage, showError } from "./common.js";
+import { $, GatewayError, GatewaySocket, Inspector, fromBase64, initPage, renderAnswer, showError } from "./common.js";
 import { Mp3Player, Recorder } from "./media.js";
 
 /** @typedef {import("./common.js").WireEvent} WireEvent */
@@ -192,7 +192,7 @@ export class VoiceSession {
         const chunk = /** @type {ChatChunk} */ (/** @type {unknown} */ (body));
         this.inspector.measure("first_token");
         this.answerText = chunk.full_response ?? this.answerText + chunk.chunk;
-        this.els.answer.textContent = this.answerText;
+        renderAnswer(this.els.answer, this.answerText);
         break;
       }
       case "tts_started":
@@ -213,7 +213,7 @@ export class VoiceSession {
         this.inspector.serverTimings(done.timings);
         if (done.assistant_response) {
           this.answerText = done.assistant_response;
-          this.els.answer.textContent = this.answerText;
+          renderAnswer(this.els.answer, this.answerText);
         }
         break;
       }
