@@ -364,3 +364,20 @@ def test_phone_layout_has_no_horizontal_scroll(
             shoot(page, artifacts, f"phone-{name}")
     finally:
         context.close()
+
+
+def test_vlm_camera_snapshot_becomes_the_image(context: BrowserContext) -> None:
+    page = context.new_page()
+    problems = watch(page)
+    page.goto("/web/vlm.html")
+    page.click("#camera-button")
+    page.wait_for_function(
+        "(() => { const v = document.querySelector('#camera'); return !v.hidden && v.videoWidth > 0; })()"
+    )
+    page.click("#snap")
+    page.wait_for_selector("#preview:not([hidden])")
+    page.wait_for_function("document.querySelector('#preview').naturalWidth > 0")
+    assert page.inner_text("#image-info").startswith("camera")
+    assert int(page.get_attribute("#image-info", "data-bytes") or 0) > 1000
+    assert page.locator("#camera").is_hidden()
+    assert not problems.errors, problems.report()
