@@ -206,3 +206,16 @@ async def test_new_run_task_interrupts(sim: Simulator) -> None:
             break
     assert sim.log.cosyvoice_sessions[0].aborted
     assert not sim.log.cosyvoice_sessions[0].finished
+
+
+async def test_rate_limit_at_run_task(sim: Simulator) -> None:
+    sim.faults.add(Fault.http_error(429, code="insufficient_quota", endpoint="tts_cosyvoice"))
+    ws = await connect(sim.env["DASHSCOPE_WEBSOCKET_BASE_URL"])
+    await ws.send(run_task("x", task="tts", model="cosyvoice-v2"))
+    failed = json.loads(await recv_any(ws))["header"]
+    assert (failed["event"], failed["error_code"]) == ("task-failed", "Throttling.AllocationQuota")
+    assert failed["error_message"] == "Allocated quota exceeded, please increase your quota limit."
+    # An ASR task on another socket is not affected.
+    ws = await connect(sim.env["DASHSCOPE_WEBSOCKET_BASE_URL"])
+    await ws.send(run_task("y"))
+    assert json.loads(await recv_any(ws))["header"]["event"] == "task-started"

@@ -235,6 +235,18 @@ async def test_faults(sim: Simulator, http: httpx.AsyncClient, files: FileServer
     assert response.status_code == 429 and response.json()["code"] == "Throttling.RateQuota"
 
 
+async def test_result_file_fault(
+    sim: Simulator, http: httpx.AsyncClient, files: FileServer
+) -> None:
+    files.files["/a.wav"] = _wav(pcm_tone(1.0))
+    task_id = await _submit(sim, http, files.url("/a.wav"))
+    await _poll(sim, http, task_id)
+    url = (await _poll(sim, http, task_id))["output"]["results"][0]["transcription_url"]
+    sim.faults.add(Fault.http_error(500, endpoint="result"))
+    assert (await http.get(url)).status_code == 500
+    assert (await http.get(url)).json()["transcripts"][0]["text"] == sim.config.asr_default_text
+
+
 async def test_cancel_pending(sim: Simulator, http: httpx.AsyncClient) -> None:
     sim.configure(file_asr_pending_polls=5)
     task_id = await _submit(sim, http, "http://127.0.0.1:9/a.wav")

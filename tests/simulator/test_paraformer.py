@@ -353,3 +353,17 @@ async def test_client_close_is_seen_during_a_stall(sim: Simulator) -> None:
     await ws.close()
     await sim.wait_closed("asr", timeout=5)
     assert sim.log.closes[0].close_reason == "client"
+
+
+async def test_idle_timeout_fault_applies_to_one_task(sim: Simulator) -> None:
+    sim.faults.add(Fault.idle_timeout(0.2, endpoint="asr"))
+    ws = await _started(sim)
+    failed = (await _until_finished(ws))[-1]["header"]
+    assert (failed["error_code"], failed["error_message"]) == (
+        "CLIENT_ERROR",
+        "request timeout after 0.2 seconds.",
+    )
+    ws = await _started(sim, "t2")  # the next task has the configured 23 s rule
+    await ws.send(pcm_tone(0.5))
+    await ws.send(finish_task("t2"))
+    assert (await _until_finished(ws))[-1]["header"]["event"] == "task-finished"

@@ -324,3 +324,10 @@ async def test_idle_rule_waits_while_speaking(sim: Simulator) -> None:
     assert types.index("response.done") < types.index("error")
     assert types[-1] == "error" and events[-1]["error"]["code"] == "idle_timeout"
     assert sim.log.tts_sessions[0].responses[0].status == "completed"
+
+
+async def test_handshake_delay(sim: Simulator) -> None:
+    sim.faults.add(Fault.delay(0.05, endpoint="tts"))
+    ws = await connect(sim.env["REAL_TIME_AUDIO_URL"])
+    assert (await recv_json(ws))["type"] == "session.created"
+    assert [f.fault.kind for f in sim.faults.fired] == ["delay"]
