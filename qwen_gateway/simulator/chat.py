@@ -594,7 +594,10 @@ def _validate(body: Any, cfg: Any) -> _Plan:
         stop = [s for s in stop_raw if isinstance(s, str)]
     stream = body.get("stream") is True
     options = body.get("stream_options")
-    include_usage = stream and isinstance(options, dict) and options.get("include_usage") is True
+    include_usage = stream and (
+        cfg.usage_chunk_always
+        or (isinstance(options, dict) and options.get("include_usage") is True)
+    )
     thinking = body.get("enable_thinking") is True
     if thinking and not stream:
         raise ApiError(

@@ -25,6 +25,7 @@ class SimulatorConfig:
         tokens_per_second: generation speed; 0 sends everything at once.
         chat_chunk_tokens: tokens per streamed content chunk.
         finish_chunk_with_text: the last text rides on the ``finish_reason`` chunk (else an empty one) [both occur].
+        usage_chunk_always: stream the usage chunk even without ``stream_options.include_usage`` [U: assumed not].
         thinking: stream ``reasoning_content`` before the answer when the request sets ``enable_thinking``.
         max_output_tokens: upper bound accepted for ``max_tokens``.
         known_model_prefixes: chat models outside these prefixes get 404 ``model_not_found``.
@@ -71,6 +72,7 @@ class SimulatorConfig:
     tokens_per_second: float = 0.0
     chat_chunk_tokens: int = 1
     finish_chunk_with_text: bool = False
+    usage_chunk_always: bool = False
     thinking: bool = True
     max_output_tokens: int = 8192
     known_model_prefixes: tuple[str, ...] = ("qwen", "qwq", "qvq")

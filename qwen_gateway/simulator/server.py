@@ -83,8 +83,10 @@ class Simulator:
         config = Config()
         config.bind = [f"fd://{fd}"]
         config.accesslog = None
-        config.errorlog = logging.getLogger("qwen_gateway.simulator.hypercorn")
-        config.loglevel = "WARNING"
+        # Hypercorn's own lines ("Running on ... CTRL + C") would read as the gateway's: warnings and up only.
+        hypercorn_log = logging.getLogger("qwen_gateway.simulator.hypercorn")
+        hypercorn_log.setLevel(logging.WARNING)
+        config.errorlog = hypercorn_log
         config.graceful_timeout = 1.0
         config.backlog = self._state.config.backlog
         config.keep_alive_timeout = 30.0

@@ -74,6 +74,8 @@ async def test_stream_usage_chunk_only_with_include_usage(
     assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
     no_usage = await _stream(http, sim)
     assert all(c["choices"] for c in no_usage)
+    sim.configure(usage_chunk_always=True)
+    assert (await _stream(http, sim))[-1]["choices"] == []
 
 
 async def test_corpus_reply_is_deterministic_and_rich(
