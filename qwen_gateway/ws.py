@@ -102,6 +102,9 @@ class EndReason(enum.StrEnum):
     SEND_TIMEOUT = "send_timeout"  #: the client read nothing for ``send_timeout``
     IDLE_TIMEOUT = "idle_timeout"  #: nothing in either direction for ``idle_timeout``
     INTERNAL_ERROR = "internal_error"  #: a task of the connection failed (a bug)
+    CLIENT_GONE = (
+        "client_gone"  #: the client went away (:meth:`WsConnection.run` raised CancelledError)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,20 +228,25 @@ class WsConnection:
         """
         ended: _Ended | None = None
         try:
-            async with asyncio.TaskGroup() as group:
-                self._group = group
-                group.create_task(self._writer(), name="ws-writer")
-                group.create_task(self._watchdog(), name="ws-watchdog")
-                group.create_task(self._reader(on_frame, on_open), name="ws-reader")
-        except* _Ended as eg:
-            ended = eg.exceptions[0]  # type: ignore[assignment]
-        except* Exception as eg:
-            log.error(
-                "connection task failed",
-                exc_info=eg.exceptions[0],
-                extra={"fields": {"error": type(eg.exceptions[0]).__name__}},
-            )
-            ended = _Ended(EndReason.INTERNAL_ERROR, CLOSE_INTERNAL_ERROR, "Internal error")
+            try:
+                async with asyncio.TaskGroup() as group:
+                    self._group = group
+                    group.create_task(self._writer(), name="ws-writer")
+                    group.create_task(self._watchdog(), name="ws-watchdog")
+                    group.create_task(self._reader(on_frame, on_open), name="ws-reader")
+            except* _Ended as eg:
+                ended = eg.exceptions[0]  # type: ignore[assignment]
+            except* Exception as eg:
+                log.error(
+                    "connection task failed",
+                    exc_info=eg.exceptions[0],
+                    extra={"fields": {"error": type(eg.exceptions[0]).__name__}},
+                )
+                ended = _Ended(EndReason.INTERNAL_ERROR, CLOSE_INTERNAL_ERROR, "Internal error")
+        except asyncio.CancelledError:
+            fields = self._fields(EndReason.CLIENT_GONE, None)
+            log.info("connection ended", extra={"fields": fields})
+            raise
         finally:
             self._group = None
             self._closing = True
@@ -290,14 +298,17 @@ class WsConnection:
                 )
             await asyncio.sleep(remaining)
 
-    async def _finish(self, ended: _Ended) -> None:
-        """Best effort, bounded: the typed ``error`` event (unless closed on purpose), then the close frame."""
-        fields = {
-            "reason": str(ended.reason),
-            "close_code": ended.code,
+    def _fields(self, reason: EndReason, code: int | None) -> dict[str, Any]:
+        return {
+            "reason": str(reason),
+            "close_code": code,
             "frames_sent": self.frames_sent,
             "frames_received": self.frames_received,
         }
+
+    async def _finish(self, ended: _Ended) -> None:
+        """Best effort, bounded: the typed ``error`` event (unless closed on purpose), then the close frame."""
+        fields = self._fields(ended.reason, ended.code)
         level = logging.INFO if ended.reason is EndReason.CLOSED else logging.WARNING
         log.log(level, "connection ended", extra={"fields": fields})
         try:

@@ -6,8 +6,8 @@ queue of segments:
 * **chat**: streams the completion; every content delta goes out at once as a chunk event (``chat_chunk`` or
   ``vlm_chat_chunk``) and into a :class:`~qwen_gateway.voice.text.SpeechSegmenter`; each segment it releases
   (the first one early, then sentence by sentence) is queued for TTS;
-* **TTS feeder**: opens one synthesis session at the first segment (``tts_started``) and sends the segments in
-  order, then ``finish()``;
+* **TTS feeder**: opens one synthesis session at once (its handshake overlaps the chat's first token), sends
+  ``tts_started`` with the first segment and the segments in order, then ``finish()``;
 * **TTS reader**: encodes the PCM as it arrives with one incremental MP3 encoder and sends ``audio_stream``
   ``data`` events as MP3 bytes come out.
 
@@ -263,11 +263,14 @@ class AnswerSpeaker:
 
     # ------------------------------------------------------------------ speech
     async def _speech_stage(self, segments: asyncio.Queue[str | None]) -> None:
-        first = await segments.get()
-        if first is None:
-            return
+        # The session is opened at once, while the chat request is still waiting for its first token, so
+        # that its handshake is not on the way of the first audio.
         try:
             async with self._synth.session(voice=self._tuning.voice, api_key=self._api_key) as tts:
+                first = await segments.get()
+                if first is None:
+                    self._segments_ended = True
+                    return  # nothing to say
                 await self._emit(TtsStarted(message=MSG_TTS_STARTED, turn_id=self._turn_id))
                 self.result.tts_started = True
                 async with asyncio.TaskGroup() as group:
@@ -275,10 +278,14 @@ class AnswerSpeaker:
                     await self._read_tts(tts)
         except* (UpstreamError, TimeoutError) as eg:
             exc = eg.exceptions[0]
+            if self.result.segments_total == 0 and not self._segments_ended:
+                # Failed before anything was said: it only matters if something is to be said.
+                self._segments_ended = await segments.get() is None
             self._tts_failed = True
-            self.result.tts_ok = False
-            self._fail("speech synthesis", exc)
-            await self._emit(upstream_error_event("speech synthesis", exc, self._turn_id))
+            if self.result.segments_total:
+                self.result.tts_ok = False
+                self._fail("speech synthesis", exc)
+                await self._emit(upstream_error_event("speech synthesis", exc, self._turn_id))
             # Let the chat stage go on: take (and drop) the segments it still produces.
             while not self._segments_ended:
                 self._segments_ended = await segments.get() is None

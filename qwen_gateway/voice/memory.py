@@ -54,11 +54,22 @@ class ConversationMemory:
         self._load_timeout = load_timeout
         self._turns: deque[tuple[str, str]] = deque(maxlen=max(max_turns, 1))
         self._loaded = history is None
+        self._loading = asyncio.Lock()
+
+    async def load(self) -> None:
+        """Read the conversation's earlier turns from the history store (once; later calls return at once).
+
+        A turn calls it while recognition runs, so that the chat request does not wait for the database.
+        """
+        if self._loaded:
+            return
+        async with self._loading:
+            if not self._loaded:
+                await self._load()
 
     async def context(self) -> list[dict[str, str]]:
         """The recent turns as ``[{"role": "user", ...}, {"role": "assistant", ...}, ...]``, oldest first."""
-        if not self._loaded:
-            await self._load()
+        await self.load()
         if self._max_turns == 0:
             return []
         chosen: list[tuple[str, str]] = []

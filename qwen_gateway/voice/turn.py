@@ -539,6 +539,7 @@ class AudioTurn(_Turn):
     async def _body(self) -> None:
         to_recogniser = _Chunks(self._cfg.audio_queue)
         async with asyncio.TaskGroup() as group:
+            group.create_task(self._memory.load(), name="turn-history")
             group.create_task(self._receive(to_recogniser), name="turn-upload")
             store = group.create_task(self._store_upload(), name="turn-store")
             transcript = await self._recognise(to_recogniser, store)
@@ -743,6 +744,7 @@ class VlmTurn(_Turn):
         transcript: str | None = None
         if info is not None and image_format is not None:
             async with asyncio.TaskGroup() as group:
+                group.create_task(self._memory.load(), name="turn-history")
                 audio_task = group.create_task(
                     self._store("audio", self._audio, _AUDIO_EXT[info.format])
                 )

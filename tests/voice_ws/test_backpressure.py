@@ -75,7 +75,9 @@ async def test_client_that_reads_nothing_is_evicted(
 ) -> None:
     answer = SENTENCE * 400  # ~ an hour of speech: far more than any buffer on the way
     config = SimulatorConfig(api_key=UPSTREAM_KEY)
-    async with gateway(tmp_path, config, unread_timeout=1.0, ws_send_timeout=0.5) as gw:
+    # The kernel's deadline (unread_timeout) is longer than the application's (ws_send_timeout), as in
+    # production: the typed path ends the connection, the kernel then closes the stuck socket.
+    async with gateway(tmp_path, config, unread_timeout=2.5, ws_send_timeout=0.5) as gw:
         audio = wav_bytes(0.4)
         gw.sim.register_transcript(audio, "说很长很长")
         gw.sim.set_reply(answer)
