@@ -13,16 +13,19 @@ import re
 import uuid
 from typing import Any
 
-from quart import Quart, Response, g, request
+from quart import Quart, Response, g, redirect, request
 from quart.asgi import ASGIWebsocketConnection
 from werkzeug.exceptions import HTTPException
 
 from .auth import check_bind
 from .config import Settings
 from .logs import bind
+from .routes.audio_ws import audio_ws_blueprint
 from .routes.chat import chat_blueprint
 from .routes.common import error_response
 from .routes.health import health_blueprint
+from .routes.vlm_ws import vlm_ws_blueprint
+from .routes.web import default_dirs, web_blueprint
 from .services import Services
 
 __all__ = ["create_app"]
@@ -118,6 +121,16 @@ def create_app(settings: Settings, services: Services) -> Quart:
 
     app.register_blueprint(health_blueprint())
     app.register_blueprint(chat_blueprint())
+    app.register_blueprint(audio_ws_blueprint())
+    app.register_blueprint(vlm_ws_blueprint())
+    web_dir, schemas_dir = default_dirs()
+    if web_dir.is_dir():
+        app.register_blueprint(web_blueprint(web_dir, schemas_dir))
+
+        @app.get("/")
+        async def _root() -> Response:
+            return redirect("/web/")  # type: ignore[return-value]
+
     _register_optional(app, settings, services)
     return app
 
