@@ -22,6 +22,8 @@ def _serve_parser(sub: Any) -> None:
     p = sub.add_parser(
         "serve",
         help="start the gateway",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_settings_epilog(),
         description=(
             "Start the gateway. Every option overrides its environment variable (also read from .env). "
             "Without QWEN_API_KEY the gateway starts the DashScope simulator in-process and says so."
@@ -62,6 +64,24 @@ def _serve_parser(sub: Any) -> None:
         "--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="QG_LOG_LEVEL"
     )
     p.add_argument("--no-uvloop", action="store_true", help="use the stdlib event loop")
+
+
+def _settings_epilog() -> str:
+    """Every setting, by its environment variable, with its default (from the Settings dataclass)."""
+    lines = ["settings (environment or .env; see .env.example and README.md):"]
+    defaults = Settings()
+    for f in dataclasses.fields(Settings):
+        env = f.metadata.get("env")
+        if not env:
+            continue
+        value = getattr(defaults, f.name)
+        if isinstance(value, tuple):
+            value = ",".join(value)
+        elif isinstance(value, bool):
+            value = "on" if value else "off"
+        shown = "" if f.metadata.get("secret") or value in ("", None) else f" (default {value})"
+        lines.append(f"  {env}{shown}")
+    return "\n".join(lines)
 
 
 def build_settings(args: argparse.Namespace) -> Settings:
