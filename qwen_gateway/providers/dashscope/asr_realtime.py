@@ -175,9 +175,9 @@ class RealtimeRecognitionSession(WsSession):
             UpstreamError: the task failed or the connection broke (the upstream's reason when it gave one).
             RuntimeError: called after :meth:`finish`.
         """
+        self._check_open()
         if self._finishing:
             raise RuntimeError("feed() after finish()")
-        self._check_open()
         view = memoryview(audio)
         for offset in range(0, len(view), MAX_AUDIO_FRAME):
             await self._send(view[offset : offset + MAX_AUDIO_FRAME].tobytes())
@@ -267,21 +267,11 @@ class RealtimeRecognizer:
     def streaming(self) -> bool:
         return True
 
-    @asynccontextmanager
-    async def session(
-        self, *, format: AudioFormat, sample_rate: int, api_key: str | None = None
-    ) -> AsyncIterator[RealtimeRecognitionSession]:
-        """Open a recognition task; leaving the block closes the upstream connection.
-
-        Raises:
-            UpstreamError: the handshake was refused (bad key ...), or ``run-task`` failed.
-        """
+    async def _open(
+        self, format: AudioFormat, sample_rate: int, api_key: str | None
+    ) -> RealtimeRecognitionSession:
         ws = await open_ws(
-            self._url,
-            api_key=api_key or self._api_key,
-            timeouts=self._timeouts,
-            backoff=self._backoff,
-            what="asr",
+            self._url, api_key=api_key or self._api_key, timeouts=self._timeouts, what="asr"
         )
         task_id = uuid.uuid4().hex
         session = RealtimeRecognitionSession(ws, self._timeouts, task_id)
@@ -307,7 +297,27 @@ class RealtimeRecognizer:
                 ).decode()
             )
             await session._wait_started()
-            log.info("asr task %s started (model=%s format=%s)", task_id[:8], self._model, format)
+        except BaseException:
+            await session._shutdown()
+            raise
+        log.info("asr task %s started (model=%s format=%s)", task_id[:8], self._model, format)
+        return session
+
+    @asynccontextmanager
+    async def session(
+        self, *, format: AudioFormat, sample_rate: int, api_key: str | None = None
+    ) -> AsyncIterator[RealtimeRecognitionSession]:
+        """Open a recognition task; leaving the block closes the upstream connection.
+
+        Transient failures to start (refused connection, 429/5xx handshake, throttled ``run-task``) are retried.
+
+        Raises:
+            UpstreamError: the handshake was refused (bad key ...), or ``run-task`` failed.
+        """
+        session = await self._backoff.run(
+            lambda: self._open(format, sample_rate, api_key), "asr session start"
+        )
+        try:
             yield session
         finally:
             await session._shutdown()

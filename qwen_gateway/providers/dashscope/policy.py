@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
+
+from ...errors import UpstreamError
 
 __all__ = ["Backoff", "Timeouts"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -52,3 +61,28 @@ class Backoff:
     async def sleep(self, attempt: int, retry_after: float | None = None) -> None:
         """Wait before retry number ``attempt``."""
         await asyncio.sleep(self.delay(attempt, retry_after))
+
+    async def run(self, attempt: Callable[[], Awaitable[T]], what: str) -> T:
+        """Call ``attempt`` until it succeeds, retrying transient :class:`UpstreamError` up to ``retries`` times.
+
+        ``attempt`` must have sent nothing to our caller: it is called again from scratch.
+        """
+        n = 0
+        while True:
+            try:
+                return await attempt()
+            except UpstreamError as err:
+                if not err.transient or n >= self.retries:
+                    raise
+                delay = self.delay(n, err.retry_after)
+                log.warning(
+                    "%s failed (status=%s code=%s); retry %d/%d in %.2fs",
+                    what,
+                    err.status,
+                    err.code,
+                    n + 1,
+                    self.retries,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+            n += 1

@@ -146,10 +146,10 @@ class CosyVoiceSynthesisSession(WsSession):
             UpstreamError: the task failed (its reason) or the connection broke.
             RuntimeError: called after :meth:`finish`.
         """
+        self._check_open()
         if self._finishing:
             raise RuntimeError("send_text() after finish()")
         if not text.strip():
-            self._check_open()
             return
         await self._command("continue-task", {"text": text})
         self.segments += 1
@@ -219,27 +219,14 @@ class CosyVoiceSynthesizer:
         """The default voice (a Qwen voice name configured here is replaced by the model's default)."""
         return self._voice
 
-    @asynccontextmanager
-    async def session(
-        self, *, voice: str | None = None, api_key: str | None = None
-    ) -> AsyncIterator[CosyVoiceSynthesisSession]:
-        """Open one answer's task; leaving the block early cancels and closes the upstream.
-
-        Raises:
-            UpstreamError: the handshake was refused (bad key ...) or ``run-task`` failed (bad voice ...).
-        """
+    async def _open(self, voice: str, api_key: str | None) -> CosyVoiceSynthesisSession:
         ws = await open_ws(
-            self._url,
-            api_key=api_key or self._api_key,
-            timeouts=self._timeouts,
-            backoff=self._backoff,
-            what="tts",
+            self._url, api_key=api_key or self._api_key, timeouts=self._timeouts, what="tts"
         )
         task_id = uuid.uuid4().hex
         session = CosyVoiceSynthesisSession(
             ws, self._timeouts, task_id, self._sample_rate, self._queue_chunks
         )
-        chosen = voice if voice and voice not in QWEN_VOICES else self._voice
         try:
             session._start_reader()
             await session._send(
@@ -253,7 +240,7 @@ class CosyVoiceSynthesizer:
                             "model": self._model,
                             "parameters": {
                                 "text_type": "PlainText",
-                                "voice": chosen,
+                                "voice": voice,
                                 "format": "pcm",
                                 "sample_rate": self._sample_rate,
                             },
@@ -263,7 +250,26 @@ class CosyVoiceSynthesizer:
                 ).decode()
             )
             await session._wait_started()
-            log.info("tts task %s started (model=%s voice=%s)", task_id[:8], self._model, chosen)
+        except BaseException:
+            await session._shutdown()
+            raise
+        log.info("tts task %s started (model=%s voice=%s)", task_id[:8], self._model, voice)
+        return session
+
+    @asynccontextmanager
+    async def session(
+        self, *, voice: str | None = None, api_key: str | None = None
+    ) -> AsyncIterator[CosyVoiceSynthesisSession]:
+        """Open one answer's task; leaving the block early cancels and closes the upstream.
+
+        Transient failures to start (refused connection, 429/5xx handshake, throttled ``run-task``) are retried.
+
+        Raises:
+            UpstreamError: the handshake was refused (bad key ...) or ``run-task`` failed (bad voice ...).
+        """
+        chosen = voice if voice and voice not in QWEN_VOICES else self._voice
+        session = await self._backoff.run(lambda: self._open(chosen, api_key), "tts session start")
+        try:
             yield session
         finally:
             await session._shutdown()

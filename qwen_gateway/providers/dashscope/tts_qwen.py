@@ -131,10 +131,10 @@ class QwenRealtimeSynthesisSession(WsSession):
             UpstreamError: the session failed (its reason) or the connection broke.
             RuntimeError: called after :meth:`finish`.
         """
+        self._check_open()
         if self._finishing:
             raise RuntimeError("send_text() after finish()")
         if not text.strip():
-            self._check_open()
             return
         await self._send_event(
             {"event_id": _event_id(), "type": "input_text_buffer.append", "text": text}
@@ -208,21 +208,9 @@ class QwenRealtimeSynthesizer:
     def sample_rate(self) -> int:
         return self._sample_rate
 
-    @asynccontextmanager
-    async def session(
-        self, *, voice: str | None = None, api_key: str | None = None
-    ) -> AsyncIterator[QwenRealtimeSynthesisSession]:
-        """Open one answer's connection; leaving the block early cancels and closes the upstream.
-
-        Raises:
-            UpstreamError: the handshake was refused (bad key ...) or the session could not be configured.
-        """
+    async def _open(self, voice: str, api_key: str | None) -> QwenRealtimeSynthesisSession:
         ws = await open_ws(
-            self._url,
-            api_key=api_key or self._api_key,
-            timeouts=self._timeouts,
-            backoff=self._backoff,
-            what="tts",
+            self._url, api_key=api_key or self._api_key, timeouts=self._timeouts, what="tts"
         )
         session = QwenRealtimeSynthesisSession(
             ws, self._timeouts, self._sample_rate, self._queue_chunks
@@ -230,7 +218,7 @@ class QwenRealtimeSynthesizer:
         try:
             session._start_reader()
             config: dict[str, object] = {
-                "voice": voice or self._voice,
+                "voice": voice,
                 "mode": "commit",
                 "response_format": "pcm",
                 "sample_rate": self._sample_rate,
@@ -240,7 +228,27 @@ class QwenRealtimeSynthesizer:
             await session._send_event(
                 {"event_id": _event_id(), "type": "session.update", "session": config}
             )
-            log.info("tts session opened (model=%s voice=%s)", self._model, config["voice"])
+        except BaseException:
+            await session._shutdown()
+            raise
+        log.info("tts session opened (model=%s voice=%s)", self._model, voice)
+        return session
+
+    @asynccontextmanager
+    async def session(
+        self, *, voice: str | None = None, api_key: str | None = None
+    ) -> AsyncIterator[QwenRealtimeSynthesisSession]:
+        """Open one answer's connection; leaving the block early cancels and closes the upstream.
+
+        Transient failures to connect (refused connection, 429/5xx handshake) are retried.
+
+        Raises:
+            UpstreamError: the handshake was refused (bad key ...).
+        """
+        session = await self._backoff.run(
+            lambda: self._open(voice or self._voice, api_key), "tts session start"
+        )
+        try:
             yield session
         finally:
             await session._shutdown()

@@ -1,7 +1,8 @@
 """The WebSocket plumbing shared by the streaming recognisers and synthesisers.
 
 :func:`open_ws` connects with the key in the handshake's ``Authorization`` header, explicit open/close timeouts,
-a frame size limit and no pings, retrying transient handshake failures (429, 5xx, refused connections).
+a frame size limit and no pings; it makes one attempt (the clients retry a whole session start, handshake and
+task start together, with :meth:`~.policy.Backoff.run`).
 
 :class:`WsSession` is the base of one upstream session: it owns the socket and a reader task (created and
 cancelled by the session itself) that hands every received message to the subclass, records the first failure
@@ -24,7 +25,7 @@ from websockets.exceptions import (
 
 from ...errors import UpstreamError, UpstreamTimeout
 from . import errors
-from .policy import Backoff, Timeouts
+from .policy import Timeouts
 
 __all__ = ["WsSession", "open_ws"]
 
@@ -39,58 +40,43 @@ async def open_ws(
     *,
     api_key: str,
     timeouts: Timeouts,
-    backoff: Backoff,
     what: str,
     max_size: int = MAX_MESSAGE_BYTES,
 ) -> ClientConnection:
-    """Connect to ``url``; retry transient failures with backoff.
+    """Connect to ``url`` once (callers retry with :meth:`Backoff.run`).
 
     Raises:
         UpstreamError: the handshake was rejected (401 ``invalid_api_key``, 403 ``access_denied``, 429, 5xx ...)
-            or the connection failed after every retry.
-        UpstreamTimeout: the handshake took longer than ``timeouts.connect`` on the last attempt.
+            or the connection failed (``transient``).
+        UpstreamTimeout: the handshake took longer than ``timeouts.connect``.
     """
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    attempt = 0
-    while True:
-        try:
-            return await connect(
-                url,
-                additional_headers=headers,
-                open_timeout=timeouts.connect,
-                close_timeout=timeouts.close,
-                max_size=max_size,
-                ping_interval=None,
-                user_agent_header="qwen-gateway",
-            )
-        except InvalidStatus as exc:
-            err = errors.from_handshake(exc.response.status_code, bytes(exc.response.body or b""))
-        except InvalidURI as exc:
-            raise UpstreamError(
-                f"{what}: invalid upstream URL", code="upstream_misconfigured", status=502
-            ) from exc
-        except InvalidHandshake as exc:
-            err = UpstreamError(
-                f"{what}: WebSocket handshake failed ({type(exc).__name__})",
-                code="upstream_error",
-                status=502,
-            )
-        except (TimeoutError, OSError) as exc:
-            err = errors.from_transport(exc, f"{what} connect")
-        if not err.transient or attempt >= backoff.retries:
-            raise err
-        delay = backoff.delay(attempt, err.retry_after)
-        log.warning(
-            "%s connect failed (status=%s code=%s); retry %d/%d in %.2fs",
-            what,
-            err.status,
-            err.code,
-            attempt + 1,
-            backoff.retries,
-            delay,
+    try:
+        return await connect(
+            url,
+            additional_headers=headers,
+            open_timeout=timeouts.connect,
+            close_timeout=timeouts.close,
+            max_size=max_size,
+            ping_interval=None,
+            user_agent_header="qwen-gateway",
         )
-        await asyncio.sleep(delay)
-        attempt += 1
+    except InvalidStatus as exc:
+        raise errors.from_handshake(
+            exc.response.status_code, bytes(exc.response.body or b"")
+        ) from None
+    except InvalidURI as exc:
+        raise UpstreamError(
+            f"{what}: invalid upstream URL", code="upstream_misconfigured", status=502
+        ) from exc
+    except InvalidHandshake as exc:
+        raise UpstreamError(
+            f"{what}: WebSocket handshake failed ({type(exc).__name__})",
+            code="upstream_error",
+            status=502,
+        ) from None
+    except (TimeoutError, OSError) as exc:
+        raise errors.from_transport(exc, f"{what} connect") from None
 
 
 class WsSession:
@@ -157,7 +143,7 @@ class WsSession:
     async def _recv(self) -> str | bytes:
         while True:
             try:
-                async with asyncio.timeout(self._deadline()) as timer:
+                async with asyncio.timeout_at(self._deadline()) as timer:
                     self._timer = timer
                     try:
                         return await self._ws.recv()
