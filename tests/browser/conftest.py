@@ -167,9 +167,13 @@ def chromium_path() -> str:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(chromium_path: str) -> Iterator[Browser]:
-    """One headless Chromium for the session (each test gets its own context: a fresh profile)."""
+    """One headless Chromium per test module (each test gets its own context: a fresh profile).
+
+    Module scope, not session: Playwright's sync API keeps an event loop running in this thread while it
+    is started, and pytest-asyncio cannot run async tests then; it must be stopped before other modules run.
+    """
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
