@@ -14,6 +14,7 @@ import logging
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import msgspec
@@ -38,7 +39,7 @@ class _SessionInfo(msgspec.Struct):
 class _Event(msgspec.Struct):
     type: str = ""
     delta: str | None = None
-    error: msgspec.Raw | None = None
+    error: Any = None
     session: _SessionInfo | None = None
 
 
@@ -106,8 +107,7 @@ class QwenRealtimeSynthesisSession(WsSession):
         if kind == "session.finished":
             return True
         if kind == "error":
-            detail = msgspec.json.decode(event.error) if event.error is not None else None
-            raise errors.from_error_object(detail, default_status=502)
+            raise errors.from_error_object(event.error, default_status=502)
         return False
 
     def _on_end(self) -> None:
