@@ -22,6 +22,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy --strict protocol
+	bash scripts/web.sh check
 
 format: install
 	$(BIN)/ruff format .
@@ -29,6 +30,7 @@ format: install
 
 schemas: install
 	$(BIN)/qwen-gateway schemas --out schemas
+	bash scripts/web.sh types
 
 test: install lint
 	bash scripts/test.sh $(ARGS)

@@ -89,6 +89,8 @@ class Settings:
     cors_origins: tuple[str, ...] = field(default=(), metadata={"env": "QG_CORS_ORIGINS"})
     log_level: str = field(default="INFO", metadata={"env": "QG_LOG_LEVEL"})
     simulate: bool = field(default=False, metadata={"env": "QG_SIMULATE"})
+    #: keyless mode: seconds of simulated synthesis per second of speech (1 = real time, 0 = at once)
+    simulator_tts_rtf: float = field(default=1.0, metadata={"env": "QG_SIMULATOR_TTS_RTF"})
 
     # --- limits ---
     max_body_bytes: int = field(default=16 * 1024 * 1024, metadata={"env": "QG_MAX_BODY_BYTES"})
@@ -225,6 +227,8 @@ def validate(settings: Settings) -> Settings:
         _positive(env[name], getattr(settings, name))
     if settings.upstream_retries < 0:
         raise ConfigError(f"QG_UPSTREAM_RETRIES={settings.upstream_retries}: must be >= 0")
+    if settings.simulator_tts_rtf < 0:
+        raise ConfigError(f"QG_SIMULATOR_TTS_RTF={settings.simulator_tts_rtf}: must be >= 0")
     if settings.history_turns < 0:
         raise ConfigError(f"QG_HISTORY_TURNS={settings.history_turns}: must be >= 0")
     if settings.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):

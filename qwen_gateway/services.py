@@ -72,7 +72,9 @@ async def open_services(
             from .simulator import Simulator, SimulatorConfig
 
             api_key = "sk-simulated-local"
-            config = simulator_config or SimulatorConfig(api_key=api_key, tts_realtime_factor=1.0)
+            config = simulator_config or SimulatorConfig(
+                api_key=api_key, tts_realtime_factor=settings.simulator_tts_rtf
+            )
             simulator = await stack.enter_async_context(Simulator(config, host="127.0.0.1", port=0))
             settings = simulated_settings(settings, simulator.env, config.api_key or api_key)
             log.info("upstream: simulated", extra={"fields": {"simulator": simulator.base_url}})
