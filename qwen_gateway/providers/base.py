@@ -73,6 +73,9 @@ class ChatModel(Protocol):
 
         Retries (429/5xx/connection errors) happen only before the first delta is yielded.
         Raises UpstreamError before or during the stream (a mid-stream ``{"error":...}`` included).
+        The iterator owns the upstream response: a caller that stops early closes it
+        (``async with contextlib.aclosing(model.stream(...))``) or cancels its task, which drops the connection.
+        ``[DONE]`` is not yielded: the stream just ends.
         """
         ...
 

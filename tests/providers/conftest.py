@@ -15,7 +15,7 @@ from qwen_gateway.providers.dashscope import Providers, Tuning, build_providers
 from qwen_gateway.simulator import Simulator, SimulatorConfig
 
 #: Short backoff and polling so that retries and file tasks cost milliseconds.
-FAST = Tuning(retry_base=0.01, retry_cap=0.05, poll_initial=0.01, poll_max=0.05, close_timeout=1.0)
+FAST = Tuning(retry_base=0.01, retry_cap=0.05, poll_initial=0.01, poll_max=0.05, close_timeout=0.5)
 KEY = "sk-test-key"
 
 

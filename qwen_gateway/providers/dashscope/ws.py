@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import (
@@ -30,6 +31,19 @@ from .policy import Timeouts
 __all__ = ["WsSession", "open_ws"]
 
 log = logging.getLogger(__name__)
+
+
+class _RedactingLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """The websockets library's logger with keys masked (its DEBUG output shows the handshake headers)."""
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        if self.isEnabledFor(level):
+            clean = tuple(errors.redact(a) if isinstance(a, str) else a for a in args)
+            self.logger.log(level, msg, *clean, **kwargs)
+
+
+#: websockets logs through this (``qwen_gateway.providers.dashscope.wire``), keys masked.
+wire_log = _RedactingLogger(logging.getLogger("qwen_gateway.providers.dashscope.wire"), {})
 
 #: Largest message accepted from the upstream (TTS deltas are base64 PCM, ~10 KB each).
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -60,6 +74,7 @@ async def open_ws(
             max_size=max_size,
             ping_interval=None,
             user_agent_header="qwen-gateway",
+            logger=wire_log,
         )
     except InvalidStatus as exc:
         raise errors.from_handshake(
