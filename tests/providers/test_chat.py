@@ -18,7 +18,7 @@ from qwen_gateway.providers.base import ChatDelta, ChatModel, Usage
 from qwen_gateway.providers.dashscope import build_providers
 from qwen_gateway.simulator import Fault, Simulator, SimulatorConfig
 
-from .conftest import FAST, KEY, cancel_after, client_tasks, free_port, make_settings
+from .conftest import FAST, KEY, FileServer, cancel_after, client_tasks, free_port, make_settings
 
 REPLY = "你好世界。今天天气很好。"
 USER = {"messages": [{"role": "user", "content": "你好"}]}
@@ -309,3 +309,32 @@ async def test_closing_the_stream_early_closes_the_upstream(sim: Simulator, prov
     await sim.wait_closed("chat", timeout=5)
     assert sim.log.chat_requests[0].connection.close_reason == "client"
     assert client_tasks() == []
+
+
+async def test_an_sse_error_event_is_typed(sim: Simulator, providers: Any) -> None:
+    sim.set_reply(REPLY)
+    error = '{"error":{"code":"data_inspection_failed","message":"Output data may contain inappropriate content."}}'
+    sim.faults.add(Fault.malformed("chat", after=2, payload=f"event: error\ndata: {error}"))
+    got: list[ChatDelta] = []
+    with pytest.raises(UpstreamError) as info:
+        async for delta in providers.chat.stream(USER):
+            got.append(delta)
+    assert (info.value.status, info.value.code) == (400, "data_inspection_failed")
+    assert len(got) == 2
+
+
+async def test_a_json_error_body_instead_of_a_stream_is_typed(
+    sim: Simulator, file_server: FileServer
+) -> None:
+    """A compatible server answering 200 with a JSON error (no SSE) still gives a typed error."""
+    file_server.files["v1/chat/completions"] = (
+        b'{"error":{"message":"The model does not exist.","code":"model_not_found"}}'
+    )
+    settings = make_settings(sim, chat_url=file_server.url("v1/chat/completions"))
+    providers = build_providers(settings, tuning=FAST)
+    try:
+        with pytest.raises(UpstreamError) as info:
+            await collect(providers.chat, USER)
+    finally:
+        await providers.aclose()
+    assert (info.value.status, info.value.code) == (404, "model_not_found")

@@ -57,6 +57,7 @@ _chunk_decoder = msgspec.json.Decoder(_Chunk)
 _json_encoder = msgspec.json.Encoder()
 _EMPTY_DELTA = _Delta()
 _DONE = b"[DONE]"
+_HEAD_LIMIT = 64 * 1024
 
 
 def _usage(u: _Usage) -> Usage:
@@ -94,6 +95,17 @@ def parse_chunk(raw: bytes) -> ChatDelta:
             choice.index,
         )
     return ChatDelta(raw, usage=usage)
+
+
+def _error_event(raw: bytes) -> UpstreamError:
+    """The error carried by an SSE ``error`` event or a JSON error body."""
+    try:
+        obj: Any = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        obj = raw.decode("utf-8", "replace")
+    if isinstance(obj, dict) and "error" in obj:
+        obj = obj["error"]
+    return errors.from_error_object(obj)
 
 
 class DashScopeChat:
@@ -202,17 +214,21 @@ class DashScopeChat:
                 decoder = SseDecoder()
                 finished = False
                 done = False
+                head = bytearray()  # the body so far while no event came: maybe not SSE at all
                 async for data in response.aiter_bytes():
                     if done:
                         continue  # drain to EOF so the connection goes back to the pool
-                    for event, raw in decoder.feed(data):
+                    events = decoder.feed(data)
+                    if not events:
+                        if not yielded and len(head) < _HEAD_LIMIT:
+                            head += data
+                        continue
+                    for event, raw in events:
                         if raw == _DONE:
                             done = True
                             break
                         if event == "error":
-                            raise errors.from_error_object(
-                                msgspec.json.decode(raw) if raw.startswith(b"{") else raw.decode()
-                            )
+                            raise _error_event(raw)
                         delta = parse_chunk(raw)
                         if delta.finish_reason is not None:
                             finished = True
@@ -228,6 +244,8 @@ class DashScopeChat:
                             yielded = True
                             yield delta
                 if not (done or finished):
+                    if not yielded and head.lstrip().startswith(b"{"):
+                        raise _error_event(bytes(head))  # a JSON error body instead of a stream
                     raise errors.closed_error("chat stream")
                 return
             except UpstreamError as exc:
