@@ -346,3 +346,22 @@ async def test_cancelling_a_session_mid_utterance_closes_the_upstream(
     assert record.connection.close_reason == "client"
     assert record.aborted and not record.finished
     assert client_tasks() == []
+
+
+async def test_a_task_that_does_not_start_in_time_is_a_timeout(sim: Simulator) -> None:
+    sim.faults.add(Fault.delay(5.0, endpoint="asr"))
+    settings = make_settings(sim, connect_timeout=0.2, upstream_retries=0)
+    providers = build_providers(settings, tuning=FAST)
+    try:
+        with pytest.raises(UpstreamError) as info:
+            async with providers.recognizer.session(format="pcm", sample_rate=16000):
+                pass
+    finally:
+        await providers.aclose()
+    assert (info.value.status, info.value.code, info.value.transient) == (
+        504,
+        "upstream_timeout",
+        True,
+    )
+    await sim.wait_closed("inference")
+    assert client_tasks() == []

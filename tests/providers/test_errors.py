@@ -103,3 +103,14 @@ def test_messages_never_carry_keys() -> None:
     )
     assert "abcdef0123456789" not in err.message
     assert "sk-***" in err.message
+
+
+def test_backoff_grows_with_jitter_and_honours_retry_after_up_to_the_cap() -> None:
+    from qwen_gateway.providers.dashscope import Backoff
+
+    backoff = Backoff(retries=5, base=0.1, cap=1.0)
+    for attempt, ceiling in enumerate([0.1, 0.2, 0.4, 0.8, 1.0, 1.0]):
+        delays = [backoff.delay(attempt) for _ in range(50)]
+        assert all(ceiling / 2 <= d <= ceiling for d in delays)
+    assert backoff.delay(0, retry_after=0.3) == 0.3
+    assert backoff.delay(0, retry_after=30) == 1.0

@@ -308,3 +308,21 @@ async def test_a_model_the_realtime_endpoint_does_not_serve_is_model_not_found(
     assert isinstance(error, UpstreamError)
     assert (error.status, error.code) == (404, "model_not_found")
     assert sim.log.connections[-1].path.endswith("/api-ws/v1/realtime")
+
+
+async def test_a_handshake_slower_than_the_connect_timeout_is_a_timeout(sim: Simulator) -> None:
+    sim.faults.add(Fault.delay(5.0, endpoint="tts"))
+    settings = make_settings(sim, connect_timeout=0.2, upstream_retries=0)
+    providers = build_providers(settings, tuning=FAST)
+    try:
+        with pytest.raises(UpstreamTimeout) as info:
+            async with providers.synthesizer.session():
+                pass
+    finally:
+        await providers.aclose()
+    assert (info.value.status, info.value.code, info.value.transient) == (
+        504,
+        "upstream_timeout",
+        True,
+    )
+    assert client_tasks() == []
