@@ -101,6 +101,8 @@ class Settings:
     max_packets: int = field(default=4096, metadata={"env": "QG_MAX_PACKETS"})
     max_turns_per_connection: int = field(default=200, metadata={"env": "QG_MAX_TURNS"})
     ws_idle_timeout: float = field(default=300.0, metadata={"env": "QG_WS_IDLE_TIMEOUT"})
+    #: an upload that stays incomplete this long is discarded (``upload_timeout`` error)
+    upload_idle_timeout: float = field(default=30.0, metadata={"env": "QG_UPLOAD_IDLE_TIMEOUT"})
     ws_send_timeout: float = field(default=15.0, metadata={"env": "QG_WS_SEND_TIMEOUT"})
     ws_receive_queue: int = field(default=16, metadata={"env": "QG_WS_RECEIVE_QUEUE"})
     history_turns: int = field(default=10, metadata={"env": "QG_HISTORY_TURNS"})
@@ -217,6 +219,7 @@ def validate(settings: Settings) -> Settings:
         "max_packets",
         "max_turns_per_connection",
         "ws_idle_timeout",
+        "upload_idle_timeout",
         "ws_send_timeout",
         "ws_receive_queue",
         "connect_timeout",
