@@ -24,6 +24,7 @@ DEFAULT_HTTP_BASE = "https://dashscope.aliyuncs.com/api/v1"
 #: Seed variables that are accepted and ignored, with the reason shown at start.
 IGNORED = {
     "FFMPEG_PATH": "MP3 is encoded in-process with lameenc; ffmpeg is no longer used",
+    "TTS_OUTPUT_DIR": "uploads and answers are kept in the object store (BUCKET or QG_DATA_DIR/objects)",
 }
 
 
