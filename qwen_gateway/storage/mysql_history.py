@@ -12,6 +12,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import asyncmy
 from asyncmy import errors as myerrors
 
+from qwen_gateway.storage._history_rows import (
+    HistorySql,
+    assemble_turns,
+    message_rows,
+    messages_oldest_first,
+    turn_values,
+    utc_naive,
+)
 from qwen_gateway.storage.history import (
     HistoryRejected,
     HistoryUnavailable,
@@ -35,33 +43,7 @@ _CONNECTION_LOST = {2003, 2006, 2013, 2014, 2055, 1053, 1927}
 #: Access denied to the database / unknown database: a configuration problem, not retried on the spot.
 _NO_DATABASE = {1044, 1049}
 
-_TURN_COLUMNS = (
-    "write_id",
-    "conversation_id",
-    "channel",
-    "model",
-    "status",
-    "error_code",
-    "request_id",
-    "session_id",
-    "prompt_tokens",
-    "completion_tokens",
-    "total_tokens",
-    "recognition_ms",
-    "first_token_ms",
-    "first_audio_ms",
-    "total_ms",
-    "audio_key",
-    "image_key",
-    "reply_audio_key",
-    "created_at",
-)
-
-
-def _to_db_time(value: datetime) -> datetime:
-    if value.tzinfo is None:
-        raise ValueError("created_at must be timezone-aware")
-    return value.astimezone(UTC).replace(tzinfo=None)
+_SQL = HistorySql.with_placeholder("%s")
 
 
 def _from_db_time(value: datetime) -> datetime:
@@ -278,8 +260,8 @@ class MySQLHistoryStore:
                     for statement in migration.mysql:
                         await cur.execute(statement)
                     await cur.execute(
-                        "INSERT INTO schema_migrations (version, name, applied_at) VALUES (%s, %s, %s)",
-                        (migration.version, migration.name, _to_db_time(datetime.now(UTC))),
+                        _SQL.record_migration,
+                        (migration.version, migration.name, utc_naive(datetime.now(UTC))),
                     )
                     await conn.commit()
                     applied.append(migration.version)
@@ -295,9 +277,7 @@ class MySQLHistoryStore:
 
     # ------------------------------------------------------------------ writes
     async def append_turn(self, turn: TurnRecord) -> bool:
-        created = _to_db_time(turn.created_at)
-        values: dict[str, Any] = {name: getattr(turn, name) for name in _TURN_COLUMNS}
-        values["created_at"] = created
+        created = utc_naive(turn.created_at)
 
         async def op(conn: Any) -> bool:
             async with conn.cursor() as cur:
@@ -308,11 +288,7 @@ class MySQLHistoryStore:
                     (turn.conversation_id, turn.channel, created, created),
                 )
                 try:
-                    await cur.execute(
-                        f"INSERT INTO turns ({', '.join(_TURN_COLUMNS)})"
-                        f" VALUES ({', '.join(['%s'] * len(_TURN_COLUMNS))})",
-                        tuple(values[name] for name in _TURN_COLUMNS),
-                    )
+                    await cur.execute(_SQL.insert_turn, turn_values(turn, created))
                 except myerrors.IntegrityError as exc:
                     if _errno(exc) != _DUPLICATE_KEY:
                         raise
@@ -324,16 +300,8 @@ class MySQLHistoryStore:
                     " updated_at = GREATEST(updated_at, %s) WHERE id = %s",
                     (created, turn.conversation_id),
                 )
-                for role, content in (
-                    ("user", turn.user_content),
-                    ("assistant", turn.assistant_content),
-                ):
-                    if content:
-                        await cur.execute(
-                            "INSERT INTO messages (turn_id, conversation_id, role, content, created_at)"
-                            " VALUES (%s, %s, %s, %s, %s)",
-                            (turn_id, turn.conversation_id, role, content, created),
-                        )
+                for row in message_rows(turn, turn_id, created):
+                    await cur.execute(_SQL.insert_message, row)
             await conn.commit()
             return True
 
@@ -342,14 +310,9 @@ class MySQLHistoryStore:
     async def delete_conversation(self, conversation_id: str) -> bool:
         async def op(conn: Any) -> bool:
             async with conn.cursor() as cur:
-                await cur.execute(
-                    "DELETE FROM messages WHERE conversation_id = %s", (conversation_id,)
-                )
-                await cur.execute(
-                    "DELETE FROM turns WHERE conversation_id = %s", (conversation_id,)
-                )
-                await cur.execute("DELETE FROM conversations WHERE id = %s", (conversation_id,))
-                deleted = cur.rowcount > 0
+                for statement in _SQL.delete_conversation:
+                    await cur.execute(statement, (conversation_id,))
+                deleted = cur.rowcount > 0  # of the last: the conversation row
             await conn.commit()
             return bool(deleted)
 
@@ -362,55 +325,26 @@ class MySQLHistoryStore:
 
         async def op(conn: Any) -> list[Any]:
             async with conn.cursor() as cur:
-                await cur.execute(
-                    "SELECT m.role, m.content FROM messages m JOIN turns t ON t.id = m.turn_id"
-                    " WHERE m.conversation_id = %s AND t.status <> 'failed'"
-                    " ORDER BY m.id DESC LIMIT %s",
-                    (conversation_id, int(limit)),
-                )
+                await cur.execute(_SQL.recent_messages, (conversation_id, int(limit)))
                 rows = list(await cur.fetchall())
             await conn.commit()
             return rows
 
-        rows = await self._run(op, what="recent_messages")
-        return [Message(role, content) for role, content in reversed(rows)]
+        return messages_oldest_first(await self._run(op, what="recent_messages"))
 
     async def conversation(self, conversation_id: str) -> list[TurnRecord]:
         async def op(conn: Any) -> tuple[list[Any], list[Any]]:
             async with conn.cursor() as cur:
                 await cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
-                await cur.execute(
-                    f"SELECT id, {', '.join(_TURN_COLUMNS)} FROM turns"
-                    " WHERE conversation_id = %s ORDER BY id",
-                    (conversation_id,),
-                )
+                await cur.execute(_SQL.select_turns, (conversation_id,))
                 turns = list(await cur.fetchall())
-                await cur.execute(
-                    "SELECT turn_id, role, content FROM messages WHERE conversation_id = %s ORDER BY id",
-                    (conversation_id,),
-                )
+                await cur.execute(_SQL.select_messages, (conversation_id,))
                 messages = list(await cur.fetchall())
             await conn.commit()
             return turns, messages
 
         turns, messages = await self._run(op, what="conversation")
-        contents: dict[int, dict[str, str]] = {}
-        for turn_id, role, content in messages:
-            contents.setdefault(turn_id, {})[role] = content
-        out: list[TurnRecord] = []
-        for row in turns:
-            turn_id, *values = row
-            fields = dict(zip(_TURN_COLUMNS, values, strict=True))
-            fields["created_at"] = _from_db_time(fields["created_at"])
-            said = contents.get(turn_id, {})
-            out.append(
-                TurnRecord(
-                    user_content=said.get("user", ""),
-                    assistant_content=said.get("assistant", ""),
-                    **fields,
-                )
-            )
-        return out
+        return assemble_turns(turns, messages, _from_db_time)
 
     async def ping(self) -> None:
         async def op(conn: Any) -> None:

@@ -9,6 +9,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from qwen_gateway.storage._history_rows import (
+    HistorySql,
+    assemble_turns,
+    message_rows,
+    messages_oldest_first,
+    turn_values,
+    utc_naive,
+)
 from qwen_gateway.storage._sqlite import SqliteThread, transaction
 from qwen_gateway.storage.history import (
     HistoryRejected,
@@ -26,33 +34,11 @@ T = TypeVar("T")
 
 _TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 
-_TURN_COLUMNS = (
-    "write_id",
-    "conversation_id",
-    "channel",
-    "model",
-    "status",
-    "error_code",
-    "request_id",
-    "session_id",
-    "prompt_tokens",
-    "completion_tokens",
-    "total_tokens",
-    "recognition_ms",
-    "first_token_ms",
-    "first_audio_ms",
-    "total_ms",
-    "audio_key",
-    "image_key",
-    "reply_audio_key",
-    "created_at",
-)
+_SQL = HistorySql.with_placeholder("?")
 
 
 def _to_db_time(value: datetime) -> str:
-    if value.tzinfo is None:
-        raise ValueError("created_at must be timezone-aware")
-    return value.astimezone(UTC).strftime(_TIME_FORMAT)
+    return utc_naive(value).strftime(_TIME_FORMAT)
 
 
 def _from_db_time(value: str) -> datetime:
@@ -124,7 +110,7 @@ class SQLiteHistoryStore:
                 for statement in migration.sqlite:
                     conn.execute(statement)
                 conn.execute(
-                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                    _SQL.record_migration,
                     (migration.version, migration.name, _to_db_time(datetime.now(UTC))),
                 )
                 applied.append(migration.version)
@@ -140,8 +126,6 @@ class SQLiteHistoryStore:
     @staticmethod
     def _append(conn: sqlite3.Connection, turn: TurnRecord) -> bool:
         created = _to_db_time(turn.created_at)
-        values: dict[str, Any] = {name: getattr(turn, name) for name in _TURN_COLUMNS}
-        values["created_at"] = created
         with transaction(conn):
             conn.execute(
                 "INSERT INTO conversations (id, channel, created_at, updated_at, turn_count)"
@@ -150,10 +134,8 @@ class SQLiteHistoryStore:
                 (turn.conversation_id, turn.channel, created, created),
             )
             cursor = conn.execute(
-                f"INSERT INTO turns ({', '.join(_TURN_COLUMNS)})"
-                f" VALUES ({', '.join('?' * len(_TURN_COLUMNS))})"
-                " ON CONFLICT (write_id) DO NOTHING",
-                tuple(values[name] for name in _TURN_COLUMNS),
+                _SQL.insert_turn + " ON CONFLICT (write_id) DO NOTHING",
+                turn_values(turn, created),
             )
             if cursor.rowcount == 0:
                 conn.execute("ROLLBACK")
@@ -164,28 +146,15 @@ class SQLiteHistoryStore:
                 " updated_at = max(updated_at, ?) WHERE id = ?",
                 (created, turn.conversation_id),
             )
-            rows = [
-                (turn_id, turn.conversation_id, role, content, created)
-                for role, content in (
-                    ("user", turn.user_content),
-                    ("assistant", turn.assistant_content),
-                )
-                if content
-            ]
-            conn.executemany(
-                "INSERT INTO messages (turn_id, conversation_id, role, content, created_at)"
-                " VALUES (?, ?, ?, ?, ?)",
-                rows,
-            )
+            conn.executemany(_SQL.insert_message, message_rows(turn, turn_id, created))
         return True
 
     async def delete_conversation(self, conversation_id: str) -> bool:
         def delete(conn: sqlite3.Connection) -> bool:
             with transaction(conn):
-                conn.execute("DELETE FROM messages WHERE conversation_id = ?", (conversation_id,))
-                conn.execute("DELETE FROM turns WHERE conversation_id = ?", (conversation_id,))
-                cursor = conn.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
-                return cursor.rowcount > 0
+                for statement in _SQL.delete_conversation:
+                    cursor = conn.execute(statement, (conversation_id,))
+                return cursor.rowcount > 0  # of the last: the conversation row
 
         return await self._call(delete)
 
@@ -195,55 +164,22 @@ class SQLiteHistoryStore:
             return []
 
         def read(conn: sqlite3.Connection) -> list[tuple[str, str]]:
-            return conn.execute(
-                "SELECT m.role, m.content FROM messages m JOIN turns t ON t.id = m.turn_id"
-                " WHERE m.conversation_id = ? AND t.status <> 'failed'"
-                " ORDER BY m.id DESC LIMIT ?",
-                (conversation_id, limit),
-            ).fetchall()
+            return conn.execute(_SQL.recent_messages, (conversation_id, limit)).fetchall()
 
-        rows = await self._call(read)
-        return [Message(role, content) for role, content in reversed(rows)]  # type: ignore[arg-type]
+        return messages_oldest_first(await self._call(read))
 
     async def conversation(self, conversation_id: str) -> list[TurnRecord]:
         def read(conn: sqlite3.Connection) -> tuple[list[Any], list[Any]]:
             with transaction(conn, immediate=False):
-                turns = conn.execute(
-                    f"SELECT id, {', '.join(_TURN_COLUMNS)} FROM turns"
-                    " WHERE conversation_id = ? ORDER BY id",
-                    (conversation_id,),
-                ).fetchall()
-                messages = conn.execute(
-                    "SELECT turn_id, role, content FROM messages WHERE conversation_id = ? ORDER BY id",
-                    (conversation_id,),
-                ).fetchall()
+                turns = conn.execute(_SQL.select_turns, (conversation_id,)).fetchall()
+                messages = conn.execute(_SQL.select_messages, (conversation_id,)).fetchall()
             return turns, messages
 
         turns, messages = await self._call(read)
-        return _assemble(turns, messages)
+        return assemble_turns(turns, messages, _from_db_time)
 
     async def ping(self) -> None:
         await self._call(lambda conn: conn.execute("SELECT 1").fetchone())
 
     async def aclose(self) -> None:
         await self._db.aclose()
-
-
-def _assemble(turns: list[Any], messages: list[Any]) -> list[TurnRecord]:
-    contents: dict[int, dict[str, str]] = {}
-    for turn_id, role, content in messages:
-        contents.setdefault(turn_id, {})[role] = content
-    out: list[TurnRecord] = []
-    for row in turns:
-        turn_id, *values = row
-        fields = dict(zip(_TURN_COLUMNS, values, strict=True))
-        fields["created_at"] = _from_db_time(fields["created_at"])
-        said = contents.get(turn_id, {})
-        out.append(
-            TurnRecord(
-                user_content=said.get("user", ""),
-                assistant_content=said.get("assistant", ""),
-                **fields,
-            )
-        )
-    return out
