@@ -12,8 +12,8 @@ import asyncio
 import logging
 import uuid
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator
+from contextlib import AbstractAsyncContextManager
 
 import httpx
 import msgspec
@@ -23,7 +23,7 @@ from ...errors import UpstreamError
 from ..base import AudioFormat, RecognitionResult
 from . import errors
 from .policy import Backoff, Timeouts
-from .ws import WsSession, open_ws
+from .ws import TaskEvent, TaskSession, open_session, session_scope
 
 __all__ = ["RealtimeRecognitionSession", "RealtimeRecognizer", "sniff_format"]
 
@@ -31,15 +31,6 @@ log = logging.getLogger(__name__)
 
 #: Largest binary frame sent upstream; bigger feeds are split (the SDK sends 12,800-byte frames).
 MAX_AUDIO_FRAME = 16 * 1024
-
-_encoder = msgspec.json.Encoder()
-
-
-class _Header(msgspec.Struct):
-    event: str = ""
-    task_id: str | None = None
-    error_code: str | None = None
-    error_message: str | None = None
 
 
 class _Sentence(msgspec.Struct):
@@ -60,8 +51,7 @@ class _Payload(msgspec.Struct):
     output: _Output | None = None
 
 
-class _Event(msgspec.Struct):
-    header: _Header
+class _Event(TaskEvent):
     payload: _Payload | None = None
 
 
@@ -88,7 +78,7 @@ def _result(sentence: _Sentence) -> RecognitionResult | None:
     )
 
 
-class RealtimeRecognitionSession(WsSession):
+class RealtimeRecognitionSession(TaskSession):
     """One utterance being recognised while its audio is still arriving (one upstream task).
 
     Results are buffered without limit on sentences but not on partials: an unread partial is replaced by a
@@ -98,27 +88,19 @@ class RealtimeRecognitionSession(WsSession):
     _what = "asr"
 
     def __init__(self, ws: ClientConnection, timeouts: Timeouts, task_id: str) -> None:
-        super().__init__(ws, timeouts)
-        self.task_id = task_id
-        self._started = asyncio.Event()
+        super().__init__(ws, timeouts, task_id)
         self._results: deque[RecognitionResult] = deque()
         self._wakeup = asyncio.Event()
-        self._finishing = False
         self.audio_bytes = 0
 
     # --- reader side ----------------------------------------------------------------------------------
     async def _on_message(self, message: str | bytes) -> bool:
         if isinstance(message, bytes):
             return False  # the recogniser never sends binary; ignore
-        try:
-            event = _event_decoder.decode(message)
-        except msgspec.DecodeError:
-            raise errors.malformed("asr") from None
-        header = event.header
-        if header.task_id and header.task_id != self.task_id:
-            return False  # a stale event of an earlier task on this socket
-        name = header.event
-        if name == "result-generated":
+        event = self._decode_event(message, _event_decoder)
+        if event is None:
+            return False
+        if event.header.event == "result-generated":
             output = event.payload.output if event.payload is not None else None
             sentence = (output.sentence or output.transcription) if output is not None else None
             if sentence is not None:
@@ -126,14 +108,7 @@ class RealtimeRecognitionSession(WsSession):
                 if result is not None:
                     self._push(result)
             return False
-        if name == "task-started":
-            self._started.set()
-            return False
-        if name == "task-finished":
-            return True
-        if name == "task-failed":
-            raise errors.from_task_failed(header.error_code, header.error_message)
-        return False
+        return self._task_event(event.header)
 
     def _push(self, result: RecognitionResult) -> None:
         items = self._results
@@ -149,25 +124,10 @@ class RealtimeRecognitionSession(WsSession):
         self._wakeup.set()
 
     def _on_end(self) -> None:
-        self._started.set()
+        super()._on_end()
         self._wakeup.set()
 
     # --- caller side ----------------------------------------------------------------------------------
-    async def _wait_started(self) -> None:
-        try:
-            async with asyncio.timeout(self._timeouts.connect):
-                await self._started.wait()
-        except TimeoutError:
-            raise UpstreamError(
-                "asr: upstream did not start the task in time",
-                code="upstream_timeout",
-                status=504,
-                transient=True,
-            ) from None
-        self._check_open()
-        if self._complete:
-            raise errors.closed_error("asr")
-
     async def feed(self, audio: bytes) -> None:
         """Send more audio (in order). Waits while the upstream applies flow control.
 
@@ -175,32 +135,11 @@ class RealtimeRecognitionSession(WsSession):
             UpstreamError: the task failed or the connection broke (the upstream's reason when it gave one).
             RuntimeError: called after :meth:`finish`.
         """
-        self._check_open()
-        if self._finishing:
-            raise RuntimeError("feed() after finish()")
+        self._check_input("feed")
         view = memoryview(audio)
         for offset in range(0, len(view), MAX_AUDIO_FRAME):
             await self._send(view[offset : offset + MAX_AUDIO_FRAME].tobytes())
         self.audio_bytes += len(audio)
-        self._touch()
-
-    async def finish(self) -> None:
-        """No more audio: the upstream flushes its last sentences, then :meth:`results` ends."""
-        if self._finishing:
-            return
-        self._finishing = True
-        await self._send(
-            _encoder.encode(
-                {
-                    "header": {
-                        "action": "finish-task",
-                        "task_id": self.task_id,
-                        "streaming": "duplex",
-                    },
-                    "payload": {"input": {}},
-                }
-            ).decode()
-        )
         self._touch()
 
     async def results(self) -> AsyncGenerator[RecognitionResult, None]:
@@ -270,43 +209,34 @@ class RealtimeRecognizer:
     async def _open(
         self, format: AudioFormat, sample_rate: int, api_key: str | None
     ) -> RealtimeRecognitionSession:
-        ws = await open_ws(
-            self._url, api_key=api_key or self._api_key, timeouts=self._timeouts, what="asr"
-        )
         task_id = uuid.uuid4().hex
-        session = RealtimeRecognitionSession(ws, self._timeouts, task_id)
-        try:
-            session._start_reader()
-            await session._send(
-                _encoder.encode(
-                    {
-                        "header": {"action": "run-task", "task_id": task_id, "streaming": "duplex"},
-                        "payload": {
-                            "task_group": "audio",
-                            "task": "asr",
-                            "function": "recognition",
-                            "model": self._model,
-                            "parameters": {
-                                **self._parameters,
-                                "format": format,
-                                "sample_rate": sample_rate,
-                            },
-                            "input": {},
-                        },
-                    }
-                ).decode()
-            )
-            await session._wait_started()
-        except BaseException:
-            await session._shutdown()
-            raise
+        session = await open_session(
+            self._url,
+            api_key=api_key or self._api_key,
+            timeouts=self._timeouts,
+            what="asr",
+            make=lambda ws: RealtimeRecognitionSession(ws, self._timeouts, task_id),
+            start=lambda session: session._run_task(
+                {
+                    "task_group": "audio",
+                    "task": "asr",
+                    "function": "recognition",
+                    "model": self._model,
+                    "parameters": {
+                        **self._parameters,
+                        "format": format,
+                        "sample_rate": sample_rate,
+                    },
+                    "input": {},
+                }
+            ),
+        )
         log.info("asr task %s started (model=%s format=%s)", task_id[:8], self._model, format)
         return session
 
-    @asynccontextmanager
-    async def session(
+    def session(
         self, *, format: AudioFormat, sample_rate: int, api_key: str | None = None
-    ) -> AsyncIterator[RealtimeRecognitionSession]:
+    ) -> AbstractAsyncContextManager[RealtimeRecognitionSession]:
         """Open a recognition task; leaving the block closes the upstream connection.
 
         Transient failures to start (refused connection, 429/5xx handshake, throttled ``run-task``) are retried.
@@ -314,13 +244,7 @@ class RealtimeRecognizer:
         Raises:
             UpstreamError: the handshake was refused (bad key ...), or ``run-task`` failed.
         """
-        session = await self._backoff.run(
-            lambda: self._open(format, sample_rate, api_key), "asr session start"
-        )
-        try:
-            yield session
-        finally:
-            await session._shutdown()
+        return session_scope(self._backoff, lambda: self._open(format, sample_rate, api_key), "asr")
 
     async def transcribe_url(self, url: str, *, api_key: str | None = None) -> str:
         """Download ``url`` and stream it through a session; return the final sentences joined.

@@ -7,26 +7,20 @@ session and ``task-failed`` becomes an :class:`UpstreamError`.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator
+from contextlib import AbstractAsyncContextManager
 
-import msgspec
 from websockets.asyncio.client import ClientConnection
 
-from ...errors import UpstreamError
 from ..base import PcmChunk
-from . import errors
 from .policy import Backoff, Timeouts
-from .ws import WsSession, open_ws
+from .ws import PcmQueue, TaskSession, open_session, session_scope, task_event_decoder
 
 __all__ = ["CosyVoiceSynthesisSession", "CosyVoiceSynthesizer", "default_voice"]
 
 log = logging.getLogger(__name__)
-
-_encoder = msgspec.json.Encoder()
 
 #: Voices of the Qwen-TTS family; configured with a CosyVoice model they are replaced by the model's default.
 QWEN_VOICES = frozenset(
@@ -43,22 +37,7 @@ def default_voice(model: str) -> str:
     return "longanyang"
 
 
-class _Header(msgspec.Struct):
-    event: str = ""
-    task_id: str | None = None
-    error_code: str | None = None
-    error_message: str | None = None
-
-
-class _Event(msgspec.Struct):
-    header: _Header
-
-
-_event_decoder = msgspec.json.Decoder(_Event)
-_END = None
-
-
-class CosyVoiceSynthesisSession(WsSession):
+class CosyVoiceSynthesisSession(TaskSession):
     """One answer being spoken as one CosyVoice task."""
 
     _what = "tts"
@@ -71,13 +50,9 @@ class CosyVoiceSynthesisSession(WsSession):
         sample_rate: int,
         queue_chunks: int,
     ) -> None:
-        super().__init__(ws, timeouts)
-        self.task_id = task_id
+        super().__init__(ws, timeouts, task_id)
         self.sample_rate = sample_rate
-        self._started = asyncio.Event()
-        self._audio: asyncio.Queue[PcmChunk | None] = asyncio.Queue(queue_chunks)
-        self._ended = False
-        self._finishing = False
+        self._audio = PcmQueue(queue_chunks)
         self._awaiting_answer = False
         self.segments = 0
 
@@ -88,57 +63,17 @@ class CosyVoiceSynthesisSession(WsSession):
             if message:
                 await self._audio.put(PcmChunk(message, self.sample_rate))
             return False
-        try:
-            header = _event_decoder.decode(message).header
-        except msgspec.DecodeError:
-            raise errors.malformed("tts") from None
-        if header.task_id and header.task_id != self.task_id:
-            return False
-        name = header.event
-        if name == "task-started":
-            self._started.set()
-            return False
-        if name == "task-finished":
-            return True
-        if name == "task-failed":
-            raise errors.from_task_failed(header.error_code, header.error_message)
-        return False
+        event = self._decode_event(message, task_event_decoder)
+        return event is not None and self._task_event(event.header)
 
     def _on_end(self) -> None:
-        self._ended = True
-        self._started.set()
-        if not self._audio.full():
-            self._audio.put_nowait(_END)
+        super()._on_end()
+        self._audio.end()
 
     def _expecting(self) -> bool:
         return self._finishing or self._awaiting_answer
 
     # --- caller side ----------------------------------------------------------------------------------
-    async def _command(self, action: str, input: dict[str, object]) -> None:
-        await self._send(
-            _encoder.encode(
-                {
-                    "header": {"action": action, "task_id": self.task_id, "streaming": "duplex"},
-                    "payload": {"input": input},
-                }
-            ).decode()
-        )
-
-    async def _wait_started(self) -> None:
-        try:
-            async with asyncio.timeout(self._timeouts.connect):
-                await self._started.wait()
-        except TimeoutError:
-            raise UpstreamError(
-                "tts: upstream did not start the task in time",
-                code="upstream_timeout",
-                status=504,
-                transient=True,
-            ) from None
-        self._check_open()
-        if self._complete:
-            raise errors.closed_error("tts")
-
     async def send_text(self, text: str) -> None:
         """Speak ``text`` next; whitespace-only text is skipped.
 
@@ -146,22 +81,12 @@ class CosyVoiceSynthesisSession(WsSession):
             UpstreamError: the task failed (its reason) or the connection broke.
             RuntimeError: called after :meth:`finish`.
         """
-        self._check_open()
-        if self._finishing:
-            raise RuntimeError("send_text() after finish()")
+        self._check_input("send_text")
         if not text.strip():
             return
-        await self._command("continue-task", {"text": text})
+        await self._command("continue-task", {"input": {"text": text}})
         self.segments += 1
         self._awaiting_answer = True
-        self._touch()
-
-    async def finish(self) -> None:
-        """No more text: the upstream speaks what is left, then :meth:`audio` ends."""
-        if self._finishing:
-            return
-        self._finishing = True
-        await self._command("finish-task", {})
         self._touch()
 
     async def audio(self) -> AsyncGenerator[PcmChunk, None]:
@@ -171,15 +96,10 @@ class CosyVoiceSynthesisSession(WsSession):
             UpstreamError: ``task-failed``, a broken connection, or silence longer than ``timeouts.read``
                 while audio was due.
         """
-        queue = self._audio
-        while True:
-            if self._ended and queue.empty():
-                if self._error is not None:
-                    raise self._error
-                return
-            chunk = await queue.get()
-            if chunk is not _END:
-                yield chunk
+        while (chunk := await self._audio.get()) is not None:
+            yield chunk
+        if self._error is not None:
+            raise self._error
 
 
 class CosyVoiceSynthesizer:
@@ -220,46 +140,37 @@ class CosyVoiceSynthesizer:
         return self._voice
 
     async def _open(self, voice: str, api_key: str | None) -> CosyVoiceSynthesisSession:
-        ws = await open_ws(
-            self._url, api_key=api_key or self._api_key, timeouts=self._timeouts, what="tts"
-        )
         task_id = uuid.uuid4().hex
-        session = CosyVoiceSynthesisSession(
-            ws, self._timeouts, task_id, self._sample_rate, self._queue_chunks
+        session = await open_session(
+            self._url,
+            api_key=api_key or self._api_key,
+            timeouts=self._timeouts,
+            what="tts",
+            make=lambda ws: CosyVoiceSynthesisSession(
+                ws, self._timeouts, task_id, self._sample_rate, self._queue_chunks
+            ),
+            start=lambda session: session._run_task(
+                {
+                    "task_group": "audio",
+                    "task": "tts",
+                    "function": "SpeechSynthesizer",
+                    "model": self._model,
+                    "parameters": {
+                        "text_type": "PlainText",
+                        "voice": voice,
+                        "format": "pcm",
+                        "sample_rate": self._sample_rate,
+                    },
+                    "input": {},
+                }
+            ),
         )
-        try:
-            session._start_reader()
-            await session._send(
-                _encoder.encode(
-                    {
-                        "header": {"action": "run-task", "task_id": task_id, "streaming": "duplex"},
-                        "payload": {
-                            "task_group": "audio",
-                            "task": "tts",
-                            "function": "SpeechSynthesizer",
-                            "model": self._model,
-                            "parameters": {
-                                "text_type": "PlainText",
-                                "voice": voice,
-                                "format": "pcm",
-                                "sample_rate": self._sample_rate,
-                            },
-                            "input": {},
-                        },
-                    }
-                ).decode()
-            )
-            await session._wait_started()
-        except BaseException:
-            await session._shutdown()
-            raise
         log.info("tts task %s started (model=%s voice=%s)", task_id[:8], self._model, voice)
         return session
 
-    @asynccontextmanager
-    async def session(
+    def session(
         self, *, voice: str | None = None, api_key: str | None = None
-    ) -> AsyncIterator[CosyVoiceSynthesisSession]:
+    ) -> AbstractAsyncContextManager[CosyVoiceSynthesisSession]:
         """Open one answer's task; leaving the block early cancels and closes the upstream.
 
         Transient failures to start (refused connection, 429/5xx handshake, throttled ``run-task``) are retried.
@@ -268,8 +179,4 @@ class CosyVoiceSynthesizer:
             UpstreamError: the handshake was refused (bad key ...) or ``run-task`` failed (bad voice ...).
         """
         chosen = voice if voice and voice not in QWEN_VOICES else self._voice
-        session = await self._backoff.run(lambda: self._open(chosen, api_key), "tts session start")
-        try:
-            yield session
-        finally:
-            await session._shutdown()
+        return session_scope(self._backoff, lambda: self._open(chosen, api_key), "tts")

@@ -8,12 +8,11 @@ as it arrives; an ``error`` event ends the session with an :class:`UpstreamError
 
 from __future__ import annotations
 
-import asyncio
 import binascii
 import logging
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -23,7 +22,7 @@ from websockets.asyncio.client import ClientConnection
 from ..base import PcmChunk
 from . import errors
 from .policy import Backoff, Timeouts
-from .ws import WsSession, open_ws
+from .ws import PcmQueue, WsSession, open_session, session_scope
 
 __all__ = ["QwenRealtimeSynthesisSession", "QwenRealtimeSynthesizer", "model_of_url", "with_model"]
 
@@ -44,7 +43,6 @@ class _Event(msgspec.Struct):
 
 
 _event_decoder = msgspec.json.Decoder(_Event)
-_END = None
 
 
 def model_of_url(url: str) -> str:
@@ -74,10 +72,8 @@ class QwenRealtimeSynthesisSession(WsSession):
     ) -> None:
         super().__init__(ws, timeouts)
         self.sample_rate = sample_rate
-        self._audio: asyncio.Queue[PcmChunk | None] = asyncio.Queue(queue_chunks)
+        self._audio = PcmQueue(queue_chunks)
         self._pending = 0
-        self._finishing = False
-        self._ended = False
         self.segments = 0
 
     # --- reader side ----------------------------------------------------------------------------------
@@ -111,11 +107,7 @@ class QwenRealtimeSynthesisSession(WsSession):
         return False
 
     def _on_end(self) -> None:
-        # Never blocks and never drops audio: a full queue means the consumer is not waiting, and it will
-        # see the end once it has drained the queue.
-        self._ended = True
-        if not self._audio.full():
-            self._audio.put_nowait(_END)
+        self._audio.end()
 
     def _expecting(self) -> bool:
         return self._pending > 0 or self._finishing
@@ -131,9 +123,7 @@ class QwenRealtimeSynthesisSession(WsSession):
             UpstreamError: the session failed (its reason) or the connection broke.
             RuntimeError: called after :meth:`finish`.
         """
-        self._check_open()
-        if self._finishing:
-            raise RuntimeError("send_text() after finish()")
+        self._check_input("send_text")
         if not text.strip():
             return
         await self._send_event(
@@ -144,13 +134,8 @@ class QwenRealtimeSynthesisSession(WsSession):
         self.segments += 1
         self._touch()
 
-    async def finish(self) -> None:
-        """No more text: the upstream speaks what is left, then :meth:`audio` ends."""
-        if self._finishing:
-            return
-        self._finishing = True
+    async def _send_finish(self) -> None:
         await self._send_event({"event_id": _event_id(), "type": "session.finish"})
-        self._touch()
 
     async def audio(self) -> AsyncGenerator[PcmChunk, None]:
         """PCM chunks as the upstream produces them; ends after ``session.finished``.
@@ -159,15 +144,10 @@ class QwenRealtimeSynthesisSession(WsSession):
             UpstreamError: an ``error`` event, a broken connection, or silence longer than ``timeouts.read``
                 while audio was due.
         """
-        queue = self._audio
-        while True:
-            if self._ended and queue.empty():
-                if self._error is not None:
-                    raise self._error
-                return
-            chunk = await queue.get()
-            if chunk is not _END:
-                yield chunk
+        while (chunk := await self._audio.get()) is not None:
+            yield chunk
+        if self._error is not None:
+            raise self._error
 
 
 class QwenRealtimeSynthesizer:
@@ -209,35 +189,32 @@ class QwenRealtimeSynthesizer:
         return self._sample_rate
 
     async def _open(self, voice: str, api_key: str | None) -> QwenRealtimeSynthesisSession:
-        ws = await open_ws(
-            self._url, api_key=api_key or self._api_key, timeouts=self._timeouts, what="tts"
-        )
-        session = QwenRealtimeSynthesisSession(
-            ws, self._timeouts, self._sample_rate, self._queue_chunks
-        )
-        try:
-            session._start_reader()
-            config: dict[str, object] = {
-                "voice": voice,
-                "mode": "commit",
-                "response_format": "pcm",
-                "sample_rate": self._sample_rate,
-            }
-            if self._language_type:
-                config["language_type"] = self._language_type
-            await session._send_event(
+        config: dict[str, object] = {
+            "voice": voice,
+            "mode": "commit",
+            "response_format": "pcm",
+            "sample_rate": self._sample_rate,
+        }
+        if self._language_type:
+            config["language_type"] = self._language_type
+        session = await open_session(
+            self._url,
+            api_key=api_key or self._api_key,
+            timeouts=self._timeouts,
+            what="tts",
+            make=lambda ws: QwenRealtimeSynthesisSession(
+                ws, self._timeouts, self._sample_rate, self._queue_chunks
+            ),
+            start=lambda session: session._send_event(
                 {"event_id": _event_id(), "type": "session.update", "session": config}
-            )
-        except BaseException:
-            await session._shutdown()
-            raise
+            ),
+        )
         log.info("tts session opened (model=%s voice=%s)", self._model, voice)
         return session
 
-    @asynccontextmanager
-    async def session(
+    def session(
         self, *, voice: str | None = None, api_key: str | None = None
-    ) -> AsyncIterator[QwenRealtimeSynthesisSession]:
+    ) -> AbstractAsyncContextManager[QwenRealtimeSynthesisSession]:
         """Open one answer's connection; leaving the block early cancels and closes the upstream.
 
         Transient failures to connect (refused connection, 429/5xx handshake) are retried.
@@ -245,10 +222,6 @@ class QwenRealtimeSynthesizer:
         Raises:
             UpstreamError: the handshake was refused (bad key ...).
         """
-        session = await self._backoff.run(
-            lambda: self._open(voice or self._voice, api_key), "tts session start"
+        return session_scope(
+            self._backoff, lambda: self._open(voice or self._voice, api_key), "tts"
         )
-        try:
-            yield session
-        finally:
-            await session._shutdown()

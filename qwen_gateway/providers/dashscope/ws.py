@@ -1,20 +1,26 @@
 """The WebSocket plumbing shared by the streaming recognisers and synthesisers.
 
 :func:`open_ws` connects with the key in the handshake's ``Authorization`` header, explicit open/close timeouts,
-a frame size limit and no pings; it makes one attempt (the clients retry a whole session start, handshake and
-task start together, with :meth:`~.policy.Backoff.run`).
+a frame size limit and no pings; it makes one attempt. :func:`open_session` builds a session on that socket and
+runs its opening exchange, and :func:`session_scope` retries a whole session start (handshake and opening
+exchange together, with :meth:`~.policy.Backoff.run`) and closes the session when its block is left.
 
 :class:`WsSession` is the base of one upstream session: it owns the socket and a reader task (created and
 cancelled by the session itself) that hands every received message to the subclass, records the first failure
 as an :class:`UpstreamError` that later calls re-raise, and enforces an idle timeout while an answer is expected.
+:class:`TaskSession` adds the task protocol of ``api-ws/v1/inference`` (``run-task`` ... ``finish-task``, the
+``task-*`` events); :class:`PcmQueue` carries a synthesiser's audio from the reader to the caller.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
 
+import msgspec
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import (
     ConnectionClosed,
@@ -25,12 +31,25 @@ from websockets.exceptions import (
 )
 
 from ...errors import UpstreamError, UpstreamTimeout
+from ..base import PcmChunk
 from . import errors
-from .policy import Timeouts
+from .policy import Backoff, Timeouts
 
-__all__ = ["WsSession", "open_ws"]
+__all__ = [
+    "PcmQueue",
+    "TaskEvent",
+    "TaskHeader",
+    "TaskSession",
+    "WsSession",
+    "open_session",
+    "open_ws",
+    "session_scope",
+    "task_event_decoder",
+]
 
 log = logging.getLogger(__name__)
+
+_encoder = msgspec.json.Encoder()
 
 
 class _RedactingLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -97,10 +116,11 @@ async def open_ws(
 class WsSession:
     """One upstream WebSocket session with its reader task.
 
-    Subclasses implement :meth:`_on_message` (return True when the exchange is complete) and :meth:`_on_end`
-    (wake consumers: the exchange completed, or failed with the recorded error), and may override
-    :meth:`_expecting` (is an answer due, so that silence counts against the idle timeout?) and
-    :meth:`_close_is_end` (does a clean close by the upstream end the exchange normally?).
+    Subclasses implement :meth:`_on_message` (return True when the exchange is complete), :meth:`_on_end`
+    (wake consumers: the exchange completed, or failed with the recorded error) and :meth:`_send_finish` (tell
+    the upstream no more input comes), and may override :meth:`_expecting` (is an answer due, so that silence
+    counts against the idle timeout?) and :meth:`_close_is_end` (does a clean close by the upstream end the
+    exchange normally?).
     """
 
     _what = "websocket"
@@ -114,12 +134,16 @@ class WsSession:
         self._reader: asyncio.Task[None] | None = None
         self._last_activity = self._loop.time()
         self._timer: asyncio.Timeout | None = None
+        self._finishing = False
 
     # --- hooks -------------------------------------------------------------------------------------------
     async def _on_message(self, message: str | bytes) -> bool:
         raise NotImplementedError
 
     def _on_end(self) -> None:
+        raise NotImplementedError
+
+    async def _send_finish(self) -> None:
         raise NotImplementedError
 
     def _expecting(self) -> bool:
@@ -202,6 +226,21 @@ class WsSession:
         if self._error is not None:
             raise self._error
 
+    def _check_input(self, call: str) -> None:
+        """Before more input is sent: raise the recorded failure, or ``RuntimeError`` after :meth:`finish`."""
+        self._check_open()
+        if self._finishing:
+            raise RuntimeError(f"{call}() after finish()")
+
+    async def finish(self) -> None:
+        """No more input: the upstream answers what is left (the last sentences, the rest of the speech), then
+        the session's output ends. Later calls do nothing."""
+        if self._finishing:
+            return
+        self._finishing = True
+        await self._send_finish()
+        self._touch()
+
     async def _send(self, data: str | bytes) -> None:
         self._check_open()
         try:
@@ -232,3 +271,190 @@ class WsSession:
             except BaseException:
                 self._ws.transport.abort()
                 raise
+
+
+class TaskHeader(msgspec.Struct):
+    """The ``header`` of an event on the task WebSocket (``api-ws/v1/inference``)."""
+
+    event: str = ""
+    task_id: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+
+
+class TaskEvent(msgspec.Struct):
+    """An event on the task WebSocket, read for its header only (subclasses add the ``payload`` they read)."""
+
+    header: TaskHeader
+
+
+EventT = TypeVar("EventT", bound=TaskEvent)
+
+#: Decodes the events of a task whose payloads are not read.
+task_event_decoder = msgspec.json.Decoder(TaskEvent)
+
+
+class TaskSession(WsSession):
+    """One task on the task WebSocket: ``run-task`` and ``task-started``, commands, ``finish-task``, then
+    ``task-finished`` or ``task-failed``.
+
+    Subclasses decode their events with :meth:`_decode_event`, handle their own (results, audio) and hand the
+    rest to :meth:`_task_event`; their :meth:`_on_end` calls this one.
+    """
+
+    def __init__(self, ws: ClientConnection, timeouts: Timeouts, task_id: str) -> None:
+        super().__init__(ws, timeouts)
+        self.task_id = task_id
+        self._started = asyncio.Event()
+
+    # --- reader side ----------------------------------------------------------------------------------
+    def _decode_event(self, message: str, decoder: msgspec.json.Decoder[EventT]) -> EventT | None:
+        """The event in ``message``; None for a stale event of an earlier task on this socket.
+
+        Raises:
+            UpstreamError: the message is not a task event (``malformed``).
+        """
+        try:
+            event = decoder.decode(message)
+        except msgspec.DecodeError:
+            raise errors.malformed(self._what) from None
+        task_id = event.header.task_id
+        if task_id and task_id != self.task_id:
+            return None
+        return event
+
+    def _task_event(self, header: TaskHeader) -> bool:
+        """Handle a lifecycle event; True when the task has finished.
+
+        Raises:
+            UpstreamError: ``task-failed``, with the upstream's code and message.
+        """
+        name = header.event
+        if name == "task-started":
+            self._started.set()
+            return False
+        if name == "task-finished":
+            return True
+        if name == "task-failed":
+            raise errors.from_task_failed(header.error_code, header.error_message)
+        return False
+
+    def _on_end(self) -> None:
+        self._started.set()
+
+    # --- caller side ----------------------------------------------------------------------------------
+    async def _command(self, action: str, payload: dict[str, object]) -> None:
+        """Send ``action`` (``run-task``, ``continue-task``, ``finish-task``) for this task."""
+        await self._send(
+            _encoder.encode(
+                {
+                    "header": {"action": action, "task_id": self.task_id, "streaming": "duplex"},
+                    "payload": payload,
+                }
+            ).decode()
+        )
+
+    async def _run_task(self, payload: dict[str, object]) -> None:
+        """Send ``run-task`` with ``payload`` and wait for ``task-started`` (at most ``timeouts.connect``).
+
+        Raises:
+            UpstreamError: ``task-failed`` (bad model, voice, throttled ...), the connection broke, or no
+                ``task-started`` in time (``upstream_timeout``, transient).
+        """
+        await self._command("run-task", payload)
+        try:
+            async with asyncio.timeout(self._timeouts.connect):
+                await self._started.wait()
+        except TimeoutError:
+            raise UpstreamError(
+                f"{self._what}: upstream did not start the task in time",
+                code="upstream_timeout",
+                status=504,
+                transient=True,
+            ) from None
+        self._check_open()
+        if self._complete:
+            raise errors.closed_error(self._what)
+
+    async def _send_finish(self) -> None:
+        await self._command("finish-task", {"input": {}})
+
+
+class PcmQueue:
+    """PCM on its way from a synthesis session's reader to the caller.
+
+    Bounded: while it is full the reader waits, so the upstream is not read (backpressure). Ending it never
+    blocks and never drops audio: a full queue means the consumer is not waiting, and it sees the end once it
+    has drained the queue.
+    """
+
+    def __init__(self, maxsize: int) -> None:
+        self._queue: asyncio.Queue[PcmChunk | None] = asyncio.Queue(maxsize)
+        self._ended = False
+
+    async def put(self, chunk: PcmChunk) -> None:
+        """Hand on ``chunk``; waits while the queue is full."""
+        await self._queue.put(chunk)
+
+    def end(self) -> None:
+        """No more chunks will come."""
+        self._ended = True
+        if not self._queue.full():
+            self._queue.put_nowait(None)
+
+    async def get(self) -> PcmChunk | None:
+        """The next chunk; None once the queue has ended and is drained."""
+        queue = self._queue
+        while True:
+            if self._ended and queue.empty():
+                return None
+            chunk = await queue.get()
+            if chunk is not None:
+                return chunk
+
+
+SessionT = TypeVar("SessionT", bound=WsSession)
+
+
+async def open_session(
+    url: str,
+    *,
+    api_key: str,
+    timeouts: Timeouts,
+    what: str,
+    make: Callable[[ClientConnection], SessionT],
+    start: Callable[[SessionT], Awaitable[None]],
+) -> SessionT:
+    """Connect to ``url`` once, build the session ``make`` returns for the socket, start its reader and run
+    ``start`` (the protocol's opening exchange). On any failure, cancellation included, the session is closed
+    before the error propagates.
+
+    Raises:
+        UpstreamError: as :func:`open_ws`, or what ``start`` raised.
+    """
+    ws = await open_ws(url, api_key=api_key, timeouts=timeouts, what=what)
+    session = make(ws)
+    try:
+        session._start_reader()
+        await start(session)
+    except BaseException:
+        await session._shutdown()
+        raise
+    return session
+
+
+@asynccontextmanager
+async def session_scope(
+    backoff: Backoff, open: Callable[[], Awaitable[SessionT]], what: str
+) -> AsyncIterator[SessionT]:
+    """A block around the session ``open`` returns: ``open`` is retried on transient failures (refused
+    connection, 429/5xx handshake, throttled start), and leaving the block closes the session.
+
+    Raises (on entering):
+        UpstreamError: the last attempt's failure, or the first one that is not transient.
+    """
+    session = await backoff.run(open, f"{what} session start")
+    try:
+        yield session
+    finally:
+        await session._shutdown()
