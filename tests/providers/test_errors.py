@@ -114,3 +114,47 @@ def test_backoff_grows_with_jitter_and_honours_retry_after_up_to_the_cap() -> No
         assert all(ceiling / 2 <= d <= ceiling for d in delays)
     assert backoff.delay(0, retry_after=0.3) == 0.3
     assert backoff.delay(0, retry_after=30) == 1.0
+
+
+async def test_retry_or_raise_waits_only_for_a_transient_error_with_retries_left() -> None:
+    from qwen_gateway.errors import UpstreamError
+    from qwen_gateway.providers.dashscope import Backoff
+
+    backoff = Backoff(retries=2, base=0.001, cap=0.001)
+    throttled = UpstreamError("throttled", code="limit_requests", status=429, transient=True)
+    refused = UpstreamError("bad key", code="invalid_api_key", status=401)
+    await backoff.retry_or_raise(throttled, 0, "test")  # waits, then the caller tries again
+    await backoff.retry_or_raise(throttled, 1, "test")
+    with pytest.raises(UpstreamError) as info:
+        await backoff.retry_or_raise(throttled, 2, "test")  # retries used up
+    assert info.value is throttled
+    with pytest.raises(UpstreamError) as info:
+        await backoff.retry_or_raise(refused, 0, "test")
+    assert info.value is refused
+
+
+async def test_backoff_run_retries_transient_failures_then_gives_up() -> None:
+    from qwen_gateway.errors import UpstreamError
+    from qwen_gateway.providers.dashscope import Backoff
+
+    backoff = Backoff(retries=2, base=0.001, cap=0.001)
+    calls = 0
+
+    async def flaky() -> str:
+        nonlocal calls
+        calls += 1
+        if calls < 3:
+            raise UpstreamError("busy", status=503, transient=True)
+        return "ok"
+
+    assert await backoff.run(flaky, "test") == "ok" and calls == 3
+
+    async def always_busy() -> str:
+        nonlocal calls
+        calls += 1
+        raise UpstreamError("busy", status=503, transient=True)
+
+    calls = 0
+    with pytest.raises(UpstreamError):
+        await backoff.run(always_busy, "test")
+    assert calls == 3  # the first attempt and two retries

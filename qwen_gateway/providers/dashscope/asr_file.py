@@ -130,19 +130,7 @@ class FileRecognizer:
                     exc, httpx.ConnectTimeout
                 ):
                     raise err from None
-            if not err.transient or attempt >= self._backoff.retries:
-                raise err
-            delay = self._backoff.delay(attempt, err.retry_after)
-            log.warning(
-                "%s failed (status=%s code=%s); retry %d/%d in %.2fs",
-                what,
-                err.status,
-                err.code,
-                attempt + 1,
-                self._backoff.retries,
-                delay,
-            )
-            await asyncio.sleep(delay)
+            await self._backoff.retry_or_raise(err, attempt, what)
             attempt += 1
 
     def _auth(self, api_key: str | None) -> dict[str, str]:

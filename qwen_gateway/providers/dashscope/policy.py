@@ -62,6 +62,27 @@ class Backoff:
         """Wait before retry number ``attempt``."""
         await asyncio.sleep(self.delay(attempt, retry_after))
 
+    async def retry_or_raise(self, err: UpstreamError, attempt: int, what: str) -> None:
+        """After failed attempt number ``attempt`` (0-based): wait before the next one when ``err`` is transient
+        and retries are left (the upstream's ``retry_after`` honoured); otherwise raise ``err``.
+
+        Raises:
+            UpstreamError: ``err``, when no further attempt should be made.
+        """
+        if not err.transient or attempt >= self.retries:
+            raise err
+        delay = self.delay(attempt, err.retry_after)
+        log.warning(
+            "%s failed (status=%s code=%s); retry %d/%d in %.2fs",
+            what,
+            err.status,
+            err.code,
+            attempt + 1,
+            self.retries,
+            delay,
+        )
+        await asyncio.sleep(delay)
+
     async def run(self, attempt: Callable[[], Awaitable[T]], what: str) -> T:
         """Call ``attempt`` until it succeeds, retrying transient :class:`UpstreamError` up to ``retries`` times.
 
@@ -72,17 +93,5 @@ class Backoff:
             try:
                 return await attempt()
             except UpstreamError as err:
-                if not err.transient or n >= self.retries:
-                    raise
-                delay = self.delay(n, err.retry_after)
-                log.warning(
-                    "%s failed (status=%s code=%s); retry %d/%d in %.2fs",
-                    what,
-                    err.status,
-                    err.code,
-                    n + 1,
-                    self.retries,
-                    delay,
-                )
-                await asyncio.sleep(delay)
+                await self.retry_or_raise(err, n, what)
             n += 1
