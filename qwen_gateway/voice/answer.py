@@ -24,6 +24,7 @@ cancels every stage and closes both upstream connections; the partial text stays
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -242,9 +243,10 @@ class AnswerSpeaker:
                     result.first_token_at = self._clock()
                 parts.append(delta.content)
                 result.text = "".join(parts)
-                await self._emit(self._chunk_event(delta.content, result.text))
+                # Speech first: a segment this delta completes goes to TTS before the text event.
                 for segment in segmenter.feed(delta.content):
                     await self._segment(segment, segments)
+                await self._emit(self._chunk_event(delta.content, result.text))
             result.chat_ok = True
         except (UpstreamError, TimeoutError) as exc:
             self._fail("chat", exc)
@@ -263,18 +265,21 @@ class AnswerSpeaker:
 
     # ------------------------------------------------------------------ speech
     async def _speech_stage(self, segments: asyncio.Queue[str | None]) -> None:
-        # The session is opened at once, while the chat request is still waiting for its first token, so
-        # that its handshake is not on the way of the first audio.
+        # The session is opened at once, while the chat request is still waiting for its first token, and its
+        # feeder waits for the first segment: neither the handshake nor a task start is on the way of the
+        # first audio.
+        # Set once the first segment went to TTS (and tts_started out), or once nothing will.
+        started = asyncio.Event()
+        with contextlib.suppress(ValueError):  # made again at the PCM's own rate if it differs
+            self._encoder = self._new_encoder(self._synth.sample_rate)
         try:
-            async with self._synth.session(voice=self._tuning.voice, api_key=self._api_key) as tts:
-                first = await segments.get()
-                if first is None:
-                    self._segments_ended = True
-                    return  # nothing to say
-                await self._emit(TtsStarted(message=MSG_TTS_STARTED, turn_id=self._turn_id))
-                self.result.tts_started = True
-                async with asyncio.TaskGroup() as group:
-                    group.create_task(self._feed_tts(tts, first, segments), name="answer-tts-feed")
+            async with (
+                self._synth.session(voice=self._tuning.voice, api_key=self._api_key) as tts,
+                asyncio.TaskGroup() as group,
+            ):
+                group.create_task(self._feed_tts(tts, segments, started), name="answer-tts-feed")
+                await started.wait()
+                if self.result.tts_started:
                     await self._read_tts(tts)
         except* (UpstreamError, TimeoutError) as eg:
             exc = eg.exceptions[0]
@@ -291,17 +296,29 @@ class AnswerSpeaker:
                 self._segments_ended = await segments.get() is None
         await self._flush_audio()
 
-    async def _feed_tts(self, tts: Any, first: str, segments: asyncio.Queue[str | None]) -> None:
+    async def _feed_tts(
+        self, tts: Any, segments: asyncio.Queue[str | None], started: asyncio.Event
+    ) -> None:
         timeout = self._tuning.read_timeout
-        segment: str | None = first
-        while segment is not None:
-            async with asyncio.timeout(timeout):
-                await tts.send_text(segment)
-            self.result.segments_sent += 1
+        try:
             segment = await segments.get()
-        self._segments_ended = True
-        async with asyncio.timeout(timeout):
-            await tts.finish()
+            if segment is None:
+                self._segments_ended = True
+                return  # nothing to say
+            while segment is not None:
+                async with asyncio.timeout(timeout):
+                    await tts.send_text(segment)
+                self.result.segments_sent += 1
+                if not self.result.tts_started:
+                    await self._emit(TtsStarted(message=MSG_TTS_STARTED, turn_id=self._turn_id))
+                    self.result.tts_started = True
+                    started.set()
+                segment = await segments.get()
+            self._segments_ended = True
+            async with asyncio.timeout(timeout):
+                await tts.finish()
+        finally:
+            started.set()
 
     async def _read_tts(self, tts: Any) -> None:
         audio = tts.audio()
@@ -309,15 +326,18 @@ class AnswerSpeaker:
             while (chunk := await _next(audio, self._tuning.read_timeout)) is not None:
                 if not chunk.pcm:
                     continue
-                if self._encoder is None:
-                    self._encoder = Mp3Encoder(
-                        chunk.sample_rate, bitrate_kbps=self._tuning.bitrate_kbps
-                    )
+                if self._encoder is None or self._encoder.sample_rate != chunk.sample_rate:
+                    if self._encoder is not None and self._encoder.samples_in:
+                        await self._send_audio(self._encoder.flush())  # a provider changing rates
+                    self._encoder = self._new_encoder(chunk.sample_rate)
                     self.result.sample_rate = chunk.sample_rate
                 self.result.pcm_samples += len(chunk.pcm) // 2
                 await self._send_audio(self._encoder.encode(chunk.pcm))
         finally:
             await _aclose(audio)
+
+    def _new_encoder(self, sample_rate: int) -> Mp3Encoder:
+        return Mp3Encoder(sample_rate, bitrate_kbps=self._tuning.bitrate_kbps)
 
     async def _flush_audio(self) -> None:
         if self._encoder is not None and not self._encoder.finished:

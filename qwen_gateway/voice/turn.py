@@ -341,9 +341,18 @@ class _Turn:
         return messages
 
     async def _answer(
-        self, chat: ChatModel, model: str, user: Any, chunk_event: Callable[[str, str], Event]
+        self,
+        chat: ChatModel,
+        model: str,
+        user: Any,
+        chunk_event: Callable[[str, str], Event],
+        *,
+        emit: Emit | None = None,
     ) -> AnswerResult:
-        """Generate and speak the answer to ``user`` (text, or VLM content parts) with the conversation."""
+        """Generate and speak the answer to ``user`` (text, or VLM content parts) with the conversation.
+
+        ``emit`` replaces the turn's own (to hold the answer's events back until they may go out).
+        """
         context = await self._memory.context()
         body = {
             "model": model,
@@ -354,7 +363,7 @@ class _Turn:
         speaker = AnswerSpeaker(
             chat=chat,
             synthesizer=self._deps.synthesizer,
-            emit=self._emit,
+            emit=emit or self._emit,
             chunk_event=chunk_event,
             turn_id=self.turn_id,
             tuning=self._cfg.answer,
@@ -518,6 +527,7 @@ class AudioTurn(_Turn):
         self._format: AudioFormatInfo | None = None
         self._deadline: asyncio.Timeout | None = None
         self._closed = False
+        self._transcript: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
 
     async def feed(self, data: bytes) -> None:
         """The next bytes of the upload, in order (dropped once the turn has ended)."""
@@ -538,34 +548,56 @@ class AudioTurn(_Turn):
 
     async def _body(self) -> None:
         to_recogniser = _Chunks(self._cfg.audio_queue)
+        p = self._p
+        answer: asyncio.Task[AnswerResult] | None = None
+        # The answer starts as soon as the transcript is known; its events wait for transcription_started
+        # (which waits for the stored upload's URL) and chat_started, the seed's order.
+        gate = asyncio.Event()
+
+        async def after_chat_started(event: Event) -> None:
+            if not gate.is_set():
+                await gate.wait()
+            await self._emit(event)
+
         async with asyncio.TaskGroup() as group:
             group.create_task(self._memory.load(), name="turn-history")
             group.create_task(self._receive(to_recogniser), name="turn-upload")
             store = group.create_task(self._store_upload(), name="turn-store")
-            transcript = await self._recognise(to_recogniser, store)
-        p = self._p
-        info = self._format
-        duration = _duration(self._upload, info)
-        if transcript and (too_long := self._too_long(duration)) is not None:
-            await self._emit(too_long)
-            transcript = None
-        p.transcript = transcript or None
-        result: AnswerResult | None = None
+            group.create_task(self._recognise(to_recogniser, store), name="turn-recognise")
+            transcript = await self._transcript
+            duration = _duration(self._upload, self._format)
+            too_long = self._too_long(duration) if transcript else None
+            if too_long is not None:
+                transcript = None
+            p.transcript = transcript or None
+            if transcript:
+                answer = group.create_task(
+                    self._answer(
+                        self._deps.chat,
+                        self._cfg.chat_model,
+                        transcript,
+                        lambda chunk, full: ChatChunk(
+                            chunk=chunk, full_response=full, turn_id=self.turn_id
+                        ),
+                        emit=after_chat_started,
+                    ),
+                    name="turn-answer",
+                )
+            await store
+            if too_long is not None:
+                await self._emit(too_long)
+            if transcript:
+                await self._emit(
+                    ChatStarted(
+                        message=MSG_CHAT_STARTED, user_message=transcript, turn_id=self.turn_id
+                    )
+                )
+            else:
+                await self._emit(ChatStarted(message=MSG_CHAT_SKIPPED, turn_id=self.turn_id))
+            gate.set()
+        result: AnswerResult | None = answer.result() if answer is not None else None
         db_saved = False
-        if not transcript:
-            await self._emit(ChatStarted(message=MSG_CHAT_SKIPPED, turn_id=self.turn_id))
-        else:
-            await self._emit(
-                ChatStarted(message=MSG_CHAT_STARTED, user_message=transcript, turn_id=self.turn_id)
-            )
-            result = await self._answer(
-                self._deps.chat,
-                self._cfg.chat_model,
-                transcript,
-                lambda chunk, full: ChatChunk(
-                    chunk=chunk, full_response=full, turn_id=self.turn_id
-                ),
-            )
+        if result is not None:
             db_saved = await self._save(self._cfg.chat_model, result)
             await self._emit(
                 ChatTtsComplete(
@@ -656,9 +688,16 @@ class AudioTurn(_Turn):
         finally:
             self._format_decided.set()
         await to_recogniser.drain()
+        self._publish(transcript)
+        return transcript
+
+    def _publish(self, transcript: str | None) -> None:
+        """The transcript is known: the answer may start (the recogniser may still be closing)."""
+        if self._transcript.done():
+            return
         if transcript is not None:
             self._p.transcript_at = self._clock()
-        return transcript
+        self._transcript.set_result(transcript)
 
     async def _recognise_stream(self, info: AudioFormatInfo, to_recogniser: _Chunks) -> str | None:
         recognizer = self._deps.recognizer
@@ -676,7 +715,9 @@ class AudioTurn(_Turn):
                     asyncio.TaskGroup() as group,
                 ):
                     group.create_task(_feed(rec, to_recogniser), name="turn-recognise-feed")
-                    return await self._collect(rec)
+                    transcript = await self._collect(rec)
+                    self._publish(transcript)  # before the upstream's closing handshake
+                    return transcript
         except* (UpstreamError, TimeoutError) as eg:
             await self._emit(upstream_error_event("recognition", eg.exceptions[0], self.turn_id))
         finally:

@@ -77,7 +77,7 @@ async def test_client_that_reads_nothing_is_evicted(
     config = SimulatorConfig(api_key=UPSTREAM_KEY)
     # The kernel's deadline (unread_timeout) is longer than the application's (ws_send_timeout), as in
     # production: the typed path ends the connection, the kernel then closes the stuck socket.
-    async with gateway(tmp_path, config, unread_timeout=2.5, ws_send_timeout=0.5) as gw:
+    async with gateway(tmp_path, config, unread_timeout=4.0, ws_send_timeout=0.5) as gw:
         audio = wav_bytes(0.4)
         gw.sim.register_transcript(audio, "说很长很长")
         gw.sim.set_reply(answer)

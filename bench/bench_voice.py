@@ -1,0 +1,574 @@
+"""Voice pipeline figures (``/v1/chat/audio``): time to first audio, and many sessions under load.
+
+1. **Time to first audio after the last packet**, one session, turn after turn: from the moment the client has
+   sent the last packet of its utterance to the first ``audio_stream`` data event. The simulator is configured
+   with fixed latencies (recognition finalises at once, chat time to first token, TTS first-audio delay); the
+   gateway's share is the measured time minus (a) those configured latencies, an upper bound that still holds
+   the simulator's own work and the loopback hops, and (b) the same upstream calls made back to back by a bare
+   client (recognition finish -> final, chat request -> first token, TTS text -> first PCM), which leaves only
+   the gateway's pipeline: queues, events, MP3, Quart/Hypercorn.
+2. **Load**: ``--sessions`` connected sessions of which ``--active`` are in a turn at any moment, the simulator
+   paced at real time (TTS audio at 1x, chat at a fixed token rate). Reports the lateness of every
+   ``audio_stream`` event against real-time playback, the gateway's event-loop lag, time to first audio under
+   load, and the gateway's RSS per idle connection.
+
+Uploads are sent as a live client records them, a packet per quarter second of audio (so the recogniser
+is already streaming when the last packet leaves). Simulator, gateway and this load generator are three
+processes on loopback. Figures only, no assertions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import io
+import json
+import math
+import os
+import random
+import signal
+import socket
+import struct
+import sys
+import tempfile
+import time
+import wave
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _harness import child, free_port, percentile, rss_kib, wait_http  # noqa: E402
+
+KEY = "sk-bench-voice"
+TTFA_REPLY = "好的，今天天气很好。适合出门散步。"
+LOAD_REPLY = "今天天气很好，阳光明媚。适合出门散步，记得多喝水。"
+#: Simulator latencies of the time-to-first-audio run (seconds).
+TTFT = 0.050
+TTS_FIRST_AUDIO = 0.020
+MP3_BYTES_PER_SECOND = 64000 / 8  # the gateway's default 64 kbps CBR
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+def wav_bytes(seconds: float, rate: int = 16000, seed: int = 0) -> bytes:
+    frames = b"".join(
+        struct.pack("<h", int(6000 * math.sin(2 * math.pi * (200 + seed) * i / rate)))
+        for i in range(int(seconds * rate))
+    )
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(frames)
+    return out.getvalue()
+
+
+def packets(data: bytes, size: int = 8192) -> list[str]:
+    pieces = [data[i : i + size] for i in range(0, len(data), size)]
+    return [
+        json.dumps({"seq": i + 1, "total": len(pieces), "data": base64.b64encode(p).decode()})
+        for i, p in enumerate(pieces)
+    ]
+
+
+def wait_tcp(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"port {port} did not open in {timeout}s")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def fmt(values: list[float], unit: str = "ms", scale: float = 1000.0) -> str:
+    if not values:
+        return "n/a"
+    return (
+        f"p50 {percentile(values, 50) * scale:7.2f} {unit}   p90 {percentile(values, 90) * scale:7.2f} "
+        f"{unit}   p99 {percentile(values, 99) * scale:7.2f} {unit}   max {max(values) * scale:7.2f} {unit}"
+        f"   (n={len(values)})"
+    )
+
+
+def _run(coro: Any) -> None:
+    try:
+        import uvloop
+
+        uvloop.run(coro)
+    except ImportError:
+        asyncio.run(coro)
+
+
+# ------------------------------------------------------------------------------------------ child roles
+
+
+async def sim_role(port: int, config: dict[str, Any], reply: str, env_file: Path) -> None:
+    from qwen_gateway.simulator import Simulator, SimulatorConfig
+
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    async with Simulator(SimulatorConfig(api_key=KEY, **config), port=port) as sim:
+        sim.set_reply(reply)
+        env_file.write_text(json.dumps(sim.env))  # noqa: ASYNC240 (once, a few bytes)
+        await stop.wait()
+
+
+#: How every ``audio_stream`` data event starts on the wire.
+AUDIO_PREFIX = '{"audio_stream":{"event":"data"'
+
+
+def instrument_event_lag(loop: asyncio.AbstractEventLoop, lags: list[float]) -> None:
+    """Time every ``audio_stream`` data frame from the moment the pipeline queues it for the client
+    (``WsConnection.send``) to the moment its bytes were handed to the socket (the writer's ``send``
+    returned): the gateway's own event lag, backpressure and event-loop congestion included."""
+    from qwen_gateway import ws as ws_module
+
+    queued: dict[int, float] = {}
+
+    class TimedSocket:
+        def __init__(self, inner: Any) -> None:
+            self._inner = inner
+
+        async def receive(self) -> str | bytes:
+            return await self._inner.receive()  # type: ignore[no-any-return]
+
+        async def send(self, data: str | bytes) -> None:
+            await self._inner.send(data)
+            started = queued.pop(id(data), None)
+            if started is not None:
+                lags.append(time.perf_counter() - started)
+
+        async def close(self, code: int, reason: str = "") -> None:
+            await self._inner.close(code, reason)
+
+    connection = ws_module.WsConnection
+    original_init, original_send = connection.__init__, connection.send
+
+    def init(self: Any, websocket: Any, *args: Any, **kwargs: Any) -> None:
+        original_init(self, TimedSocket(websocket), *args, **kwargs)
+
+    async def send(self: Any, frame: str | bytes) -> None:
+        if isinstance(frame, str) and frame.startswith(AUDIO_PREFIX):
+            queued[id(frame)] = time.perf_counter()
+        await original_send(self, frame)
+
+    connection.__init__ = init  # type: ignore[method-assign]
+    connection.send = send  # type: ignore[method-assign]
+
+
+async def gateway_role(port: int, env_file: Path, data_dir: Path, stats_file: Path) -> None:
+    from qwen_gateway.app import create_app
+    from qwen_gateway.config import load_settings
+    from qwen_gateway.routes.audio_ws import audio_ws_blueprint
+    from qwen_gateway.server import serving
+    from qwen_gateway.services import open_services
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    lags: list[float] = []
+    event_lags: list[float] = []
+
+    def start_window() -> None:
+        lags.clear()
+        event_lags.clear()
+
+    loop.add_signal_handler(signal.SIGUSR1, start_window)  # start of the measured window
+    instrument_event_lag(loop, event_lags)
+    env = json.loads(env_file.read_text())  # noqa: ASYNC240 (once, at start)
+    settings = load_settings(
+        env, dotenv=None, data_dir=data_dir, port=port, qwen_api_key=KEY, api_keys=()
+    )
+
+    async def probe() -> None:
+        while True:
+            started = time.perf_counter()
+            await asyncio.sleep(0.01)
+            lags.append(max(time.perf_counter() - started - 0.01, 0.0))
+
+    async with open_services(settings) as svc:
+        app = create_app(svc.settings, svc)
+        if "audio_ws" not in app.blueprints:  # until create_app registers it
+            app.register_blueprint(audio_ws_blueprint())
+        async with serving(app, svc.settings, port=port), asyncio.TaskGroup() as group:
+            task = group.create_task(probe())
+            await stop.wait()
+            task.cancel()
+    stats_file.write_text(json.dumps({"loop_lag": lags, "event_lag": event_lags}))  # noqa: ASYNC240
+
+
+# ------------------------------------------------------------------------------------------ the stack
+
+
+@contextlib.contextmanager
+def stack(tmp: Path, name: str, sim_config: dict[str, Any], reply: str) -> Iterator[dict[str, Any]]:
+    """Simulator and gateway processes; yields their ports, pids and the gateway's stats file."""
+    sim_port, gw_port = free_port(), free_port()
+    env_file, stats = tmp / f"{name}-sim.json", tmp / f"{name}-stats.json"
+    me = [sys.executable, str(Path(__file__).resolve())]
+    with child(
+        [
+            *me,
+            *("--role", "sim", "--port", str(sim_port), "--config", json.dumps(sim_config)),
+            *("--reply", reply, "--env-file", str(env_file)),
+        ],
+        log=tmp / f"{name}-sim.log",
+    ) as sim:
+        wait_tcp(sim_port)
+        for _ in range(300):
+            if env_file.exists():
+                break
+            time.sleep(0.05)
+        gw_cmd = me
+        if os.environ.get("QG_BENCH_GATEWAY_WRAPPER"):
+            gw_cmd = [sys.executable, os.environ["QG_BENCH_GATEWAY_WRAPPER"], me[1]]
+        with child(
+            [
+                *gw_cmd,
+                *("--role", "gateway", "--port", str(gw_port), "--env-file", str(env_file)),
+                *("--data", str(tmp / f"{name}-data"), "--stats", str(stats)),
+            ],
+            log=tmp / f"{name}-gateway.log",
+        ) as gw:
+            wait_http(f"http://127.0.0.1:{gw_port}/health")
+            info: dict[str, Any] = {
+                "url": f"ws://127.0.0.1:{gw_port}/v1/chat/audio",
+                "gateway_pid": gw.pid,
+                "sim_pid": sim.pid,
+                "env_file": env_file,
+                "stats": stats,
+            }
+            yield info
+    measured = json.loads(stats.read_text()) if stats.exists() else {}
+    info["loop_lag"] = measured.get("loop_lag", [])
+    info["event_lag"] = measured.get("event_lag", [])
+
+
+# ------------------------------------------------------------------------------------------ one turn
+
+
+#: Audio seconds per packet of the uploads (16 kHz 16-bit mono WAV, 8 KiB packets).
+PACKET_SECONDS = 8192 / 32000
+
+
+async def turn(ws: Any, frames: list[str]) -> dict[str, Any]:
+    """Send one utterance as a live recording would (a packet per ``PACKET_SECONDS``); receive until
+    ``audio_complete``. Returns timings and audio arrival times."""
+    for frame in frames[:-1]:
+        await ws.send(frame)
+        await asyncio.sleep(PACKET_SECONDS)
+    await ws.send(frames[-1])
+    last_sent = time.perf_counter()
+    audio: list[tuple[float, int]] = []
+    errors = 0
+    timings: dict[str, Any] = {}
+    while True:
+        raw = await ws.recv()
+        now = time.perf_counter()
+        event = json.loads(raw)
+        name, body = next(iter(event.items()))
+        if name == "audio_stream" and body["event"] == "data":
+            audio.append((now, len(body["data"]) * 3 // 4))
+        elif name == "error":
+            errors += 1
+        elif name == "chat_tts_complete":
+            timings = body.get("timings", {})
+        elif name == "audio_complete":
+            break
+    return {"last_sent": last_sent, "audio": audio, "errors": errors, "timings": timings}
+
+
+def lateness(audio: list[tuple[float, int]]) -> list[float]:
+    """How late each audio event of a turn arrived against real-time playback.
+
+    Event ``i`` carries the audio after ``played_i`` seconds of the answer; played at 1x it is needed at
+    ``start + played_i``. A chunk can only leave once TTS has produced it, and the first MP3 bytes are shorter
+    than their PCM (the encoder's delay), so the start is taken as the earliest consistent with every event
+    after the first: a turn whose audio kept pace scores 0 throughout, and what remains is jitter and drift.
+    """
+    if len(audio) < 2:
+        return []
+    offsets, played = [], 0.0
+    for at, size in audio:
+        offsets.append(at - played)
+        played += size / MP3_BYTES_PER_SECOND
+    start = min(offsets[1:])
+    return [offset - start for offset in offsets[1:]]
+
+
+# ------------------------------------------------------------------------------------------ 1. TTFA
+
+
+async def baseline(env_file: Path, audio: bytes, rounds: int) -> list[tuple[float, float, float]]:
+    """The upstream path of a turn done back to back by a bare client (the gateway's own upstream clients)."""
+    from qwen_gateway.config import load_settings
+    from qwen_gateway.providers.dashscope import build_providers
+
+    settings = load_settings(
+        json.loads(env_file.read_text()),  # noqa: ASYNC240 (once, at start)
+        dotenv=None,
+        qwen_api_key=KEY,
+        data_dir=Path("/tmp"),
+    )
+    providers = build_providers(settings)
+    out = []
+    try:
+        for _ in range(rounds):
+            async with (
+                providers.recognizer.session(format="wav", sample_rate=16000) as rec,
+                providers.synthesizer.session() as tts,
+            ):
+                await rec.feed(audio)
+                started = time.perf_counter()
+                await rec.finish()
+                async for _result in rec.results():
+                    pass
+                asr = time.perf_counter() - started
+                started = time.perf_counter()
+                body = {
+                    "model": settings.chat_model,
+                    "messages": [{"role": "user", "content": "hi"}],
+                }
+                stream = providers.chat.stream(body)
+                async for delta in stream:
+                    if delta.content:
+                        break
+                await stream.aclose()  # type: ignore[attr-defined]
+                chat = time.perf_counter() - started
+                started = time.perf_counter()
+                await tts.send_text("好的，今天天气很好。")
+                await tts.finish()
+                async for _chunk in tts.audio():
+                    break
+                out.append((asr, chat, time.perf_counter() - started))
+    finally:
+        await providers.aclose()
+    return out
+
+
+async def ttfa_run(info: dict[str, Any], turns: int) -> None:
+    from websockets.asyncio.client import connect
+
+    audio = wav_bytes(0.5)
+    frames = packets(audio)
+    ttfa: list[float] = []
+    internal: list[float] = []
+    stages: list[tuple[float, float]] = []
+    async with connect(info["url"], max_size=None, ping_interval=None, compression=None) as ws:
+        await ws.recv()
+        for i in range(turns + 5):
+            result = await turn(ws, frames)
+            if i < 5 or not result["audio"]:
+                continue  # warm-up
+            ttfa.append(result["audio"][0][0] - result["last_sent"])
+            timings = result["timings"]
+            if "first_audio_ms" in timings:
+                internal.append(timings["first_audio_ms"] / 1000)
+                stages.append((timings["recognition_ms"] / 1000, timings["first_token_ms"] / 1000))
+    parts = await baseline(info["env_file"], audio, max(turns // 2, 10))
+    direct = [sum(p) for p in parts]
+    configured = TTFT + TTS_FIRST_AUDIO
+    print(f"time to first audio after the last packet ({turns} turns, one session)")
+    print(f"  measured at the client          {fmt(ttfa)}")
+    print(f"  gateway's own clock             {fmt(internal)}")
+    print(
+        f"  simulator latencies configured  {configured * 1000:.0f} ms "
+        f"(chat TTFT {TTFT * 1000:.0f} ms + TTS first audio {TTS_FIRST_AUDIO * 1000:.0f} ms)"
+    )
+    print(f"  upstream path, bare client      {fmt(direct)}")
+    rec = percentile([s[0] for s in stages], 50) * 1000
+    tok = percentile([s[1] for s in stages], 50) * 1000
+    aud = percentile(internal, 50) * 1000
+    b_asr, b_chat, b_tts = (percentile([p[i] for p in parts], 50) * 1000 for i in range(3))
+    print(
+        "  p50 by stage, gateway vs bare   "
+        f"recognition {rec:.1f} vs {b_asr:.1f} ms, then first token {tok - rec:.1f} vs {b_chat:.1f} ms, "
+        f"then first audio {aud - tok:.1f} vs {b_tts:.1f} ms"
+    )
+    share_configured = [t - configured for t in ttfa]
+    base50 = percentile(direct, 50)
+    share_direct = [t - base50 for t in ttfa]
+    print(f"  gateway share over configured   {fmt(share_configured)}")
+    print(f"  gateway share over bare client  {fmt(share_direct)}")
+
+
+# ------------------------------------------------------------------------------------------ 2. load
+
+
+async def load_run(info: dict[str, Any], sessions: int, active: int, duration: float) -> None:
+    from websockets.asyncio.client import connect
+
+    pid = info["gateway_pid"]
+    audio = wav_bytes(0.5)
+    frames = packets(audio)
+    conns: list[Any] = []
+
+    async def open_one() -> Any:
+        ws = await connect(
+            info["url"], max_size=None, ping_interval=None, compression=None, open_timeout=60
+        )
+        await ws.recv()
+        return ws
+
+    # Warm up the code paths, then measure idle connections.
+    warm = await open_one()
+    await turn(warm, frames)
+    await asyncio.sleep(0.5)
+    rss_before = rss_kib(pid)
+    for start in range(0, sessions, 100):
+        conns.extend(await asyncio.gather(*(open_one() for _ in range(min(100, sessions - start)))))
+    await asyncio.sleep(1.0)
+    rss_idle = rss_kib(pid)
+    per_conn = (rss_idle - rss_before) / sessions
+
+    pool: asyncio.Queue[Any] = asyncio.Queue()
+    for ws in conns:
+        pool.put_nowait(ws)
+    late: list[float] = []
+    ttfa: list[float] = []
+    errors = 0
+    done = 0
+    end = time.perf_counter() + duration
+    rss_peak = rss_idle
+
+    async def worker() -> None:
+        nonlocal errors, done
+        while time.perf_counter() < end:
+            ws = await pool.get()
+            result = await turn(ws, frames)
+            pool.put_nowait(ws)
+            errors += result["errors"]
+            if result["audio"]:
+                ttfa.append(result["audio"][0][0] - result["last_sent"])
+                late.extend(lateness(result["audio"]))
+            done += 1
+
+    async def sampler() -> None:
+        nonlocal rss_peak
+        while time.perf_counter() < end:
+            rss_peak = max(rss_peak, rss_kib(pid))
+            await asyncio.sleep(0.5)
+
+    os.kill(pid, signal.SIGUSR1)  # the gateway's measured window starts now
+    sim_pid = info["sim_pid"]
+    cpu0, sim0, me0, t0 = (
+        cpu_seconds(pid),
+        cpu_seconds(sim_pid),
+        time.process_time(),
+        time.perf_counter(),
+    )
+    await asyncio.sleep(random.random() * 0.01)
+    await asyncio.gather(sampler(), *(worker() for _ in range(active)))
+    elapsed = time.perf_counter() - t0
+    cpu = (cpu_seconds(pid) - cpu0) / elapsed
+    sim_cpu = (cpu_seconds(sim_pid) - sim0) / elapsed
+    client_cpu = (time.process_time() - me0) / elapsed
+    for ws in [warm, *conns]:
+        await ws.close()
+    info["load"] = {
+        "late": late,
+        "ttfa": ttfa,
+        "errors": errors,
+        "turns": done,
+        "rss_before": rss_before,
+        "rss_idle": rss_idle,
+        "rss_peak": rss_peak,
+        "per_conn": per_conn,
+        "cpu": cpu,
+        "sim_cpu": sim_cpu,
+        "client_cpu": client_cpu,
+    }
+
+
+def print_load(info: dict[str, Any], sessions: int, active: int, duration: float) -> None:
+    load = info["load"]
+    print(
+        f"load: {sessions} sessions connected, {active} in a turn at any moment, {duration:.0f} s, "
+        "simulator at real time"
+    )
+    print(f"  turns completed                 {load['turns']} ({load['errors']} error events)")
+    print(f"  gateway event lag (audio)       {fmt(info['event_lag'])}")
+    print(f"  gateway event-loop lag          {fmt(info['loop_lag'])}")
+    print(f"  audio lateness at the client    {fmt(load['late'])}")
+    print(f"  time to first audio under load  {fmt(load['ttfa'])}")
+    print(
+        f"  gateway RSS                     {load['rss_before'] / 1024:.1f} MiB before, "
+        f"{load['rss_idle'] / 1024:.1f} MiB with {sessions} idle sessions, "
+        f"{load['rss_peak'] / 1024:.1f} MiB peak under load"
+    )
+    print(f"  RSS per idle connection         {load['per_conn']:.1f} KiB")
+    print(
+        f"  CPU under load (of one core)    gateway {load['cpu'] * 100:.0f}%, simulator "
+        f"{load['sim_cpu'] * 100:.0f}%, this load generator {load['client_cpu'] * 100:.0f}% "
+        f"({os.cpu_count()} cores)"
+    )
+
+
+# ------------------------------------------------------------------------------------------ main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--role", choices=["bench", "sim", "gateway"], default="bench")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--config", default="{}")
+    parser.add_argument("--reply", default="")
+    parser.add_argument("--env-file", type=Path)
+    parser.add_argument("--data", type=Path)
+    parser.add_argument("--stats", type=Path)
+    parser.add_argument(
+        "--turns", type=int, default=int(os.environ.get("QG_BENCH_TTFA_TURNS", "200"))
+    )
+    parser.add_argument(
+        "--sessions", type=int, default=int(os.environ.get("QG_BENCH_SESSIONS", "1000"))
+    )
+    parser.add_argument("--active", type=int, default=int(os.environ.get("QG_BENCH_ACTIVE", "100")))
+    parser.add_argument(
+        "--duration", type=float, default=float(os.environ.get("QG_BENCH_SECONDS", "30"))
+    )
+    args = parser.parse_args()
+
+    if args.role == "sim":
+        _run(sim_role(args.port, json.loads(args.config), args.reply, args.env_file))
+        return
+    if args.role == "gateway":
+        _run(gateway_role(args.port, args.env_file, args.data, args.stats))
+        return
+
+    with tempfile.TemporaryDirectory(prefix="bench-voice-") as tmp_dir:
+        tmp = Path(tmp_dir)
+        ttfa_config = {
+            "ttft": TTFT,
+            "tts_first_audio_delay": TTS_FIRST_AUDIO,
+            "tokens_per_second": 0.0,
+            "tts_realtime_factor": 0.0,
+        }
+        with stack(tmp, "ttfa", ttfa_config, TTFA_REPLY) as info:
+            asyncio.run(ttfa_run(info, args.turns))
+        print()
+        load_config = {
+            "ttft": 0.3,
+            "tokens_per_second": 30.0,
+            "chat_chunk_tokens": 2,
+            "tts_realtime_factor": 1.0,
+        }
+        with stack(tmp, "load", load_config, LOAD_REPLY) as info:
+            asyncio.run(load_run(info, args.sessions, args.active, args.duration))
+        print_load(info, args.sessions, args.active, args.duration)
+
+
+if __name__ == "__main__":
+    main()
