@@ -7,6 +7,7 @@ import asyncio
 import struct
 from typing import Any
 
+import lameenc  # type: ignore[import-not-found]
 import pytest
 
 from qwen_gateway.errors import UpstreamError, UpstreamTimeout
@@ -15,7 +16,6 @@ from qwen_gateway.providers.dashscope import (
     RealtimeRecognitionSession,
     RealtimeRecognizer,
     build_providers,
-    sniff_format,
 )
 from qwen_gateway.simulator import Fault, Simulator, SimulatorConfig
 
@@ -153,12 +153,57 @@ async def test_transcribe_url_streams_a_downloaded_file(
     assert info.value.status == 404
 
 
-def test_sniff_format() -> None:
-    assert sniff_format(wav(b"\0" * 10, 8000)) == ("wav", 8000)
-    assert sniff_format(b"ID3\x04" + b"\0" * 20)[0] == "mp3"
-    assert sniff_format(b"\xff\xfb\x90\x00")[0] == "mp3"
-    assert sniff_format(b"OggS\0")[0] == "opus"
-    assert sniff_format(b"\x01\x02\x03\x04") == ("pcm", 16000)
+def mp3(rate: int) -> bytes:
+    encoder = lameenc.Encoder()
+    encoder.set_bit_rate(32)
+    encoder.set_in_sample_rate(rate)
+    encoder.set_out_sample_rate(rate)
+    encoder.set_channels(1)
+    encoder.set_quality(7)
+    return bytes(encoder.encode(AUDIO) + encoder.flush())
+
+
+def ogg_opus(input_rate: int) -> bytes:
+    """An Ogg stream's first page holding an ``OpusHead`` (the rest is filler: only the head is sniffed)."""
+    head = b"OpusHead" + struct.pack("<BBHIhB", 1, 1, 312, input_rate, 0, 0)
+    page = struct.pack("<4sBBqIIIB", b"OggS", 0, 2, 0, 1, 0, 0, 1) + bytes([len(head)]) + head
+    return page + AUDIO
+
+
+@pytest.mark.parametrize(
+    ("audio", "fmt", "rate"),
+    [
+        (wav(AUDIO, 8000), "wav", 8000),
+        (mp3(24000), "mp3", 24000),
+        (b"ID3\x04\0\0\0\0\0\0" + b"\0" * 20 + mp3(16000), "mp3", 16000),
+        (ogg_opus(16000), "opus", 16000),
+    ],
+    ids=["wav-8k", "mp3-24k", "id3-mp3", "ogg-opus"],
+)
+async def test_transcribe_url_tells_the_upstream_the_file_format_and_rate(
+    sim: Simulator, providers: Any, file_server: FileServer, audio: bytes, fmt: str, rate: int
+) -> None:
+    sim.register_transcript(audio, TEXT)
+    file_server.files["a"] = audio
+    assert await providers.recognizer.transcribe_url(file_server.url("a")) == TEXT
+    params = sim.log.asr_sessions[-1].params
+    assert (params["format"], params["sample_rate"]) == (fmt, rate)
+
+
+@pytest.mark.parametrize(
+    ("audio", "named"),
+    [(AUDIO, "unrecognised audio format"), (b"\x1a\x45\xdf\xa3" + AUDIO, "WebM")],
+    ids=["raw-pcm", "webm"],
+)
+async def test_transcribe_url_refuses_a_file_that_is_not_accepted_audio(
+    sim: Simulator, providers: Any, file_server: FileServer, audio: bytes, named: str
+) -> None:
+    file_server.files["a"] = audio
+    with pytest.raises(UpstreamError) as info:
+        await providers.recognizer.transcribe_url(file_server.url("a"))
+    assert (info.value.code, info.value.status) == ("unsupported_audio_format", 415)
+    assert named in info.value.message
+    assert sim.log.asr_sessions == [] and sim.log.connections == []
 
 
 # --- faults ------------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@
 """
 
 from .asr_file import FileRecognizer
-from .asr_realtime import RealtimeRecognitionSession, RealtimeRecognizer, sniff_format
+from .asr_realtime import RealtimeRecognitionSession, RealtimeRecognizer
 from .chat import DashScopeChat, parse_chunk
 from .factory import (
     Providers,
@@ -46,5 +46,4 @@ __all__ = [
     "is_realtime_asr_model",
     "new_http_client",
     "parse_chunk",
-    "sniff_format",
 ]

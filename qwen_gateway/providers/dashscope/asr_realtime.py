@@ -19,13 +19,14 @@ import httpx
 import msgspec
 from websockets.asyncio.client import ClientConnection
 
+from ...audio_formats import SNIFF_BYTES, UnknownAudioFormat, sniff
 from ...errors import UpstreamError
 from ..base import AudioFormat, RecognitionResult
 from . import errors
 from .policy import Backoff, Timeouts
 from .ws import TaskEvent, TaskSession, open_session, session_scope
 
-__all__ = ["RealtimeRecognitionSession", "RealtimeRecognizer", "sniff_format"]
+__all__ = ["RealtimeRecognitionSession", "RealtimeRecognizer"]
 
 log = logging.getLogger(__name__)
 
@@ -160,20 +161,19 @@ class RealtimeRecognitionSession(TaskSession):
             await self._wakeup.wait()
 
 
-def sniff_format(head: bytes) -> tuple[AudioFormat, int]:
-    """A recogniser ``format`` and sample rate for audio starting with ``head`` (raw PCM at 16 kHz if unknown)."""
-    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
-        rate = int.from_bytes(head[24:28], "little") if len(head) >= 28 else 16000
-        return "wav", rate or 16000
-    if head[:4] == b"OggS":
-        return "opus", 16000
-    if head[:3] == b"ID3" or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0):
-        return "mp3", 16000
-    if head[:6] == b"#!AMR\n":
-        return "amr", 8000
-    if len(head) > 1 and head[0] == 0xFF and head[1] & 0xF6 == 0xF0:
-        return "aac", 16000
-    return "pcm", 16000
+def _url_format(head: bytes) -> tuple[AudioFormat, int]:
+    """The recogniser ``format`` and sample rate of a downloaded file starting with ``head``.
+
+    Raises:
+        UpstreamError: ``unsupported_audio_format`` (415), not audio the recognisers accept.
+    """
+    try:
+        info = sniff(head)
+    except UnknownAudioFormat as exc:
+        raise UpstreamError(
+            f"asr: the file at the URL: {exc.message}", code=exc.code, status=415
+        ) from None
+    return info.format, info.sample_rate or 16000
 
 
 class RealtimeRecognizer:
@@ -249,8 +249,12 @@ class RealtimeRecognizer:
     async def transcribe_url(self, url: str, *, api_key: str | None = None) -> str:
         """Download ``url`` and stream it through a session; return the final sentences joined.
 
+        The file's format and rate are read from its first bytes, by the same rules as an upload's
+        (:func:`qwen_gateway.audio_formats.sniff`; raw PCM cannot be told from its bytes and is refused).
+
         Raises:
-            UpstreamError: the download or the recognition failed.
+            UpstreamError: the download or the recognition failed, or the file is not accepted audio
+                (``unsupported_audio_format``, before any recognition task).
         """
         if self._http is None:
             raise RuntimeError("transcribe_url needs an httpx client")
@@ -268,9 +272,9 @@ class RealtimeRecognizer:
                 head = b""
                 async for chunk in chunks:
                     head += chunk
-                    if len(head) >= 64:
+                    if len(head) >= SNIFF_BYTES:
                         break
-                fmt, rate = sniff_format(head)
+                fmt, rate = _url_format(head)
                 async with self.session(format=fmt, sample_rate=rate, api_key=api_key) as s:
                     texts: list[str] = []
 
