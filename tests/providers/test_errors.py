@@ -158,3 +158,10 @@ async def test_backoff_run_retries_transient_failures_then_gives_up() -> None:
     with pytest.raises(UpstreamError):
         await backoff.run(always_busy, "test")
     assert calls == 3  # the first attempt and two retries
+
+
+def test_timeouts_for_http_map_each_phase() -> None:
+    from qwen_gateway.providers.dashscope import Timeouts
+
+    timeout = Timeouts(connect=1.0, read=2.0, write=3.0).for_http()
+    assert (timeout.connect, timeout.read, timeout.write, timeout.pool) == (1.0, 2.0, 3.0, 1.0)

@@ -90,12 +90,7 @@ class FileRecognizer:
         self._poll_initial = poll_initial
         self._poll_max = poll_max
         self._parameters = dict(parameters or {})
-        self._timeout = httpx.Timeout(
-            connect=timeouts.connect,
-            read=timeouts.read,
-            write=timeouts.write,
-            pool=timeouts.connect,
-        )
+        self._timeout = timeouts.for_http()
 
     @property
     def model(self) -> str:

@@ -258,14 +258,8 @@ class RealtimeRecognizer:
         """
         if self._http is None:
             raise RuntimeError("transcribe_url needs an httpx client")
-        timeout = httpx.Timeout(
-            connect=self._timeouts.connect,
-            read=self._timeouts.read,
-            write=self._timeouts.write,
-            pool=self._timeouts.connect,
-        )
         try:
-            async with self._http.stream("GET", url, timeout=timeout) as response:
+            async with self._http.stream("GET", url, timeout=self._timeouts.for_http()) as response:
                 if response.status_code >= 400:
                     raise errors.from_http(response.status_code, await response.aread())
                 chunks = response.aiter_bytes()

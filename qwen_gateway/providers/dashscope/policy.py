@@ -9,6 +9,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+import httpx
+
 from ...errors import UpstreamError
 
 __all__ = ["Backoff", "Timeouts"]
@@ -35,6 +37,12 @@ class Timeouts:
     write: float = 30.0
     close: float = 2.0
     task: float = 600.0
+
+    def for_http(self) -> httpx.Timeout:
+        """These timeouts as httpx takes them (waiting for a pooled connection counts as connecting)."""
+        return httpx.Timeout(
+            connect=self.connect, read=self.read, write=self.write, pool=self.connect
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
