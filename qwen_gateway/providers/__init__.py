@@ -1,27 +1,7 @@
-"""Upstream engines behind small ``typing.Protocol`` interfaces (see :mod:`.base`)."""
+"""Upstream engines behind small ``typing.Protocol`` interfaces: :mod:`.base`, whose public names (its
+``__all__``) are re-exported here."""
 
-from .base import (
-    AudioFormat,
-    ChatDelta,
-    ChatModel,
-    PcmChunk,
-    RecognitionResult,
-    RecognitionSession,
-    Recognizer,
-    SynthesisSession,
-    Synthesizer,
-    Usage,
-)
+from . import base
+from .base import *  # noqa: F403
 
-__all__ = [
-    "AudioFormat",
-    "ChatDelta",
-    "ChatModel",
-    "PcmChunk",
-    "RecognitionResult",
-    "RecognitionSession",
-    "Recognizer",
-    "SynthesisSession",
-    "Synthesizer",
-    "Usage",
-]
+__all__ = list(base.__all__)
