@@ -5,13 +5,15 @@ vanishes mid-turn leaves no upstream socket and no task behind."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
+import os
 import socket
 from pathlib import Path
 
 import pytest
 
-from qwen_gateway.simulator import SimulatorConfig
+from qwen_gateway.simulator import Fault, SimulatorConfig
 
 from .conftest import (
     UPSTREAM_KEY,
@@ -138,3 +140,35 @@ async def test_abrupt_disconnect_mid_turn_leaves_nothing_behind(tmp_path: Path) 
         (turn,) = await gw.services.storage.history.conversation("conv-gone")
         assert turn.status == "interrupted" and turn.error_code == "client_gone"
         assert turn.assistant_content and (SENTENCE * 30).startswith(turn.assistant_content)
+
+
+def _rss_bytes() -> int:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+async def test_fast_sender_is_slowed_down_not_buffered(tmp_path: Path) -> None:
+    # The recogniser does not start (its task is held back by the simulator): the turn stops taking the
+    # upload, the runner's reader waits, the bounded receive queues fill, TCP stops the client. Nothing
+    # on the way grows with what the client tries to send.
+    big = 200 * 1024 * 1024
+    async with gateway(tmp_path, max_upload_bytes=big, max_packets=100_000) as gw:
+        gw.sim.faults.add(Fault.delay(4, endpoint="asr"))
+        head = wav_bytes(0.5)[:8192]
+        total = big // 8192
+        chunk = base64.b64encode(bytes(8192)).decode()
+        async with client(gw, compression=None, close_timeout=0.5) as c:
+            await c.recv()
+            first = base64.b64encode(head).decode()
+            await c.ws.send(f'{{"seq": 1, "total": {total}, "data": "{first}"}}')
+            rss_before = _rss_bytes()
+            sent = 0
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(3):
+                    for seq in range(2, total + 1):
+                        await c.ws.send(f'{{"seq": {seq}, "total": {total}, "data": "{chunk}"}}')
+                        sent += 8192
+            grown = _rss_bytes() - rss_before
+            # The client was stopped far short of the 200 MB, and the process did not keep what it
+            # sent: kernel socket buffers hold most of it.
+            assert sent < 80 * 1024 * 1024, sent
+            assert grown < 16 * 1024 * 1024, (grown, sent)
