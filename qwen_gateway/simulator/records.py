@@ -22,6 +22,7 @@ __all__ = [
     "CosyVoiceSessionRecord",
     "FileAsrTaskRecord",
     "SimulatorLog",
+    "TaskRecord",
     "TtsResponseRecord",
     "TtsSessionRecord",
 ]
@@ -58,8 +59,22 @@ class ConnectionRecord:
         return kind is None or self.kind == kind or kind in self.tasks
 
 
+class _OnConnection:
+    """A record of an exchange on one connection: closed when its connection is."""
+
+    connection: ConnectionRecord
+
+    @property
+    def closed(self) -> bool:
+        return self.connection.closed
+
+    @property
+    def close_time(self) -> float | None:
+        return self.connection.closed_at
+
+
 @dataclass(eq=False)
-class ChatRequestRecord:
+class ChatRequestRecord(_OnConnection):
     """One chat completion request as received, and what was answered."""
 
     request_id: str
@@ -77,10 +92,6 @@ class ChatRequestRecord:
     completed: bool = False
 
     @property
-    def closed(self) -> bool:
-        return self.connection.closed
-
-    @property
     def messages(self) -> list[Any]:
         """The request's ``messages`` (empty when absent)."""
         if isinstance(self.body, dict) and isinstance(self.body.get("messages"), list):
@@ -89,57 +100,42 @@ class ChatRequestRecord:
 
 
 @dataclass(eq=False)
-class AsrSessionRecord:
-    """One realtime recognition task (run-task with task ``asr``)."""
+class TaskRecord(_OnConnection):
+    """One task on the task socket: its ``run-task`` and how it ended.
+
+    ``failed`` is the ``(code, message)`` of its ``task-failed``; ``aborted`` is set when a new ``run-task``
+    replaced it or the client left while it ran.
+    """
 
     task_id: str
     connection: ConnectionRecord
     model: str
     params: dict[str, Any]
     run_task: dict[str, Any]
-    audio: bytearray = field(default_factory=bytearray)
-    frames: int = 0
     finish_received: bool = False
-    transcript: str | None = None
-    results: list[dict[str, Any]] = field(default_factory=list)
     finished: bool = False
     failed: tuple[str, str] | None = None
     aborted: bool = False
-
-    @property
-    def closed(self) -> bool:
-        return self.connection.closed
-
-    @property
-    def close_time(self) -> float | None:
-        return self.connection.closed_at
 
 
 @dataclass(eq=False)
-class CosyVoiceSessionRecord:
+class AsrSessionRecord(TaskRecord):
+    """One realtime recognition task (run-task with task ``asr``)."""
+
+    audio: bytearray = field(default_factory=bytearray)
+    frames: int = 0
+    transcript: str | None = None
+    results: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(eq=False)
+class CosyVoiceSessionRecord(TaskRecord):
     """One CosyVoice synthesis task (run-task with task ``tts``)."""
 
-    task_id: str
-    connection: ConnectionRecord
-    model: str
-    params: dict[str, Any]
-    run_task: dict[str, Any]
     texts: list[str] = field(default_factory=list)
     sentences: list[str] = field(default_factory=list)
-    finish_received: bool = False
     audio_bytes: int = 0
     characters: int = 0
-    finished: bool = False
-    failed: tuple[str, str] | None = None
-    aborted: bool = False
-
-    @property
-    def closed(self) -> bool:
-        return self.connection.closed
-
-    @property
-    def close_time(self) -> float | None:
-        return self.connection.closed_at
 
 
 @dataclass(eq=False)
@@ -153,7 +149,7 @@ class TtsResponseRecord:
 
 
 @dataclass(eq=False)
-class TtsSessionRecord:
+class TtsSessionRecord(_OnConnection):
     """One realtime TTS socket (``/api-ws/v1/realtime``)."""
 
     session_id: str
@@ -168,14 +164,6 @@ class TtsSessionRecord:
     errors: list[dict[str, Any]] = field(default_factory=list)
     finish_received: bool = False
     finished: bool = False
-
-    @property
-    def closed(self) -> bool:
-        return self.connection.closed
-
-    @property
-    def close_time(self) -> float | None:
-        return self.connection.closed_at
 
     @property
     def text(self) -> str:
