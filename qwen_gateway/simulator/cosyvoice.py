@@ -16,8 +16,8 @@ from typing import Any
 from .audio import synthesize, wav_header
 from .faults import Fault
 from .records import ConnectionRecord, CosyVoiceSessionRecord
-from .taskproto import TaskError, TaskHost, task_event
-from .wsconn import Drop, Pacer, Stall
+from .taskproto import Task, TaskError, TaskHost, task_event
+from .wsconn import Pacer
 
 __all__ = ["CosyVoiceTask", "billed_characters"]
 
@@ -33,10 +33,11 @@ def billed_characters(text: str) -> int:
     return len(text) + len(_CJK.findall(text))
 
 
-class CosyVoiceTask:
+class CosyVoiceTask(Task):
     """One synthesis task on an inference socket."""
 
     kind = "tts_cosyvoice"
+    rec: CosyVoiceSessionRecord
 
     def __init__(
         self,
@@ -80,20 +81,10 @@ class CosyVoiceTask:
         pitch = params.get("pitch", 1.0)
         if not isinstance(pitch, (int, float)) or not 0.5 <= pitch <= 2.0:
             raise TaskError("InvalidParameter", f"pitch should be in [0.5, 2.0], got {pitch}.")
-        self.host = host
-        self.task_id = task_id
-        self.model = model
+        super().__init__(host, task_id, model, faults, idle_since=asyncio.get_running_loop().time())
         self.format = str(fmt)
         self.rate = int(rate)
         self.speed = float(speed)
-        self.faults = faults
-        self.done = False
-        self.busy = False
-        self.idle_since = asyncio.get_running_loop().time()
-        idle = faults.get("idle_timeout")
-        self.idle_seconds = (
-            idle.seconds if idle is not None and idle.seconds is not None else cfg.asr_idle_timeout
-        )
         self.buffer = ""
         self.received_chars = 0
         self.characters = 0
@@ -165,15 +156,13 @@ class CosyVoiceTask:
 
     async def abort(self) -> None:
         """A new run-task replaced this one: stop speaking."""
-        self.done = True
-        self.rec.aborted = True
+        await super().abort()
         if self.worker is not None:
             self.worker.cancel()
             await asyncio.wait([self.worker])
 
     def failed(self, code: str, message: str) -> None:
-        self.done = True
-        self.rec.failed = (code, message)
+        super().failed(code, message)
         if self.worker is not None and self.worker is not asyncio.current_task():
             self.worker.cancel()
 
@@ -278,34 +267,6 @@ class CosyVoiceTask:
         n = len(pieces)
         bounds = [len(mp3) * i // n for i in range(n + 1)]
         return [mp3[bounds[i] : bounds[i + 1]] for i in range(n)]
-
-    async def _faults_at(self, position: int) -> bool:
-        host, faults = self.host, self.faults
-        if host.closing:
-            return False
-        malformed = faults.get("malformed")
-        if malformed is not None and malformed.after == position:
-            await host.writer.put(
-                malformed.payload
-                or '{"header":{"task_id":"' + self.task_id + '","event":"result-gen'
-            )
-        stall = faults.get("stall")
-        if stall is not None and stall.after == position:
-            await host.writer.put(Stall(stall.seconds))
-        failed = faults.get("task_failed")
-        if failed is not None and not failed.before_start and failed.after == position:
-            await host.fail(
-                self.task_id,
-                failed.code or "InternalError",
-                failed.message or "Internal server error!",
-            )
-            return False
-        drop = faults.get("drop")
-        if drop is not None and drop.after == position:
-            await host.writer.put(Drop())
-            self.done = True
-            return False
-        return True
 
 
 def _split(text: str) -> list[str]:

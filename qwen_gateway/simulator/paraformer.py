@@ -13,9 +13,8 @@ from typing import Any
 from .audio import make_clock
 from .faults import Fault
 from .records import AsrSessionRecord, ConnectionRecord
-from .taskproto import TaskError, TaskHost, task_event
+from .taskproto import Task, TaskError, TaskHost, task_event
 from .transcripts import RecognitionUpdate, StreamingRecognition
-from .wsconn import Drop, Stall
 
 __all__ = ["AsrTask"]
 
@@ -23,10 +22,11 @@ FORMATS = frozenset({"pcm", "wav", "mp3", "opus", "speex", "aac", "amr"})
 MODEL_PREFIXES = ("paraformer-realtime", "fun-asr-realtime", "gummy-", "paraformer-")
 
 
-class AsrTask:
+class AsrTask(Task):
     """One recognition task on an inference socket."""
 
     kind = "asr"
+    rec: AsrSessionRecord
 
     def __init__(
         self,
@@ -62,17 +62,7 @@ class AsrTask:
         if "8k" in model and rate != 8000:
             raise TaskError("InvalidParameter", f"Model {model} only supports sample_rate 8000.")
         cfg = host.state.config
-        self.host = host
-        self.task_id = task_id
-        self.model = model
-        self.faults = faults
-        self.done = False
-        self.busy = False
-        self.idle_since = 0.0
-        idle = faults.get("idle_timeout")
-        self.idle_seconds = (
-            idle.seconds if idle is not None and idle.seconds is not None else cfg.asr_idle_timeout
-        )
+        super().__init__(host, task_id, model, faults, idle_since=0.0)
         self.gummy = model.startswith("gummy")
         self.results_sent = 0
         silence = params.get("max_sentence_silence")
@@ -117,42 +107,9 @@ class AsrTask:
         )
         self.host.state.log.touch()
 
-    async def abort(self) -> None:
-        """A new run-task replaced this one."""
-        self.done = True
-        self.rec.aborted = True
-
-    def failed(self, code: str, message: str) -> None:
-        self.done = True
-        self.rec.failed = (code, message)
-
     async def _result(self, update: RecognitionUpdate) -> bool:
         """Queue one result-generated event; False when a fault ended the connection."""
-        if self.host.closing:
-            return False
-        position = self.results_sent
-        faults = self.faults
-        malformed = faults.get("malformed")
-        if malformed is not None and malformed.after == position:
-            await self.host.writer.put(
-                malformed.payload
-                or '{"header":{"task_id":"' + self.task_id + '","event":"result-gen'
-            )
-        stall = faults.get("stall")
-        if stall is not None and stall.after == position:
-            await self.host.writer.put(Stall(stall.seconds))
-        failed = faults.get("task_failed")
-        if failed is not None and not failed.before_start and failed.after == position:
-            await self.host.fail(
-                self.task_id,
-                failed.code or "InternalError",
-                failed.message or "Internal server error!",
-            )
-            return False
-        drop = faults.get("drop")
-        if drop is not None and drop.after == position:
-            await self.host.writer.put(Drop())
-            self.done = True
+        if not await self._faults_at(self.results_sent):
             return False
         payload = self._payload(update)
         self.rec.results.append(payload)
