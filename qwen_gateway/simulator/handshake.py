@@ -1,16 +1,19 @@
-"""Admission of a WebSocket: the delay fault, the API key, an injected HTTP error — before the upgrade."""
+"""Admission of a WebSocket: the delay fault, the API key, an injected HTTP error — before the upgrade; and
+:func:`serve_socket`, the life of one simulated WebSocket around it (recorded, admitted, served, drained)."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 
-from .asgi import WebSocket, bearer_key, dumps
+from .asgi import DRAIN_SECONDS, Disconnected, WebSocket, bearer_key, dumps
 from .errors import find_family, native_body
 from .faults import Endpoint
+from .records import ConnectionRecord
 from .state import SimulatorState
 
-__all__ = ["admit"]
+__all__ = ["admit", "serve_socket"]
 
 
 async def admit(state: SimulatorState, ws: WebSocket, endpoint: Endpoint, call: str) -> int | None:
@@ -31,3 +34,37 @@ async def admit(state: SimulatorState, ws: WebSocket, endpoint: Endpoint, call: 
         await ws.reject(injected.status, dumps(body))
         return injected.status
     return None
+
+
+async def serve_socket(
+    state: SimulatorState,
+    ws: WebSocket,
+    endpoint: Endpoint,
+    serve: Callable[[ConnectionRecord, str], Awaitable[tuple[str, int | None]]],
+) -> None:
+    """Serve one WebSocket of ``endpoint``: record the connection (kind ``endpoint``), admit the handshake, then
+    ``serve(connection, call)``, which accepts the socket and returns the close reason and code to record.
+
+    ``call`` (``"<endpoint>-<connection id>"``) names the connection for the fault plan. A refused handshake, a
+    client that leaves and a shutdown (close 1001, then the cancellation goes on) are recorded as such; the
+    socket is always drained.
+    """
+    conn = state.log.open(endpoint, ws.path, ws.headers)
+    call = f"{endpoint}-{conn.id}"
+    why, code = "error", None
+    try:
+        await ws.connect()
+        refused = await admit(state, ws, endpoint, call)
+        if refused is not None:
+            why, code = "rejected", refused
+            return
+        why, code = await serve(conn, call)
+    except Disconnected:
+        why, code = "client", ws.client_close_code
+    except asyncio.CancelledError:
+        why, code = "shutdown", 1001
+        await ws.close_soon(1001)
+        raise
+    finally:
+        state.log.close(conn, why, code=code)
+        await ws.drain(1.0 if why == "shutdown" else DRAIN_SECONDS)

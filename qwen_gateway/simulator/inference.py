@@ -13,11 +13,11 @@ from typing import Any
 
 import msgspec
 
-from .asgi import DRAIN_SECONDS, Disconnected, WebSocket
+from .asgi import Disconnected, WebSocket
 from .cosyvoice import CosyVoiceTask
 from .errors import find_family
 from .faults import ALLOWED
-from .handshake import admit
+from .handshake import serve_socket
 from .paraformer import AsrTask
 from .records import ConnectionRecord
 from .state import SimulatorState
@@ -32,25 +32,12 @@ _Task = AsrTask | CosyVoiceTask
 
 async def handle_inference(state: SimulatorState, ws: WebSocket) -> None:
     """Serve one task socket."""
-    conn = state.log.open("inference", ws.path, ws.headers)
-    why, code = "error", None
-    try:
-        await ws.connect()
-        refused = await admit(state, ws, "inference", f"inference-{conn.id}")
-        if refused is not None:
-            why, code = "rejected", refused
-            return
+
+    async def serve(conn: ConnectionRecord, call: str) -> tuple[str, int | None]:
         await ws.accept()
-        why, code = await _TaskConnection(state, ws, conn).run()
-    except Disconnected:
-        why, code = "client", ws.client_close_code
-    except asyncio.CancelledError:
-        why, code = "shutdown", 1001
-        await ws.close_soon(1001)
-        raise
-    finally:
-        state.log.close(conn, why, code=code)
-        await ws.drain(1.0 if why == "shutdown" else DRAIN_SECONDS)
+        return await _TaskConnection(state, ws, conn).run()
+
+    await serve_socket(state, ws, "inference", serve)
 
 
 class _TaskConnection:

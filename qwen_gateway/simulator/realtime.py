@@ -18,11 +18,11 @@ from typing import Any
 
 import msgspec
 
-from .asgi import DRAIN_SECONDS, Disconnected, WebSocket, dumps
+from .asgi import Disconnected, WebSocket, dumps
 from .audio import synthesize
 from .corpus import count_tokens
 from .faults import Fault
-from .handshake import admit
+from .handshake import serve_socket
 from .records import ConnectionRecord, TtsResponseRecord, TtsSessionRecord
 from .state import SimulatorState
 from .wsconn import Close, ConnectionDone, Drop, Pacer, Stall, Writer, event_id
@@ -59,15 +59,8 @@ def _rates(model: str) -> frozenset[int]:
 
 async def handle_realtime(state: SimulatorState, ws: WebSocket) -> None:
     """Serve one realtime TTS socket."""
-    conn = state.log.open("tts", ws.path, ws.headers)
-    call = f"tts-{conn.id}"
-    why, code = "error", None
-    try:
-        await ws.connect()
-        refused = await admit(state, ws, "tts", call)
-        if refused is not None:
-            why, code = "rejected", refused
-            return
+
+    async def serve(conn: ConnectionRecord, call: str) -> tuple[str, int | None]:
         model = ws.query.get("model", "")
         if "tts" not in model:
             # [U] DashScope's answer to a missing or non-TTS model here is undocumented.
@@ -86,20 +79,12 @@ async def handle_realtime(state: SimulatorState, ws: WebSocket) -> None:
                 ).decode()
             )
             await ws.close(1008)
-            why, code = "rejected", 1008
-            return
+            return "rejected", 1008
         await ws.accept()
         session = _RealtimeSession(state, ws, model=model, conn=conn)
-        why, code = await session.run(state.faults.take("tts", _STREAM_FAULTS, call))
-    except Disconnected:
-        why, code = "client", ws.client_close_code
-    except asyncio.CancelledError:
-        why, code = "shutdown", 1001
-        await ws.close_soon(1001)
-        raise
-    finally:
-        state.log.close(conn, why, code=code)
-        await ws.drain(1.0 if why == "shutdown" else DRAIN_SECONDS)
+        return await session.run(state.faults.take("tts", _STREAM_FAULTS, call))
+
+    await serve_socket(state, ws, "tts", serve)
 
 
 @dataclass
