@@ -147,6 +147,22 @@ async def _submit(
 # ---------------------------------------------------------------------- poll
 
 
+async def _known_task(
+    state: SimulatorState, req: HttpRequest, request_id: str, task_id: str
+) -> FileTask:
+    """The task ``task_id`` of a ``/tasks`` request, once the request passed the guard.
+
+    Raises:
+        _Refused: the guard refused the request, or there is no such task (404).
+    """
+    await _guard(state, req, "tasks", request_id)
+    task: FileTask | None = state.file_tasks.get(task_id)
+    if task is None:
+        # [U] DashScope's answer for an unknown task id is undocumented.
+        raise _Refused(404, "NotFound", f"Task {task_id} does not exist.")
+    return task
+
+
 async def handle_poll(state: SimulatorState, req: HttpRequest, task_id: str) -> None:
     """``GET /api/v1/tasks/<id>``."""
     await _serve(state, req, "tasks", _poll, task_id)
@@ -155,11 +171,7 @@ async def handle_poll(state: SimulatorState, req: HttpRequest, task_id: str) -> 
 async def _poll(
     state: SimulatorState, req: HttpRequest, request_id: str, task_id: str
 ) -> tuple[int, dict[str, Any]]:
-    await _guard(state, req, "tasks", request_id)
-    task = state.file_tasks.get(task_id)
-    if task is None:
-        # [U] DashScope's answer for an unknown task id is undocumented.
-        raise _Refused(404, "NotFound", f"Task {task_id} does not exist.")
+    task = await _known_task(state, req, request_id, task_id)
     cfg = state.config
     record = task.record
     record.polls += 1
@@ -334,10 +346,7 @@ async def handle_cancel(state: SimulatorState, req: HttpRequest, task_id: str) -
 async def _cancel(
     state: SimulatorState, req: HttpRequest, request_id: str, task_id: str
 ) -> tuple[int, dict[str, Any]]:
-    await _guard(state, req, "tasks", request_id)
-    task = state.file_tasks.get(task_id)
-    if task is None:
-        raise _Refused(404, "NotFound", f"Task {task_id} does not exist.")
+    task = await _known_task(state, req, request_id, task_id)
     if task.record.status != "PENDING":
         raise _Refused(
             400,

@@ -259,3 +259,7 @@ async def test_cancel_pending(sim: Simulator, http: httpx.AsyncClient) -> None:
         f"{sim.env['DASHSCOPE_HTTP_BASE_URL']}/tasks/{task_id}/cancel", headers=AUTH
     )
     assert again.status_code == 400
+    unknown = await http.post(
+        f"{sim.env['DASHSCOPE_HTTP_BASE_URL']}/tasks/nope/cancel", headers=AUTH
+    )
+    assert unknown.status_code == 404 and unknown.json()["code"] == "NotFound"
