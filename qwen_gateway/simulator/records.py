@@ -184,6 +184,17 @@ class FileAsrTaskRecord:
     transcripts: list[str | None] = field(default_factory=list)
 
 
+#: The log's lists of records other than ``connections`` (trimmed alike, cleared alike).
+_RECORD_LISTS = (
+    "closes",
+    "chat_requests",
+    "asr_sessions",
+    "cosyvoice_sessions",
+    "tts_sessions",
+    "file_asr_tasks",
+)
+
+
 class SimulatorLog:
     """Everything the simulator received, in arrival order."""
 
@@ -202,15 +213,7 @@ class SimulatorLog:
 
     def clear(self) -> None:
         """Forget every record (open connections stay tracked by their handlers)."""
-        for name in (
-            "connections",
-            "closes",
-            "chat_requests",
-            "asr_sessions",
-            "cosyvoice_sessions",
-            "tts_sessions",
-            "file_asr_tasks",
-        ):
+        for name in ("connections", *_RECORD_LISTS):
             getattr(self, name).clear()
         self._notify()
 
@@ -231,14 +234,7 @@ class SimulatorLog:
         if excess > 0:
             old = [c for c in self.connections[:excess] if not c.closed]
             self.connections[:excess] = old
-        for name in (
-            "closes",
-            "chat_requests",
-            "asr_sessions",
-            "cosyvoice_sessions",
-            "tts_sessions",
-            "file_asr_tasks",
-        ):
+        for name in _RECORD_LISTS:
             records: list[Any] = getattr(self, name)
             if len(records) > keep:
                 del records[: len(records) - keep]
