@@ -10,7 +10,9 @@
 2. **Load**: ``--sessions`` connected sessions of which ``--active`` are in a turn at any moment, the simulator
    paced at real time (TTS audio at 1x, chat at a fixed token rate). Reports the lateness of every
    ``audio_stream`` event against real-time playback, the gateway's event-loop lag, time to first audio under
-   load, and the gateway's RSS per idle connection.
+   load, and the gateway's RSS per idle connection. "Gateway event lag" is measured inside the gateway process
+   (instrumented by this script): from the moment the pipeline queues an ``audio_stream`` event to the moment
+   its bytes are handed to the client's socket.
 
 Uploads are sent as a live client records them, a packet per quarter second of audio (so the recogniser
 is already streaming when the last packet leaves). Simulator, gateway and this load generator are three
@@ -104,12 +106,16 @@ def fmt(values: list[float], unit: str = "ms", scale: float = 1000.0) -> str:
 
 
 def _run(coro: Any) -> None:
-    try:
-        import uvloop
-
-        uvloop.run(coro)
-    except ImportError:
-        asyncio.run(coro)
+    """Run a child role on uvloop like ``qwen-gateway serve`` (``QG_BENCH_UVLOOP=0``: the stdlib loop)."""
+    if os.environ.get("QG_BENCH_UVLOOP", "1") != "0":
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            uvloop.run(coro)
+            return
+    asyncio.run(coro)
 
 
 # ------------------------------------------------------------------------------------------ child roles
@@ -204,6 +210,10 @@ async def gateway_role(port: int, env_file: Path, data_dir: Path, stats_file: Pa
         if "audio_ws" not in app.blueprints:  # until create_app registers it
             app.register_blueprint(audio_ws_blueprint())
         async with serving(app, svc.settings, port=port), asyncio.TaskGroup() as group:
+            if os.environ.get("QG_BENCH_GC_FREEZE") == "1":
+                import gc
+
+                gc.freeze()  # what is alive after start-up is never collected: keep it out of GC scans
             task = group.create_task(probe())
             await stop.wait()
             task.cancel()
@@ -292,12 +302,11 @@ async def turn(ws: Any, frames: list[str]) -> dict[str, Any]:
 
 
 def lateness(audio: list[tuple[float, int]]) -> list[float]:
-    """How late each audio event of a turn arrived against real-time playback.
+    """How much later than its turn's usual pace each audio event arrived (0 when on or ahead of it).
 
-    Event ``i`` carries the audio after ``played_i`` seconds of the answer; played at 1x it is needed at
-    ``start + played_i``. A chunk can only leave once TTS has produced it, and the first MP3 bytes are shorter
-    than their PCM (the encoder's delay), so the start is taken as the earliest consistent with every event
-    after the first: a turn whose audio kept pace scores 0 throughout, and what remains is jitter and drift.
+    Event ``i`` carries the answer's audio after ``played_i`` seconds; its offset ``arrival_i - played_i`` is
+    constant while the stream keeps pace with 1x playback. The turn's usual offset is the median (the first
+    event is left out: the encoder's delay makes it short); lateness is how far above it an event came.
     """
     if len(audio) < 2:
         return []
@@ -305,8 +314,8 @@ def lateness(audio: list[tuple[float, int]]) -> list[float]:
     for at, size in audio:
         offsets.append(at - played)
         played += size / MP3_BYTES_PER_SECOND
-    start = min(offsets[1:])
-    return [offset - start for offset in offsets[1:]]
+    usual = sorted(offsets[1:])[len(offsets[1:]) // 2]
+    return [max(offset - usual, 0.0) for offset in offsets[1:]]
 
 
 # ------------------------------------------------------------------------------------------ 1. TTFA
@@ -367,17 +376,23 @@ async def ttfa_run(info: dict[str, Any], turns: int) -> None:
     ttfa: list[float] = []
     internal: list[float] = []
     stages: list[tuple[float, float]] = []
-    async with connect(info["url"], max_size=None, ping_interval=None, compression=None) as ws:
-        await ws.recv()
-        for i in range(turns + 5):
-            result = await turn(ws, frames)
-            if i < 5 or not result["audio"]:
-                continue  # warm-up
-            ttfa.append(result["audio"][0][0] - result["last_sent"])
-            timings = result["timings"]
-            if "first_audio_ms" in timings:
-                internal.append(timings["first_audio_ms"] / 1000)
-                stages.append((timings["recognition_ms"] / 1000, timings["first_token_ms"] / 1000))
+    done = 0
+    while done < turns:  # a connection takes at most QG_MAX_TURNS turns (200 by default)
+        url = info["url"]
+        async with connect(url, max_size=None, ping_interval=None, compression=None) as ws:
+            await ws.recv()
+            for i in range(min(turns - done, 100) + 5):
+                result = await turn(ws, frames)
+                if i < 5 or not result["audio"]:
+                    continue  # warm-up
+                done += 1
+                ttfa.append(result["audio"][0][0] - result["last_sent"])
+                timings = result["timings"]
+                if "first_audio_ms" in timings:
+                    internal.append(timings["first_audio_ms"] / 1000)
+                    stages.append(
+                        (timings["recognition_ms"] / 1000, timings["first_token_ms"] / 1000)
+                    )
     parts = await baseline(info["env_file"], audio, max(turns // 2, 10))
     direct = [sum(p) for p in parts]
     configured = TTFT + TTS_FIRST_AUDIO
@@ -502,7 +517,7 @@ def print_load(info: dict[str, Any], sessions: int, active: int, duration: float
     print(f"  turns completed                 {load['turns']} ({load['errors']} error events)")
     print(f"  gateway event lag (audio)       {fmt(info['event_lag'])}")
     print(f"  gateway event-loop lag          {fmt(info['loop_lag'])}")
-    print(f"  audio lateness at the client    {fmt(load['late'])}")
+    print(f"  audio late vs its pace (client) {fmt(load['late'])}")
     print(f"  time to first audio under load  {fmt(load['ttfa'])}")
     print(
         f"  gateway RSS                     {load['rss_before'] / 1024:.1f} MiB before, "
@@ -548,8 +563,12 @@ def main() -> None:
         _run(gateway_role(args.port, args.env_file, args.data, args.stats))
         return
 
-    with tempfile.TemporaryDirectory(prefix="bench-voice-") as tmp_dir:
+    keep = os.environ.get("QG_BENCH_DIR")  # keep the processes' logs there (for a failed run)
+    with (
+        contextlib.nullcontext(keep) if keep else tempfile.TemporaryDirectory(prefix="bench-voice-")
+    ) as tmp_dir:
         tmp = Path(tmp_dir)
+        tmp.mkdir(parents=True, exist_ok=True)
         ttfa_config = {
             "ttft": TTFT,
             "tts_first_audio_delay": TTS_FIRST_AUDIO,
