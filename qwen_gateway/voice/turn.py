@@ -783,65 +783,62 @@ class VlmTurn(_Turn):
         p.completed_at = self._clock()
         info, image_format = await self._formats()
         transcript: str | None = None
+        answer: asyncio.Task[AnswerResult] | None = None
+        # The answer starts as soon as the transcript is known; its events wait for vlm_chat_started.
+        gate = asyncio.Event()
+
+        async def after_chat_started(event: Event) -> None:
+            if not gate.is_set():
+                await gate.wait()
+            await self._emit(event)
+
+        duration = _duration(self._audio, info)
         if info is not None and image_format is not None:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._memory.load(), name="turn-history")
-                audio_task = group.create_task(
-                    self._store("audio", self._audio, _AUDIO_EXT[info.format])
+                audio_stored = group.create_task(self._store_audio(info), name="turn-store")
+                image_stored = group.create_task(
+                    self._store("image", self._image, image_format.ext), name="turn-store-image"
                 )
-                image_task = group.create_task(self._store("image", self._image, image_format.ext))
-            p.stored_audio, p.stored_image = audio_task.result(), image_task.result()
-            await self._emit(
-                TranscriptionStarted(
-                    message=MSG_TRANSCRIPTION_STARTED,
-                    oss_url=p.stored_audio.url if p.stored_audio else None,
-                    turn_id=self.turn_id,
-                )
-            )
-            transcript = await self._recognise_bytes(info)
-            if transcript is not None:
-                p.transcript_at = self._clock()
-        duration = _duration(self._audio, info)
-        if transcript and (too_long := self._too_long(duration)) is not None:
-            await self._emit(too_long)
-            transcript = None
-        elif transcript == "":
-            await self._emit(
-                ErrorEvent(
-                    message=MSG_CHAT_SKIPPED,
-                    code=error_code("empty_transcript"),
-                    turn_id=self.turn_id,
-                )
-            )
-        p.transcript = transcript or None
-        result: AnswerResult | None = None
-        if transcript and image_format is not None:
-            stored_image = p.stored_image
-            await self._emit(
-                VlmChatStarted(
-                    message=MSG_VLM_CHAT_STARTED,
-                    user_message=transcript,
-                    image_url=stored_image.url if stored_image else "",
-                    turn_id=self.turn_id,
-                )
-            )
-            if stored_image is not None and self._deps.objects.engine == "oss":
-                image_ref = stored_image.url  # the model fetches it from the bucket
-            else:
-                encoded = base64.b64encode(self._image).decode("ascii")
-                image_ref = f"data:{image_format.mime};base64,{encoded}"
-            content = [
-                {"type": "image_url", "image_url": {"url": image_ref}},
-                {"type": "text", "text": transcript},
-            ]
-            result = await self._answer(
-                self._deps.vlm,
-                self._cfg.vlm_model,
-                content,
-                lambda chunk, full: VlmChatChunk(
-                    chunk=chunk, full_response=full, turn_id=self.turn_id
-                ),
-            )
+                # Recognition runs while the uploads are stored (a file recogniser needs the stored file).
+                transcript = await self._recognise_bytes(info, audio_stored)
+                if transcript is not None:
+                    p.transcript_at = self._clock()
+                too_long = self._too_long(duration) if transcript else None
+                if too_long is not None:
+                    transcript = None
+                p.transcript = transcript or None
+                if transcript:
+                    answer = group.create_task(
+                        self._vlm_answer(
+                            transcript, image_format, image_stored, after_chat_started
+                        ),
+                        name="turn-answer",
+                    )
+                await audio_stored
+                p.stored_image = await image_stored
+                if too_long is not None:
+                    await self._emit(too_long)
+                elif transcript == "":
+                    await self._emit(
+                        ErrorEvent(
+                            message=MSG_CHAT_SKIPPED,
+                            code=error_code("empty_transcript"),
+                            turn_id=self.turn_id,
+                        )
+                    )
+                if transcript:
+                    await self._emit(
+                        VlmChatStarted(
+                            message=MSG_VLM_CHAT_STARTED,
+                            user_message=transcript,
+                            image_url=p.stored_image.url if p.stored_image else "",
+                            turn_id=self.turn_id,
+                        )
+                    )
+                gate.set()
+        result: AnswerResult | None = answer.result() if answer is not None else None
+        if result is not None and transcript:
             await self._save(self._cfg.vlm_model, result)
             await self._emit(
                 VlmChatTtsComplete(
@@ -868,6 +865,45 @@ class VlmTurn(_Turn):
             )
         )
 
+    async def _store_audio(self, info: AudioFormatInfo) -> None:
+        """Store the spoken question, then send ``transcription_started`` with its URL."""
+        stored = await self._store("audio", self._audio, _AUDIO_EXT[info.format])
+        self._p.stored_audio = stored
+        await self._emit(
+            TranscriptionStarted(
+                message=MSG_TRANSCRIPTION_STARTED,
+                oss_url=stored.url if stored else None,
+                turn_id=self.turn_id,
+            )
+        )
+
+    async def _vlm_answer(
+        self,
+        transcript: str,
+        image_format: ImageFormat,
+        image_stored: asyncio.Task[StoredObject | None],
+        emit: Emit,
+    ) -> AnswerResult:
+        if self._deps.objects.engine == "oss":
+            stored = await image_stored  # the model fetches the image from the bucket
+            image_ref = stored.url if stored else None
+        else:
+            image_ref = None
+        if image_ref is None:
+            encoded = base64.b64encode(self._image).decode("ascii")
+            image_ref = f"data:{image_format.mime};base64,{encoded}"
+        content = [
+            {"type": "image_url", "image_url": {"url": image_ref}},
+            {"type": "text", "text": transcript},
+        ]
+        return await self._answer(
+            self._deps.vlm,
+            self._cfg.vlm_model,
+            content,
+            lambda chunk, full: VlmChatChunk(chunk=chunk, full_response=full, turn_id=self.turn_id),
+            emit=emit,
+        )
+
     async def _formats(self) -> tuple[AudioFormatInfo | None, ImageFormat | None]:
         """The audio and image formats; an ``error`` event for the first that is not accepted."""
         try:
@@ -886,9 +922,12 @@ class VlmTurn(_Turn):
             return info, None
         return info, image_format
 
-    async def _recognise_bytes(self, info: AudioFormatInfo) -> str | None:
+    async def _recognise_bytes(
+        self, info: AudioFormatInfo, audio_stored: asyncio.Task[None]
+    ) -> str | None:
         recognizer = self._deps.recognizer
         if not recognizer.streaming:
+            await audio_stored
             return await self._recognise_file(self._p.stored_audio)
         try:
             async with asyncio.timeout(self._cfg.read_timeout):

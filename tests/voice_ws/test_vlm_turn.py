@@ -103,3 +103,30 @@ async def test_vlm_image_that_is_not_an_image(tmp_path: Path) -> None:
         assert c.bodies("vlm_complete")[0]["vlm_response"] == ""
         # Nothing reached an upstream.
         assert not gw.sim.log.chat_requests and not gw.sim.log.asr_sessions
+
+
+async def test_vlm_cancel_mid_answer(tmp_path: Path) -> None:
+    from qwen_gateway.simulator import SimulatorConfig
+
+    from .conftest import UPSTREAM_KEY
+
+    config = SimulatorConfig(api_key=UPSTREAM_KEY, tokens_per_second=40, tts_realtime_factor=0.5)
+    async with gateway(tmp_path, config) as gw:
+        audio = wav_bytes(0.5)
+        gw.sim.register_transcript(audio, QUESTION)
+        gw.sim.set_reply(ANSWER * 20)
+        async with client(gw, "vlm") as c:
+            await c.recv()
+            await c.send_all(packets(png_bytes(), type="image") + packets(audio, type="audio"))
+            await c.ws.send(json.dumps({"type": "end"}))
+            await c.until("audio_stream:data")
+            await c.ws.send(json.dumps({"type": "cancel"}))
+            events = await c.until("audio_stream:finished")
+            assert events[-1]["audio_stream"]["turn_id"] == 1
+            await gw.sim.wait_closed(timeout=5)
+            # The connection goes on with a new question.
+            await c.send_all(packets(png_bytes(), type="image") + packets(audio, type="audio"))
+            gw.sim.set_reply(ANSWER)
+            await c.ws.send(json.dumps({"type": "end"}))
+            await c.until("vlm_complete")
+        assert [b["turn_id"] for b in c.bodies("vlm_complete")] == [2]
