@@ -8,8 +8,10 @@ CORS for the configured origins, OpenAI-style JSON for every HTTP error, and a *
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import re
+import secrets
 import uuid
 from typing import Any
 
@@ -60,11 +62,17 @@ def create_app(settings: Settings, services: Services) -> Quart:
     app.asgi_websocket_class = BoundedWebsocketConnection
     cors = set(settings.cors_origins)
 
+    # Request ids need to be unique, not secret: a random prefix per app and a counter (no syscall per request).
+    rid_prefix = f"req-{secrets.token_hex(8)}"
+    rid_counter = itertools.count(1)
+
     @app.before_request
     async def _request_id() -> Response | None:
         rid = request.headers.get("X-Request-Id", "")
-        g.request_id = rid if _REQUEST_ID.match(rid) else f"req-{uuid.uuid4().hex}"
-        bind(request_id=g.request_id)
+        if not (rid and _REQUEST_ID.match(rid)):
+            rid = f"{rid_prefix}{next(rid_counter):016x}"
+        g.request_id = rid
+        bind(request_id=rid)
         if request.method == "OPTIONS":  # CORS preflight (and plain OPTIONS) on any path
             return _preflight()
         return None
@@ -79,6 +87,8 @@ def create_app(settings: Settings, services: Services) -> Quart:
         rid = getattr(g, "request_id", None)
         if rid:
             resp.headers["X-Request-Id"] = rid
+        if not cors:
+            return resp
         origin = request.headers.get("Origin")
         if origin and ("*" in cors or origin in cors):
             resp.headers["Access-Control-Allow-Origin"] = "*" if "*" in cors else origin

@@ -10,12 +10,14 @@ byte become the matching OpenAI error and status; after it, an error chunk and a
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
 import logging
+import secrets
 import time
-import uuid
-from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from typing import Any, cast
 
 import msgspec
 from quart import Blueprint, Response, g, request
@@ -23,7 +25,8 @@ from quart import Blueprint, Response, g, request
 from protocol import ChatCompletionRequest
 
 from ..errors import UpstreamError
-from ..providers import ChatDelta
+from ..providers import ChatDelta, ChatModel
+from ..providers.dashscope.chat import DeltaBatch
 from ..storage import TurnRecord
 from .common import authorized, error_response, read_body, services, unauthorized
 
@@ -38,6 +41,18 @@ _SSE_HEADERS = {
     "Connection": "keep-alive",
 }
 _DONE = b"data: [DONE]\n\n"
+_encode = msgspec.json.Encoder().encode
+# Write ids need to be unique, not secret: a random prefix per process and a counter.
+_WRITE_PREFIX = f"chat-{secrets.token_hex(8)}-"
+_write_counter = itertools.count(1)
+
+
+def _new_write_id() -> str:
+    return f"{_WRITE_PREFIX}{next(_write_counter):x}"
+
+
+#: JSON bodies up to this size are sent without Quart's response timeout (they fit the transport's buffer).
+_SMALL_BODY = 32 * 1024
 
 
 def upstream_error_response(exc: UpstreamError, *, caller_key: bool = False) -> Response:
@@ -62,6 +77,41 @@ def upstream_error_response(exc: UpstreamError, *, caller_key: bool = False) -> 
     return error_response(
         status, message, code=exc.code, type=exc.type, param=exc.param, headers=headers
     )
+
+
+def _stream_batches(
+    chat: ChatModel, body: dict[str, Any], api_key: str | None
+) -> AsyncGenerator[DeltaBatch, None]:
+    """The model's stream as batches of deltas that arrived together (one delta a batch for models that
+    cannot tell)."""
+    batches = getattr(chat, "stream_batches", None)
+    if batches is not None:
+        return cast(AsyncGenerator[DeltaBatch, None], batches(body, api_key=api_key))
+    return _one_by_one(chat.stream(body, api_key=api_key))
+
+
+async def _one_by_one(stream: AsyncIterator[ChatDelta]) -> AsyncGenerator[DeltaBatch, None]:
+    try:
+        async for delta in stream:
+            yield DeltaBatch([delta])
+    finally:
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+def _frames(batch: DeltaBatch, record: _Recorder, wants_usage: bool) -> bytes:
+    """The SSE events relaying ``batch`` (the usage-only chunk left out unless the caller asked for usage),
+    and ``[DONE]`` after the final batch."""
+    parts: list[bytes] = []
+    for delta in batch.deltas:
+        record.add(delta)
+        if delta.usage is not None and not wants_usage and not delta.content:
+            continue
+        parts += (b"data: ", delta.raw, b"\n\n")
+    if batch.final:
+        parts.append(_DONE)
+    return b"".join(parts)
 
 
 def _has_images(messages: list[Any]) -> bool:
@@ -103,7 +153,9 @@ def _conversation_id(body: Mapping[str, Any]) -> str:
     if not cid and isinstance(body.get("user"), str):
         cid = body["user"].strip()
     if not cid or len(cid) > 128:
-        cid = f"conv-{uuid.uuid4().hex}"
+        cid = (
+            f"conv-{secrets.token_hex(16)}"  # unguessable: it lets a voice session load the history
+        )
     return cid
 
 
@@ -171,11 +223,12 @@ def chat_blueprint() -> Blueprint:
                 )
                 return upstream_error_response(exc, caller_key=passthrough)
             record.from_response(result)
-            resp = Response(
-                json.dumps(result, ensure_ascii=False, separators=(",", ":")),
-                content_type="application/json",
-                headers=extra_headers,
-            )
+            payload = _encode(result)
+            resp = Response(payload, content_type="application/json", headers=extra_headers)
+            if len(payload) <= _SMALL_BODY:
+                # Sent in one write that never waits on the client: no need for Quart's response
+                # timeout (which costs a task per response).
+                resp.timeout = None
             return resp
 
         wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -184,7 +237,7 @@ def chat_blueprint() -> Blueprint:
             **(body.get("stream_options") or {}),
             "include_usage": True,
         }
-        stream = chat.stream(upstream_body, api_key=caller_key)
+        stream = _stream_batches(chat, upstream_body, caller_key)
         try:
             first = await anext(stream)
         except StopAsyncIteration:
@@ -195,16 +248,18 @@ def chat_blueprint() -> Blueprint:
             return upstream_error_response(exc, caller_key=passthrough)
 
         async def relay() -> AsyncIterator[bytes]:
+            done_sent = False
             try:
                 if first is not None:
-                    record.add(first)
-                    if wants_usage or first.usage is None:
-                        yield b"data: " + first.raw + b"\n\n"
-                    async for delta in stream:
-                        record.add(delta)
-                        if delta.usage is not None and not wants_usage and not delta.content:
-                            continue
-                        yield b"data: " + delta.raw + b"\n\n"
+                    data = _frames(first, record, wants_usage)
+                    done_sent = first.final
+                    if data:
+                        yield data
+                    async for batch in stream:
+                        data = _frames(batch, record, wants_usage)
+                        done_sent = batch.final
+                        if data:
+                            yield data
                 record.finish("completed")
             except UpstreamError as exc:
                 record.finish("failed")
@@ -216,20 +271,21 @@ def chat_blueprint() -> Blueprint:
                         "code": exc.code,
                     }
                 }
-                yield b"data: " + json.dumps(err, ensure_ascii=False).encode() + b"\n\n"
+                yield b"data: " + _encode(err) + b"\n\n"
             except BaseException:
                 record.finish("interrupted")
                 raise
             finally:
                 await stream.aclose()
-            yield _DONE
+            if not done_sent:
+                yield _DONE
 
         resp = Response(
             relay(),
             content_type="text/event-stream; charset=utf-8",
             headers={**_SSE_HEADERS, **extra_headers},
         )
-        resp.timeout = None  # type: ignore[assignment]
+        resp.timeout = None
         return resp
 
     @bp.get("/v1/models")
@@ -288,6 +344,8 @@ class _Recorder:
         self.first_token_ms: float | None = None
         self.usage: tuple[int, int, int] | None = None
         self.done = False
+        self.status = "completed"
+        self.total_ms = 0.0
 
     def add(self, delta: ChatDelta) -> None:
         if delta.content and delta.choice_index == 0:
@@ -313,29 +371,37 @@ class _Recorder:
         self.finish("completed")
 
     def finish(self, status: str) -> None:
+        """The exchange ended with ``status``: journal it once the response is on its way."""
         if self.done:
             return
         self.done = True
-        total_ms = (time.perf_counter() - self.started) * 1000
+        self.status = status
+        self.total_ms = (time.perf_counter() - self.started) * 1000
+        # Deferred to the next turn of the event loop: building and validating the record and handing it to
+        # the journal thread stay off the response's path (the journal's fsync is never waited for anyway).
+        asyncio.get_running_loop().call_soon(self._submit)
+
+    def _submit(self) -> None:
         prompt, completion, total = self.usage or (0, 0, 0)
         try:
-            # Not awaited: the response never waits for the journal's fsync (it is group-committed
-            # right after; a journal failure is logged by the outbox).
             self.svc.storage.outbox.submit_nowait(
                 TurnRecord.new(
+                    write_id=_new_write_id(),
                     conversation_id=self.conversation_id,
                     request_id=self.request_id,
                     channel="chat",
                     model=self.model,
                     user_content=self.user,
                     assistant_content="".join(self.parts),
-                    status=status,
+                    status=self.status,
                     prompt_tokens=prompt,
                     completion_tokens=completion,
                     total_tokens=total,
                     first_token_ms=self.first_token_ms,
-                    total_ms=total_ms,
+                    total_ms=self.total_ms,
                 )
             )
-        except Exception:
+        except (
+            Exception
+        ):  # a journal failure is logged by the outbox; this is a bug or a closed outbox
             log.exception("could not journal the exchange")

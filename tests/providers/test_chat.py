@@ -212,6 +212,9 @@ async def test_drop_before_the_first_delta_is_retried(sim: Simulator, providers:
     sim.faults.add(Fault.drop(0, endpoint="chat"))
     deltas = await collect(providers.chat, USER)
     assert "".join(d.content for d in deltas) == REPLY
+    await sim.wait_closed(
+        "chat"
+    )  # the simulator's handler may still be finishing the stream we read
     assert [r.connection.close_reason for r in sim.log.chat_requests] == ["dropped", "complete"]
 
 

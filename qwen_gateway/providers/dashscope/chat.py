@@ -1,8 +1,8 @@
 """Chat and VLM over DashScope's OpenAI-compatible endpoint (``QWEN_API_CHAT_URL``).
 
-One shared ``httpx.AsyncClient`` (HTTP/1.1 keep-alive pool) serves every call. Streams are parsed incrementally:
-each SSE ``data:`` payload is decoded into a small msgspec Struct and handed on as a :class:`ChatDelta` that keeps
-the payload's raw bytes, so the OpenAI-compatible route can relay it untouched.
+One shared transport (a lean HTTP/1.1 keep-alive pool, see ``http1.py``) serves every call. Streams are parsed
+incrementally: each SSE ``data:`` payload is decoded into a small msgspec Struct and handed on as a
+:class:`ChatDelta` that keeps the payload's raw bytes, so the OpenAI-compatible route can relay it untouched.
 
 Retries (429 throttles, 5xx, connection errors) happen with backoff and jitter, and only while nothing has been
 yielded to the caller; once a delta went out, a failure surfaces as :class:`UpstreamError`.
@@ -13,18 +13,21 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncGenerator, Mapping
-from typing import Any
+from contextlib import aclosing
+from typing import Any, NamedTuple
 
 import httpx
 import msgspec
 
+from ... import __version__
 from ...errors import UpstreamError
 from ..base import ChatDelta, Usage
 from . import errors
+from .http1 import Endpoint, HttpxTransport, RequestHeaders, UpstreamResponse, UpstreamTransport
 from .policy import Backoff, Timeouts
 from .sse import SseDecoder
 
-__all__ = ["DashScopeChat"]
+__all__ = ["DashScopeChat", "DeltaBatch"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +61,8 @@ _json_encoder = msgspec.json.Encoder()
 _EMPTY_DELTA = _Delta()
 _DONE = b"[DONE]"
 _HEAD_LIMIT = 64 * 1024
+_USER_AGENT = f"qwen-gateway/{__version__}"
+_REST_LIMIT = 1.0  # seconds to wait for the end of a stream's body after [DONE]
 
 
 def _usage(u: _Usage) -> Usage:
@@ -97,6 +102,28 @@ def parse_chunk(raw: bytes) -> ChatDelta:
     return ChatDelta(raw, usage=usage)
 
 
+class DeltaBatch(NamedTuple):
+    """Deltas of a streamed completion that arrived together."""
+
+    deltas: list[ChatDelta]
+    #: the upstream ended the stream (``[DONE]``) with these: nothing follows.
+    final: bool = False
+
+
+async def _read_rest(response: UpstreamResponse) -> None:
+    """After ``[DONE]``: read what is left of the body (a few bytes), so the connection can be reused.
+
+    Its failures are moot (the answer is complete); an upstream slow to end the body loses the connection
+    instead of holding the caller up.
+    """
+    try:
+        async with asyncio.timeout(_REST_LIMIT):
+            while await response.receive():
+                pass
+    except (httpx.TransportError, TimeoutError):
+        pass
+
+
 def _error_event(raw: bytes) -> UpstreamError:
     """The error carried by an SSE ``error`` event or a JSON error body."""
     try:
@@ -111,13 +138,18 @@ def _error_event(raw: bytes) -> UpstreamError:
 class DashScopeChat:
     """A :class:`~qwen_gateway.providers.base.ChatModel` over an OpenAI-compatible ``/chat/completions`` URL.
 
-    ``model`` fills requests that name none. ``api_key`` is the default key; each call may override it
-    (pass-through mode). The client is shared and not owned: closing it is the caller's business.
+    ``transport`` carries the requests: an :class:`~.http1.Http1Pool` (the factory's default), an
+    :class:`~.http1.HttpxTransport`, or an ``httpx.AsyncClient`` (wrapped in one). It is shared and not owned:
+    closing it is the caller's business. ``model`` fills requests that name none. ``api_key`` is the default
+    key; each call may override it (pass-through mode).
+
+    Raises:
+        ValueError: ``url`` is not an ``http(s)`` URL.
     """
 
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        transport: UpstreamTransport | httpx.AsyncClient,
         *,
         url: str,
         model: str,
@@ -125,16 +157,17 @@ class DashScopeChat:
         timeouts: Timeouts,
         backoff: Backoff,
     ) -> None:
-        self._http = http
-        self._url = url
+        if isinstance(transport, httpx.AsyncClient):
+            transport = HttpxTransport(transport)
+        self._transport: UpstreamTransport = transport
+        self._endpoint = Endpoint.parse(url)
         self._model = model
         self._api_key = api_key
         self._backoff = backoff
-        self._timeout = httpx.Timeout(
-            connect=timeouts.connect,
-            read=timeouts.read,
-            write=timeouts.write,
-            pool=timeouts.connect,
+        self._timeouts = timeouts
+        self._default_headers = (
+            self._headers_for(api_key, stream=False),
+            self._headers_for(api_key, stream=True),
         )
 
     @property
@@ -142,15 +175,22 @@ class DashScopeChat:
         """The model used when a request names none."""
         return self._model
 
-    def _headers(self, api_key: str | None, *, stream: bool) -> dict[str, str]:
-        key = api_key or self._api_key
-        headers = {"Content-Type": "application/json"}
+    @staticmethod
+    def _headers_for(key: str | None, *, stream: bool) -> RequestHeaders:
+        headers = [
+            ("Content-Type", "application/json"),
+            ("Accept", "text/event-stream" if stream else "application/json"),
+            ("Accept-Encoding", "identity"),
+            ("User-Agent", _USER_AGENT),
+        ]
         if key:
-            headers["Authorization"] = f"Bearer {key}"
-        if stream:
-            headers["Accept"] = "text/event-stream"
-            headers["Accept-Encoding"] = "identity"
-        return headers
+            headers.append(("Authorization", f"Bearer {key}"))
+        return RequestHeaders(headers)
+
+    def _headers(self, api_key: str | None, *, stream: bool) -> RequestHeaders:
+        if not api_key or api_key == self._api_key:
+            return self._default_headers[stream]
+        return self._headers_for(api_key, stream=stream)
 
     def _payload(self, body: Mapping[str, Any], *, stream: bool) -> bytes:
         data = dict(body)
@@ -161,17 +201,16 @@ class DashScopeChat:
             data.pop("stream_options", None)
         return _json_encoder.encode(data)
 
-    async def _send(self, payload: bytes, headers: dict[str, str]) -> httpx.Response:
-        request = self._http.build_request(
-            "POST", self._url, content=payload, headers=headers, timeout=self._timeout
+    async def _send(self, payload: bytes, headers: RequestHeaders) -> UpstreamResponse:
+        response = await self._transport.request(
+            self._endpoint, "POST", headers, payload, self._timeouts
         )
-        response = await self._http.send(request, stream=True)
-        if response.status_code >= 400:
+        if response.status >= 400:
             try:
-                body = await response.aread()
+                body = await response.read()
             finally:
                 await response.aclose()
-            raise errors.from_http(response.status_code, body, response.headers)
+            raise errors.from_http(response.status, body, response.headers)
         return response
 
     async def _retry_or_raise(self, err: UpstreamError, attempt: int, what: str) -> None:
@@ -203,51 +242,86 @@ class DashScopeChat:
                 included), or closed the stream before ``[DONE]`` / a ``finish_reason``.
             UpstreamTimeout: connect, first byte or the gap between two chunks took too long.
         """
+        async with aclosing(self.stream_batches(body, api_key=api_key)) as batches:
+            async for batch in batches:
+                for delta in batch.deltas:
+                    yield delta
+
+    async def stream_batches(
+        self, body: Mapping[str, Any], *, api_key: str | None = None
+    ) -> AsyncGenerator[DeltaBatch, None]:
+        """Like :meth:`stream`, but the deltas that arrived together come as one :class:`DeltaBatch`.
+
+        A relay forwards each batch in one write: it saves per-chunk work when the upstream sends bursts, and
+        delays nothing (the deltas of a batch were all there). The last batch is marked ``final`` (it may hold
+        no delta); it comes as soon as the upstream's ``[DONE]`` does, before the rest of the body is read.
+        """
         payload = self._payload(body, stream=True)
         headers = self._headers(api_key, stream=True)
         yielded = False
         attempt = 0
         while True:
-            response: httpx.Response | None = None
+            response: UpstreamResponse | None = None
             try:
                 response = await self._send(payload, headers)
                 decoder = SseDecoder()
                 finished = False
-                done = False
                 head = bytearray()  # the body so far while no event came: maybe not SSE at all
-                async for data in response.aiter_bytes():
-                    if done:
-                        continue  # drain to EOF so the connection goes back to the pool
+                while data := await response.receive():
                     events = decoder.feed(data)
                     if not events:
                         if not yielded and len(head) < _HEAD_LIMIT:
                             head += data
                         continue
+                    deltas: list[ChatDelta] = []
+                    done = False
                     for event, raw in events:
                         if raw == _DONE:
                             done = True
                             break
                         if event == "error":
+                            if deltas:
+                                yielded = True
+                                yield DeltaBatch(deltas)
                             raise _error_event(raw)
-                        delta = parse_chunk(raw)
+                        try:
+                            delta = parse_chunk(raw)
+                        except UpstreamError:
+                            if deltas:
+                                yielded = True
+                                yield DeltaBatch(deltas)
+                            raise
                         if delta.finish_reason is not None:
                             finished = True
+                        deltas.append(delta)
+                    if done:
                         yielded = True
-                        yield delta
-                if not done:
-                    for _event, raw in decoder.close():
-                        if raw == _DONE:
-                            done = True
-                        else:
-                            delta = parse_chunk(raw)
-                            finished = finished or delta.finish_reason is not None
-                            yielded = True
-                            yield delta
-                if not (done or finished):
-                    if not yielded and head.lstrip().startswith(b"{"):
-                        raise _error_event(bytes(head))  # a JSON error body instead of a stream
-                    raise errors.closed_error("chat stream")
-                return
+                        yield DeltaBatch(deltas, final=True)
+                        await _read_rest(response)
+                        return
+                    if deltas:
+                        yielded = True
+                        yield DeltaBatch(deltas)
+                # The body ended (no [DONE] came): maybe with an event not followed by its blank line.
+                tail: list[ChatDelta] = []
+                done = False
+                for _event, raw in decoder.close():
+                    if raw == _DONE:
+                        done = True
+                        break
+                    delta = parse_chunk(raw)
+                    finished = finished or delta.finish_reason is not None
+                    tail.append(delta)
+                if done or finished:
+                    yielded = True
+                    yield DeltaBatch(tail, final=True)
+                    return
+                if tail:
+                    yielded = True
+                    yield DeltaBatch(tail)
+                if not yielded and head.lstrip().startswith(b"{"):
+                    raise _error_event(bytes(head))  # a JSON error body instead of a stream
+                raise errors.closed_error("chat stream")
             except UpstreamError as exc:
                 if yielded:
                     raise
@@ -281,7 +355,7 @@ class DashScopeChat:
             try:
                 response = await self._send(payload, headers)
                 try:
-                    content = await response.aread()
+                    content = await response.read()
                 finally:
                     await response.aclose()
                 try:

@@ -11,7 +11,9 @@ Engines are chosen by model name, so a seed ``.env`` keeps working:
 
 from __future__ import annotations
 
+import urllib.request
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -20,6 +22,7 @@ from ..base import ChatModel, Recognizer, Synthesizer
 from .asr_file import FileRecognizer
 from .asr_realtime import RealtimeRecognizer
 from .chat import DashScopeChat
+from .http1 import Http1Pool, HttpxTransport, UpstreamTransport
 from .policy import Backoff, Timeouts
 from .tts_cosyvoice import CosyVoiceSynthesizer
 from .tts_qwen import QwenRealtimeSynthesizer, model_of_url
@@ -28,8 +31,10 @@ __all__ = [
     "Providers",
     "Tuning",
     "build_providers",
+    "env_proxy_for",
     "is_cosyvoice_model",
     "is_realtime_asr_model",
+    "new_chat_transport",
     "new_http_client",
 ]
 
@@ -45,7 +50,8 @@ class Tuning:
         close_timeout: the WebSocket closing handshake.
         write_timeout: the longest wait for the upstream to accept what we send.
         tts_queue_chunks: PCM chunks buffered for a slow consumer before the upstream is no longer read.
-        max_connections / max_keepalive: the shared HTTP pool.
+        max_connections / max_keepalive: the shared HTTP pool, and the chat pool.
+        keepalive_expiry: seconds an idle pooled connection may be reused.
     """
 
     retry_base: float = 0.25
@@ -58,6 +64,7 @@ class Tuning:
     tts_queue_chunks: int = 64
     max_connections: int = 512
     max_keepalive: int = 64
+    keepalive_expiry: float = 30.0
 
 
 def is_realtime_asr_model(model: str) -> bool:
@@ -79,13 +86,20 @@ class Providers:
     recognizer: Recognizer
     synthesizer: Synthesizer
     http: httpx.AsyncClient
+    #: what carries the chat and VLM requests (owned: closed by :meth:`aclose`).
+    chat_transport: UpstreamTransport | None = None
     _owns_http: bool = field(default=False, repr=False)
 
     async def aclose(self) -> None:
-        """Close the shared HTTP client if the factory created it (idempotent)."""
-        if self._owns_http:
-            self._owns_http = False
-            await self.http.aclose()
+        """Close the chat transport, and the shared HTTP client if the factory created it (idempotent)."""
+        transport, self.chat_transport = self.chat_transport, None
+        try:
+            if transport is not None:
+                await transport.aclose()
+        finally:
+            if self._owns_http:
+                self._owns_http = False
+                await self.http.aclose()
 
 
 def new_http_client(settings: Settings, tuning: Tuning | None = None) -> httpx.AsyncClient:
@@ -103,9 +117,36 @@ def new_http_client(settings: Settings, tuning: Tuning | None = None) -> httpx.A
         limits=httpx.Limits(
             max_connections=tuning.max_connections,
             max_keepalive_connections=tuning.max_keepalive,
-            keepalive_expiry=30.0,
+            keepalive_expiry=tuning.keepalive_expiry,
         ),
         follow_redirects=False,
+    )
+
+
+def env_proxy_for(url: str) -> bool:
+    """True when the environment (``HTTP(S)_PROXY``/``ALL_PROXY``, minus ``NO_PROXY``) names a proxy for ``url``."""
+    parts = urlsplit(url)
+    proxies = urllib.request.getproxies_environment()
+    if not (proxies.get(parts.scheme.lower()) or proxies.get("all")):
+        return False
+    return not urllib.request.proxy_bypass(parts.hostname or "")
+
+
+def new_chat_transport(
+    settings: Settings, http: httpx.AsyncClient, tuning: Tuning | None = None
+) -> UpstreamTransport:
+    """What carries chat requests: a lean keep-alive pool, or ``http`` when a proxy must be used.
+
+    The lean pool connects directly; only httpx honours proxies from the environment, so when one applies to
+    ``QWEN_API_CHAT_URL`` the requests go through ``http`` as they always did.
+    """
+    tuning = tuning or Tuning()
+    if env_proxy_for(settings.chat_url):
+        return HttpxTransport(http)
+    return Http1Pool(
+        max_connections=tuning.max_connections,
+        max_keepalive=tuning.max_keepalive,
+        keepalive_expiry=tuning.keepalive_expiry,
     )
 
 
@@ -114,8 +155,9 @@ def build_providers(
 ) -> Providers:
     """Build chat, VLM, recognition and synthesis engines from ``settings``.
 
-    ``http`` is shared by every HTTP call (created, and then closed by :meth:`Providers.aclose`, when not
-    given). Keys: ``settings.qwen_api_key`` unless a call passes its own ``api_key``.
+    ``http`` is shared by every HTTP call but chat's (created, and then closed by :meth:`Providers.aclose`,
+    when not given); chat and VLM share the transport of :func:`new_chat_transport`. Keys:
+    ``settings.qwen_api_key`` unless a call passes its own ``api_key``.
     """
     tuning = tuning or Tuning()
     owns = http is None
@@ -132,8 +174,9 @@ def build_providers(
     )
     key = settings.qwen_api_key
 
+    chat_transport = new_chat_transport(settings, client, tuning)
     chat = DashScopeChat(
-        client,
+        chat_transport,
         url=settings.chat_url,
         model=settings.chat_model,
         api_key=key,
@@ -141,7 +184,7 @@ def build_providers(
         backoff=backoff,
     )
     vlm = DashScopeChat(
-        client,
+        chat_transport,
         url=settings.chat_url,
         model=settings.vlm_model,
         api_key=key,
@@ -202,5 +245,6 @@ def build_providers(
         recognizer=recognizer,
         synthesizer=synthesizer,
         http=client,
+        chat_transport=chat_transport,
         _owns_http=owns,
     )
