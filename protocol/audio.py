@@ -30,6 +30,7 @@ from .events import (
     Seq,
     Timings,
     Total,
+    TranscriptionPartial,
     TranscriptionStarted,
     TtsStarted,
     TurnId,
@@ -147,6 +148,7 @@ AUDIO_EVENTS = EventRegistry(
         Connected,
         PacketAck,
         TranscriptionStarted,
+        TranscriptionPartial,
         ChatStarted,
         TtsStarted,
         (AudioStreamData, AudioStreamFinished),
@@ -161,6 +163,7 @@ AudioServerEvent = (
     Connected
     | PacketAck
     | TranscriptionStarted
+    | TranscriptionPartial
     | ChatStarted
     | TtsStarted
     | AudioStreamData

@@ -42,6 +42,11 @@ class ErrorCode(enum.StrEnum):
     upload_timeout: an upload stayed incomplete for too long and was discarded.
     incomplete_upload: a VLM ``end`` arrived before both the image and the audio upload were complete.
     too_many_turns: the connection used up its turns (the connection is closed, 1008).
+    unsupported_image_format: the VLM image is not JPEG, PNG, WebP, GIF or BMP.
+    empty_transcript: recognition found no speech in the upload (the turn ends without an answer).
+    send_timeout: the client read nothing for too long; it is disconnected (4008).
+    idle_timeout: nothing was received or sent for too long; the connection is closed (4000).
+    storage_error: the upload could not be stored; the turn goes on without its link.
     unsupported_audio_format: the upload is not MP3, PCM WAV or Ogg/Opus (raw PCM must be declared with
         ``?format=pcm;rate=16000``); no upstream was called.
     unauthorized: missing or wrong gateway key.
@@ -65,6 +70,11 @@ class ErrorCode(enum.StrEnum):
     INCOMPLETE_UPLOAD = "incomplete_upload"
     TOO_MANY_TURNS = "too_many_turns"
     UNSUPPORTED_AUDIO_FORMAT = "unsupported_audio_format"
+    UNSUPPORTED_IMAGE_FORMAT = "unsupported_image_format"
+    EMPTY_TRANSCRIPT = "empty_transcript"
+    SEND_TIMEOUT = "send_timeout"
+    IDLE_TIMEOUT = "idle_timeout"
+    STORAGE_ERROR = "storage_error"
     UNAUTHORIZED = "unauthorized"
     UPSTREAM_ERROR = "upstream_error"
     UPSTREAM_TIMEOUT = "upstream_timeout"

@@ -38,6 +38,7 @@ __all__ = [
     "Seq",
     "Timings",
     "Total",
+    "TranscriptionPartial",
     "TranscriptionStarted",
     "TtsStarted",
     "TurnId",
@@ -161,6 +162,18 @@ class Connected(Event, frozen=True, kw_only=True):
     event_name: ClassVar[str] = "connected"
     message: str
     session_id: str
+
+
+class TranscriptionPartial(Event, frozen=True, kw_only=True):
+    """Opt-in (``?events=extended``): the transcript so far, while the user's audio is still being recognised.
+
+    Not a seed event: sent only to clients that asked for extended events at the handshake.
+    """
+
+    event_name: ClassVar[str] = "transcription_partial"
+    text: str
+    is_final: bool
+    turn_id: TurnId | UnsetType = UNSET
 
 
 class TranscriptionStarted(Event, frozen=True, kw_only=True):

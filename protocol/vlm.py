@@ -30,6 +30,7 @@ from .events import (
     Seq,
     Timings,
     Total,
+    TranscriptionPartial,
     TranscriptionStarted,
     TtsStarted,
     TurnId,
@@ -155,6 +156,7 @@ VLM_EVENTS = EventRegistry(
         VlmPacketAck,
         VlmComplete,
         TranscriptionStarted,
+        TranscriptionPartial,
         VlmChatStarted,
         TtsStarted,
         (AudioStreamData, AudioStreamFinished),
@@ -170,6 +172,7 @@ VlmServerEvent = (
     | VlmPacketAck
     | VlmComplete
     | TranscriptionStarted
+    | TranscriptionPartial
     | VlmChatStarted
     | TtsStarted
     | AudioStreamData

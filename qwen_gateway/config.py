@@ -107,6 +107,11 @@ class Settings:
     ws_send_timeout: float = field(default=15.0, metadata={"env": "QG_WS_SEND_TIMEOUT"})
     ws_receive_queue: int = field(default=16, metadata={"env": "QG_WS_RECEIVE_QUEUE"})
     history_turns: int = field(default=10, metadata={"env": "QG_HISTORY_TURNS"})
+    #: voice chat context budget: previous turns are dropped (oldest first) beyond about this many tokens
+    history_tokens: int = field(default=4000, metadata={"env": "QG_HISTORY_TOKENS"})
+    #: longest spoken upload accepted (seconds of audio)
+    max_audio_seconds: float = field(default=300.0, metadata={"env": "QG_MAX_AUDIO_SECONDS"})
+    mp3_bitrate_kbps: int = field(default=64, metadata={"env": "QG_MP3_BITRATE_KBPS"})
 
     # --- upstream timeouts (seconds) ---
     connect_timeout: float = field(default=10.0, metadata={"env": "QG_CONNECT_TIMEOUT"})
@@ -221,6 +226,8 @@ def validate(settings: Settings) -> Settings:
         "max_turns_per_connection",
         "ws_idle_timeout",
         "upload_idle_timeout",
+        "max_audio_seconds",
+        "mp3_bitrate_kbps",
         "ws_send_timeout",
         "ws_receive_queue",
         "connect_timeout",
@@ -233,6 +240,16 @@ def validate(settings: Settings) -> Settings:
         raise ConfigError(f"QG_UPSTREAM_RETRIES={settings.upstream_retries}: must be >= 0")
     if settings.simulator_tts_rtf < 0:
         raise ConfigError(f"QG_SIMULATOR_TTS_RTF={settings.simulator_tts_rtf}: must be >= 0")
+    from .voice.mp3 import allowed_bitrates
+
+    rates = sorted(allowed_bitrates(settings.tts_sample_rate))
+    if settings.mp3_bitrate_kbps not in rates:
+        raise ConfigError(
+            f"QG_MP3_BITRATE_KBPS={settings.mp3_bitrate_kbps}: MP3 at TTS_SAMPLE_RATE="
+            f"{settings.tts_sample_rate} takes one of {', '.join(map(str, rates))}"
+        )
+    if settings.history_tokens < 0:
+        raise ConfigError(f"QG_HISTORY_TOKENS={settings.history_tokens}: must be >= 0")
     if settings.history_turns < 0:
         raise ConfigError(f"QG_HISTORY_TURNS={settings.history_turns}: must be >= 0")
     if settings.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):

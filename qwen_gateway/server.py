@@ -13,6 +13,7 @@ from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
 from .config import Settings
+from .ws import set_unread_timeout
 
 __all__ = ["hypercorn_config", "listen", "serving"]
 
@@ -29,7 +30,13 @@ def listen(host: str, port: int, backlog: int = 1024) -> socket.socket:
 
 
 def hypercorn_config(settings: Settings, sock: socket.socket) -> Config:
-    """Hypercorn settings for the gateway, serving on the already-listening ``sock``."""
+    """Hypercorn settings for the gateway, serving on the already-listening ``sock`` (whose options it sets)."""
+    # A client that reads nothing cannot be evicted through ASGI (the close waits behind a blocked drain):
+    # let the kernel drop connections whose peer acknowledges nothing for longer than the send timeout.
+    # (A value the caller already set on the socket is kept.)
+    option = getattr(socket, "TCP_USER_TIMEOUT", None)
+    if option is not None and sock.getsockopt(socket.IPPROTO_TCP, option) == 0:
+        set_unread_timeout(sock, settings.ws_send_timeout + 5)
     config = Config()
     config.bind = [f"fd://{sock.fileno()}"]
     config.accesslog = None

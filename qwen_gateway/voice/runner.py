@@ -71,7 +71,7 @@ def session_limits(settings: Settings, endpoint: Endpoint) -> Limits:
         max_packet_bytes=packet,
         max_upload_bytes=settings.max_upload_bytes,
         max_packets=settings.max_packets,
-        upload_idle_timeout=getattr(settings, "upload_idle_timeout", 30.0),
+        upload_idle_timeout=settings.upload_idle_timeout,
         max_turns=settings.max_turns_per_connection,
     )
 

@@ -142,7 +142,7 @@ class VoiceConfig:
         answer = AnswerTuning(
             read_timeout=settings.read_timeout,
             voice=settings.tts_voice or None,
-            bitrate_kbps=getattr(settings, "mp3_bitrate_kbps", 64),
+            bitrate_kbps=settings.mp3_bitrate_kbps,
         )
         return cls(
             chat_model=settings.chat_model,
@@ -151,8 +151,8 @@ class VoiceConfig:
             answer=answer,
             read_timeout=settings.read_timeout,
             history_turns=settings.history_turns,
-            history_tokens=getattr(settings, "history_tokens", 4000),
-            max_audio_seconds=getattr(settings, "max_audio_seconds", 300.0),
+            history_tokens=settings.history_tokens,
+            max_audio_seconds=settings.max_audio_seconds,
         )
 
 

@@ -17,6 +17,7 @@ export type ServerMessage =
   | VlmPacketAckEnvelope
   | VlmCompleteEnvelope
   | TranscriptionStartedEnvelope
+  | TranscriptionPartialEnvelope
   | VlmChatStartedEnvelope
   | TtsStartedEnvelope
   | AudioStreamEnvelope
@@ -39,6 +40,11 @@ export type ServerMessage =
  * upload_timeout: an upload stayed incomplete for too long and was discarded.
  * incomplete_upload: a VLM `end` arrived before both the image and the audio upload were complete.
  * too_many_turns: the connection used up its turns (the connection is closed, 1008).
+ * unsupported_image_format: the VLM image is not JPEG, PNG, WebP, GIF or BMP.
+ * empty_transcript: recognition found no speech in the upload (the turn ends without an answer).
+ * send_timeout: the client read nothing for too long; it is disconnected (4008).
+ * idle_timeout: nothing was received or sent for too long; the connection is closed (4000).
+ * storage_error: the upload could not be stored; the turn goes on without its link.
  * unsupported_audio_format: the upload is not MP3, PCM WAV or Ogg/Opus (raw PCM must be declared with
  *     `?format=pcm;rate=16000`); no upstream was called.
  * unauthorized: missing or wrong gateway key.
@@ -51,7 +57,9 @@ export type ErrorCode =
   | "bad_sequence"
   | "binary_frame"
   | "duplicate_packet"
+  | "empty_transcript"
   | "frame_too_large"
+  | "idle_timeout"
   | "incomplete_upload"
   | "internal_error"
   | "invalid_base64"
@@ -59,10 +67,13 @@ export type ErrorCode =
   | "invalid_message"
   | "packet_too_large"
   | "rate_limited"
+  | "send_timeout"
+  | "storage_error"
   | "too_many_turns"
   | "unauthorized"
   | "unexpected_message"
   | "unsupported_audio_format"
+  | "unsupported_image_format"
   | "upload_timeout"
   | "upload_too_large"
   | "upstream_error"
@@ -224,6 +235,27 @@ export interface TranscriptionStartedEnvelope {
 export interface TranscriptionStarted {
   message: string;
   oss_url: string | null;
+  /**
+   * Turn number within the connection (1, 2, ...); a barge-in starts a new turn.
+   */
+  turn_id?: number;
+}
+/**
+ * Opt-in (`?events=extended`): the transcript so far, while the user's audio is still being recognised.
+ *
+ * Not a seed event: sent only to clients that asked for extended events at the handshake.
+ */
+export interface TranscriptionPartialEnvelope {
+  transcription_partial: TranscriptionPartial;
+}
+/**
+ * Opt-in (`?events=extended`): the transcript so far, while the user's audio is still being recognised.
+ *
+ * Not a seed event: sent only to clients that asked for extended events at the handshake.
+ */
+export interface TranscriptionPartial {
+  is_final: boolean;
+  text: string;
   /**
    * Turn number within the connection (1, 2, ...); a barge-in starts a new turn.
    */

@@ -56,6 +56,8 @@ def test_seed_env_names_are_read() -> None:
         ({"QG_WS_SEND_TIMEOUT": "0"}, "QG_WS_SEND_TIMEOUT"),
         ({"BUCKET": "b"}, "BUCKET"),
         ({"QG_API_KEYS_FILE": "/nonexistent/keys"}, "QG_API_KEYS_FILE"),
+        ({"QG_MP3_BITRATE_KBPS": "320"}, "QG_MP3_BITRATE_KBPS"),  # not at 24 kHz (MPEG-2)
+        ({"QG_UPLOAD_IDLE_TIMEOUT": "-1"}, "QG_UPLOAD_IDLE_TIMEOUT"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], names: str) -> None:

@@ -167,13 +167,40 @@ async def test_recognition_runs_while_the_upload_arrives(tmp_path: Path) -> None
         assert c.bodies("chat_started")[0]["user_message"] == text
 
 
+async def test_extended_events_show_the_transcript_before_the_upload_ends(tmp_path: Path) -> None:
+    async with gateway(tmp_path) as gw:
+        audio = wav_bytes(4.0)
+        text = "我想知道明天北京的天气，会不会下雨，需要带伞吗？"
+        gw.sim.register_transcript(audio, text)
+        upload = packets(audio)
+        async with client(gw, query={"events": "extended"}) as c:
+            await c.recv()
+            await c.send_all(upload[:-1])
+            partial = (await c.until("transcription_partial"))[-1]["transcription_partial"]
+            assert partial["text"] and text.startswith(partial["text"].rstrip("，。？"))
+            assert partial["is_final"] is False
+            (session,) = gw.sim.log.asr_sessions
+            assert not session.finish_received  # the last packet has not even been sent
+            await c.ws.send(upload[-1])
+            await c.until("audio_complete")
+        assert c.bodies("chat_started")[0]["user_message"] == text
+
+
+async def test_seed_clients_get_no_extended_events(tmp_path: Path) -> None:
+    async with gateway(tmp_path) as gw, client(gw) as c:
+        await c.recv()
+        await c.send_all(packets(wav_bytes(2.0)))
+        events = await c.until("audio_complete")
+        assert not [e for e in events if "transcription_partial" in e]
+
+
 async def test_unknown_format_is_a_typed_error_before_any_upstream_call(tmp_path: Path) -> None:
     async with gateway(tmp_path) as gw, client(gw) as c:
         await c.recv()
         await c.send_all(packets(b"\x1aE\xdf\xa3" + bytes(5000)))  # WebM/Matroska
         events = await c.until("audio_complete")
         (error,) = [e["error"] for e in events if "error" in e]
-        assert "code" not in error or error["code"] == "unsupported_audio_format"
+        assert error["code"] == "unsupported_audio_format"
         assert "webm" in error["message"].lower()
         assert c.bodies("audio_complete")[0]["transcription_success"] is False
         assert not gw.sim.log.connections
