@@ -178,7 +178,6 @@ def instrument_event_lag(loop: asyncio.AbstractEventLoop, lags: list[float]) -> 
 async def gateway_role(port: int, env_file: Path, data_dir: Path, stats_file: Path) -> None:
     from qwen_gateway.app import create_app
     from qwen_gateway.config import load_settings
-    from qwen_gateway.routes.audio_ws import audio_ws_blueprint
     from qwen_gateway.server import serving
     from qwen_gateway.services import open_services
 
@@ -207,8 +206,6 @@ async def gateway_role(port: int, env_file: Path, data_dir: Path, stats_file: Pa
 
     async with open_services(settings) as svc:
         app = create_app(svc.settings, svc)
-        if "audio_ws" not in app.blueprints:  # until create_app registers it
-            app.register_blueprint(audio_ws_blueprint())
         async with serving(app, svc.settings, port=port), asyncio.TaskGroup() as group:
             if os.environ.get("QG_BENCH_GC_FREEZE") == "1":
                 import gc

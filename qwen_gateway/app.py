@@ -22,11 +22,10 @@ from werkzeug.exceptions import HTTPException
 from .auth import check_bind
 from .config import Settings
 from .logs import bind
-from .routes.audio_ws import audio_ws_blueprint
 from .routes.chat import chat_blueprint
 from .routes.common import error_response
 from .routes.health import health_blueprint
-from .routes.vlm_ws import vlm_ws_blueprint
+from .routes.voice_ws import voice_ws_blueprint
 from .routes.web import default_dirs, web_blueprint
 from .services import Services
 
@@ -131,8 +130,7 @@ def create_app(settings: Settings, services: Services) -> Quart:
 
     app.register_blueprint(health_blueprint())
     app.register_blueprint(chat_blueprint())
-    app.register_blueprint(audio_ws_blueprint())
-    app.register_blueprint(vlm_ws_blueprint())
+    app.register_blueprint(voice_ws_blueprint())
     web_dir, schemas_dir = default_dirs()
     if web_dir.is_dir():
         app.register_blueprint(web_blueprint(web_dir, schemas_dir))

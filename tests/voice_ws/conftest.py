@@ -27,8 +27,6 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from qwen_gateway.app import create_app
 from qwen_gateway.config import Settings, load_settings
-from qwen_gateway.routes.audio_ws import audio_ws_blueprint
-from qwen_gateway.routes.vlm_ws import vlm_ws_blueprint
 from qwen_gateway.server import hypercorn_config, listen, serving
 from qwen_gateway.services import Services, open_services
 from qwen_gateway.simulator import Simulator, SimulatorConfig
@@ -158,13 +156,8 @@ def pointed_settings(sim: Simulator, data_dir: Path, **overrides: Any) -> Settin
 
 
 def voice_app(svc: Services) -> Quart:
-    """The app with the voice blueprints (registered here until ``create_app`` does it)."""
-    app = create_app(svc.settings, svc)
-    if "audio_ws" not in app.blueprints:
-        app.register_blueprint(audio_ws_blueprint())
-    if "vlm_ws" not in app.blueprints:
-        app.register_blueprint(vlm_ws_blueprint())
-    return app
+    """The gateway's app (the voice routes are registered by ``create_app``)."""
+    return create_app(svc.settings, svc)
 
 
 def free_port() -> int:

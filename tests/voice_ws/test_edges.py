@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from .conftest import GATEWAY_KEY, Client, client, gateway, packets, wav_bytes
+from .conftest import GATEWAY_KEY, UPSTREAM_KEY, Client, client, gateway, packets, wav_bytes
 
 
 @pytest.mark.parametrize("endpoint", ["audio", "vlm"])
@@ -35,6 +35,28 @@ async def test_handshake_needs_a_gateway_key(tmp_path: Path, endpoint: str) -> N
 async def test_no_keys_configured_means_open(tmp_path: Path) -> None:
     async with gateway(tmp_path, api_keys=()) as gw, client(gw, headers={}) as c:
         assert "connected" in await c.recv()
+
+
+async def test_key_passthrough_uses_the_callers_key_upstream(tmp_path: Path) -> None:
+    """Pass-through mode: the caller's key is its own DashScope key (needed, and sent upstream)."""
+    # The gateway's own key is not one the upstream accepts: only the caller's can make the turn work.
+    async with gateway(tmp_path, key_passthrough=True, qwen_api_key="sk-not-accepted") as gw:
+        with pytest.raises(InvalidStatus) as info:
+            async with client(gw, headers={}):
+                pass
+        assert info.value.response.status_code == 401
+        audio = wav_bytes(1.0)
+        gw.sim.register_transcript(audio, "你好")
+        async with client(gw, headers={"Authorization": f"Bearer {UPSTREAM_KEY}"}) as c:
+            await c.recv()
+            await c.send_all(packets(audio))
+            await c.until("audio_complete")
+        assert c.bodies("audio_complete")[0]["transcription_success"] is True
+        assert all(
+            r.headers.get("authorization") == f"Bearer {UPSTREAM_KEY}"
+            for r in gw.sim.log.chat_requests
+        )
+        assert gw.sim.log.chat_requests
 
 
 async def _error(c: Client, frame: str | bytes) -> dict[str, object]:
