@@ -1,11 +1,17 @@
 """Nothing lost when the database is down: a durable local journal in front of the history store.
 
 :meth:`Outbox.submit` writes the turn to a local SQLite journal (WAL, ``synchronous=FULL``: fsync'd at commit) and
-returns; it never waits on the history database. A drainer moves journal entries to the
-:class:`~qwen_gateway.storage.history.HistoryStore` oldest first, one at a time, deleting each after the store
-accepted it. Stores are idempotent on ``write_id``, so an entry replayed after a crash is stored once. While the
-database is away the drainer retries the same entry with exponential backoff (jitter, capped), so order is kept.
-The journal survives restarts; the next :meth:`Outbox.open` finds the backlog and the drainer sends it.
+returns; it never waits on the history database. Writes are group-committed: while one journal transaction is
+being written, the turns submitted meanwhile wait for the next one, so a burst costs one fsync, not one per turn.
+
+A drainer moves journal entries to the :class:`~qwen_gateway.storage.history.HistoryStore` oldest first, in
+batches: it reads up to ``batch_size`` entries, appends them to the store one after the other, and deletes them
+from the journal in the same job that reads the next batch. After a batch smaller than ``batch_size`` it waits
+``drain_delay`` seconds, so that turns arriving at a steady rate are moved a batch at a time. Deleting needs no
+fsync (a delete lost in a power cut only replays turns already stored). Stores are idempotent on ``write_id``,
+so an entry replayed after a crash is stored once. While the database is away the drainer retries the same entry
+with exponential backoff (jitter, capped), so order is kept. The journal survives restarts; the next
+:meth:`Outbox.open` finds the backlog and the drainer sends it.
 
 An entry the database *refuses* (:class:`~qwen_gateway.storage.history.HistoryRejected`, e.g. a data error) is
 retried ``max_attempts`` times, then moved to the journal's ``dead_letters`` table (kept, counted in
@@ -35,8 +41,9 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -56,6 +63,8 @@ __all__ = ["Outbox", "OutboxStatus"]
 log = logging.getLogger("qwen_gateway.storage.outbox")
 
 _JOURNAL_FORMAT = 1
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +90,10 @@ def _log_unretrieved(future: asyncio.Future[Any]) -> None:
         log.error("journal write failed: %s", future.exception())
 
 
+#: one journal row handed to the drainer: (seq, payload, attempts so far).
+_Row = tuple[int, bytes, int]
+
+
 @dataclass(slots=True)
 class _Pending:
     write_id: str
@@ -97,6 +110,9 @@ class Outbox:
         store: where the turns end up.
         backoff_initial / backoff_max: seconds between attempts while the store fails (doubling, jittered).
         batch_size: entries read from the journal at a time.
+        drain_delay: seconds the drainer waits after a batch smaller than ``batch_size`` (0: none).
+        commit_delay: seconds a journal write waits for more turns to share its fsync (0: none; turns submitted
+            while a write is in progress always share the next one).
         max_attempts: times an entry the store *refuses* is retried before it becomes a dead letter.
         lock_timeout: seconds a journal write waits for another process holding the journal's lock.
     """
@@ -109,27 +125,41 @@ class Outbox:
         backoff_initial: float = 0.1,
         backoff_max: float = 5.0,
         batch_size: int = 64,
+        drain_delay: float = 0.02,
+        commit_delay: float = 0.0,
         max_attempts: int = 5,
         lock_timeout: float = 10.0,
     ) -> None:
         if backoff_initial <= 0 or backoff_max < backoff_initial:
             raise ValueError("need 0 < backoff_initial <= backoff_max")
+        if batch_size < 1 or drain_delay < 0 or commit_delay < 0:
+            raise ValueError("need batch_size >= 1, drain_delay >= 0 and commit_delay >= 0")
         self.journal_path = Path(journal_path)
         self.store = store
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
         self._batch_size = batch_size
+        self._drain_delay = drain_delay
+        self._commit_delay = commit_delay
         self._max_attempts = max_attempts
         self._journal = SqliteThread(
             self.journal_path, synchronous="FULL", busy_timeout=lock_timeout, name="qg-journal"
         )
         self._pending: deque[_Pending] = deque()
-        # Counters written only by the journal thread (reads from the loop are atomic).
+        # Counters, touched only on the loop's thread. Journal jobs return what they changed and the counters
+        # are updated by callbacks that run in the order the jobs ran, so they always match the journal.
+        #: journal entries not yet in the store (entries stored but not yet deleted are not counted).
         self._backlog = 0
         self._dead = 0
-        # Submitted but not yet confirmed written (touched only on the loop's thread): counted in the backlog,
-        # so that drained() cannot return between submit_nowait() and the journal write.
+        #: submitted but not yet confirmed written: counted in the backlog, so that drained() cannot return
+        #: between submit_nowait() and the journal write.
         self._unwritten = 0
+        #: the journal write in flight (at most one: the turns submitted meanwhile go in the next one).
+        self._flush: asyncio.Future[int] | None = None
+        #: armed by the first turn submitted when ``commit_delay`` is set and no write is in flight.
+        self._flush_timer: asyncio.TimerHandle | None = None
+        #: journal entries the store accepted, deleted from the journal by the next journal job of the drainer.
+        self._applied: list[int] = []
         self._wakeup = asyncio.Event()
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -148,7 +178,7 @@ class Outbox:
         if self._opened:
             return
         await self._journal.open()
-        await self._journal.call(self._init_journal)
+        self._backlog, self._dead = await self._journal.call(self._init_journal)
         self._opened = True
         self._notify()
         if self._backlog:
@@ -156,7 +186,8 @@ class Outbox:
                 "journal %s holds %d turns from an earlier run", self.journal_path, self._backlog
             )
 
-    def _init_journal(self, conn: sqlite3.Connection) -> None:
+    @staticmethod
+    def _init_journal(conn: sqlite3.Connection) -> tuple[int, int]:
         with transaction(conn):
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS journal ("
@@ -183,8 +214,9 @@ class Outbox:
                 raise StorageError(
                     f"journal format {version} is not supported (expected {_JOURNAL_FORMAT})"
                 )
-            self._backlog = conn.execute("SELECT COUNT(*) FROM journal").fetchone()[0]
-            self._dead = conn.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
+            backlog = conn.execute("SELECT COUNT(*) FROM journal").fetchone()[0]
+            dead = conn.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
+        return int(backlog), int(dead)
 
     async def start(self) -> None:
         """Open the journal and start the drainer as a task owned by this outbox (stopped by :meth:`aclose`)."""
@@ -204,7 +236,20 @@ class Outbox:
         if task is not None:
             task.cancel()
             await asyncio.wait({task})
-        await self._journal.aclose()
+        try:
+            if self._opened:
+                while self._pending or self._flush is not None:
+                    if self._flush is None:
+                        self._start_flush()
+                    assert self._flush is not None
+                    await asyncio.wait({self._flush})
+                if self._applied:
+                    applied, self._applied = self._applied, []
+                    await self._journal.call(lambda c: self._delete(c, applied))
+        except (sqlite3.Error, OSError) as exc:
+            log.error("journal not tidied at close (stored turns will be replayed): %s", exc)
+        finally:
+            await self._journal.aclose()
 
     async def __aenter__(self) -> Outbox:
         await self.start()
@@ -241,36 +286,49 @@ class Outbox:
         item.future.add_done_callback(_log_unretrieved)
         self._pending.append(item)
         self._unwritten += 1
-        # The journal thread runs jobs in order: when this job runs, it (or an earlier job) writes every item
-        # queued so far in one transaction (group commit), ours included.
-        job = self._journal.submit_job(lambda conn: self._write_pending(conn, loop))
-        job.add_done_callback(_log_unretrieved)
+        if self._flush is None and self._flush_timer is None:
+            if self._commit_delay:
+                self._flush_timer = loop.call_later(self._commit_delay, self._start_flush)
+            else:
+                self._start_flush()
         return item.future
 
-    def _write_pending(self, conn: sqlite3.Connection, loop: asyncio.AbstractEventLoop) -> None:
+    def _start_flush(self) -> None:
+        """Write every pending turn in one journal transaction (group commit)."""
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        if not self._pending:
+            return
         batch: list[_Pending] = []
         while self._pending:
             batch.append(self._pending.popleft())
-        if not batch:
-            return
-        inserted = 0
-        try:
-            with transaction(conn):
-                for item in batch:
-                    cursor = conn.execute(
-                        "INSERT INTO journal (write_id, payload, submitted_at) VALUES (?, ?, ?)"
-                        " ON CONFLICT (write_id) DO NOTHING",
-                        (item.write_id, item.payload, item.submitted_at),
-                    )
-                    inserted += cursor.rowcount
-        except (sqlite3.Error, OSError) as exc:
-            error = StorageError(f"journal write failed: {exc}")
-            loop.call_soon_threadsafe(self._written, batch, error)
-            return
-        self._backlog += inserted
-        loop.call_soon_threadsafe(self._written, batch, None)
+        flush = self._journal.submit_job(lambda conn: self._write(conn, batch))
+        self._flush = flush
+        flush.add_done_callback(lambda f: self._flushed(f, batch))
 
-    def _written(self, batch: list[_Pending], error: StorageError | None) -> None:
+    @staticmethod
+    def _write(conn: sqlite3.Connection, batch: list[_Pending]) -> int:
+        inserted = 0
+        with transaction(conn):
+            for item in batch:
+                cursor = conn.execute(
+                    "INSERT INTO journal (write_id, payload, submitted_at) VALUES (?, ?, ?)"
+                    " ON CONFLICT (write_id) DO NOTHING",
+                    (item.write_id, item.payload, item.submitted_at),
+                )
+                inserted += cursor.rowcount
+        return inserted
+
+    def _flushed(self, flush: asyncio.Future[int], batch: list[_Pending]) -> None:
+        self._flush = None
+        error: StorageError | None = None
+        if flush.cancelled():
+            error = StorageError("journal write failed: cancelled")
+        elif (exc := flush.exception()) is not None:
+            error = StorageError(f"journal write failed: {exc}")
+        else:
+            self._backlog += flush.result()
         self._unwritten -= len(batch)
         for item in batch:
             if item.future.done():
@@ -282,6 +340,8 @@ class Outbox:
         self._notify()
         if error is None:
             self._wakeup.set()
+        if self._pending and not self._closed:  # aclose() writes what is left itself
+            self._start_flush()
 
     # ------------------------------------------------------------------ observation
     def backlog(self) -> int:
@@ -304,7 +364,10 @@ class Outbox:
         )
 
     async def drained(self) -> None:
-        """Wait until the journal is empty (every submitted turn is in the history store or a dead letter)."""
+        """Wait until every submitted turn is in the history store or a dead letter.
+
+        The journal forgets the stored turns with the drainer's next journal job (or at :meth:`aclose`).
+        """
         await self.wait_until(lambda status: status.backlog == 0)
 
     async def wait_until(self, predicate: Callable[[OutboxStatus], bool]) -> OutboxStatus:
@@ -344,6 +407,8 @@ class Outbox:
                     await self._wakeup.wait()
                 elif progress:
                     backoff = self._backoff_initial
+                    if progress < self._batch_size and self._drain_delay:
+                        await asyncio.sleep(self._drain_delay)
                 else:
                     await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
                     backoff = min(backoff * 2, self._backoff_max)
@@ -351,79 +416,91 @@ class Outbox:
             self._running = False
             self._notify()
 
-    async def _drain_once(self) -> bool | None:
-        """Send one batch. None: nothing to send; True: all sent; False: the store failed (retry later)."""
+    async def _drain_once(self) -> int | None:
+        """Send one batch. None: nothing to send; n > 0: n entries handled; 0: the store failed (retry later)."""
         if not self._migrated:
             try:
                 await self.store.migrate()
             except StorageError as exc:
                 self._note_failure(exc)
-                return False
+                return 0
             self._migrated = True
-        rows = await self._journal_call(self._read_batch)
-        self._notify()
+        rows = await self._take_batch()
         if not rows:
-            self._note_success(0)
+            self._note_success()
             return None
-        applied: list[int] = []
         failure: BaseException | None = None
-        try:
-            for seq, payload, attempts in rows:
-                try:
-                    turn = decode_turn(payload)
-                except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                    await self._bury(seq, f"undecodable journal entry: {exc}")
+        for seq, payload, attempts in rows:
+            try:
+                turn = decode_turn(payload)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                await self._bury(seq, f"undecodable journal entry: {exc}")
+                continue
+            try:
+                await self.store.append_turn(turn)
+            except HistoryRejected as exc:
+                if attempts + 1 >= self._max_attempts:
+                    await self._bury(seq, f"{type(exc).__name__}: {exc}")
                     continue
-                try:
-                    await self.store.append_turn(turn)
-                except HistoryRejected as exc:
-                    if attempts + 1 >= self._max_attempts:
-                        await self._bury(seq, f"{type(exc).__name__}: {exc}")
-                        continue
-                    await self._journal_call(lambda c, s=seq, e=exc: self._count_attempt(c, s, e))
-                    failure = exc
-                    break
-                except StorageError as exc:
-                    failure = exc
-                    break
-                except Exception as exc:  # a store bug must not kill the drainer or lose the entry
-                    log.exception("history store raised an unexpected error; will retry")
-                    failure = exc
-                    break
-                applied.append(seq)
-        finally:
-            if applied:
-                count = len(applied)
-                await asyncio.shield(self._journal_call(lambda c: self._delete(c, applied)))
-                self._notify()
-                applied = []
-                log.debug("moved %d turns from the journal to the history store", count)
+                await self._journal_call(partial(self._count_attempt, seq=seq, exc=exc))
+                failure = exc
+                break
+            except StorageError as exc:
+                failure = exc
+                break
+            except Exception as exc:  # a store bug must not kill the drainer or lose the entry
+                log.exception("history store raised an unexpected error; will retry")
+                failure = exc
+                break
+            self._applied.append(seq)
+            self._backlog = max(0, self._backlog - 1)
+        self._notify()
         if failure is not None:
             self._note_failure(failure)
-            return False
-        self._note_success(len(rows))
-        return True
+            return 0
+        self._note_success()
+        return len(rows)
 
-    async def _journal_call(self, fn: Any) -> Any:
+    async def _take_batch(self) -> list[_Row]:
+        """Delete the entries the store accepted and read the next batch, in one journal job."""
+        applied, self._applied = self._applied, []
+        try:
+            rows = await self._journal_call(lambda c: self._delete_and_read(c, applied))
+        except BaseException:
+            self._applied = applied + self._applied  # deleted next time (or replayed: harmless)
+            raise
+        if len(rows) < self._batch_size:
+            self._backlog = len(rows)  # exact: we hold every entry not yet stored
+        return rows
+
+    def _delete_and_read(self, conn: sqlite3.Connection, applied: list[int]) -> list[_Row]:
+        if applied:
+            self._delete(conn, applied)
+        return conn.execute(
+            "SELECT seq, payload, attempts FROM journal ORDER BY seq LIMIT ?", (self._batch_size,)
+        ).fetchall()
+
+    async def _journal_call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         try:
             return await self._journal.call(fn)
         except (sqlite3.Error, OSError) as exc:
             raise StorageError(f"journal failed: {exc}") from exc
 
-    def _read_batch(self, conn: sqlite3.Connection) -> list[tuple[int, bytes, int]]:
-        rows = conn.execute(
-            "SELECT seq, payload, attempts FROM journal ORDER BY seq LIMIT ?", (self._batch_size,)
-        ).fetchall()
-        if len(rows) < self._batch_size:
-            self._backlog = len(rows)  # exact: we hold the whole journal
-        return rows
-
-    def _delete(self, conn: sqlite3.Connection, seqs: list[int]) -> None:
-        with transaction(conn):
-            deleted = conn.executemany(
-                "DELETE FROM journal WHERE seq = ?", [(s,) for s in seqs]
-            ).rowcount
-        self._backlog = max(0, self._backlog - deleted)
+    @staticmethod
+    def _delete(conn: sqlite3.Connection, seqs: list[int]) -> None:
+        """Delete stored entries without an fsync: a delete lost in a power cut replays stored turns (no-ops),
+        and the next fsync'd write makes it durable anyway."""
+        conn.execute("PRAGMA synchronous=NORMAL")
+        try:
+            with transaction(conn):
+                if seqs == list(range(seqs[0], seqs[0] + len(seqs))):
+                    conn.execute(
+                        "DELETE FROM journal WHERE seq BETWEEN ? AND ?", (seqs[0], seqs[-1])
+                    )
+                else:
+                    conn.executemany("DELETE FROM journal WHERE seq = ?", [(s,) for s in seqs])
+        finally:
+            conn.execute("PRAGMA synchronous=FULL")
 
     def _count_attempt(self, conn: sqlite3.Connection, seq: int, exc: BaseException) -> None:
         with transaction(conn):
@@ -433,7 +510,7 @@ class Outbox:
             )
 
     async def _bury(self, seq: int, error: str) -> None:
-        def bury(conn: sqlite3.Connection) -> None:
+        def bury(conn: sqlite3.Connection) -> int:
             with transaction(conn):
                 moved = conn.execute(
                     "INSERT INTO dead_letters (seq, write_id, payload, submitted_at, failed_at, error)"
@@ -441,10 +518,11 @@ class Outbox:
                     (time.time(), error[:500], seq),
                 ).rowcount
                 conn.execute("DELETE FROM journal WHERE seq = ?", (seq,))
-            self._backlog = max(0, self._backlog - moved)
-            self._dead += moved
+            return int(moved)
 
-        await self._journal_call(bury)
+        moved = await self._journal_call(bury)
+        self._backlog = max(0, self._backlog - moved)
+        self._dead += moved
         self._notify()
         log.error("journal entry %d set aside as a dead letter: %s", seq, error[:200])
 
@@ -460,7 +538,7 @@ class Outbox:
         self._last_error = message
         self._notify()
 
-    def _note_success(self, count: int) -> None:
+    def _note_success(self) -> None:
         if self._last_error is not None:
             log.info("history store reachable again; draining %d journaled turns", self._backlog)
         self._last_error = None
