@@ -2,7 +2,9 @@
 
 :meth:`Outbox.submit` writes the turn to a local SQLite journal (WAL, ``synchronous=FULL``: fsync'd at commit) and
 returns; it never waits on the history database. Writes are group-committed: while one journal transaction is
-being written, the turns submitted meanwhile wait for the next one, so a burst costs one fsync, not one per turn.
+being written, the turns submitted meanwhile wait for the next one, and a turn nobody waits for
+(:meth:`Outbox.submit_nowait`) may wait ``commit_delay`` for others, so a burst or a steady stream of turns costs
+an fsync per batch, not per turn.
 
 A drainer moves journal entries to the :class:`~qwen_gateway.storage.history.HistoryStore` oldest first, in
 batches: it reads up to ``batch_size`` entries, appends them to the store one after the other, and deletes them
@@ -63,6 +65,7 @@ __all__ = ["Outbox", "OutboxStatus"]
 log = logging.getLogger("qwen_gateway.storage.outbox")
 
 _JOURNAL_FORMAT = 1
+_INSERT_ROWS = 256  # turns per INSERT statement (3 parameters each, well under SQLite's limit)
 
 T = TypeVar("T")
 
@@ -111,8 +114,9 @@ class Outbox:
         backoff_initial / backoff_max: seconds between attempts while the store fails (doubling, jittered).
         batch_size: entries read from the journal at a time.
         drain_delay: seconds the drainer waits after a batch smaller than ``batch_size`` (0: none).
-        commit_delay: seconds a journal write waits for more turns to share its fsync (0: none; turns submitted
-            while a write is in progress always share the next one).
+        commit_delay: seconds a turn of :meth:`submit_nowait` may wait for more turns to share its journal
+            write and fsync (0: none; :meth:`submit` never waits; turns submitted while a write is in progress
+            always share the next one).
         max_attempts: times an entry the store *refuses* is retried before it becomes a dead letter.
         lock_timeout: seconds a journal write waits for another process holding the journal's lock.
     """
@@ -126,7 +130,7 @@ class Outbox:
         backoff_max: float = 5.0,
         batch_size: int = 64,
         drain_delay: float = 0.02,
-        commit_delay: float = 0.0,
+        commit_delay: float = 0.02,
         max_attempts: int = 5,
         lock_timeout: float = 10.0,
     ) -> None:
@@ -156,8 +160,12 @@ class Outbox:
         self._unwritten = 0
         #: the journal write in flight (at most one: the turns submitted meanwhile go in the next one).
         self._flush: asyncio.Future[int] | None = None
-        #: armed by the first turn submitted when ``commit_delay`` is set and no write is in flight.
+        #: armed when ``commit_delay`` is set, no write is in flight and the oldest pending turn is younger.
         self._flush_timer: asyncio.TimerHandle | None = None
+        #: loop time when the oldest pending turn was submitted.
+        self._pending_since = 0.0
+        #: a pending turn's caller waits for it (:meth:`submit`): no ``commit_delay``.
+        self._urgent = False
         #: journal entries the store accepted, deleted from the journal by the next journal job of the drainer.
         self._applied: list[int] = []
         self._wakeup = asyncio.Event()
@@ -262,39 +270,60 @@ class Outbox:
     async def submit(self, turn: TurnRecord) -> None:
         """Write the turn to the journal; on return it is on disk and will reach the history store.
 
-        Submitting a record with a ``write_id`` already in the journal stores it once.
+        The write starts at once (taking along every turn pending). Submitting a record with a ``write_id``
+        already in the journal stores it once.
 
         Raises:
             ValueError: the record breaks its constraints (a caller bug; it would never be stored).
             StorageError: the journal could not be written (disk full, I/O error): the turn is NOT saved.
             RuntimeError: the outbox is not open, or closed.
         """
-        await self.submit_nowait(turn)
+        await self._enqueue(turn, urgent=True)
 
     def submit_nowait(self, turn: TurnRecord) -> asyncio.Future[None]:
         """Queue the turn for the journal without waiting; for callers that cannot await (sync callbacks).
 
         Returns a future that completes once the turn is on disk (await it, or ignore it: a journal failure is
-        then logged). Turns queued before :meth:`aclose` are written before the journal closes. Raises like
-        :meth:`submit` for an invalid record or a closed outbox. Call it from the event loop's thread.
+        then logged); the turn may wait up to ``commit_delay`` to share its write with others. Turns queued
+        before :meth:`aclose` are written before the journal closes. Raises like :meth:`submit` for an invalid
+        record or a closed outbox. Call it from the event loop's thread.
         """
+        return self._enqueue(turn, urgent=False)
+
+    def _enqueue(self, turn: TurnRecord, *, urgent: bool) -> asyncio.Future[None]:
         if not self._opened or self._closed:
             raise RuntimeError("Outbox is not open")
         turn = validate_turn(turn)
         loop = asyncio.get_running_loop()
         item = _Pending(turn.write_id, encode_turn(turn), time.time(), loop.create_future())
         item.future.add_done_callback(_log_unretrieved)
+        if not self._pending:
+            self._pending_since = loop.time()
         self._pending.append(item)
         self._unwritten += 1
-        if self._flush is None and self._flush_timer is None:
-            if self._commit_delay:
-                self._flush_timer = loop.call_later(self._commit_delay, self._start_flush)
-            else:
-                self._start_flush()
+        self._urgent = self._urgent or urgent
+        self._schedule_flush(loop)
         return item.future
+
+    def _schedule_flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start the next journal write now, or once the oldest pending turn has waited ``commit_delay``
+        (at once when a caller waits for it)."""
+        if self._flush is not None:
+            return  # the pending turns go with the next write, started when this one ends
+        if self._urgent:
+            self._start_flush()
+            return
+        if self._flush_timer is not None:
+            return
+        wait = self._commit_delay - (loop.time() - self._pending_since)
+        if wait > 0:
+            self._flush_timer = loop.call_later(wait, self._start_flush)
+        else:
+            self._start_flush()
 
     def _start_flush(self) -> None:
         """Write every pending turn in one journal transaction (group commit)."""
+        self._urgent = False
         if self._flush_timer is not None:
             self._flush_timer.cancel()
             self._flush_timer = None
@@ -309,13 +338,20 @@ class Outbox:
 
     @staticmethod
     def _write(conn: sqlite3.Connection, batch: list[_Pending]) -> int:
+        # One statement per _INSERT_ROWS turns: every SQLite call lets the event loop's thread take the GIL, and
+        # taking it back costs this thread a context switch, so the fewer calls the better.
         inserted = 0
         with transaction(conn):
-            for item in batch:
+            for start in range(0, len(batch), _INSERT_ROWS):
+                rows = batch[start : start + _INSERT_ROWS]
+                values: list[object] = []
+                for item in rows:
+                    values += (item.write_id, item.payload, item.submitted_at)
                 cursor = conn.execute(
-                    "INSERT INTO journal (write_id, payload, submitted_at) VALUES (?, ?, ?)"
-                    " ON CONFLICT (write_id) DO NOTHING",
-                    (item.write_id, item.payload, item.submitted_at),
+                    "INSERT INTO journal (write_id, payload, submitted_at) VALUES "
+                    + ", ".join(["(?, ?, ?)"] * len(rows))
+                    + " ON CONFLICT (write_id) DO NOTHING",
+                    values,
                 )
                 inserted += cursor.rowcount
         return inserted
@@ -341,7 +377,7 @@ class Outbox:
         if error is None:
             self._wakeup.set()
         if self._pending and not self._closed:  # aclose() writes what is left itself
-            self._start_flush()
+            self._schedule_flush(asyncio.get_running_loop())
 
     # ------------------------------------------------------------------ observation
     def backlog(self) -> int:

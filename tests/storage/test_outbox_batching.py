@@ -57,6 +57,28 @@ async def test_commit_delay_holds_turns_for_one_write_and_close_writes_them(
     assert [w for _, w in journal_rows(path)] == [r.write_id for r in records]
 
 
+async def test_submit_never_waits_for_commit_delay_and_takes_pending_turns_along(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteHistoryStore(tmp_path / "history.sqlite3")
+    path = tmp_path / "journal.sqlite3"
+    outbox = Outbox(path, store, commit_delay=600)
+    await outbox.open()
+    c = conv()
+    queued = [turn(c, n) for n in range(600)]
+    extra = turn(c, 600)
+    try:
+        futures = [outbox.submit_nowait(r) for r in queued]
+        outbox.submit_nowait(queued[5])  # a duplicate in the same write: stored once
+        await outbox.submit(extra)  # at once, although the queued turns could still wait
+        assert all(f.done() and f.exception() is None for f in futures)
+        assert [w for _, w in journal_rows(path)] == [r.write_id for r in [*queued, extra]]
+        assert outbox.backlog() == 601
+    finally:
+        await outbox.aclose()
+        await store.aclose()
+
+
 async def test_a_short_commit_delay_still_returns_durable_and_in_order(
     history: HistoryStore, tmp_path: Path
 ) -> None:
