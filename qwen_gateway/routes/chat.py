@@ -26,8 +26,8 @@ from protocol import ChatCompletionRequest
 
 from ..errors import UpstreamError
 from ..providers import ChatDelta, ChatModel
-from ..providers.dashscope.chat import DeltaBatch
-from ..storage import TurnRecord
+from ..providers.dashscope.chat import RelayBatch
+from ..storage import TurnRecord, TurnStatus
 from .common import authorized, error_response, read_body, services, unauthorized
 
 __all__ = ["chat_blueprint", "upstream_error_response"]
@@ -49,10 +49,6 @@ _write_counter = itertools.count(1)
 
 def _new_write_id() -> str:
     return f"{_WRITE_PREFIX}{next(_write_counter):x}"
-
-
-#: JSON bodies up to this size are sent without Quart's response timeout (they fit the transport's buffer).
-_SMALL_BODY = 32 * 1024
 
 
 def upstream_error_response(exc: UpstreamError, *, caller_key: bool = False) -> Response:
@@ -79,39 +75,37 @@ def upstream_error_response(exc: UpstreamError, *, caller_key: bool = False) -> 
     )
 
 
-def _stream_batches(
+def _relay_batches(
     chat: ChatModel, body: dict[str, Any], api_key: str | None
-) -> AsyncGenerator[DeltaBatch, None]:
-    """The model's stream as batches of deltas that arrived together (one delta a batch for models that
-    cannot tell)."""
-    batches = getattr(chat, "stream_batches", None)
+) -> AsyncGenerator[RelayBatch, None]:
+    """The model's stream as batches of chunks that arrived together (a chunk a batch for models that cannot
+    tell)."""
+    batches = getattr(chat, "relay_batches", None)
     if batches is not None:
-        return cast(AsyncGenerator[DeltaBatch, None], batches(body, api_key=api_key))
+        return cast(AsyncGenerator[RelayBatch, None], batches(body, api_key=api_key))
     return _one_by_one(chat.stream(body, api_key=api_key))
 
 
-async def _one_by_one(stream: AsyncIterator[ChatDelta]) -> AsyncGenerator[DeltaBatch, None]:
+async def _one_by_one(stream: AsyncIterator[ChatDelta]) -> AsyncGenerator[RelayBatch, None]:
     try:
-        async for delta in stream:
-            yield DeltaBatch([delta])
+        async for d in stream:
+            content = d.content if d.choice_index == 0 else ""
+            usage_only = (0,) if d.usage is not None and not d.content else ()
+            yield RelayBatch([d.raw], content, d.usage, usage_only, False)
     finally:
         aclose = getattr(stream, "aclose", None)
         if aclose is not None:
             await aclose()
 
 
-def _frames(batch: DeltaBatch, record: _Recorder, wants_usage: bool) -> bytes:
-    """The SSE events relaying ``batch`` (the usage-only chunk left out unless the caller asked for usage),
-    and ``[DONE]`` after the final batch."""
-    parts: list[bytes] = []
-    for delta in batch.deltas:
-        record.add(delta)
-        if delta.usage is not None and not wants_usage and not delta.content:
-            continue
-        parts += (b"data: ", delta.raw, b"\n\n")
-    if batch.final:
-        parts.append(_DONE)
-    return b"".join(parts)
+def _frames(batch: RelayBatch, wants_usage: bool) -> bytes:
+    """The SSE events relaying ``batch`` (usage-only chunks left out unless the caller asked for usage), and
+    ``[DONE]`` after the final batch."""
+    payloads = batch.payloads
+    if batch.usage_only and not wants_usage:
+        payloads = [p for i, p in enumerate(payloads) if i not in batch.usage_only]
+    data = b"".join([b"data: " + p + b"\n\n" for p in payloads]) if payloads else b""
+    return data + _DONE if batch.final else data
 
 
 def _has_images(messages: list[Any]) -> bool:
@@ -223,13 +217,7 @@ def chat_blueprint() -> Blueprint:
                 )
                 return upstream_error_response(exc, caller_key=passthrough)
             record.from_response(result)
-            payload = _encode(result)
-            resp = Response(payload, content_type="application/json", headers=extra_headers)
-            if len(payload) <= _SMALL_BODY:
-                # Sent in one write that never waits on the client: no need for Quart's response
-                # timeout (which costs a task per response).
-                resp.timeout = None
-            return resp
+            return Response(_encode(result), content_type="application/json", headers=extra_headers)
 
         wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         upstream_body = dict(body)
@@ -237,7 +225,7 @@ def chat_blueprint() -> Blueprint:
             **(body.get("stream_options") or {}),
             "include_usage": True,
         }
-        stream = _stream_batches(chat, upstream_body, caller_key)
+        stream = _relay_batches(chat, upstream_body, caller_key)
         try:
             first = await anext(stream)
         except StopAsyncIteration:
@@ -251,12 +239,14 @@ def chat_blueprint() -> Blueprint:
             done_sent = False
             try:
                 if first is not None:
-                    data = _frames(first, record, wants_usage)
+                    record.add(first)
+                    data = _frames(first, wants_usage)
                     done_sent = first.final
                     if data:
                         yield data
                     async for batch in stream:
-                        data = _frames(batch, record, wants_usage)
+                        record.add(batch)
+                        data = _frames(batch, wants_usage)
                         done_sent = batch.final
                         if data:
                             yield data
@@ -344,16 +334,16 @@ class _Recorder:
         self.first_token_ms: float | None = None
         self.usage: tuple[int, int, int] | None = None
         self.done = False
-        self.status = "completed"
+        self.status: TurnStatus = "completed"
         self.total_ms = 0.0
 
-    def add(self, delta: ChatDelta) -> None:
-        if delta.content and delta.choice_index == 0:
+    def add(self, batch: RelayBatch) -> None:
+        if batch.content:
             if self.first_token_ms is None:
                 self.first_token_ms = (time.perf_counter() - self.started) * 1000
-            self.parts.append(delta.content)
-        if delta.usage is not None:
-            u = delta.usage
+            self.parts.append(batch.content)
+        if batch.usage is not None:
+            u = batch.usage
             self.usage = (u.prompt_tokens, u.completion_tokens, u.total_tokens)
 
     def from_response(self, result: Mapping[str, Any]) -> None:
@@ -370,7 +360,7 @@ class _Recorder:
             )
         self.finish("completed")
 
-    def finish(self, status: str) -> None:
+    def finish(self, status: TurnStatus) -> None:
         """The exchange ended with ``status``: journal it once the response is on its way."""
         if self.done:
             return
@@ -383,9 +373,11 @@ class _Recorder:
 
     def _submit(self) -> None:
         prompt, completion, total = self.usage or (0, 0, 0)
+        first = self.first_token_ms
         try:
+            # Checked once, by the outbox (a record breaking its constraints raises ValueError there).
             self.svc.storage.outbox.submit_nowait(
-                TurnRecord.new(
+                TurnRecord(
                     write_id=_new_write_id(),
                     conversation_id=self.conversation_id,
                     request_id=self.request_id,
@@ -397,11 +389,11 @@ class _Recorder:
                     prompt_tokens=prompt,
                     completion_tokens=completion,
                     total_tokens=total,
-                    first_token_ms=self.first_token_ms,
-                    total_ms=self.total_ms,
+                    first_token_ms=None if first is None else max(0, round(first)),
+                    total_ms=max(0, round(self.total_ms)),
                 )
             )
         except (
             Exception
-        ):  # a journal failure is logged by the outbox; this is a bug or a closed outbox
+        ):  # a bug, or the outbox is closed (journal failures are logged by the outbox)
             log.exception("could not journal the exchange")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from contextlib import aclosing
 from typing import Any, NamedTuple
 
@@ -25,9 +25,9 @@ from ..base import ChatDelta, Usage
 from . import errors
 from .http1 import Endpoint, HttpxTransport, RequestHeaders, UpstreamResponse, UpstreamTransport
 from .policy import Backoff, Timeouts
-from .sse import SseDecoder
+from .sse import SseDecoder, SseEvent
 
-__all__ = ["DashScopeChat", "DeltaBatch"]
+__all__ = ["DashScopeChat", "RelayBatch"]
 
 log = logging.getLogger(__name__)
 
@@ -102,12 +102,106 @@ def parse_chunk(raw: bytes) -> ChatDelta:
     return ChatDelta(raw, usage=usage)
 
 
-class DeltaBatch(NamedTuple):
-    """Deltas of a streamed completion that arrived together."""
+class RelayBatch(NamedTuple):
+    """Chunks of a streamed completion that arrived together, for a relay that forwards them byte for byte."""
 
-    deltas: list[ChatDelta]
-    #: the upstream ended the stream (``[DONE]``) with these: nothing follows.
-    final: bool = False
+    #: each chunk's JSON exactly as the upstream sent it (the ``data:`` payloads), in order.
+    payloads: list[bytes]
+    #: the text the chunks add to choice 0.
+    content: str
+    #: usage reported by one of them.
+    usage: Usage | None
+    #: positions in ``payloads`` of usage chunks without text (a relay may leave them out).
+    usage_only: tuple[int, ...]
+    #: the upstream ended the stream (``[DONE]``, or the end of the body after a ``finish_reason``) with these.
+    final: bool
+
+
+#: What a batch builder makes of the events of one read: (batch or None, saw [DONE], saw a finish_reason,
+#: an error to raise after the batch).
+_Built = tuple[Any, bool, bool, UpstreamError | None]
+
+
+def _build_deltas(events: list[SseEvent]) -> _Built:
+    """The events of one read as :class:`ChatDelta` objects."""
+    deltas: list[ChatDelta] = []
+    done = finished = False
+    error: UpstreamError | None = None
+    for event, raw in events:
+        if raw == _DONE:
+            done = True
+            break
+        if event == "error":
+            error = _error_event(raw)
+            break
+        try:
+            delta = parse_chunk(raw)
+        except UpstreamError as exc:
+            error = exc
+            break
+        if delta.finish_reason is not None:
+            finished = True
+        deltas.append(delta)
+    return (deltas or None), done, finished, error
+
+
+def _build_relay(events: list[SseEvent]) -> _Built:
+    """The events of one read as a :class:`RelayBatch` (no per-chunk objects beyond the decoded chunk)."""
+    payloads: list[bytes] = []
+    texts: list[str] = []
+    usage: Usage | None = None
+    usage_only: list[int] = []
+    done = finished = False
+    error: UpstreamError | None = None
+    decode = _chunk_decoder.decode
+    for event, raw in events:
+        if raw == _DONE:
+            done = True
+            break
+        if event == "error":
+            error = _error_event(raw)
+            break
+        try:
+            chunk = decode(raw)
+        except msgspec.DecodeError:
+            error = errors.malformed("chat stream")
+            break
+        if chunk.error is not None:
+            error = errors.from_error_object(chunk.error, default_status=502)
+            break
+        text = ""
+        if chunk.choices:
+            choice = chunk.choices[0]
+            if choice.finish_reason is not None:
+                finished = True
+            delta = choice.delta
+            if delta is not None and delta.content and choice.index == 0:
+                text = delta.content
+                texts.append(text)
+        if chunk.usage is not None:
+            usage = _usage(chunk.usage)
+            if not text:
+                usage_only.append(len(payloads))
+        payloads.append(raw)
+    if not payloads and not done:
+        return None, done, finished, error
+    return (
+        RelayBatch(payloads, "".join(texts), usage, tuple(usage_only), done),
+        done,
+        finished,
+        error,
+    )
+
+
+def _same(batch: Any) -> Any:
+    return batch
+
+
+def _final_relay(batch: RelayBatch | None) -> RelayBatch:
+    """``batch`` marked final (an empty final batch for None)."""
+    if batch is None:
+        return RelayBatch([], "", None, (), True)
+    return batch._replace(final=True)
 
 
 async def _read_rest(response: UpstreamResponse) -> None:
@@ -242,20 +336,32 @@ class DashScopeChat:
                 included), or closed the stream before ``[DONE]`` / a ``finish_reason``.
             UpstreamTimeout: connect, first byte or the gap between two chunks took too long.
         """
-        async with aclosing(self.stream_batches(body, api_key=api_key)) as batches:
-            async for batch in batches:
-                for delta in batch.deltas:
+        async with aclosing(self._stream(body, api_key, _build_deltas, _same)) as batches:
+            async for deltas in batches:
+                for delta in deltas:
                     yield delta
 
-    async def stream_batches(
+    def relay_batches(
         self, body: Mapping[str, Any], *, api_key: str | None = None
-    ) -> AsyncGenerator[DeltaBatch, None]:
-        """Like :meth:`stream`, but the deltas that arrived together come as one :class:`DeltaBatch`.
+    ) -> AsyncGenerator[RelayBatch, None]:
+        """Like :meth:`stream`, for a relay: the chunks that arrived together come as one :class:`RelayBatch`.
 
         A relay forwards each batch in one write: it saves per-chunk work when the upstream sends bursts, and
-        delays nothing (the deltas of a batch were all there). The last batch is marked ``final`` (it may hold
-        no delta); it comes as soon as the upstream's ``[DONE]`` does, before the rest of the body is read.
+        delays nothing (the chunks of a batch were all there). The last batch is ``final`` (it may hold no
+        chunk); it comes as soon as the upstream's ``[DONE]`` does, before the rest of the body is read.
+        Raises like :meth:`stream`.
         """
+        return self._stream(body, api_key, _build_relay, _final_relay)
+
+    async def _stream(
+        self,
+        body: Mapping[str, Any],
+        api_key: str | None,
+        build: Callable[[list[SseEvent]], _Built],
+        final: Callable[[Any], Any],
+    ) -> AsyncGenerator[Any, None]:
+        """The upstream's stream: one ``build(events)`` batch per read that made one; at the end of a body that
+        finished without ``[DONE]``, ``final(batch or None)``."""
         payload = self._payload(body, stream=True)
         headers = self._headers(api_key, stream=True)
         yielded = False
@@ -273,52 +379,30 @@ class DashScopeChat:
                         if not yielded and len(head) < _HEAD_LIMIT:
                             head += data
                         continue
-                    deltas: list[ChatDelta] = []
-                    done = False
-                    for event, raw in events:
-                        if raw == _DONE:
-                            done = True
-                            break
-                        if event == "error":
-                            if deltas:
-                                yielded = True
-                                yield DeltaBatch(deltas)
-                            raise _error_event(raw)
-                        try:
-                            delta = parse_chunk(raw)
-                        except UpstreamError:
-                            if deltas:
-                                yielded = True
-                                yield DeltaBatch(deltas)
-                            raise
-                        if delta.finish_reason is not None:
-                            finished = True
-                        deltas.append(delta)
+                    batch, done, saw_finish, error = build(events)
+                    finished = finished or saw_finish
+                    if batch is not None:
+                        yielded = True
+                        yield batch
+                    if error is not None:
+                        raise error
                     if done:
-                        yielded = True
-                        yield DeltaBatch(deltas, final=True)
-                        await _read_rest(response)
+                        if not response.complete:
+                            await _read_rest(response)
                         return
-                    if deltas:
-                        yielded = True
-                        yield DeltaBatch(deltas)
-                # The body ended (no [DONE] came): maybe with an event not followed by its blank line.
-                tail: list[ChatDelta] = []
-                done = False
-                for _event, raw in decoder.close():
-                    if raw == _DONE:
-                        done = True
-                        break
-                    delta = parse_chunk(raw)
-                    finished = finished or delta.finish_reason is not None
-                    tail.append(delta)
-                if done or finished:
+                # The body ended without [DONE]: maybe with an event not followed by its blank line.
+                tail = decoder.close()
+                batch, done, saw_finish, error = build(tail) if tail else (None, False, False, None)
+                ended = done or finished or saw_finish
+                if ended and error is None:
+                    batch = final(batch)
+                if batch is not None:
                     yielded = True
-                    yield DeltaBatch(tail, final=True)
+                    yield batch
+                if error is not None:
+                    raise error
+                if ended:
                     return
-                if tail:
-                    yielded = True
-                    yield DeltaBatch(tail)
                 if not yielded and head.lstrip().startswith(b"{"):
                     raise _error_event(bytes(head))  # a JSON error body instead of a stream
                 raise errors.closed_error("chat stream")

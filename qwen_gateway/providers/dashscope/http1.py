@@ -128,6 +128,11 @@ class UpstreamResponse(Protocol):
         """Header values by lower-case name (repeated headers joined with ``", "``)."""
         ...
 
+    @property
+    def complete(self) -> bool:
+        """The whole body was received."""
+        ...
+
     async def receive(self) -> bytes:
         """The next piece of the (decoded) body as it arrives; ``b""`` once the body is complete."""
         ...
@@ -424,6 +429,7 @@ class Http1Response:
 
     __slots__ = (
         "_chunked",
+        "_complete",
         "_conn",
         "_decoder",
         "_done",
@@ -459,11 +465,16 @@ class Http1Response:
         self._pending = pending
         self._read_timeout = read_timeout
         self._done = False
+        self._complete = False
         self._released = False
         coding = headers.get("content-encoding", "").strip().lower()
         self._decoder = _Decompressor(coding) if coding in _CODINGS else None
         if body_length == 0:
             self._finish(reusable=keep_alive and not pending)
+
+    @property
+    def complete(self) -> bool:
+        return self._complete
 
     async def receive(self) -> bytes:
         try:
@@ -535,7 +546,7 @@ class Http1Response:
         self._release(reusable=False)
 
     def _finish(self, *, reusable: bool) -> None:
-        self._done = True
+        self._done = self._complete = True
         self._release(reusable=reusable)
 
     def _release(self, *, reusable: bool) -> None:
@@ -764,6 +775,10 @@ class _HttpxResponse:
     @property
     def headers(self) -> Mapping[str, str]:
         return self._response.headers
+
+    @property
+    def complete(self) -> bool:
+        return self._response.is_stream_consumed
 
     async def receive(self) -> bytes:
         try:

@@ -26,6 +26,22 @@ class SseDecoder:
     def feed(self, chunk: bytes) -> list[SseEvent]:
         """Decode ``chunk``; return the complete events in order (possibly none)."""
         buf = self._tail + chunk if self._tail else chunk
+        if not self._data and self._event is None and b"\r" not in buf:
+            # What OpenAI-compatible servers send: "data: <json>\n\n" events and nothing else. A burst of them
+            # is split in one call; anything else (names, comments, multi-line data) takes the line parser.
+            end = buf.rfind(b"\n\n")
+            if end > 0 and buf.startswith(b"data: "):
+                payloads = buf[6:end].split(b"\n\ndata: ")
+                # n such events hold exactly 2n newlines: then there is no other line anywhere
+                if buf.count(b"\n", 0, end + 2) == 2 * len(payloads):
+                    events: list[SseEvent] = [(None, d) for d in payloads]
+                    self._tail = b""
+                    if end + 2 < len(buf):
+                        events += self._lines(buf[end + 2 :])
+                    return events
+        return self._lines(buf)
+
+    def _lines(self, buf: bytes) -> list[SseEvent]:
         events: list[SseEvent] = []
         start = 0
         find = buf.find
