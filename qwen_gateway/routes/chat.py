@@ -4,8 +4,10 @@ The request is validated with the protocol's Structs, then the caller's JSON (un
 included) is forwarded to the upstream with three changes only: ``model`` defaults to ``QWEN_CHAT_MODEL`` (or
 ``QWEN_VLM_MODEL`` when the messages carry images), ``DEFAULT_SYSTEM_PROMPT`` is prepended when the caller sent no
 system message, and streaming calls always ask the upstream for usage (the usage chunk is relayed only when the
-caller asked for it). Streamed chunks are relayed byte for byte as they arrive. Upstream errors before the first
-byte become the matching OpenAI error and status; after it, an error chunk and a clean end of the stream.
+caller asked for it). Streamed chunks are relayed byte for byte as they arrive, those that arrived together in one
+write (``[DONE]`` with the last of them). Upstream errors before the first byte become the matching OpenAI error
+and status; after it, an error chunk and a clean end of the stream. The exchange is journaled for the history
+once the response is on its way.
 """
 
 from __future__ import annotations
@@ -90,7 +92,9 @@ async def _one_by_one(stream: AsyncIterator[ChatDelta]) -> AsyncGenerator[RelayB
     try:
         async for d in stream:
             content = d.content if d.choice_index == 0 else ""
-            usage_only = (0,) if d.usage is not None and not d.content else ()
+            # a chunk without choices parses to a delta with usage and nothing else
+            bare = not (d.content or d.reasoning or d.role or d.finish_reason)
+            usage_only = (0,) if d.usage is not None and bare else ()
             yield RelayBatch([d.raw], content, d.usage, usage_only, False)
     finally:
         aclose = getattr(stream, "aclose", None)

@@ -111,7 +111,7 @@ class RelayBatch(NamedTuple):
     content: str
     #: usage reported by one of them.
     usage: Usage | None
-    #: positions in ``payloads`` of usage chunks without text (a relay may leave them out).
+    #: positions in ``payloads`` of usage chunks (no choices: a relay may leave them out).
     usage_only: tuple[int, ...]
     #: the upstream ended the stream (``[DONE]``, or the end of the body after a ``finish_reason``) with these.
     final: bool
@@ -180,7 +180,7 @@ def _build_relay(events: list[SseEvent]) -> _Built:
                 texts.append(text)
         if chunk.usage is not None:
             usage = _usage(chunk.usage)
-            if not text:
+            if not chunk.choices:
                 usage_only.append(len(payloads))
         payloads.append(raw)
     if not payloads and not done:
