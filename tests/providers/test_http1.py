@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import ipaddress
 import json
 import random
+import ssl
 import zlib
 from collections.abc import Awaitable, Callable, Coroutine
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -615,3 +619,88 @@ async def test_an_environment_proxy_sends_chat_through_httpx(
     assert "".join(d.content for d in deltas) == "经过代理。"
     assert result["choices"][0]["message"]["content"] == "经过代理。"
     assert proxy.lines == [f"POST {settings.chat_url}"] * 2
+
+
+# --- TLS ----------------------------------------------------------------------------------------------------
+def self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A certificate (and its key) for 127.0.0.1, in PEM files."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "qwen-gateway test")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+@RUNNERS
+def test_https_with_verified_certificates_and_keep_alive(run: Runner, tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    trusting = ssl.create_default_context(cafile=str(cert))
+
+    async def scenario() -> None:
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while (body := await read_request(reader)) is not None:
+                writer.write(ok(b'{"tls":' + body + b"}"))
+
+        server = await asyncio.start_server(handler, "127.0.0.1", 0, ssl=server_ctx)
+        port = server.sockets[0].getsockname()[1]
+        endpoint = Endpoint.parse(f"https://127.0.0.1:{port}/v1/chat/completions")
+        pool = Http1Pool(ssl_context=trusting)
+        try:
+            for n in range(2):
+                response = await pool.request(endpoint, "POST", HEADERS, b"%d" % n, QUICK)
+                assert (response.status, await response.read()) == (200, b'{"tls":%d}' % n)
+                await response.aclose()
+            assert pool.idle_connections() == 1  # one TLS connection, reused
+            untrusting = Http1Pool()  # httpx's default trust store does not know this certificate
+            with pytest.raises(httpx.ConnectError):
+                await untrusting.request(endpoint, "POST", HEADERS, b"0", QUICK)
+            await untrusting.aclose()
+        finally:
+            await pool.aclose()
+            server.close()
+            await server.wait_closed()
+
+    run(scenario())
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes | None:
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except (asyncio.IncompleteReadError, ConnectionError):
+        return None
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    return await reader.readexactly(length)
