@@ -11,7 +11,6 @@ yielded to the caller; once a delta went out, a failure surfaces as :class:`Upst
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncGenerator, Callable, Mapping
 from contextlib import aclosing
 from typing import Any, NamedTuple
@@ -28,8 +27,6 @@ from .policy import Backoff, Timeouts
 from .sse import SseDecoder, SseEvent
 
 __all__ = ["DashScopeChat", "RelayBatch"]
-
-log = logging.getLogger(__name__)
 
 
 class _Delta(msgspec.Struct):
@@ -307,22 +304,6 @@ class DashScopeChat:
             raise errors.from_http(response.status, body, response.headers)
         return response
 
-    async def _retry_or_raise(self, err: UpstreamError, attempt: int, what: str) -> None:
-        """Sleep before the next attempt when ``err`` allows one; raise it otherwise."""
-        if not err.transient or attempt >= self._backoff.retries:
-            raise err
-        delay = self._backoff.delay(attempt, err.retry_after)
-        log.warning(
-            "%s failed (status=%s code=%s); retry %d/%d in %.2fs",
-            what,
-            err.status,
-            err.code,
-            attempt + 1,
-            self._backoff.retries,
-            delay,
-        )
-        await asyncio.sleep(delay)
-
     async def stream(
         self, body: Mapping[str, Any], *, api_key: str | None = None
     ) -> AsyncGenerator[ChatDelta, None]:
@@ -409,7 +390,7 @@ class DashScopeChat:
             except UpstreamError as exc:
                 if yielded:
                     raise
-                await self._retry_or_raise(exc, attempt, "chat stream")
+                await self._backoff.retry_or_raise(exc, attempt, "chat stream")
             except httpx.TransportError as exc:
                 err = errors.from_transport(exc, "chat stream")
                 if yielded or (
@@ -417,7 +398,7 @@ class DashScopeChat:
                     and not isinstance(exc, httpx.ConnectTimeout)
                 ):
                     raise err from None
-                await self._retry_or_raise(err, attempt, "chat stream")
+                await self._backoff.retry_or_raise(err, attempt, "chat stream")
             finally:
                 if response is not None:
                     await response.aclose()
@@ -452,12 +433,12 @@ class DashScopeChat:
                     raise errors.from_error_object(result["error"])
                 return result
             except UpstreamError as exc:
-                await self._retry_or_raise(exc, attempt, "chat completion")
+                await self._backoff.retry_or_raise(exc, attempt, "chat completion")
             except httpx.TransportError as exc:
                 err = errors.from_transport(exc, "chat completion")
                 if isinstance(exc, httpx.TimeoutException) and not isinstance(
                     exc, httpx.ConnectTimeout
                 ):
                     raise err from None
-                await self._retry_or_raise(err, attempt, "chat completion")
+                await self._backoff.retry_or_raise(err, attempt, "chat completion")
             attempt += 1

@@ -810,14 +810,12 @@ class HttpxTransport:
         body: bytes,
         timeouts: Timeouts,
     ) -> _HttpxResponse:
-        timeout = httpx.Timeout(
-            connect=timeouts.connect,
-            read=timeouts.read,
-            write=timeouts.write,
-            pool=timeouts.connect,
-        )
         request = self.client.build_request(
-            method, endpoint.url, content=body, headers=list(headers.items), timeout=timeout
+            method,
+            endpoint.url,
+            content=body,
+            headers=list(headers.items),
+            timeout=timeouts.for_http(),
         )
         return _HttpxResponse(await self.client.send(request, stream=True))
 
