@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import gc
 import os
 import signal
 import sys
@@ -169,6 +170,11 @@ async def _serve(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     async with open_services(settings) as services:
         app = create_app(services.settings, services)
+        # Long-lived start-up objects leave the collector's view, and young-generation collections run less
+        # often: full collections with 1000 connections took 30-110 ms (bench_voice), chat p99 35 -> 13 ms.
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(50_000, 50, 100)
         host = settings.host if ":" not in settings.host else f"[{settings.host}]"
         print(banner(services.settings, f"http://{host}:{settings.port}"), flush=True)
         await serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
