@@ -15,7 +15,7 @@ __all__ = ["count_tokens", "pick_reasoning", "pick_reply", "tokenize"]
 
 TEXT_ZH: tuple[str, ...] = (
     "## 你好！👋\n\n"
-    "我是通义千问，一个由阿里云开发的**大语言模型**。我可以帮你：\n\n"
+    "我是 qwen-gateway 内置的 **DashScope 模拟器**，在没有配置 API key 时代替通义千问回答。我可以帮你：\n\n"
     "1. 回答问题、解释概念；\n"
     "2. 写作与翻译，例如把 1,000 字的文章压缩成 3 句话；\n"
     "3. 编写和调试代码。\n\n"
@@ -43,7 +43,7 @@ TEXT_ZH: tuple[str, ...] = (
 
 TEXT_EN: tuple[str, ...] = (
     "# Hello! 👋\n\n"
-    "I'm **Qwen**, a large language model built by Alibaba Cloud. Here's what I can do:\n\n"
+    "I'm the **DashScope simulator** built into qwen-gateway, answering in Qwen's place because no API key is set. Here's what I can do:\n\n"
     "- Answer questions and explain ideas\n"
     "- Summarize long texts (say, 1,000 words into 3 sentences)\n"
     "- Write and review code\n\n"
