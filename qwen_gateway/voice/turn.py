@@ -263,6 +263,32 @@ class _Turn:
         raise NotImplementedError
 
     # ------------------------------------------------------------------ shared steps
+    def _held_answer_events(self) -> tuple[asyncio.Event, Emit]:
+        """A gate and an emitter that holds the answer's events until the gate is set.
+
+        The answer starts as soon as the transcript is known; its events wait until ``chat_started`` /
+        ``vlm_chat_started`` went out (the seed's order), which is when the caller sets the gate.
+        """
+        gate = asyncio.Event()
+
+        async def emit(event: Event) -> None:
+            await gate.wait()
+            await self._emit(event)
+
+        return gate, emit
+
+    async def _store_question_audio(self, data: bytes, ext: str) -> None:
+        """Store the spoken question, then send ``transcription_started`` with its URL."""
+        stored = await self._store("audio", data, ext)
+        self._p.stored_audio = stored
+        await self._emit(
+            TranscriptionStarted(
+                message=MSG_TRANSCRIPTION_STARTED,
+                oss_url=stored.url if stored else None,
+                turn_id=self.turn_id,
+            )
+        )
+
     async def _store(self, kind: ObjectKind, data: bytes, ext: str) -> StoredObject | None:
         """Store ``data``; None (logged) when the object store fails: the turn goes on without it."""
         key = self._deps.objects.new_key(kind, self._session.session_id, ext)
@@ -550,14 +576,8 @@ class AudioTurn(_Turn):
         to_recogniser = _Chunks(self._cfg.audio_queue)
         p = self._p
         answer: asyncio.Task[AnswerResult] | None = None
-        # The answer starts as soon as the transcript is known; its events wait for transcription_started
-        # (which waits for the stored upload's URL) and chat_started, the seed's order.
-        gate = asyncio.Event()
-
-        async def after_chat_started(event: Event) -> None:
-            if not gate.is_set():
-                await gate.wait()
-            await self._emit(event)
+        # The answer's events also wait for transcription_started (which waits for the stored upload's URL).
+        gate, after_chat_started = self._held_answer_events()
 
         async with asyncio.TaskGroup() as group:
             group.create_task(self._memory.load(), name="turn-history")
@@ -653,15 +673,7 @@ class AudioTurn(_Turn):
         await self._format_decided.wait()
         if self._format is None:
             return
-        stored = await self._store("audio", bytes(self._upload), _AUDIO_EXT[self._format.format])
-        self._p.stored_audio = stored
-        await self._emit(
-            TranscriptionStarted(
-                message=MSG_TRANSCRIPTION_STARTED,
-                oss_url=stored.url if stored else None,
-                turn_id=self.turn_id,
-            )
-        )
+        await self._store_question_audio(bytes(self._upload), _AUDIO_EXT[self._format.format])
 
     async def _recognise(self, to_recogniser: _Chunks, store: asyncio.Task[None]) -> str | None:
         """The transcript ("" when nothing was heard), or None after an ``error`` event.
@@ -784,19 +796,16 @@ class VlmTurn(_Turn):
         info, image_format = await self._formats()
         transcript: str | None = None
         answer: asyncio.Task[AnswerResult] | None = None
-        # The answer starts as soon as the transcript is known; its events wait for vlm_chat_started.
-        gate = asyncio.Event()
-
-        async def after_chat_started(event: Event) -> None:
-            if not gate.is_set():
-                await gate.wait()
-            await self._emit(event)
+        gate, after_chat_started = self._held_answer_events()
 
         duration = _duration(self._audio, info)
         if info is not None and image_format is not None:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._memory.load(), name="turn-history")
-                audio_stored = group.create_task(self._store_audio(info), name="turn-store")
+                audio_stored = group.create_task(
+                    self._store_question_audio(self._audio, _AUDIO_EXT[info.format]),
+                    name="turn-store",
+                )
                 image_stored = group.create_task(
                     self._store("image", self._image, image_format.ext), name="turn-store-image"
                 )
@@ -862,18 +871,6 @@ class VlmTurn(_Turn):
                 vlm_response=result.text if result else "",
                 turn_id=self.turn_id,
                 timings=self._timings(result),
-            )
-        )
-
-    async def _store_audio(self, info: AudioFormatInfo) -> None:
-        """Store the spoken question, then send ``transcription_started`` with its URL."""
-        stored = await self._store("audio", self._audio, _AUDIO_EXT[info.format])
-        self._p.stored_audio = stored
-        await self._emit(
-            TranscriptionStarted(
-                message=MSG_TRANSCRIPTION_STARTED,
-                oss_url=stored.url if stored else None,
-                turn_id=self.turn_id,
             )
         )
 
