@@ -26,11 +26,19 @@ from quart import Blueprint, Response, g, request
 
 from protocol import ChatCompletionRequest
 
+from ..auth import bearer_token
 from ..errors import UpstreamError
 from ..providers import ChatDelta, ChatModel
 from ..providers.dashscope.chat import RelayBatch
 from ..storage import TurnRecord, TurnStatus
-from .common import authorized, error_response, read_body, services, unauthorized
+from .common import (
+    authorized,
+    caller_allowed,
+    error_response,
+    read_body,
+    services,
+    unauthorized,
+)
 
 __all__ = ["chat_blueprint", "upstream_error_response"]
 
@@ -165,15 +173,10 @@ def chat_blueprint() -> Blueprint:
         svc = services()
         settings = svc.settings
         passthrough = settings.key_passthrough
-        caller_key: str | None = None
-        if passthrough:
-            from ..auth import bearer_token
-
-            caller_key = bearer_token(request.headers.get("Authorization"))
-            if not caller_key:
-                return unauthorized()
-        elif not authorized():
+        token = bearer_token(request.headers.get("Authorization"))
+        if not caller_allowed(token):
             return unauthorized()
+        caller_key = token if passthrough else None  # pass-through: the caller's own DashScope key
 
         raw = await read_body(settings.max_body_bytes)
         if raw is None:

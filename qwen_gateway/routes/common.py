@@ -5,11 +5,18 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from quart import Response, current_app, g, request
+from quart import Response, current_app, request
 
 from ..auth import bearer_token
 
-__all__ = ["authorized", "error_response", "read_body", "services", "unauthorized"]
+__all__ = [
+    "authorized",
+    "caller_allowed",
+    "error_response",
+    "read_body",
+    "services",
+    "unauthorized",
+]
 
 #: HTTP status -> OpenAI error ``type``.
 _TYPES = {
@@ -69,10 +76,19 @@ def authorized(*, allow_query_token: bool = False) -> bool:
     token = bearer_token(request.headers.get("Authorization"))
     if token is None and allow_query_token:
         token = request.args.get("token") or None
-    ok: bool = keys.check(token)
-    if ok:
-        g.caller_key = token
-    return ok
+    return bool(keys.check(token))
+
+
+def caller_allowed(token: str | None) -> bool:
+    """Whether a chat or voice caller presenting ``token`` may go on.
+
+    Normally ``token`` must be a gateway key. In pass-through mode (``QG_KEY_PASSTHROUGH``) it is the caller's own
+    DashScope key: it must be present, and the upstream judges it.
+    """
+    svc = services()
+    if svc.settings.key_passthrough:
+        return bool(token)
+    return bool(svc.keys.check(token))
 
 
 async def read_body(limit: int) -> bytes | None:

@@ -12,7 +12,7 @@ from typing import Any, cast
 from quart import Blueprint, Response, g, websocket
 
 from ..voice.runner import Endpoint, handshake, serve_voice
-from .common import services, unauthorized
+from .common import caller_allowed, services, unauthorized
 
 __all__ = ["voice_ws_blueprint"]
 
@@ -25,8 +25,7 @@ async def _serve(endpoint: Endpoint) -> Response | None:
         svc.settings,
         getattr(g, "request_id", ""),
     )
-    allowed = bool(shake.token) if svc.settings.key_passthrough else svc.keys.check(shake.token)
-    if not allowed:
+    if not caller_allowed(shake.token):
         return unauthorized()  # an HTTP 401 instead of the upgrade
     await websocket.accept()
     await serve_voice(cast(Any, websocket)._get_current_object(), svc, endpoint, shake.info)
