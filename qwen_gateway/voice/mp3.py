@@ -85,6 +85,9 @@ class Mp3Encoder:
         self._lame.set_out_sample_rate(sample_rate)
         self._lame.set_bit_rate(bitrate_kbps)
         self._lame.set_quality(quality)
+        # LAME sets itself up on its first encode call (about 0.6 ms): do it now, while the answer is still
+        # being generated, rather than on the first PCM chunk on the way to the first audio.
+        self._lame.encode(b"")
 
     @property
     def sample_rate(self) -> int:
