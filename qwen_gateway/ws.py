@@ -285,6 +285,10 @@ class WsConnection:
                 ) from None
             self.frames_sent += 1
             self._last_activity = self._clock()
+            if not self._queue.empty():
+                # A backlog is sent a frame at a time with a turn for the others in between (the TTS feeder
+                # waiting to send the next sentence, say), not in one burst that holds the event loop.
+                await asyncio.sleep(0)
 
     async def _watchdog(self) -> None:
         idle = self._limits.idle_timeout
