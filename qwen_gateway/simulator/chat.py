@@ -138,6 +138,7 @@ class _ChatCall:
         self.cfg = state.config
         self.req = req
         self.rec = rec
+        self.arrived = 0.0  # loop time the request was taken up (after an injected delay)
 
     async def run(self) -> str:
         state, req, rec = self.state, self.req, self.rec
@@ -145,6 +146,9 @@ class _ChatCall:
         delay = state.faults.take("chat", frozenset({"delay"}), call).get("delay")
         if delay is not None:
             await asyncio.sleep(delay.seconds or 0.0)
+        # Generation time counts from here, as a client sees it: parsing, validating and counting the prompt's
+        # tokens happen within the time to first token, not before it (however long the conversation is).
+        self.arrived = asyncio.get_running_loop().time()
         if not self.cfg.key_ok(bearer_key(req.headers)):
             await _send_error(req, rec, ApiError(401, find_family(401).compat_message))
             return "rejected"
@@ -244,8 +248,9 @@ class _ChatCall:
         generation = self.cfg.ttft
         if self.cfg.tokens_per_second > 0:
             generation += max(count_tokens(t) for t in texts) / self.cfg.tokens_per_second
-        if generation > 0:
-            await asyncio.sleep(generation)
+        wait = self.arrived + generation - asyncio.get_running_loop().time()
+        if wait > 0:
+            await asyncio.sleep(wait)
         body = {
             "choices": [
                 {
@@ -341,7 +346,7 @@ class _ChatCall:
             cfg.chat_chunk_tokens / cfg.tokens_per_second if cfg.tokens_per_second else 0.0
         )
         pending = bytearray()
-        start = loop.time()
+        start = self.arrived
         for index, step in enumerate(steps):
             # The role chunk goes out with the first token, at ttft.
             due = start + cfg.ttft + max(0, index - 1) * step_seconds

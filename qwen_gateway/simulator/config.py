@@ -21,7 +21,8 @@ class SimulatorConfig:
         accept_query_api_key: also accept ``?api_key=`` on WebSocket URLs (the official browser demo does).
 
     Chat (``/compatible-mode/v1/chat/completions``):
-        ttft: seconds before the first streamed chunk (and added to a non-streaming reply).
+        ttft: seconds from taking the request up to the first streamed chunk, or up to a non-streaming reply
+            (plus the generation time at ``tokens_per_second``); the simulator's own work counts within it.
         tokens_per_second: generation speed; 0 sends everything at once.
         chat_chunk_tokens: tokens per streamed content chunk.
         finish_chunk_with_text: the last text rides on the ``finish_reason`` chunk (else an empty one) [both occur].
