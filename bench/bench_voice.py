@@ -282,6 +282,7 @@ async def turn(ws: Any, frames: list[str]) -> dict[str, Any]:
     audio: list[tuple[float, int]] = []
     errors = 0
     timings: dict[str, Any] = {}
+    transcript = answer = ""
     while True:
         raw = await ws.recv()
         now = time.perf_counter()
@@ -291,11 +292,21 @@ async def turn(ws: Any, frames: list[str]) -> dict[str, Any]:
             audio.append((now, len(body["data"]) * 3 // 4))
         elif name == "error":
             errors += 1
+        elif name == "chat_started":
+            transcript = body.get("user_message") or ""
         elif name == "chat_tts_complete":
             timings = body.get("timings", {})
+            answer = body.get("assistant_response", "")
         elif name == "audio_complete":
             break
-    return {"last_sent": last_sent, "audio": audio, "errors": errors, "timings": timings}
+    return {
+        "last_sent": last_sent,
+        "audio": audio,
+        "errors": errors,
+        "timings": timings,
+        "transcript": transcript,
+        "answer": answer,
+    }
 
 
 def lateness(audio: list[tuple[float, int]]) -> list[float]:
@@ -318,36 +329,39 @@ def lateness(audio: list[tuple[float, int]]) -> list[float]:
 # ------------------------------------------------------------------------------------------ 1. TTFA
 
 
-async def baseline(env_file: Path, audio: bytes, rounds: int) -> list[tuple[float, float, float]]:
-    """The upstream path of a turn done back to back by a bare client (the gateway's own upstream clients)."""
-    from qwen_gateway.config import load_settings
-    from qwen_gateway.providers.dashscope import build_providers
+class Baseline:
+    """The upstream path of a turn done back to back by a bare client (the gateway's own upstream clients),
+    with the same conversation as the gateway's chat request carries."""
 
-    settings = load_settings(
-        json.loads(env_file.read_text()),  # noqa: ASYNC240 (once, at start)
-        dotenv=None,
-        qwen_api_key=KEY,
-        data_dir=Path("/tmp"),
-    )
-    providers = build_providers(settings)
-    out = []
-    try:
-        for _ in range(rounds):
+    def __init__(self, env_file: Path, audio: bytes) -> None:
+        from qwen_gateway.config import load_settings
+        from qwen_gateway.providers.dashscope import build_providers
+
+        self.settings = load_settings(
+            json.loads(env_file.read_text()),
+            dotenv=None,
+            qwen_api_key=KEY,
+            data_dir=Path("/tmp"),
+        )
+        self.providers = build_providers(self.settings)
+        self.audio = audio
+        self.parts: list[tuple[float, float, float]] = []
+
+    async def rounds(self, count: int, messages: list[dict[str, str]]) -> None:
+        providers = self.providers
+        for _ in range(count):
             async with (
                 providers.recognizer.session(format="wav", sample_rate=16000) as rec,
                 providers.synthesizer.session() as tts,
             ):
-                await rec.feed(audio)
+                await rec.feed(self.audio)
                 started = time.perf_counter()
                 await rec.finish()
                 async for _result in rec.results():
                     pass
                 asr = time.perf_counter() - started
                 started = time.perf_counter()
-                body = {
-                    "model": settings.chat_model,
-                    "messages": [{"role": "user", "content": "hi"}],
-                }
+                body = {"model": self.settings.chat_model, "messages": messages}
                 stream = providers.chat.stream(body)
                 async for delta in stream:
                     if delta.content:
@@ -359,10 +373,15 @@ async def baseline(env_file: Path, audio: bytes, rounds: int) -> list[tuple[floa
                 await tts.finish()
                 async for _chunk in tts.audio():
                     break
-                out.append((asr, chat, time.perf_counter() - started))
-    finally:
-        await providers.aclose()
-    return out
+                self.parts.append((asr, chat, time.perf_counter() - started))
+
+    async def aclose(self) -> None:
+        await self.providers.aclose()
+
+
+#: Gateway turns per block of the time-to-first-audio run; each block is followed by half as many bare rounds,
+#: so that both are measured over the same stretch of time (the machine's state drifts over minutes).
+TTFA_BLOCK = 20
 
 
 async def ttfa_run(info: dict[str, Any], turns: int) -> None:
@@ -373,24 +392,38 @@ async def ttfa_run(info: dict[str, Any], turns: int) -> None:
     ttfa: list[float] = []
     internal: list[float] = []
     stages: list[tuple[float, float]] = []
+    bare = Baseline(info["env_file"], audio)
+    #: What the gateway's chat request carries by then: the conversation so far (bounded by its history budget).
+    history: list[dict[str, str]] = []
     done = 0
-    while done < turns:  # a connection takes at most QG_MAX_TURNS turns (200 by default)
-        url = info["url"]
-        async with connect(url, max_size=None, ping_interval=None, compression=None) as ws:
-            await ws.recv()
-            for i in range(min(turns - done, 100) + 5):
-                result = await turn(ws, frames)
-                if i < 5 or not result["audio"]:
-                    continue  # warm-up
-                done += 1
-                ttfa.append(result["audio"][0][0] - result["last_sent"])
-                timings = result["timings"]
-                if "first_audio_ms" in timings:
-                    internal.append(timings["first_audio_ms"] / 1000)
-                    stages.append(
-                        (timings["recognition_ms"] / 1000, timings["first_token_ms"] / 1000)
-                    )
-    parts = await baseline(info["env_file"], audio, max(turns // 2, 10))
+    try:
+        while done < turns:  # a connection takes at most QG_MAX_TURNS turns (200 by default)
+            url = info["url"]
+            async with connect(url, max_size=None, ping_interval=None, compression=None) as ws:
+                await ws.recv()
+                history.clear()
+                for i in range(min(turns - done, 100) + 5):
+                    result = await turn(ws, frames)
+                    history[len(history) :] = [
+                        {"role": "user", "content": result["transcript"]},
+                        {"role": "assistant", "content": result["answer"]},
+                    ]
+                    if i < 5 or not result["audio"]:
+                        continue  # warm-up
+                    done += 1
+                    ttfa.append(result["audio"][0][0] - result["last_sent"])
+                    timings = result["timings"]
+                    if "first_audio_ms" in timings:
+                        internal.append(timings["first_audio_ms"] / 1000)
+                        stages.append(
+                            (timings["recognition_ms"] / 1000, timings["first_token_ms"] / 1000)
+                        )
+                    if done % TTFA_BLOCK == 0:
+                        context = history[-2 * 10 - 2 : -2]  # the gateway's 10-turn budget
+                        await bare.rounds(TTFA_BLOCK // 2, [*context, history[-2]])
+    finally:
+        await bare.aclose()
+    parts = bare.parts
     direct = [sum(p) for p in parts]
     configured = TTFT + TTS_FIRST_AUDIO
     print(f"time to first audio after the last packet ({turns} turns, one session)")
@@ -551,7 +584,13 @@ def main() -> None:
     parser.add_argument(
         "--duration", type=float, default=float(os.environ.get("QG_BENCH_SECONDS", "30"))
     )
+    parser.add_argument(
+        "--parts",
+        default=os.environ.get("QG_BENCH_VOICE_PARTS", "ttfa,load"),
+        help="which runs, comma-separated: ttfa, load",
+    )
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
 
     if args.role == "sim":
         _run(sim_role(args.port, json.loads(args.config), args.reply, args.env_file))
@@ -572,9 +611,12 @@ def main() -> None:
             "tokens_per_second": 0.0,
             "tts_realtime_factor": 0.0,
         }
-        with stack(tmp, "ttfa", ttfa_config, TTFA_REPLY) as info:
-            asyncio.run(ttfa_run(info, args.turns))
-        print()
+        if "ttfa" in parts:
+            with stack(tmp, "ttfa", ttfa_config, TTFA_REPLY) as info:
+                asyncio.run(ttfa_run(info, args.turns))
+            print()
+        if "load" not in parts:
+            return
         load_config = {
             "ttft": 0.3,
             "tokens_per_second": 30.0,
