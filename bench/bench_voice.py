@@ -220,25 +220,51 @@ async def gateway_role(port: int, env_file: Path, data_dir: Path, stats_file: Pa
 # ------------------------------------------------------------------------------------------ the stack
 
 
+#: The variable that points the gateway at the chat service; the others point at the speech services.
+CHAT_URL_VAR = "QWEN_API_CHAT_URL"
+
+
 @contextlib.contextmanager
-def stack(tmp: Path, name: str, sim_config: dict[str, Any], reply: str) -> Iterator[dict[str, Any]]:
-    """Simulator and gateway processes; yields their ports, pids and the gateway's stats file."""
-    sim_port, gw_port = free_port(), free_port()
-    env_file, stats = tmp / f"{name}-sim.json", tmp / f"{name}-stats.json"
+def simulator(
+    tmp: Path, name: str, sim_config: dict[str, Any], reply: str
+) -> Iterator[tuple[int, dict[str, str]]]:
+    """One simulator process; yields its pid and the variables that point a gateway at it."""
+    port = free_port()
+    env_file = tmp / f"{name}-env.json"
     me = [sys.executable, str(Path(__file__).resolve())]
     with child(
         [
             *me,
-            *("--role", "sim", "--port", str(sim_port), "--config", json.dumps(sim_config)),
+            *("--role", "sim", "--port", str(port), "--config", json.dumps(sim_config)),
             *("--reply", reply, "--env-file", str(env_file)),
         ],
-        log=tmp / f"{name}-sim.log",
-    ) as sim:
-        wait_tcp(sim_port)
+        log=tmp / f"{name}.log",
+    ) as proc:
+        wait_tcp(port)
         for _ in range(300):
             if env_file.exists():
                 break
             time.sleep(0.05)
+        yield proc.pid, json.loads(env_file.read_text())
+
+
+@contextlib.contextmanager
+def stack(tmp: Path, name: str, sim_config: dict[str, Any], reply: str) -> Iterator[dict[str, Any]]:
+    """Simulator and gateway processes; yields their ports, pids and the gateway's stats file.
+
+    Chat and the speech services (recognition, TTS) are two simulator processes, as DashScope's are separate
+    services: one process serving both answered the chat request late by the TTS handshake it was handling at
+    the same moment (1-2 ms, which is the simulator's, not the gateway's).
+    """
+    gw_port = free_port()
+    env_file, stats = tmp / f"{name}-sim.json", tmp / f"{name}-stats.json"
+    me = [sys.executable, str(Path(__file__).resolve())]
+    with (
+        simulator(tmp, f"{name}-sim-chat", sim_config, reply) as (chat_pid, chat_env),
+        simulator(tmp, f"{name}-sim-speech", sim_config, reply) as (speech_pid, speech_env),
+    ):
+        env = {**speech_env, CHAT_URL_VAR: chat_env[CHAT_URL_VAR]}
+        env_file.write_text(json.dumps(env))
         gw_cmd = me
         if os.environ.get("QG_BENCH_GATEWAY_WRAPPER"):
             gw_cmd = [sys.executable, os.environ["QG_BENCH_GATEWAY_WRAPPER"], me[1]]
@@ -254,7 +280,7 @@ def stack(tmp: Path, name: str, sim_config: dict[str, Any], reply: str) -> Itera
             info: dict[str, Any] = {
                 "url": f"ws://127.0.0.1:{gw_port}/v1/chat/audio",
                 "gateway_pid": gw.pid,
-                "sim_pid": sim.pid,
+                "sim_pids": [chat_pid, speech_pid],
                 "env_file": env_file,
                 "stats": stats,
             }
@@ -508,10 +534,10 @@ async def load_run(info: dict[str, Any], sessions: int, active: int, duration: f
             await asyncio.sleep(0.5)
 
     os.kill(pid, signal.SIGUSR1)  # the gateway's measured window starts now
-    sim_pid = info["sim_pid"]
+    sim_pids = info["sim_pids"]
     cpu0, sim0, me0, t0 = (
         cpu_seconds(pid),
-        cpu_seconds(sim_pid),
+        sum(cpu_seconds(p) for p in sim_pids),
         time.process_time(),
         time.perf_counter(),
     )
@@ -519,7 +545,7 @@ async def load_run(info: dict[str, Any], sessions: int, active: int, duration: f
     await asyncio.gather(sampler(), *(worker() for _ in range(active)))
     elapsed = time.perf_counter() - t0
     cpu = (cpu_seconds(pid) - cpu0) / elapsed
-    sim_cpu = (cpu_seconds(sim_pid) - sim0) / elapsed
+    sim_cpu = (sum(cpu_seconds(p) for p in sim_pids) - sim0) / elapsed
     client_cpu = (time.process_time() - me0) / elapsed
     for ws in [warm, *conns]:
         await ws.close()
@@ -556,7 +582,7 @@ def print_load(info: dict[str, Any], sessions: int, active: int, duration: float
     )
     print(f"  RSS per idle connection         {load['per_conn']:.1f} KiB")
     print(
-        f"  CPU under load (of one core)    gateway {load['cpu'] * 100:.0f}%, simulator "
+        f"  CPU under load (of one core)    gateway {load['cpu'] * 100:.0f}%, simulators "
         f"{load['sim_cpu'] * 100:.0f}%, this load generator {load['client_cpu'] * 100:.0f}% "
         f"({os.cpu_count()} cores)"
     )
