@@ -11,14 +11,17 @@ strange sounds (the seed service's first admitted problem). This module
   ``10:30``), Chinese and English punctuation, and pauses: each line (heading, list item, table row,
   paragraph) ends with a sentence stop, table cells are separated by a comma;
 * cuts the streamed answer into segments at sentence ends (``。！？!?；;``, line ends, and ``.`` only where it
-  ends a sentence, not in ``3.14``, ``e.g.``, ``Dr. Smith`` or ``...``), with a short first segment (time to
-  first audio) and a maximum length, never inside a number or a construct still arriving.
+  ends a sentence, not in ``3.14``, ``e.g.``, ``Dr. Smith`` or ``...``, nor ``?`` in ``example.com/a?b=1``),
+  with a short first segment (time to first audio) and a maximum length, never inside a number or a construct
+  still arriving; a segment that ends with ``。！？；`` or an ASCII ``?`` or ``;`` leaves as soon as that mark
+  arrives, not with the next delta.
 
 :func:`sanitize` cleans a complete text. :class:`SpeechSegmenter` takes the deltas of a streamed answer.
 Both share one incremental cleaner whose output depends only on the text, not on how it was split into deltas:
 it consumes a construct only once it is complete (an open code block, link, inline code or math span, a table
-row, a URL or number still arriving is held back), so the segments of any split say the same words as
-``sanitize`` of the whole answer.
+row, a URL or number still arriving is held back) and a word once the character after it shows it complete
+(or once it ends with ``?``, ``!`` or ``;``, which nothing before them reads past), so the segments of any
+split say the same words as ``sanitize`` of the whole answer.
 """
 
 from __future__ import annotations
@@ -59,6 +62,14 @@ class SpeechSegmenter:
             else between two CJK characters) before it grows past this many characters.
         first_min_chars: the first segment may end at a sentence end *or* a comma-like pause once it holds this
             many letters/digits, so that speech starts early.
+
+    When a segment is released: by the delta that brings its sentence end, if that end is one of
+    ``。！？；｡`` or an ASCII ``?`` or ``;`` (``好吗?``, ``you?``, ``"OK?"``); marks and closing quotes
+    that arrive after it (``？！``, ``。”``, ``?!``) are dropped from the next segment. Other ends wait
+    for the next character, so the segment leaves with a later delta: an ASCII ``!`` (it may open
+    ``![image](...)`` or ``!=``), a ``?!;`` inside an address-like word (``example.com/a?b=1``), a ``.``
+    (``3.14``, ``e.g.``, ``...``); so do the first segment's ``,`` and ``:`` pauses (``1,000``,
+    ``10:30``; ``，`` and ``、`` do not wait).
     """
 
     def __init__(
@@ -75,6 +86,7 @@ class SpeechSegmenter:
         self._cleaner = _Cleaner()
         self._buf = ""
         self._segments = 0
+        self._open_end = False  # the last cut: a sentence end that ended the text so far
 
     @property
     def pending(self) -> str:
@@ -96,17 +108,24 @@ class SpeechSegmenter:
         self._cleaner = _Cleaner()
         self._buf = ""
         self._segments = 0
+        self._open_end = False
         return out
 
     # ------------------------------------------------------------------
     def _take(self, *, final: bool) -> list[str]:
         out: list[str] = []
+        if self._open_end:  # the rest of the marks and closing quotes of the sentence last cut
+            rest = self._buf.lstrip("".join(_END_RUN))
+            self._open_end = not rest
+            self._buf = rest
         while self._buf:
             cut = self._find_cut(final)
             if cut is None:
                 break
-            segment = _tidy(self._buf[:cut])
+            segment = self._buf[:cut]
             self._buf = self._buf[cut:]
+            self._open_end = not self._buf and segment[-1] in _END_RUN
+            segment = _tidy(segment)
             if is_speakable(segment):
                 out.append(segment)
                 self._segments += 1
@@ -189,10 +208,28 @@ _ABBREVIATIONS = _words(
     jan feb mar apr jun jul aug sep sept oct nov dec e.g i.e a.m p.m u.s u.k ph.d"""
 )
 _ABBREV_WORD = re.compile(r"[A-Za-z][A-Za-z.]*$")
+_ASCII_END_CHARS = frozenset("!?;")
+#: Start of the next segment still belonging to a sentence cut at the end of the text so far.
+_END_RUN = _END_CHARS | _CLOSERS
+#: A word that is an address or a path: a domain (letter.letter) or a "/" not between digits (1/2).
+_ADDRESS = re.compile(r"[A-Za-z]\.[A-Za-z]|(?<!\d)/|/(?!\d)")
+
+
+def _in_address(buf: str, i: int) -> bool:
+    """True when the word that ``buf[i]`` ends looks like an address (``example.com``, ``/docs/a``)."""
+    k = i
+    while k > 0 and not _is_boundary(buf[k - 1]):
+        k -= 1
+    return _ADDRESS.search(buf, k, i) is not None
 
 
 def _sentence_end(buf: str, i: int, final: bool) -> int | None:
-    """If a sentence ends at ``buf[i]``: the index after it (and its closing quotes); _WAIT when undecided."""
+    """If a sentence ends at ``buf[i]``: the index after it (and its closing quotes); _WAIT when undecided.
+
+    An end mark that is the last character so far ends the sentence at once: what may still follow it
+    (more marks, closing quotes) is dropped from the next segment (:meth:`SpeechSegmenter._take`). Only
+    an ASCII mark in an address-like word (``example.com/a?b=1``) waits to see whether the word goes on.
+    """
     c = buf[i]
     if c == "\n":
         return i + 1
@@ -200,8 +237,11 @@ def _sentence_end(buf: str, i: int, final: bool) -> int | None:
         j = i + 1
         while j < len(buf) and (buf[j] in _END_CHARS or buf[j] in _CLOSERS):
             j += 1
-        if j == len(buf) and not final:
-            return _WAIT
+        if c in _ASCII_END_CHARS and _in_address(buf, i):
+            if j == len(buf):
+                return j if final else _WAIT
+            if not buf[j].isspace() and not _is_wide(buf[j]):
+                return None  # a query string or a path goes on
         return j
     if c == ".":
         return _period_end(buf, i, final)
@@ -667,6 +707,11 @@ class _Cleaner:
                 self._limit = k + 1
                 break
         self._scanned = len(line)
+        if _ends_with_mark(line):
+            # "you?" and "it;" are complete: a plain character reads only its neighbours, and the mark
+            # (or a closing quote after it) reads none; a construct still open (a URL, link, code
+            # span, the "!" of "![" or "!=") is held back by its own handler.
+            self._limit = len(line)
         self._pos = self._body(line, self._pos, final=False, limit=max(self._limit, self._pos))
 
     def _block_start(self, line: str, *, complete: bool) -> int | str | None:
@@ -1120,6 +1165,12 @@ class _Cleaner:
 
 def _word_char(c: str) -> bool:
     return c.isalnum() or c in "@._-/"
+
+
+def _ends_with_mark(line: str) -> bool:
+    """True when ``line`` ends with ``?``, ``!`` or ``;`` (then maybe closing quotes and brackets)."""
+    stripped = line.rstrip("\"')]")
+    return bool(stripped) and stripped[-1] in "?!;"
 
 
 _CONSTRUCTS: dict[str, Callable[[_Cleaner, str, int, bool], int | str | None]] = {

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qwen_gateway.voice.text import SpeechSegmenter, is_speakable, sanitize
+from qwen_gateway.voice.text import SpeechSegmenter, _Cleaner, is_speakable, sanitize
 
 # --------------------------------------------------------------------------------------------------
 # realistic answers, as chat models write them
@@ -565,3 +565,186 @@ def test_prose_around_removed_constructs_is_kept(prose: list[str], removed: list
     text = "".join(p + r for p, r in zip(prose, removed + [""] * len(prose), strict=False))
     kept = "".join(prose)
     assert spoken(sanitize(text)) == spoken(kept)
+
+
+# --------------------------------------------------------------------------------------------------
+# release times: a segment leaves with the delta that brings its sentence end
+# --------------------------------------------------------------------------------------------------
+
+
+def timeline(tokens: list[str], seg: SpeechSegmenter) -> list[tuple[int | str, str]]:
+    """Feed ``tokens`` one by one, then flush: each segment with the index of the delta that released it."""
+    out: list[tuple[int | str, str]] = []
+    for k, token in enumerate(tokens):
+        out += [(k, s) for s in seg.feed(token)]
+    return out + [("flush", s) for s in seg.flush()]
+
+
+@pytest.mark.parametrize(
+    ("tokens", "released_by", "first"),
+    [
+        # Chinese, as Qwen tokenises it, and one character per delta
+        (["好的", "，", "今天", "天气", "很好", "。", "适合", "出去", "散步", "。"], 5, "好的，今天天气很好。"),
+        (list("好的，今天天气很好。适合出去玩。"), 9, "好的，今天天气很好。"),
+        (["这个", "问题", "很", "常见", "！", "首先", "，", "检查", "网络", "。"], 4, "这个问题很常见！"),
+        (["你", "是", "想", "问", "哪个", "版本", "？", "我", "帮你", "查", "。"], 6, "你是想问哪个版本？"),
+        (["你", "是", "想", "问", "哪个", "版本", "?", "我", "帮你", "查", "。"], 6, "你是想问哪个版本?"),
+        (["先", "备份", "你的", "数据", "；", "再", "升级", "系统", "。"], 4, "先备份你的数据；"),
+        (["他", "说", "：", "“", "这个", "没", "问题", "。", "”", "然后", "走", "了", "。"], 7, "他说：“这个没问题。"),
+        # English
+        (
+            ["Do", " you", " mean", " the", " Python", " version", "?", " If", " so", ",", " run", " it", "."],
+            6,
+            "Do you mean the Python version?",
+        ),
+        (["Is", " it", " 3", ".", "14", "?", " Yes", "."], 5, "Is it 3.14?"),
+        (["I", " like", " it", ";", " you", " might", " too", "."], 3, "I like it;"),
+        (['"', "Are", " you", " coming", " tonight", '?"', " she", " asked", "."], 5, '"Are you coming tonight?"'),
+        (["Have", " you", " tried", " restarting", " it", "?\n\n", "It", " often", " helps", "."], 5, "Have you tried restarting it?"),
+        # "!" waits for the next character: it may open "![image](...)" or "!="
+        (["What", " a", " great", " question", "!", " Let", " me", " explain", "."], 5, "What a great question!"),
+        # "." waits for the next word (3.14, e.g., "vs. the"), which the cleaner gives only when it is complete
+        (["The", " answer", " is", " simple", ".", " Just", " wait", "."], 6, "The answer is simple."),
+    ],
+)  # fmt: skip
+def test_first_segment_leaves_with_its_sentence_end(
+    tokens: list[str], released_by: int, first: str
+) -> None:
+    seg = SpeechSegmenter()
+    for k, token in enumerate(tokens[:released_by]):
+        assert seg.feed(token) == [], (k, token, seg.pending)
+    assert seg.feed(tokens[released_by]) == [first]
+    rest = [s for t in tokens[released_by + 1 :] for s in seg.feed(t)] + seg.flush()
+    assert spoken(first + "".join(rest)) == spoken(sanitize("".join(tokens)))
+
+
+def test_every_sentence_leaves_with_its_end() -> None:
+    tokens = ["好的", "，", "今天", "天气", "很好", "。", "适合", "出去", "散步", "，"]
+    tokens += ["记得", "带上", "雨伞", "和", "外套", "！", "”"]
+    tokens += ["明天", "可能", "会", "下雨", "吗", "？", "不", "会", "。"]
+    assert timeline(tokens, SpeechSegmenter()) == [
+        (5, "好的，今天天气很好。"),
+        (15, "适合出去散步，记得带上雨伞和外套！"),  # the "”" after it is dropped
+        # "明天可能会下雨吗？" is too short to stand alone (min_chars=12): joined to the next
+        ("flush", "明天可能会下雨吗？不会。"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("tokens", "expected"),
+    [
+        # marks and closing quotes after an early cut are dropped, never spoken or sent alone
+        (["“", "好的", "！", "”", "走吧", "。"], [(2, "“好的！"), (5, "走吧。")]),
+        (["好的", "！", "”", "）", "！", "走吧", "。"], [(1, "好的！"), (6, "走吧。")]),
+        (["真的吗", "？", "！", "太好了", "。"], [(1, "真的吗？"), (4, "太好了。")]),
+        (["“", "你好", "。", "”", "他说", "。"], [(2, "“你好。"), (5, "他说。")]),
+        (["“你好。”他说", "。"], [(0, "“你好。”"), (1, "他说。")]),  # whole: the quote stays
+        (["Really", "?", "!", " Yes", "."], [(1, "Really?"), ("flush", "Yes.")]),
+        (["Are", " you", " sure", "?", '"', " she", " asked", "."], [(3, "Are you sure?"), ("flush", "she asked.")]),
+        (['Are you sure?"', " she", " asked", "."], [(0, 'Are you sure?"'), ("flush", "she asked.")]),
+        (["Is", " it", " 3", ".", "14", "?", " Yes", "."], [(5, "Is it 3.14?"), ("flush", "Yes.")]),
+        # a URL is removed; a "?" inside an address is not a sentence end, and waits to see what follows
+        (
+            ["Visit", " https", "://", "example", ".com", "/a", "?", "b", "=", "1", " now", "."],
+            [("flush", "Visit now.")],
+        ),
+        (
+            ["Visit", " example", ".com", "/a", "?", "b", "=", "1", " now", "."],
+            [("flush", "Visit example.com/a?b=1 now.")],
+        ),
+        (
+            ["Try", " example", ".com", "/a", "?", " Yes", ".", " Ok"],
+            [(7, "Try example.com/a?"), ("flush", "Yes."), ("flush", "Ok.")],
+        ),
+        (["Is", " x", "=", "1", "?", " No", "."], [(4, "Is x=1?"), ("flush", "No.")]),
+        (["Is", " it", " 1", "/", "2", "?", " No", "."], [(5, "Is it 1/2?"), ("flush", "No.")]),
+        # "!" is held until the next character: it may open an image or "!="
+        (["Wow", "!", "[", "img", "](", "a.png", ")", " ok", "."], [("flush", "Wow ok.")]),
+        (["So", " x", "!", "=", "y", " here", "."], [("flush", "So x≠y here.")]),
+        (["Great", "!", " Go", "."], [(2, "Great!"), ("flush", "Go.")]),
+    ],
+)  # fmt: skip
+def test_mixed_ends(tokens: list[str], expected: list[tuple[int | str, str]]) -> None:
+    assert (
+        timeline(tokens, SpeechSegmenter(min_chars=2, max_chars=100, first_min_chars=2)) == expected
+    )
+    whole = stream("".join(tokens), [10_000], SpeechSegmenter(2, 100, first_min_chars=2))
+    assert spoken("".join(whole)) == spoken("".join(s for _, s in expected))
+
+
+#: Sentences that are long enough to stand alone, each ending with a mark that needs no lookahead.
+CJK_SENTENCE = st.builds(
+    lambda body, end: body + end,
+    st.text(alphabet="你好世界中文今天天气很", min_size=12, max_size=30),
+    st.sampled_from(["。", "！", "？", "；", "?", "？！", "。”", "！」"]),
+)
+EN_SENTENCE = st.builds(
+    lambda words, end: " ".join(words) + end,
+    st.lists(st.text(alphabet="abcdegxyzAB", min_size=3, max_size=7), min_size=4, max_size=8),
+    st.sampled_from(["?", ";", '?"', "?)"]),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    sentences=st.lists(st.one_of(CJK_SENTENCE, EN_SENTENCE), min_size=1, max_size=5),
+    seed=st.integers(0, 2**32),
+)
+def test_a_complete_sentence_never_waits_for_the_next_delta(
+    sentences: list[str], seed: int
+) -> None:
+    seg = SpeechSegmenter(min_chars=12, max_chars=100, first_min_chars=6)
+    said: list[str] = []
+    rng = random.Random(seed)
+    for k, sentence in enumerate(sentences):
+        text = sentence if k == 0 else " " + sentence
+        i = 0
+        while i < len(text):
+            n = rng.randint(1, 4)
+            said += seg.feed(text[i : i + n])
+            i += n
+        # the last delta carried the sentence's end: all of it is out, nothing speakable is held back
+        assert spoken("".join(said)) == spoken(sanitize("".join(sentences[: k + 1])))
+        assert not is_speakable(seg.pending), seg.pending
+    assert all(is_speakable(s) for s in said + seg.flush())
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    text=st.one_of(st.text(max_size=200), MARKDOWN, PLAIN),
+    seed=st.integers(0, 2**32),
+    max_piece=st.integers(1, 8),
+)
+def test_any_split_says_what_the_whole_text_says(text: str, seed: int, max_piece: int) -> None:
+    whole = stream(text, [len(text) or 1])
+    for sizes in ([1], split_points(text, seed, max_piece)):
+        segments = stream(text, sizes)
+        assert spoken("".join(segments)) == spoken("".join(whole))
+        assert all(s and s == s.strip() and is_speakable(s) for s in segments)
+
+
+#: Ends of words that are released without lookahead, and the constructs that must still hold them.
+MARKS = [
+    "?", "!", ";", '?"', "?)", "?]", "!=", "![", "[a](b?)", "`c?`", "$5", "$x", "&amp", "2*", "x^",
+    "http://a.b/c?d=1", "www.x.y?", "example.com/a?", "<a?>", "\\", "--", "“", "”",
+]  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    text=st.lists(st.one_of(st.sampled_from(TOKENS + MARKS), st.text(max_size=3)), max_size=50).map(
+        "".join
+    ),
+    seed=st.integers(0, 2**32),
+    max_piece=st.integers(1, 6),
+)
+def test_the_cleaner_writes_the_same_text_for_any_split(
+    text: str, seed: int, max_piece: int
+) -> None:
+    cleaner = _Cleaner()
+    out = []
+    i = 0
+    for size in split_points(text, seed, max_piece):
+        out.append(cleaner.feed(text[i : i + size]))
+        i += size
+    assert ("".join(out) + cleaner.finish()).strip() == sanitize(text)
