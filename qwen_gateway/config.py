@@ -69,6 +69,8 @@ class Settings:
     oss_endpoint: str = field(default="", metadata={"env": "QG_OSS_ENDPOINT"})
     oss_public_base_url: str = field(default="", metadata={"env": "QG_OSS_PUBLIC_BASE_URL"})
     oss_pool_size: int = field(default=8, metadata={"env": "QG_OSS_POOL_SIZE"})
+    #: keep each voice turn's spoken answer (the MP3 sent) as an object (``tts/...``), named by the stored turn
+    store_reply_audio: bool = field(default=True, metadata={"env": "QG_STORE_REPLY_AUDIO"})
 
     # --- history database (seed names); unset DB_HOST = SQLite under the data dir ---
     db_host: str = field(default="", metadata={"env": "DB_HOST"})

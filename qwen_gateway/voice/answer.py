@@ -19,6 +19,11 @@ already segmented is still spoken; a TTS failure (error, drop, timeout) stops th
 is reported once with a typed ``error`` event and in :class:`AnswerResult`. Whatever audio was produced is flushed and
 ``audio_stream`` ``finished`` is always sent (:meth:`AnswerSpeaker.run`). Cancelling :meth:`run` (barge-in)
 cancels every stage and closes both upstream connections; the partial text stays readable in :attr:`result`.
+
+With ``keep_audio`` the speaker also keeps the MP3 it sends (the ``data`` events' bytes, in order, the flush
+included) for the turn to store as the spoken answer (:attr:`AnswerSpeaker.spoken_audio`). Keeping is bounded by
+``keep_audio_limit`` (:data:`MAX_KEPT_AUDIO`): an answer whose audio grows beyond it is not kept at all (nothing
+rather than a truncated file).
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from .text import SpeechSegmenter
 
 __all__ = [
     "MAX_AUDIO_CHUNK",
+    "MAX_KEPT_AUDIO",
     "AnswerResult",
     "AnswerSpeaker",
     "AnswerTuning",
@@ -62,6 +68,9 @@ Emit = Callable[[Event], Awaitable[None]]
 
 #: Largest MP3 payload of one ``audio_stream`` event (base64 makes it 4/3 larger on the wire).
 MAX_AUDIO_CHUNK = 32 * 1024
+
+#: Most MP3 bytes of one answer kept for storing (8 MiB: about 17 minutes at 64 kbps); beyond it none are kept.
+MAX_KEPT_AUDIO = 8 * 1024 * 1024
 
 T = TypeVar("T")
 
@@ -181,6 +190,8 @@ class AnswerSpeaker:
         tuning: timeouts, voice, bitrate, segmenting.
         api_key: upstream key (None: the provider's configured key).
         clock: monotonic seconds.
+        keep_audio: keep the MP3 sent, for :attr:`spoken_audio`.
+        keep_audio_limit: most bytes kept; an answer whose audio grows beyond it keeps none.
     """
 
     def __init__(
@@ -194,6 +205,8 @@ class AnswerSpeaker:
         tuning: AnswerTuning,
         api_key: str | None = None,
         clock: Callable[[], float],
+        keep_audio: bool = False,
+        keep_audio_limit: int = MAX_KEPT_AUDIO,
     ) -> None:
         self._chat = chat
         self._synth = synthesizer
@@ -206,7 +219,18 @@ class AnswerSpeaker:
         self._encoder: Mp3Encoder | None = None
         self._tts_failed = False
         self._segments_ended = False  # the chat stage's end marker was taken from the queue
+        # The MP3 sent so far, while it is kept (None: not kept, or dropped beyond the limit).
+        self._kept: bytearray | None = bytearray() if keep_audio else None
+        self._keep_limit = keep_audio_limit
         self.result = AnswerResult()
+
+    @property
+    def spoken_audio(self) -> bytes:
+        """The MP3 sent in ``audio_stream`` ``data`` events, in order (complete once :meth:`run` returned).
+
+        Empty when audio is not kept, or when it grew beyond the keeping limit.
+        """
+        return bytes(self._kept) if self._kept is not None else b""
 
     async def run(self, body: Mapping[str, Any]) -> AnswerResult:
         """Stream the completion for ``body`` (an OpenAI request body) and speak it; return what happened.
@@ -277,8 +301,9 @@ class AnswerSpeaker:
                 self._synth.session(voice=self._tuning.voice, api_key=self._api_key) as tts,
                 asyncio.TaskGroup() as group,
             ):
-                # Set up the encoder (LAME's set-up takes 0.6 ms) after the handshake, still before any text.
-                with contextlib.suppress(ValueError):  # made again at the PCM's own rate if it differs
+                # Set up the encoder (LAME's set-up takes 0.6 ms) after the handshake, still before any text
+                # (made again at the PCM's own rate if it differs).
+                with contextlib.suppress(ValueError):
                     self._encoder = self._new_encoder(self._synth.sample_rate)
                 group.create_task(self._feed_tts(tts, segments, started), name="answer-tts-feed")
                 await started.wait()
@@ -354,8 +379,20 @@ class AnswerSpeaker:
             await self._emit(AudioStreamData(data=piece, turn_id=self._turn_id))
             self.result.audio_chunks += 1
             self.result.audio_bytes += len(piece)
+            if self._kept is not None:
+                self._keep(self._kept, piece)
             # Let the connection's writer put it on the wire now, before the next chunk of a burst is encoded.
             await asyncio.sleep(0)
+
+    def _keep(self, kept: bytearray, piece: bytes) -> None:
+        if len(kept) + len(piece) <= self._keep_limit:
+            kept += piece
+            return
+        self._kept = None  # nothing rather than a truncated file
+        log.info(
+            "spoken answer too long to keep",
+            extra={"fields": {"turn_id": self._turn_id, "limit": self._keep_limit}},
+        )
 
     def _fail(self, stage: str, exc: BaseException) -> None:
         if self.result.error is None:

@@ -5,7 +5,7 @@
     packets (feed/complete) --> upload buffer --+--> sniff format --> streaming recognition --> transcript
                                                 +--> (complete) store upload --> transcription_started(oss_url)
     transcript --> chat_started --> AnswerSpeaker (chat_chunk*, tts_started, audio_stream data*, finished)
-               --> outbox (TurnRecord) --> chat_tts_complete --> audio_complete
+               --> store the spoken answer --> outbox (TurnRecord) --> chat_tts_complete --> audio_complete
 
 The upload is recognised while it arrives: the bytes the session machine releases in order go to the recogniser at
 once. Its format is read from its first bytes (or declared raw PCM); an unknown format is an ``error`` before any
@@ -15,6 +15,12 @@ recognise the stored file instead (``transcribe_url`` of a presigned URL).
 
 ``/v1/chat/vlm`` (:class:`VlmTurn`) starts with both uploads complete: it stores audio and image, recognises the
 question, and asks the VLM about the image with the same answer stage.
+
+Once the answer stage has returned, the MP3 it sent is stored as one object (kind ``tts``; see
+``VoiceConfig.store_reply_audio``) and its key goes into the turn's record (``reply_audio_key``); a store failure or
+timeout only leaves the key out. A cancelled turn stores no spoken answer: cancelled while the answer is spoken,
+nothing is stored; cancelled while it is being stored, the record names none (a write already under way may still
+leave an unnamed object).
 
 Failures are typed ``error`` events and ``*_success: false`` in the completion events; the connection stays usable.
 Cancelling a turn's task (barge-in, ``cancel``, the client leaving) closes every upstream connection the turn
@@ -121,6 +127,7 @@ class VoiceConfig:
         audio_queue: upload chunks buffered ahead of the recogniser.
         presign_seconds: life of the presigned URL given to a file recogniser.
         cleanup_timeout: longest wait for the events of a cancelled turn.
+        store_reply_audio: store the MP3 of the spoken answer (kind ``tts``) and put its key in the turn's record.
     """
 
     chat_model: str
@@ -135,6 +142,7 @@ class VoiceConfig:
     audio_queue: int = 32
     presign_seconds: int = 3600
     cleanup_timeout: float = 5.0
+    store_reply_audio: bool = True
 
     @classmethod
     def from_settings(cls, settings: Settings) -> VoiceConfig:
@@ -153,6 +161,7 @@ class VoiceConfig:
             history_turns=settings.history_turns,
             history_tokens=settings.history_tokens,
             max_audio_seconds=settings.max_audio_seconds,
+            store_reply_audio=settings.store_reply_audio,
         )
 
 
@@ -213,9 +222,11 @@ class _Progress:
     transcript_at: float | None = None
     stored_audio: StoredObject | None = None
     stored_image: StoredObject | None = None
+    stored_reply: StoredObject | None = None  # the spoken answer's MP3
     answer: AnswerSpeaker | None = None
     answer_done: bool = False  # the answer stage returned (its ``finished`` was sent)
     chat_started_at: float | None = None
+    saved: bool = False  # the turn's record went to the outbox (or is being sent there)
 
 
 class _Turn:
@@ -308,7 +319,7 @@ class _Turn:
                 return await self._deps.objects.put(key, data, content_type)
         except (StorageError, TimeoutError) as exc:
             log.warning(
-                "upload not stored: %s",
+                "object not stored: %s",
                 type(exc).__name__,
                 extra={"fields": {"turn_id": self.turn_id, "kind": kind}},
             )
@@ -395,6 +406,7 @@ class _Turn:
             tuning=self._cfg.answer,
             api_key=self._session.api_key,
             clock=self._clock,
+            keep_audio=self._cfg.store_reply_audio,
         )
         self._p.answer = speaker
         self._p.chat_started_at = self._clock()
@@ -402,6 +414,12 @@ class _Turn:
         self._p.answer_done = True
         self._memory.add(self._p.transcript or "", result.text)
         return result
+
+    async def _store_reply(self) -> None:
+        """Store the MP3 the answer sent (when kept), for the record's ``reply_audio_key``."""
+        audio = self._p.answer.spoken_audio if self._p.answer is not None else b""
+        if audio:
+            self._p.stored_reply = await self._store("tts", audio, "mp3")
 
     def _timings(self, result: AnswerResult | None) -> Timings:
         p, now = self._p, self._clock()
@@ -447,17 +465,13 @@ class _Turn:
             total_ms=ms(self._clock(), p.completed_at),
             audio_key=p.stored_audio.key if p.stored_audio else None,
             image_key=p.stored_image.key if p.stored_image else None,
+            reply_audio_key=p.stored_reply.key if p.stored_reply else None,
         )
 
     async def _save(self, model: str, result: AnswerResult) -> bool:
         """Write the finished turn through the outbox; True once it is durably journaled."""
-        if result.chat_ok:
-            status: TurnStatus = "completed"
-        else:
-            status = "interrupted" if result.text else "failed"
-        code: str | None = None
-        if result.error is not None:
-            code = getattr(result.error, "code", None) or str(error_code_for(result.error))
+        self._p.saved = True
+        status, code = _outcome(result)
         try:
             record = self._record(self._model, result, status, code)
             async with asyncio.timeout(self._cfg.read_timeout):
@@ -472,16 +486,23 @@ class _Turn:
         return True
 
     def _save_interrupted(self) -> None:
-        """On cancellation: remember and journal (without waiting) what was answered so far."""
+        """On cancellation: remember and journal (without waiting) what was answered so far.
+
+        A turn cancelled after its answer ended (while the spoken answer was being stored) is journaled as its
+        answer ended, without the spoken answer unless that was already stored.
+        """
         p = self._p
-        if p.answer is None or p.answer_done or not p.transcript:
+        if p.answer is None or p.saved or not p.transcript:
             return
+        p.saved = True
         result = p.answer.result
-        self._memory.add(p.transcript, result.text)
+        if p.answer_done:
+            status, code = _outcome(result)
+        else:
+            self._memory.add(p.transcript, result.text)
+            status, code = "interrupted", self.cancel_reason or "client_gone"
         try:
-            record = self._record(
-                self._model, result, "interrupted", self.cancel_reason or "client_gone"
-            )
+            record = self._record(self._model, result, status, code)
             self._deps.outbox.submit_nowait(record)
         except (StorageError, ValueError, RuntimeError) as exc:
             log.error(
@@ -503,6 +524,18 @@ class _Turn:
             code=ErrorCode.UPLOAD_TOO_LARGE,
             turn_id=self.turn_id,
         )
+
+
+def _outcome(result: AnswerResult) -> tuple[TurnStatus, str | None]:
+    """The stored status and error code of a turn whose answer stage returned ``result``."""
+    if result.chat_ok:
+        status: TurnStatus = "completed"
+    else:
+        status = "interrupted" if result.text else "failed"
+    code: str | None = None
+    if result.error is not None:
+        code = getattr(result.error, "code", None) or str(error_code_for(result.error))
+    return status, code
 
 
 def _joined(finals: dict[int, str], partials: dict[int, str]) -> str:
@@ -618,6 +651,7 @@ class AudioTurn(_Turn):
         result: AnswerResult | None = answer.result() if answer is not None else None
         db_saved = False
         if result is not None:
+            await self._store_reply()
             db_saved = await self._save(self._cfg.chat_model, result)
             await self._emit(
                 ChatTtsComplete(
@@ -848,6 +882,7 @@ class VlmTurn(_Turn):
                 gate.set()
         result: AnswerResult | None = answer.result() if answer is not None else None
         if result is not None and transcript:
+            await self._store_reply()
             await self._save(self._cfg.vlm_model, result)
             await self._emit(
                 VlmChatTtsComplete(
