@@ -14,14 +14,16 @@ strange sounds (the seed service's first admitted problem). This module
   ends a sentence, not in ``3.14``, ``e.g.``, ``Dr. Smith`` or ``...``, nor ``?`` in ``example.com/a?b=1``),
   with a short first segment (time to first audio) and a maximum length, never inside a number or a construct
   still arriving; a segment that ends with ``。！？；`` or an ASCII ``?`` or ``;`` leaves as soon as that mark
-  arrives, not with the next delta.
+  arrives, not with the next delta, and so does a first segment ending at ``，、：`` or at an ASCII ``,``
+  after a word (``Great question,``; ``:`` after a label: ``Note:``).
 
 :func:`sanitize` cleans a complete text. :class:`SpeechSegmenter` takes the deltas of a streamed answer.
 Both share one incremental cleaner whose output depends only on the text, not on how it was split into deltas:
 it consumes a construct only once it is complete (an open code block, link, inline code or math span, a table
 row, a URL or number still arriving is held back) and a word once the character after it shows it complete
-(or once it ends with ``?``, ``!`` or ``;``, which nothing before them reads past), so the segments of any
-split say the same words as ``sanitize`` of the whole answer.
+(or once it ends with ``?``, ``!`` or ``;``, or a ``,`` or ``:`` right after a letter, which nothing before
+them reads past; a URL scheme like ``https:`` still waits), so the segments of any split say the same words
+as ``sanitize`` of the whole answer.
 """
 
 from __future__ import annotations
@@ -65,11 +67,15 @@ class SpeechSegmenter:
 
     When a segment is released: by the delta that brings its sentence end, if that end is one of
     ``。！？；｡`` or an ASCII ``?`` or ``;`` (``好吗?``, ``you?``, ``"OK?"``); marks and closing quotes
-    that arrive after it (``？！``, ``。”``, ``?!``) are dropped from the next segment. Other ends wait
-    for the next character, so the segment leaves with a later delta: an ASCII ``!`` (it may open
-    ``![image](...)`` or ``!=``), a ``?!;`` inside an address-like word (``example.com/a?b=1``), a ``.``
-    (``3.14``, ``e.g.``, ``...``); so do the first segment's ``,`` and ``:`` pauses (``1,000``,
-    ``10:30``; ``，`` and ``、`` do not wait).
+    that arrive after it (``？！``, ``。”``, ``?!``) are dropped from the next segment. The first segment's
+    pause leaves with its mark too when that is ``，``, ``、`` or ``：``, an ASCII ``,`` after a plain word
+    (``Great question,``, ``Sure,``, ``好的,``), or an ASCII ``:`` after a plain word that does not start
+    lowercase (``Note:``, ``注意:``): such a mark is a pause whatever follows (``Yes,1`` too), and no
+    number has a letter before its ``,`` or ``:``. Other ends wait for the next character, so the segment
+    leaves with a later delta: an ASCII ``!`` (it may open ``![image](...)`` or ``!=``), a ``?!;`` inside
+    an address-like word (``example.com/a?b=1``), a ``.`` (``3.14``, ``e.g.``, ``...``), a ``,`` or ``:``
+    after a digit or a word that is not plain (``1,000``, ``10:30``, ``example.com/a,b``, ``f(a,1)``), and
+    a ``:`` after a lowercase word (``localhost:8080``, ``python:3.12``; ``here's how:`` waits too).
     """
 
     def __init__(
@@ -279,10 +285,20 @@ def _period_end(buf: str, i: int, final: bool) -> int | None:
 
 
 def _pause_end(buf: str, i: int, final: bool) -> int | None:
-    """If ``buf[i]`` is a comma-like pause: the index after it (and its run); _WAIT when undecided."""
+    """If ``buf[i]`` is a comma-like pause: the index after it (and its run); _WAIT when undecided.
+
+    ``，``, ``、`` and ``：`` are pauses at once, and so is an ASCII ``,`` or ``:`` right after a plain
+    word (``question,``, ``Note:``, ``好的,``; see :func:`_is_word_pause`), whatever follows: it is never
+    part of a number, which needs a digit before it (``1,000``, ``10:30``). Such a pause ends right after
+    its mark (a ``.`` after it is not taken in), so the cut is the same whether the next character has
+    arrived or not. After anything else (a digit, ``example.com/a``, ``f(a``, ``localhost``) an ASCII
+    ``,`` or ``:`` waits for the next character: no pause if that is a digit.
+    """
     c = buf[i]
     if c not in _PAUSE_CHARS and not (c == "." and i + 1 < len(buf) and buf[i + 1] == "."):
         return None
+    if c in "，、：" or (c in ",:" and _is_word_pause(buf, i)):
+        return i + 1
     j = i + 1
     while j < len(buf) and buf[j] in (c, "."):
         j += 1
@@ -293,6 +309,34 @@ def _pause_end(buf: str, i: int, final: bool) -> int | None:
     if c == "." and j - i < 2:
         return None
     return j
+
+
+#: A word of letters (in any script), maybe joined by an apostrophe or a hyphen (``don't``, ``well-known``).
+_PLAIN_WORD_TAIL = re.compile(r"[^\W\d_]+(?:['’-][^\W\d_]+)*\Z")
+
+
+def _plain_word_before(buf: str, i: int) -> str | None:
+    """The plain word that ``buf[:i]`` ends with, if it starts after a space, wide text, ``"`` or the start.
+
+    None after a digit, or after a word with other characters in it (``example.com/a``, ``f(a``,
+    ``x=a``, ``MP3``).
+    """
+    m = _PLAIN_WORD_TAIL.search(buf, max(0, i - 40), i)
+    if m is None:
+        return None
+    k = m.start()
+    return m.group(0) if k == 0 or _is_boundary(buf[k - 1]) or buf[k - 1] == '"' else None
+
+
+def _is_word_pause(buf: str, i: int) -> bool:
+    """True when the ASCII ``,`` or ``:`` at ``buf[i]`` is a pause whatever follows it.
+
+    A ``,`` after a plain word (``question,``, ``Sure,``, ``好的,``), and a ``:`` after a plain word that
+    does not start with a lowercase letter (``Note:``, ``Tip:``, ``注意:``): a label, where a lowercase word
+    may be a host or an image name with a number to come (``localhost:8080``, ``python:3.12``).
+    """
+    word = _plain_word_before(buf, i)
+    return word is not None and (buf[i] == "," or not word[0].islower())
 
 
 def _numeric(c: str) -> bool:
@@ -707,10 +751,10 @@ class _Cleaner:
                 self._limit = k + 1
                 break
         self._scanned = len(line)
-        if _ends_with_mark(line):
-            # "you?" and "it;" are complete: a plain character reads only its neighbours, and the mark
-            # (or a closing quote after it) reads none; a construct still open (a URL, link, code
-            # span, the "!" of "![" or "!=") is held back by its own handler.
+        if _ends_with_mark(line) or _ends_with_word_pause(line):
+            # "you?", "it;", "question," and "Note:" are complete: a plain character reads only its
+            # neighbours, and the mark (or a closing quote after it) reads none; a construct still open
+            # (a URL, link, code span, math, the "!" of "![" or "!=") is held back by its own handler.
             self._limit = len(line)
         self._pos = self._body(line, self._pos, final=False, limit=max(self._limit, self._pos))
 
@@ -1171,6 +1215,24 @@ def _ends_with_mark(line: str) -> bool:
     """True when ``line`` ends with ``?``, ``!`` or ``;`` (then maybe closing quotes and brackets)."""
     stripped = line.rstrip("\"')]")
     return bool(stripped) and stripped[-1] in "?!;"
+
+
+_SCHEME_TAIL = re.compile(r"(?:https?|ftp)\Z", re.IGNORECASE)
+
+
+def _ends_with_word_pause(line: str) -> bool:
+    """True when ``line`` ends with ``,`` or ``:`` right after a letter (maybe then emphasis: ``**Sure**,``).
+
+    Not after a URL scheme (``https:``): once ``//`` follows, the URL handler drops its word, so that word is
+    held. Not after a digit either: ``1,`` may be ``1,000``, and the segmenter waits for the next character
+    there anyway.
+    """
+    if len(line) < 2 or line[-1] not in ",:":
+        return False
+    word = line[:-1].rstrip("*_~")
+    if not word or not word[-1].isalpha():
+        return False
+    return line[-1] == "," or _SCHEME_TAIL.search(word, max(0, len(word) - 5)) is None
 
 
 _CONSTRUCTS: dict[str, Callable[[_Cleaner, str, int, bool], int | str | None]] = {

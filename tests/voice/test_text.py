@@ -727,6 +727,9 @@ def test_any_split_says_what_the_whole_text_says(text: str, seed: int, max_piece
 MARKS = [
     "?", "!", ";", '?"', "?)", "?]", "!=", "![", "[a](b?)", "`c?`", "$5", "$x", "&amp", "2*", "x^",
     "http://a.b/c?d=1", "www.x.y?", "example.com/a?", "<a?>", "\\", "--", "“", "”",
+    # words ending with "," or ":" are released too; a URL scheme is held until "//" shows what it is
+    "a,", "Note:", "**a**,", "**b:**", "x_,", "https:", "HTTP:", "ftp:", "//", "$5k,", "\\frac,",
+    "\\text:", "[a,", "&amp,", "x^n,", "`a,", "$x:", "<a,", ":smile:", "10:", "1,",
 ]  # fmt: skip
 
 
@@ -748,3 +751,87 @@ def test_the_cleaner_writes_the_same_text_for_any_split(
         out.append(cleaner.feed(text[i : i + size]))
         i += size
     assert ("".join(out) + cleaner.finish()).strip() == sanitize(text)
+
+
+# --------------------------------------------------------------------------------------------------
+# release times: the first segment's "," or ":" after a word leaves with its mark
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("tokens", "first_min", "expected"),
+    [
+        # a "," or ":" after a plain word is never part of a number: the first segment leaves with it
+        (["Great", " question", ",", " let", " me", " explain", "."], 6, [(2, "Great question,"), ("flush", "let me explain.")]),
+        (["Sure", ",", " here", " is", " how", "."], 4, [(1, "Sure,"), ("flush", "here is how.")]),
+        (["Of", " course", ",", " I", " can", " help", "."], 6, [(2, "Of course,"), ("flush", "I can help.")]),
+        (["That", "'s", " a", " good", " one", ",", " but", " no", "."], 6, [(5, "That's a good one,"), ("flush", "but no.")]),
+        (["Well", "-known", " tools", ",", " like", " git", "."], 6, [(3, "Well-known tools,"), ("flush", "like git.")]),
+        (['"', "Sure", ",", " here", " it", " is", "."], 4, [(2, '"Sure,'), ("flush", "here it is.")]),
+        (["**", "Great", " question", "**", ",", " let", " me", " explain", "."], 6, [(4, "Great question,"), ("flush", "let me explain.")]),
+        (["Yes", ",", "1", " more", " thing", "."], 2, [(1, "Yes,"), ("flush", "1 more thing.")]),  # a pause whatever follows
+        (["好的", ",", "我来", "帮你", "看看", "。"], 2, [(1, "好的,"), ("flush", "我来帮你看看。")]),
+        (["Note", ":", " restart", " it", " first", "."], 4, [(1, "Note:"), ("flush", "restart it first.")]),
+        (["**", "Note", ":", "**", " restart", " it", "."], 4, [(2, "Note:"), ("flush", "restart it.")]),
+        (["**", "Tip", "**", ":", " restart", " it", "."], 3, [(3, "Tip:"), ("flush", "restart it.")]),
+        (["时间", "是", ":", "10", ":", "30", "。"], 2, [(2, "时间是:"), ("flush", "10:30。")]),
+        # after a digit or a word that is not plain, "," and ":" wait for the next character: no pause
+        # before a digit (a number, an address, code); so does ":" after a lowercase word (a host, an image)
+        (["It", " costs", " 1", ",", "000", " dollars", "."], 4, [("flush", "It costs 1,000 dollars.")]),
+        (["Pi", " is", " 3", ",", "14", " here", "."], 2, [("flush", "Pi is 3,14 here.")]),
+        (["Meet", " at", " 10", ":", "30", " today", "."], 4, [("flush", "Meet at 10:30 today.")]),
+        (["Step", " 3", ",", " then", " go", "."], 4, [(4, "Step 3,"), ("flush", "then go.")]),
+        (["Open", " localhost", ":", "8080", " now", "."], 2, [("flush", "Open localhost:8080 now.")]),
+        (["Use", " python", ":", "3", ".", "12", " here", "."], 2, [("flush", "Use python:3.12 here.")]),
+        (["Here", "'s", " how", ":", " restart", " it", "."], 4, [(5, "Here's how:"), ("flush", "restart it.")]),
+        (["Open", " example", ".com", "/a", ",", "1", " now", "."], 2, [("flush", "Open example.com/a,1 now.")]),
+        (["Visit", " example", ".com", "/a", ",", "b", " now", "."], 2, [(6, "Visit example.com/a,"), ("flush", "b now.")]),
+        (["Call", " f", "(a", ",", "1", ")", " now", "."], 2, [("flush", "Call f(a,1) now.")]),
+        (["Call", " `f", "(a", ",", "1", ")`", " now", "."], 2, [("flush", "Call f(a,1) now.")]),
+        # a URL scheme is held with its word ("https:" is dropped once "//" follows), and so is the URL
+        (
+            ["See", " https", ":", "//", "example", ".com", ":", "8080", "/a", ",", "b", " now", ",", " ok", "."],
+            2,
+            [(12, "See now,"), ("flush", "ok.")],
+        ),
+        (["Use", " HTTPS", ":", " it", " is", " safe", "."], 2, [(3, "Use HTTPS:"), ("flush", "it is safe.")]),
+    ],
+)  # fmt: skip
+def test_first_segment_pause_after_a_word(
+    tokens: list[str], first_min: int, expected: list[tuple[int | str, str]]
+) -> None:
+    assert timeline(tokens, SpeechSegmenter(12, 100, first_min_chars=first_min)) == expected
+    # the same segments as the whole text: the cut does not depend on when the next character comes
+    whole = stream("".join(tokens), [10_000], SpeechSegmenter(12, 100, first_min_chars=first_min))
+    assert whole == [s for _, s in expected]
+
+
+#: Words, numbers, addresses and code around "," and ":", to cut in the first segment.
+PAUSE_TEXT = st.lists(
+    st.sampled_from(
+        [
+            "Great", "question", "Sure", "Note", "Tip", "localhost", "python", "don't", "well-known",
+            "a", "x", "MP3", "1", "000", "10", "30", "3.14", "好的", "时间", "，", "：", ",", ":", ",,",
+            ":::", ",.", ",...", ":.", " ", " ", " ", ".", "!", "?", "\n", '"', "“", "**", "_", "(", ")",
+            "`", "example.com/a", "f(a", "https", "//", "https://x.y/a,b:c", "www.q.com:8", "$5",
+        ]
+    ),
+    max_size=30,
+).map("".join)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    text=PAUSE_TEXT,
+    seed=st.integers(0, 2**32),
+    max_piece=st.integers(1, 6),
+    first_min=st.integers(1, 8),
+)
+def test_first_segment_pauses_are_the_same_for_any_split(
+    text: str, seed: int, max_piece: int, first_min: int
+) -> None:
+    # Without "?!;" ends (whose trailing marks an early cut drops), every cut is the same for any split.
+    text = text.replace("?", "").replace("!", "")
+    whole = stream(text, [len(text) or 1], SpeechSegmenter(12, 100, first_min_chars=first_min))
+    for sizes in ([1], split_points(text, seed, max_piece)):
+        assert stream(text, sizes, SpeechSegmenter(12, 100, first_min_chars=first_min)) == whole
