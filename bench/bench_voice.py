@@ -7,7 +7,11 @@
    the simulator's own work and the loopback hops, and (b) the same upstream calls made back to back by a bare
    client (recognition finish -> final, chat request -> first token, TTS text -> first PCM), which leaves only
    the gateway's pipeline: queues, events, MP3, Quart/Hypercorn.
-2. **Load**: ``--sessions`` connected sessions of which ``--active`` are in a turn at any moment, the simulator
+2. **Time to first audio at a model's pace**: the same, with the chat streaming one token per chunk at 30 tokens/s;
+   the floor is the chat TTFT, the generation of the rest of the answer's first sentence (the segment the
+   gateway's segmenter cuts first, counted in the simulator's tokens) and the TTS first-audio delay. What is above
+   it is the gateway's, including any wait of the segmenter for tokens after the sentence's end.
+3. **Load**: ``--sessions`` connected sessions of which ``--active`` are in a turn at any moment, the simulator
    paced at real time (TTS audio at 1x, chat at a fixed token rate). Reports the lateness of every
    ``audio_stream`` event against real-time playback, the gateway's event-loop lag, time to first audio under
    load, and the gateway's RSS per idle connection. "Gateway event lag" is measured inside the gateway process
@@ -476,6 +480,55 @@ async def ttfa_run(info: dict[str, Any], turns: int) -> None:
     print(f"  gateway share over bare client  {fmt(share_direct)}")
 
 
+#: Generation speed of the paced run (tokens per second, one token per streamed chunk).
+PACED_TPS = 30.0
+
+
+def first_segment_tokens(reply: str) -> int:
+    """How many of the simulator's tokens of ``reply`` it takes to complete the answer's first spoken segment."""
+    from qwen_gateway.simulator.corpus import tokenize
+    from qwen_gateway.voice.answer import AnswerTuning
+    from qwen_gateway.voice.text import SpeechSegmenter
+
+    tuning = AnswerTuning()
+    segmenter = SpeechSegmenter(
+        tuning.min_chars, tuning.max_chars, first_min_chars=tuning.first_min_chars
+    )
+    first = (segmenter.feed(reply) + segmenter.flush())[0]
+    text = ""
+    for count, token in enumerate(tokenize(reply), start=1):
+        text += token
+        if first in text:
+            return count
+    raise ValueError("the first segment is not in the reply")
+
+
+async def paced_run(info: dict[str, Any], turns: int) -> None:
+    """Time to first audio while the chat streams at ``PACED_TPS``: what a real model's pace adds on top of
+    the first sentence's own generation time (the segmenter's hold-back shows here)."""
+    from websockets.asyncio.client import connect
+
+    frames = packets(wav_bytes(0.5))
+    ttfa: list[float] = []
+    async with connect(info["url"], max_size=None, ping_interval=None, compression=None) as ws:
+        await ws.recv()
+        for i in range(turns + 3):
+            result = await turn(ws, frames)
+            if i >= 3 and result["audio"]:
+                ttfa.append(result["audio"][0][0] - result["last_sent"])
+    tokens = first_segment_tokens(TTFA_REPLY)
+    floor = TTFT + (tokens - 1) / PACED_TPS + TTS_FIRST_AUDIO
+    print(
+        f"time to first audio, chat streaming at {PACED_TPS:g} tokens/s ({turns} turns, one session)"
+    )
+    print(f"  measured at the client          {fmt(ttfa)}")
+    print(
+        f"  first sentence complete + TTS   {floor * 1000:.0f} ms (TTFT {TTFT * 1000:.0f} ms + "
+        f"{tokens - 1} more tokens of its first sentence + TTS first audio {TTS_FIRST_AUDIO * 1000:.0f} ms)"
+    )
+    print(f"  above that (upper bound)        {fmt([t - floor for t in ttfa])}")
+
+
 # ------------------------------------------------------------------------------------------ 2. load
 
 
@@ -612,8 +665,8 @@ def main() -> None:
     )
     parser.add_argument(
         "--parts",
-        default=os.environ.get("QG_BENCH_VOICE_PARTS", "ttfa,load"),
-        help="which runs, comma-separated: ttfa, load",
+        default=os.environ.get("QG_BENCH_VOICE_PARTS", "ttfa,paced,load"),
+        help="which runs, comma-separated: ttfa, paced, load",
     )
     args = parser.parse_args()
     parts = set(args.parts.split(","))
@@ -640,6 +693,11 @@ def main() -> None:
         if "ttfa" in parts:
             with stack(tmp, "ttfa", ttfa_config, TTFA_REPLY) as info:
                 asyncio.run(ttfa_run(info, args.turns))
+            print()
+        if "paced" in parts:
+            paced_config = {**ttfa_config, "tokens_per_second": PACED_TPS, "chat_chunk_tokens": 1}
+            with stack(tmp, "paced", paced_config, TTFA_REPLY) as info:
+                asyncio.run(paced_run(info, max(args.turns // 2, 10)))
             print()
         if "load" not in parts:
             return
