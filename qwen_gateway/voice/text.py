@@ -15,15 +15,17 @@ strange sounds (the seed service's first admitted problem). This module
   with a short first segment (time to first audio) and a maximum length, never inside a number or a construct
   still arriving; a segment that ends with ``。！？；`` or an ASCII ``?`` or ``;`` leaves as soon as that mark
   arrives, not with the next delta, and so does a first segment ending at ``，、：`` or at an ASCII ``,``
-  after a word (``Great question,``; ``:`` after a label: ``Note:``).
+  after a word (``Great question,``; ``:`` after a label: ``Note:``); one ending with ``.`` leaves with the
+  first character of the next word (``Paris. I``), which tells it from ``etc. and``.
 
 :func:`sanitize` cleans a complete text. :class:`SpeechSegmenter` takes the deltas of a streamed answer.
 Both share one incremental cleaner whose output depends only on the text, not on how it was split into deltas:
 it consumes a construct only once it is complete (an open code block, link, inline code or math span, a table
 row, a URL or number still arriving is held back) and a word once the character after it shows it complete
 (or once it ends with ``?``, ``!`` or ``;``, or a ``,`` or ``:`` right after a letter, which nothing before
-them reads past; a URL scheme like ``https:`` still waits), so the segments of any split say the same words
-as ``sanitize`` of the whole answer.
+them reads past; a URL scheme like ``https:`` still waits); after ``. `` it writes the first character of
+the next word at once when that is a letter, a digit or an opening ``"'(`` that cannot start a URL, so the
+segments of any split say the same words as ``sanitize`` of the whole answer.
 """
 
 from __future__ import annotations
@@ -71,11 +73,16 @@ class SpeechSegmenter:
     pause leaves with its mark too when that is ``，``, ``、`` or ``：``, an ASCII ``,`` after a plain word
     (``Great question,``, ``Sure,``, ``好的,``), or an ASCII ``:`` after a plain word that does not start
     lowercase (``Note:``, ``注意:``): such a mark is a pause whatever follows (``Yes,1`` too), and no
-    number has a letter before its ``,`` or ``:``. Other ends wait for the next character, so the segment
-    leaves with a later delta: an ASCII ``!`` (it may open ``![image](...)`` or ``!=``), a ``?!;`` inside
-    an address-like word (``example.com/a?b=1``), a ``.`` (``3.14``, ``e.g.``, ``...``), a ``,`` or ``:``
-    after a digit or a word that is not plain (``1,000``, ``10:30``, ``example.com/a,b``, ``f(a,1)``), and
-    a ``:`` after a lowercase word (``localhost:8080``, ``python:3.12``; ``here's how:`` waits too).
+    number has a letter before its ``,`` or ``:``. A ``.`` after a word (not ``e.g.``, ``Mr.``, ``U.S.``)
+    needs the first character of the next word (lowercase: ``etc. and`` goes on; ``3.14``, ``example.com``
+    and ``...`` are no ends), and the cleaner writes that character as soon as it arrives, so the sentence
+    leaves with the delta that brings it (``Paris.`` + `` It``: one delta after the ``.``); a word that may
+    be a URL (``H``, ``Ht``, ``Www``) is written only once it cannot be one (``Here``). Other ends wait for
+    the next character, so the segment leaves with a later delta: an ASCII ``!`` (it may open
+    ``![image](...)`` or ``!=``), a ``?!;`` inside an address-like word (``example.com/a?b=1``), a ``,`` or
+    ``:`` after a digit or a word that is not plain (``1,000``, ``10:30``, ``example.com/a,b``,
+    ``f(a,1)``), and a ``:`` after a lowercase word (``localhost:8080``, ``python:3.12``; ``here's how:``
+    waits too).
     """
 
     def __init__(
@@ -255,6 +262,12 @@ def _sentence_end(buf: str, i: int, final: bool) -> int | None:
 
 
 def _period_end(buf: str, i: int, final: bool) -> int | None:
+    """If the ``.`` at ``buf[i]`` ends a sentence: the index after it (and its closing quotes); _WAIT if undecided.
+
+    It does not in ``3.14``, ``example.com``, ``...``, after an abbreviation (``e.g.``, ``Mr.``, ``U.S.``)
+    or before a lowercase word (``etc. and``); so it waits for the first character after ``. ``, which the
+    cleaner writes as soon as it arrives (see :func:`_starts_after_stop`).
+    """
     prev = buf[i - 1] if i else ""
     j = i + 1
     if prev == "." or (j < len(buf) and buf[j] == "."):
@@ -757,6 +770,11 @@ class _Cleaner:
             # (a URL, link, code span, math, the "!" of "![" or "!=") is held back by its own handler.
             self._limit = len(line)
         self._pos = self._body(line, self._pos, final=False, limit=max(self._limit, self._pos))
+        if self._pos == self._limit < len(line) and _starts_after_stop(line, self._limit):
+            # "Paris. It": the segmenter needs the character after ". " to know that a sentence ends
+            # there (not "etc. and"). The first character of the word still arriving is written as
+            # itself whatever follows, unless it may open a URL ("W" of "Www.", "H" of "Http://").
+            self._pos = self._body(line, self._pos, final=False, limit=self._pos + 1)
 
     def _block_start(self, line: str, *, complete: bool) -> int | str | None:
         """Classify a line by its start: the body's start index, _NEED, or None for a whole-line block.
@@ -1215,6 +1233,29 @@ def _ends_with_mark(line: str) -> bool:
     """True when ``line`` ends with ``?``, ``!`` or ``;`` (then maybe closing quotes and brackets)."""
     stripped = line.rstrip("\"')]")
     return bool(stripped) and stripped[-1] in "?!;"
+
+
+#: A "." that may end a sentence, maybe then closing quotes or emphasis, then whitespace.
+_STOP_THEN_SPACE = re.compile(r"\.[" + re.escape("".join(sorted(_CLOSERS)) + "*_~") + r"]*\s+\Z")
+
+
+def _starts_after_stop(line: str, i: int) -> bool:
+    """True when the token at ``line[i:]`` follows ``. `` and its first character can be written now.
+
+    That character is a letter, a digit or an opening ``"``, ``'`` or ``(``: outside a construct it is
+    written as itself whatever follows (:func:`_plain` reads no neighbour of these), and no construct opens
+    with it, except a letter that may start a URL (``www.``, ``http://``, ``ftp://``; the URL handler drops
+    the whole address), which is written only once the word can no longer be one (``Here``, ``We``).
+    """
+    if not _STOP_THEN_SPACE.search(line, max(0, i - 8), i):
+        return False
+    c = line[i]
+    if c not in "\"'(" and unicodedata.category(c)[0] not in "LN":
+        return False
+    if c in "hHwWfF":
+        held = line[i:].lower()
+        return not any(p.startswith(held) or held.startswith(p) for p in _URL_PREFIXES)
+    return True
 
 
 _SCHEME_TAIL = re.compile(r"(?:https?|ftp)\Z", re.IGNORECASE)

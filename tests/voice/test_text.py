@@ -603,8 +603,8 @@ def timeline(tokens: list[str], seg: SpeechSegmenter) -> list[tuple[int | str, s
         (["Have", " you", " tried", " restarting", " it", "?\n\n", "It", " often", " helps", "."], 5, "Have you tried restarting it?"),
         # "!" waits for the next character: it may open "![image](...)" or "!="
         (["What", " a", " great", " question", "!", " Let", " me", " explain", "."], 5, "What a great question!"),
-        # "." waits for the next word (3.14, e.g., "vs. the"), which the cleaner gives only when it is complete
-        (["The", " answer", " is", " simple", ".", " Just", " wait", "."], 6, "The answer is simple."),
+        # "." waits for the first character of the next word (3.14, e.g., "vs. the")
+        (["The", " answer", " is", " simple", ".", " Just", " wait", "."], 5, "The answer is simple."),
     ],
 )  # fmt: skip
 def test_first_segment_leaves_with_its_sentence_end(
@@ -654,7 +654,7 @@ def test_every_sentence_leaves_with_its_end() -> None:
         ),
         (
             ["Try", " example", ".com", "/a", "?", " Yes", ".", " Ok"],
-            [(7, "Try example.com/a?"), ("flush", "Yes."), ("flush", "Ok.")],
+            [(7, "Try example.com/a?"), (7, "Yes."), ("flush", "Ok.")],
         ),
         (["Is", " x", "=", "1", "?", " No", "."], [(4, "Is x=1?"), ("flush", "No.")]),
         (["Is", " it", " 1", "/", "2", "?", " No", "."], [(5, "Is it 1/2?"), ("flush", "No.")]),
@@ -730,6 +730,9 @@ MARKS = [
     # words ending with "," or ":" are released too; a URL scheme is held until "//" shows what it is
     "a,", "Note:", "**a**,", "**b:**", "x_,", "https:", "HTTP:", "ftp:", "//", "$5k,", "\\frac,",
     "\\text:", "[a,", "&amp,", "x^n,", "`a,", "$x:", "<a,", ":smile:", "10:", "1,",
+    # the first character of a word after ". " is written at once, unless it may open a URL
+    ". ", ".  ", '." ', ".** ", ".) ", "H", "W", "F", "Http", "https://a.b", "www.c.d", "ftp://e",
+    "Www", "Here", '"', "(", "'", "é", "3", "[", "`", "$", "**",
 ]  # fmt: skip
 
 
@@ -835,3 +838,86 @@ def test_first_segment_pauses_are_the_same_for_any_split(
     whole = stream(text, [len(text) or 1], SpeechSegmenter(12, 100, first_min_chars=first_min))
     for sizes in ([1], split_points(text, seed, max_piece)):
         assert stream(text, sizes, SpeechSegmenter(12, 100, first_min_chars=first_min)) == whole
+
+
+# --------------------------------------------------------------------------------------------------
+# release times: a sentence ending with "." leaves with the first character of the next word
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("tokens", "expected"),
+    [
+        # the cleaner writes the first character of the word after ". " as it arrives: one delta after the "."
+        (
+            ["The", " capital", " of", " France", " is", " Paris", ".", " It", " is", " in", " Europe", "."],
+            [(7, "The capital of France is Paris."), ("flush", "It is in Europe.")],
+        ),
+        (
+            ["Sure", " thing", ".", " Here", " is", " how", " to", " do", " it", "."],
+            [(3, "Sure thing."), ("flush", "Here is how to do it.")],
+        ),
+        (["That", " is", " all", ".", " We", " are", " done", "."], [(4, "That is all."), ("flush", "We are done.")]),
+        (["Python", " 3", ".", "12", " is", " out", ".", " It", " is", " fast", "."], [(7, "Python 3.12 is out."), ("flush", "It is fast.")]),
+        (["He", " left", " early", ".", ' "', "Bye", '"', " he", " said", "."], [(4, "He left early."), ("flush", '"Bye" he said.')]),
+        (["It", " is", " **done", ".**", " Next", " step", "."], [(4, "It is done."), ("flush", "Next step.")]),
+        (["I", " ate", " five", ".", " 3", " were", " left", "."], [(4, "I ate five."), ("flush", "3 were left.")]),
+        (["That", " is", " all", ".", " ", "We", " go", "."], [(5, "That is all."), ("flush", "We go.")]),
+        # a letter that may open a URL waits until the word cannot be one
+        (["That", " is", " all", ".", " H", "ere", " we", " go", "."], [(5, "That is all."), ("flush", "Here we go.")]),
+        (["All", " done", ".", " www", ".site", ".com", " has", " more", "."], [("flush", "All done. has more.")]),
+        (["All", " done", ".", " Https", "://", "x", ".io", " is", " it", "."], [("flush", "All done. is it.")]),
+        # not a sentence end, whenever the next character comes
+        (["Pi", " is", " 3", ".", "14", " and", " more", "."], [("flush", "Pi is 3.14 and more.")]),
+        (["Use", " it", " e", ".g", ".", " this", " way", "."], [("flush", "Use it e.g. this way.")]),
+        (["Ask", " Mr", ".", " Smith", " now", "."], [("flush", "Ask Mr. Smith now.")]),
+        (["See", " example", ".com", " for", " more", "."], [("flush", "See example.com for more.")]),
+        (["I", " like", " pears", " etc", ".", " and", " more", "."], [("flush", "I like pears etc. and more.")]),
+        (["The", " U", ".S", ".", " Army", " is", " big", "."], [("flush", "The U.S. Army is big.")]),
+        (["Wait", "...", " What", " now", "?"], [(4, "Wait... What now?")]),
+        (["Wait", "...", " what", " now", "."], [("flush", "Wait... what now.")]),
+    ],
+)  # fmt: skip
+def test_a_period_sentence_leaves_with_the_next_words_first_character(
+    tokens: list[str], expected: list[tuple[int | str, str]]
+) -> None:
+    assert timeline(tokens, SpeechSegmenter()) == expected
+    whole = stream("".join(tokens), [10_000], SpeechSegmenter())
+    assert whole == [s for _, s in expected]
+
+
+#: English sentences ending with ".", long enough to stand alone: words that open no URL (no "h", "w",
+#: "f") and are no abbreviation ("Dec.", "vs.": no "c", "s").
+PERIOD_SENTENCE = st.builds(
+    lambda first, words: " ".join([first, *words]) + ".",
+    st.builds(
+        lambda c, s: c + s,
+        st.sampled_from("ABDEGXYZ"),
+        st.text(alphabet="abdegxyz", min_size=2, max_size=6),
+    ),
+    st.lists(st.text(alphabet="abdegxyz", min_size=3, max_size=7), min_size=4, max_size=8),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(sentences=st.lists(PERIOD_SENTENCE, min_size=2, max_size=5), seed=st.integers(0, 2**32))
+def test_a_period_sentence_waits_only_for_the_next_words_first_character(
+    sentences: list[str], seed: int
+) -> None:
+    seg = SpeechSegmenter(min_chars=12, max_chars=100, first_min_chars=6)
+    said: list[str] = []
+    rng = random.Random(seed)
+
+    def feed(text: str) -> None:
+        i = 0
+        while i < len(text):
+            n = rng.randint(1, 4)
+            said.extend(seg.feed(text[i : i + n]))
+            i += n
+
+    feed(sentences[0])
+    for k, sentence in enumerate(sentences[1:], 1):
+        feed(" " + sentence[0])  # the delta that ends with the next sentence's first letter
+        assert spoken("".join(said)) == spoken(sanitize("".join(sentences[:k]))), seg.pending
+        feed(sentence[1:])
+    assert spoken("".join(said + seg.flush())) == spoken(sanitize(" ".join(sentences)))
