@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -70,7 +71,7 @@ class SqliteThread:
             self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=True
         )
         try:
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            mode = self._enable_wal(conn)
             if str(mode).lower() != "wal":
                 raise sqlite3.OperationalError(f"{self.path}: cannot use WAL (got {mode!r})")
             conn.execute(f"PRAGMA synchronous={self._synchronous}")
@@ -79,6 +80,24 @@ class SqliteThread:
             conn.close()
             raise
         self._conn = conn
+
+    def _enable_wal(self, conn: sqlite3.Connection) -> object:
+        """``PRAGMA journal_mode=WAL``, retried while another connection holds the lock it needs.
+
+        Switching to WAL takes an exclusive lock, and SQLite can answer ``database is locked`` at once, without
+        calling the busy handler (to avoid a deadlock), while another process opens the same new file: retry
+        for up to the busy timeout. Once one connection has switched, the others find WAL already set.
+        """
+        deadline = time.monotonic() + self._busy_timeout
+        pause = 0.005
+        while True:
+            try:
+                return conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() + pause > deadline:
+                    raise
+            time.sleep(pause)  # this is the database's own thread, not the event loop
+            pause = min(pause * 2, 0.1)
 
     async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(connection)`` in the database thread and return its result.
