@@ -71,7 +71,7 @@ from ..config import Settings
 from ..errors import StorageError, UpstreamError
 from ..providers.base import ChatModel, RecognitionSession, Recognizer, Synthesizer
 from ..storage.history import TurnRecord, TurnStatus
-from ..storage.objects import ObjectKind, ObjectStore, StoredObject
+from ..storage.objects import CONTENT_TYPES, ObjectKind, ObjectStore, StoredObject
 from ..storage.outbox import Outbox
 from .answer import (
     AnswerResult,
@@ -303,20 +303,9 @@ class _Turn:
     async def _store(self, kind: ObjectKind, data: bytes, ext: str) -> StoredObject | None:
         """Store ``data``; None (logged) when the object store fails: the turn goes on without it."""
         key = self._deps.objects.new_key(kind, self._session.session_id, ext)
-        content_type = {
-            "mp3": "audio/mpeg",
-            "wav": "audio/wav",
-            "ogg": "audio/ogg",
-            "pcm": "application/octet-stream",
-            "jpg": "image/jpeg",
-            "png": "image/png",
-            "gif": "image/gif",
-            "webp": "image/webp",
-            "bmp": "image/bmp",
-        }[ext]
         try:
             async with asyncio.timeout(self._cfg.read_timeout):
-                return await self._deps.objects.put(key, data, content_type)
+                return await self._deps.objects.put(key, data, CONTENT_TYPES[ext])
         except (StorageError, TimeoutError) as exc:
             log.warning(
                 "object not stored: %s",
@@ -468,8 +457,10 @@ class _Turn:
             reply_audio_key=p.stored_reply.key if p.stored_reply else None,
         )
 
-    async def _save(self, model: str, result: AnswerResult) -> bool:
-        """Write the finished turn through the outbox; True once it is durably journaled."""
+    async def _save(self, result: AnswerResult) -> bool:
+        """Store the spoken answer (when kept), then write the finished turn through the outbox; True once the
+        turn is durably journaled (a failed store only leaves ``reply_audio_key`` out)."""
+        await self._store_reply()
         self._p.saved = True
         status, code = _outcome(result)
         try:
@@ -651,8 +642,7 @@ class AudioTurn(_Turn):
         result: AnswerResult | None = answer.result() if answer is not None else None
         db_saved = False
         if result is not None:
-            await self._store_reply()
-            db_saved = await self._save(self._cfg.chat_model, result)
+            db_saved = await self._save(result)
             await self._emit(
                 ChatTtsComplete(
                     message=MSG_CHAT_TTS_COMPLETE,
@@ -882,8 +872,7 @@ class VlmTurn(_Turn):
                 gate.set()
         result: AnswerResult | None = answer.result() if answer is not None else None
         if result is not None and transcript:
-            await self._store_reply()
-            await self._save(self._cfg.vlm_model, result)
+            await self._save(result)
             await self._emit(
                 VlmChatTtsComplete(
                     message=MSG_VLM_CHAT_TTS_COMPLETE,
