@@ -12,14 +12,39 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 __all__ = ["ConfigError", "Settings", "load_settings"]
 
-DEFAULT_CHAT_URL = "https://dashscope.aliyuncs.com/compatible-mode/v1/chat/completions"
-DEFAULT_REALTIME_URL = "wss://dashscope.aliyuncs.com/api-ws/v1/realtime?model=qwen-tts-realtime"
-DEFAULT_WS_BASE = "wss://dashscope.aliyuncs.com/api-ws/v1/inference"
-DEFAULT_HTTP_BASE = "https://dashscope.aliyuncs.com/api/v1"
+#: DashScope's host per region (``DASHSCOPE_REGION``), as the official SDK's legacy gateways; every upstream URL
+#: not set explicitly is derived from it. ``intl`` is short for Singapore, the international site.
+REGION_HOSTS = {
+    "cn-beijing": "dashscope.aliyuncs.com",
+    "intl": "dashscope-intl.aliyuncs.com",
+    "ap-southeast-1": "dashscope-intl.aliyuncs.com",
+    "cn-hongkong": "cn-hongkong.dashscope.aliyuncs.com",
+    "us-east-1": "dashscope-intl.aliyuncs.com",
+    "eu-central-1": "dashscope-intl.aliyuncs.com",
+    "ap-northeast-1": "dashscope-intl.aliyuncs.com",
+}
+DEFAULT_TTS_MODEL = "qwen-tts-realtime"
+
+
+def region_urls(region: str) -> dict[str, str]:
+    """The four upstream URLs of ``region`` (``cn-beijing`` when unknown: :func:`validate` reports it)."""
+    host = REGION_HOSTS.get(region, REGION_HOSTS["cn-beijing"])
+    return {
+        "chat_url": f"https://{host}/compatible-mode/v1/chat/completions",
+        "tts_url": f"wss://{host}/api-ws/v1/realtime?model={DEFAULT_TTS_MODEL}",
+        "dashscope_ws_base": f"wss://{host}/api-ws/v1/inference",
+        "dashscope_http_base": f"https://{host}/api/v1",
+    }
+
+
+DEFAULT_CHAT_URL = region_urls("cn-beijing")["chat_url"]
+DEFAULT_REALTIME_URL = region_urls("cn-beijing")["tts_url"]
+DEFAULT_WS_BASE = region_urls("cn-beijing")["dashscope_ws_base"]
+DEFAULT_HTTP_BASE = region_urls("cn-beijing")["dashscope_http_base"]
 
 #: Seed variables that are accepted and ignored, with the reason shown at start.
 IGNORED = {
@@ -38,26 +63,35 @@ class Settings:
 
     # --- upstream: DashScope (seed names) ---
     qwen_api_key: str = field(default="", metadata={"env": "QWEN_API_KEY", "secret": True})
-    chat_url: str = field(default=DEFAULT_CHAT_URL, metadata={"env": "QWEN_API_CHAT_URL"})
+    #: region of every DashScope URL not set explicitly (``cn-beijing``, ``intl`` ...: :data:`REGION_HOSTS`)
+    region: str = field(default="cn-beijing", metadata={"env": "DASHSCOPE_REGION"})
+    #: sub-workspace sent as ``X-DashScope-WorkSpace`` on every DashScope call ("" = the default workspace)
+    workspace: str = field(default="", metadata={"env": "DASHSCOPE_WORKSPACE"})
+    chat_url: str = field(default="", metadata={"env": "QWEN_API_CHAT_URL"})
     chat_model: str = field(default="qwen-plus", metadata={"env": "QWEN_CHAT_MODEL"})
     vlm_model: str = field(default="qwen-vl-plus", metadata={"env": "QWEN_VLM_MODEL"})
     asr_model: str = field(
         default="paraformer-realtime-v2", metadata={"env": "QWEN_AUDIO_RECOGNIZE_MODEL"}
     )
-    tts_url: str = field(default=DEFAULT_REALTIME_URL, metadata={"env": "REAL_TIME_AUDIO_URL"})
+    tts_url: str = field(default="", metadata={"env": "REAL_TIME_AUDIO_URL"})
     tts_model: str = field(default="", metadata={"env": "QG_TTS_MODEL"})
-    tts_voice: str = field(default="Cherry", metadata={"env": "TTS_VOICE"})
-    tts_sample_rate: int = field(default=24000, metadata={"env": "TTS_SAMPLE_RATE"})
+    #: "" = the TTS model's default voice (model catalogue)
+    tts_voice: str = field(default="", metadata={"env": "TTS_VOICE"})
+    #: 0 = the TTS model's default rate (model catalogue)
+    tts_sample_rate: int = field(default=0, metadata={"env": "TTS_SAMPLE_RATE"})
+    #: the protocol of a recognition / synthesis model the catalogue does not know ("" = the catalogue's)
+    asr_protocol: str = field(default="", metadata={"env": "QG_ASR_PROTOCOL"})
+    tts_protocol: str = field(default="", metadata={"env": "QG_TTS_PROTOCOL"})
     tts_output_dir: str = field(default="", metadata={"env": "TTS_OUTPUT_DIR"})
     default_system_prompt: str = field(
         default="你是一个有帮助的助手。", metadata={"env": "DEFAULT_SYSTEM_PROMPT"}
     )
-    dashscope_ws_base: str = field(
-        default=DEFAULT_WS_BASE, metadata={"env": "DASHSCOPE_WEBSOCKET_BASE_URL"}
-    )
-    dashscope_http_base: str = field(
-        default=DEFAULT_HTTP_BASE, metadata={"env": "DASHSCOPE_HTTP_BASE_URL"}
-    )
+    dashscope_ws_base: str = field(default="", metadata={"env": "DASHSCOPE_WEBSOCKET_BASE_URL"})
+    dashscope_http_base: str = field(default="", metadata={"env": "DASHSCOPE_HTTP_BASE_URL"})
+    #: ``/api-ws/v1/realtime`` for realtime recognition ("" = the path of ``REAL_TIME_AUDIO_URL``)
+    realtime_base: str = field(default="", metadata={"env": "QG_DASHSCOPE_REALTIME_URL"})
+    #: HTTP speech synthesis ("" = ``DASHSCOPE_HTTP_BASE_URL`` + ``/services/aigc/multimodal-generation/generation``)
+    tts_http_url: str = field(default="", metadata={"env": "QG_TTS_HTTP_URL"})
 
     # --- object storage: Aliyun OSS (seed names); unset BUCKET = local folder ---
     oss_access_key_id: str = field(default="", metadata={"env": "ACCESSKEY_ID", "secret": True})
@@ -120,7 +154,54 @@ class Settings:
     read_timeout: float = field(default=60.0, metadata={"env": "QG_READ_TIMEOUT"})
     upstream_retries: int = field(default=2, metadata={"env": "QG_UPSTREAM_RETRIES"})
 
+    def __post_init__(self) -> None:
+        # The four seed-era URLs not given explicitly come from the region (the newer ones: see the properties).
+        for name, url in region_urls(self.region).items():
+            if not getattr(self, name):
+                object.__setattr__(self, name, url)
+
     # ------------------------------------------------------------------
+    @property
+    def tts_model_name(self) -> str:
+        """The TTS model: ``QG_TTS_MODEL``, else the ``model=`` of ``REAL_TIME_AUDIO_URL``."""
+        query = dict(parse_qsl(urlsplit(self.tts_url).query))
+        return self.tts_model or query.get("model") or DEFAULT_TTS_MODEL
+
+    @property
+    def realtime_ws_url(self) -> str:
+        """Where realtime recognition connects (``?model=`` is added per session)."""
+        return self.realtime_base or self.tts_url.split("?", 1)[0]
+
+    @property
+    def tts_http_endpoint(self) -> str:
+        """Where HTTP speech synthesis (``qwen3-tts-flash``, ``qwen-tts``) posts."""
+        base = self.dashscope_http_base.rstrip("/")
+        return self.tts_http_url or f"{base}/services/aigc/multimodal-generation/generation"
+
+    @property
+    def speech_sample_rate(self) -> int:
+        """``TTS_SAMPLE_RATE``, else the TTS model's default rate."""
+        if self.tts_sample_rate:
+            return self.tts_sample_rate
+        from .providers.dashscope.catalogue import CatalogueError, tts_model
+
+        try:
+            return tts_model(self.tts_model_name, self.tts_protocol).default_sample_rate
+        except CatalogueError:
+            return 24000
+
+    @property
+    def speech_voice(self) -> str:
+        """``TTS_VOICE``, else the TTS model's default voice ("" when the catalogue has none)."""
+        if self.tts_voice:
+            return self.tts_voice
+        from .providers.dashscope.catalogue import CatalogueError, tts_model
+
+        try:
+            return tts_model(self.tts_model_name, self.tts_protocol).default_voice
+        except CatalogueError:
+            return ""
+
     @property
     def upstream_simulated(self) -> bool:
         """True when the gateway talks to the built-in DashScope simulator."""
@@ -209,11 +290,23 @@ def validate(settings: Settings) -> Settings:
     _check_url(env["tts_url"], settings.tts_url, ("ws", "wss"))
     _check_url(env["dashscope_ws_base"], settings.dashscope_ws_base, ("ws", "wss"))
     _check_url(env["dashscope_http_base"], settings.dashscope_http_base, ("http", "https"))
-    if settings.tts_sample_rate not in (8000, 16000, 22050, 24000, 44100, 48000):
+    if settings.realtime_base:
+        _check_url(env["realtime_base"], settings.realtime_base, ("ws", "wss"))
+    if settings.tts_http_url:
+        _check_url(env["tts_http_url"], settings.tts_http_url, ("http", "https"))
+    if settings.region not in REGION_HOSTS:
         raise ConfigError(
-            f"TTS_SAMPLE_RATE={settings.tts_sample_rate}: expected one of "
-            "8000, 16000, 22050, 24000, 44100, 48000"
+            f"DASHSCOPE_REGION={settings.region!r}: expected one of {', '.join(REGION_HOSTS)}"
         )
+    from .providers.dashscope.catalogue import CatalogueError, asr_model, tts_model
+
+    try:
+        asr_model(settings.asr_model, settings.asr_protocol)
+        tts_model(
+            settings.tts_model_name, settings.tts_protocol, sample_rate=settings.tts_sample_rate
+        )
+    except CatalogueError as exc:
+        raise ConfigError(str(exc)) from None
     if not 0 < settings.port < 65536:
         raise ConfigError(f"QG_PORT={settings.port}: expected 1-65535")
     if not 0 < settings.db_port < 65536:
@@ -244,11 +337,11 @@ def validate(settings: Settings) -> Settings:
         raise ConfigError(f"QG_SIMULATOR_TTS_RTF={settings.simulator_tts_rtf}: must be >= 0")
     from .voice.mp3 import allowed_bitrates
 
-    rates = sorted(allowed_bitrates(settings.tts_sample_rate))
+    rates = sorted(allowed_bitrates(settings.speech_sample_rate))
     if settings.mp3_bitrate_kbps not in rates:
         raise ConfigError(
             f"QG_MP3_BITRATE_KBPS={settings.mp3_bitrate_kbps}: MP3 at TTS_SAMPLE_RATE="
-            f"{settings.tts_sample_rate} takes one of {', '.join(map(str, rates))}"
+            f"{settings.speech_sample_rate} takes one of {', '.join(map(str, rates))}"
         )
     if settings.history_tokens < 0:
         raise ConfigError(f"QG_HISTORY_TOKENS={settings.history_tokens}: must be >= 0")

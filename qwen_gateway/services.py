@@ -40,7 +40,7 @@ class Services:
 
 def simulated_settings(settings: Settings, sim_env: dict[str, str], api_key: str) -> Settings:
     """``settings`` pointed at the simulator's endpoints (keyless mode)."""
-    tts_model = settings.tts_model or "qwen-tts-realtime"
+    tts_model = settings.tts_model_name
     base_rt = sim_env["REAL_TIME_AUDIO_URL"].split("?", 1)[0]
     return dataclasses.replace(
         settings,

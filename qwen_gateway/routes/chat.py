@@ -290,7 +290,7 @@ def chat_blueprint() -> Blueprint:
         if not authorized():
             return unauthorized()
         s = services().settings
-        tts_model = s.tts_model or _query_model(s.tts_url) or "qwen-tts-realtime"
+        tts_model = s.tts_model_name
         seen: dict[str, str] = {}
         for model, kind in (
             (s.chat_model, "chat"),
@@ -308,13 +308,6 @@ def chat_blueprint() -> Blueprint:
         )
 
     return bp
-
-
-def _query_model(url: str) -> str | None:
-    from urllib.parse import parse_qs, urlsplit
-
-    values = parse_qs(urlsplit(url).query).get("model")
-    return values[0] if values else None
 
 
 def _param(exc: msgspec.ValidationError) -> str | None:

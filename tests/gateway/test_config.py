@@ -25,6 +25,7 @@ def test_seed_env_names_are_read() -> None:
         "QWEN_AUDIO_RECOGNIZE_MODEL": "paraformer-v1",
         "TTS_VOICE": "Ethan",
         "TTS_SAMPLE_RATE": "16000",
+        "QG_TTS_MODEL": "qwen3-tts-flash-realtime",
         "ACCESSKEY_ID": "ak",
         "ACCESSKEY_SECRET": "sk",
         "BUCKET": "b",

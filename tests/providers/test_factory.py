@@ -28,6 +28,8 @@ BASE = Settings(qwen_api_key="sk-x")
         ("paraformer-realtime-v2", RealtimeRecognizer),
         ("paraformer-realtime-8k-v2", RealtimeRecognizer),
         ("fun-asr-realtime", RealtimeRecognizer),
+        # no "realtime" in its name, and still a task-WebSocket stream
+        ("qwen-audio-3.1-asr-flash-streaming", RealtimeRecognizer),
         ("paraformer-v1", FileRecognizer),
         ("paraformer-v2", FileRecognizer),
         ("fun-asr", FileRecognizer),
@@ -78,7 +80,7 @@ async def test_synthesizer_by_model(tts_model: str, tts_url: str, engine: type, 
     try:
         assert type(providers.synthesizer) is engine
         assert providers.synthesizer.model == model
-        assert providers.synthesizer.sample_rate == BASE.tts_sample_rate
+        assert providers.synthesizer.sample_rate == 24000  # each of these models' default
     finally:
         await providers.aclose()
 

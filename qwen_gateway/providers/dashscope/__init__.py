@@ -18,8 +18,6 @@ from .factory import (
     Providers,
     Tuning,
     build_providers,
-    is_cosyvoice_model,
-    is_realtime_asr_model,
     new_http_client,
 )
 from .policy import Backoff, Timeouts
@@ -42,8 +40,6 @@ __all__ = [
     "Timeouts",
     "Tuning",
     "build_providers",
-    "is_cosyvoice_model",
-    "is_realtime_asr_model",
     "new_http_client",
     "parse_chunk",
 ]

@@ -1,12 +1,8 @@
 """The one place the app builds its DashScope engines from :class:`~qwen_gateway.config.Settings`.
 
-Engines are chosen by model name, so a seed ``.env`` keeps working:
-
-* recognition: a model whose name contains ``realtime`` (``paraformer-realtime-v2``, ``fun-asr-realtime`` ...)
-  streams over the task WebSocket; any other (``paraformer-v1``/``-v2``, ``fun-asr`` ...) is a file model
-  (upload, then submit and poll);
-* synthesis: ``QG_TTS_MODEL`` (or else the ``model=`` query of ``REAL_TIME_AUDIO_URL``) naming ``cosyvoice-*``
-  selects CosyVoice over the task WebSocket; anything else is Qwen-TTS realtime over ``REAL_TIME_AUDIO_URL``.
+Engines are chosen by the model catalogue (:mod:`.catalogue`): each recognition and synthesis model names the
+protocol it speaks, looked up by exact name or family, never by substring; ``QG_ASR_PROTOCOL`` /
+``QG_TTS_PROTOCOL`` name the protocol of a model the catalogue does not know yet.
 """
 
 from __future__ import annotations
@@ -17,23 +13,22 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from ...config import Settings
+from ...config import ConfigError, Settings
 from ..base import ChatModel, Recognizer, Synthesizer
 from .asr_file import FileRecognizer
 from .asr_realtime import RealtimeRecognizer
+from .catalogue import AsrProtocol, TtsProtocol, asr_model, tts_model
 from .chat import DashScopeChat
 from .http1 import Http1Pool, HttpxTransport, UpstreamTransport
 from .policy import Backoff, Timeouts
 from .tts_cosyvoice import CosyVoiceSynthesizer
-from .tts_qwen import QwenRealtimeSynthesizer, model_of_url
+from .tts_qwen import QwenRealtimeSynthesizer
 
 __all__ = [
     "Providers",
     "Tuning",
     "build_providers",
     "env_proxy_for",
-    "is_cosyvoice_model",
-    "is_realtime_asr_model",
     "new_chat_transport",
     "new_http_client",
 ]
@@ -65,16 +60,6 @@ class Tuning:
     max_connections: int = 512
     max_keepalive: int = 64
     keepalive_expiry: float = 30.0
-
-
-def is_realtime_asr_model(model: str) -> bool:
-    """True for streaming recognition models (they stream audio over the task WebSocket)."""
-    return "realtime" in model.lower()
-
-
-def is_cosyvoice_model(model: str) -> bool:
-    """True for CosyVoice synthesis models."""
-    return model.lower().startswith("cosyvoice")
 
 
 @dataclass(slots=True, kw_only=True)
@@ -192,52 +177,63 @@ def build_providers(
         backoff=backoff,
     )
 
+    asr = asr_model(settings.asr_model, settings.asr_protocol)
     recognizer: Recognizer
-    if is_realtime_asr_model(settings.asr_model):
-        recognizer = RealtimeRecognizer(
-            ws_url=settings.dashscope_ws_base,
-            model=settings.asr_model,
-            api_key=key,
-            timeouts=timeouts,
-            backoff=backoff,
-            http=client,
-        )
-    else:
-        recognizer = FileRecognizer(
-            client,
-            http_base=settings.dashscope_http_base,
-            model=settings.asr_model,
-            api_key=key,
-            timeouts=timeouts,
-            backoff=backoff,
-            poll_initial=tuning.poll_initial,
-            poll_max=tuning.poll_max,
-        )
+    match asr.protocol:
+        case AsrProtocol.TASK:
+            recognizer = RealtimeRecognizer(
+                ws_url=settings.dashscope_ws_base,
+                model=settings.asr_model,
+                api_key=key,
+                timeouts=timeouts,
+                backoff=backoff,
+                http=client,
+            )
+        case AsrProtocol.FILE_URLS:
+            recognizer = FileRecognizer(
+                client,
+                http_base=settings.dashscope_http_base,
+                model=settings.asr_model,
+                api_key=key,
+                timeouts=timeouts,
+                backoff=backoff,
+                poll_initial=tuning.poll_initial,
+                poll_max=tuning.poll_max,
+            )
+        case _:
+            raise ConfigError(
+                f"QWEN_AUDIO_RECOGNIZE_MODEL={asr.name}: the {asr.protocol} protocol has no engine yet"
+            )
 
-    tts_model = settings.tts_model or model_of_url(settings.tts_url)
+    tts = tts_model(settings.tts_model_name, settings.tts_protocol)
     synthesizer: Synthesizer
-    if is_cosyvoice_model(tts_model):
-        synthesizer = CosyVoiceSynthesizer(
-            ws_url=settings.dashscope_ws_base,
-            model=tts_model,
-            voice=settings.tts_voice,
-            sample_rate=settings.tts_sample_rate,
-            api_key=key,
-            timeouts=timeouts,
-            backoff=backoff,
-            queue_chunks=tuning.tts_queue_chunks,
-        )
-    else:
-        synthesizer = QwenRealtimeSynthesizer(
-            url=settings.tts_url,
-            model=settings.tts_model or None,
-            voice=settings.tts_voice,
-            sample_rate=settings.tts_sample_rate,
-            api_key=key,
-            timeouts=timeouts,
-            backoff=backoff,
-            queue_chunks=tuning.tts_queue_chunks,
-        )
+    match tts.protocol:
+        case TtsProtocol.TASK:
+            synthesizer = CosyVoiceSynthesizer(
+                ws_url=settings.dashscope_ws_base,
+                model=tts.name,
+                voice=settings.speech_voice,
+                sample_rate=settings.speech_sample_rate,
+                api_key=key,
+                timeouts=timeouts,
+                backoff=backoff,
+                queue_chunks=tuning.tts_queue_chunks,
+            )
+        case TtsProtocol.REALTIME:
+            synthesizer = QwenRealtimeSynthesizer(
+                url=settings.tts_url,
+                model=tts.name,
+                voice=settings.speech_voice,
+                sample_rate=settings.speech_sample_rate,
+                api_key=key,
+                timeouts=timeouts,
+                backoff=backoff,
+                queue_chunks=tuning.tts_queue_chunks,
+            )
+        case _:
+            raise ConfigError(
+                f"QG_TTS_MODEL={tts.name}: the {tts.protocol} protocol has no engine yet"
+            )
 
     return Providers(
         chat=chat,
