@@ -18,7 +18,7 @@ Pure: strings in, booleans out.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from .auth import KeyChecker, is_loopback
@@ -67,6 +67,7 @@ class OriginPolicy:
     public_hosts: frozenset[str]
     #: the gateway's own origin when ``QG_PUBLIC_URL`` is set (also accepted as same origin)
     public_origin: tuple[str, str, int] | None
+    _seen_hosts: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_settings(cls, settings: Settings, keys: KeyChecker) -> OriginPolicy:
@@ -94,8 +95,15 @@ class OriginPolicy:
         """Whether a request that named ``host`` (its ``Host`` header) is served."""
         if not self.check_host:
             return True
-        name, _ = split_host(host)
-        return bool(name) and (is_loopback(name) or name in self.public_hosts)
+        # Every request asks: parsing costs ~15 us, a lookup ~0.1 us.
+        ok = self._seen_hosts.get(host)
+        if ok is None:
+            name, _ = split_host(host)
+            ok = bool(name) and (is_loopback(name) or name in self.public_hosts)
+            if len(self._seen_hosts) >= 256:  # bounded, whatever Host values callers send
+                self._seen_hosts.clear()
+            self._seen_hosts[host] = ok
+        return ok
 
     def websocket_origin_allowed(self, origin: str | None, host: str) -> bool:
         """Whether a WebSocket handshake from a page of ``origin``, to the gateway reached as ``host``, is
