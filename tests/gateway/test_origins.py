@@ -99,3 +99,12 @@ def test_cors() -> None:
     assert not listed.cors_allowed(None)
     assert not policy().cors_allowed("http://127.0.0.1:5000")  # same origin needs no CORS headers
     assert policy(QG_CORS_ORIGINS="*").cors_allowed("https://evil.example")
+
+
+def test_host_decisions_stay_right_for_many_hosts() -> None:
+    """Decisions are remembered, within a bound: many distinct Host values change no answer."""
+    p = policy()
+    for i in range(1000):
+        assert not p.host_allowed(f"h{i}.rebind.evil.example")
+        assert p.host_allowed(f"127.0.0.{i % 250 + 1}:5000")
+    assert p.host_allowed("localhost") and not p.host_allowed("h1.rebind.evil.example")
