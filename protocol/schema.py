@@ -304,8 +304,11 @@ def _errors(statuses: Sequence[str]) -> dict[str, Any]:
 _ERROR_RESPONSES = {
     "400": "The request is not valid (`invalid_request_error`).",
     "401": "Missing or wrong gateway key (`invalid_api_key`).",
+    "403": "Without gateway keys (open mode): the `Host` is neither a loopback name nor the host of "
+    "`QG_PUBLIC_URL` (`host_not_allowed`).",
     "404": "Unknown model (`model_not_found`).",
     "413": "The request body is too large.",
+    "415": "The body is not sent as JSON (`Content-Type: application/json`) (`unsupported_media_type`).",
     "429": "Rate limited (`limit_requests`, `insufficient_quota`); retry later.",
     "500": "A bug in the gateway (`api_error`).",
     "502": "The upstream failed or rejected the gateway's credentials.",

@@ -142,6 +142,12 @@ def banner(settings: Settings, base_url: str) -> str:
         lines.append(
             "  auth     : no gateway keys configured: open on loopback only (set QG_API_KEYS)"
         )
+    from .auth import KeyChecker
+    from .origins import OriginPolicy
+
+    if OriginPolicy.from_settings(settings, KeyChecker.from_settings(settings)).check_host:
+        public = settings.public_url or f"http://{settings.host}:{settings.port}"
+        lines.append(f"  hosts    : open mode answers a loopback Host or {public} (QG_PUBLIC_URL)")
     else:
         lines.append(
             "  auth     : gateway keys required (Authorization: Bearer, or ?token= on WebSockets)"

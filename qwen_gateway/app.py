@@ -1,8 +1,13 @@
 """``create_app(settings, services)``: the Quart application, its routes and cross-cutting behaviour.
 
 Cross-cutting: a request id on every request (``X-Request-Id``, taken from the caller when it sent a sane one),
-CORS for the configured origins, OpenAI-style JSON for every HTTP error, and a *bounded* WebSocket receive queue
-(Quart's own is unbounded: a fast sender would fill server memory; bounded, the sender is slowed down by TCP).
+CORS for the configured origins, the ``Origin`` check of every WebSocket handshake and the ``Host`` check of open
+mode (both decided by :class:`qwen_gateway.origins.OriginPolicy`), OpenAI-style JSON for every HTTP error, and a
+*bounded* WebSocket receive queue (Quart's own is unbounded: a fast sender would fill server memory; bounded, the
+sender is slowed down by TCP).
+
+The two Quart classes below replace internals of Quart 0.22 (``pyproject.toml`` pins the minor version;
+``tests/gateway/test_framework_pins.py`` fails loudly when what they rely on changes).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from quart import Quart, Response, g, redirect, request
+from quart import Quart, Response, g, redirect, request, websocket
 from quart.asgi import ASGIWebsocketConnection
 from quart.wrappers import Websocket
 from werkzeug.exceptions import HTTPException
@@ -25,6 +30,7 @@ from werkzeug.exceptions import HTTPException
 from .auth import check_bind
 from .config import Settings
 from .logs import bind
+from .origins import OriginPolicy
 from .routes.chat import chat_blueprint
 from .routes.common import error_response
 from .routes.health import health_blueprint
@@ -92,7 +98,7 @@ def create_app(settings: Settings, services: Services) -> Quart:
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.asgi_websocket_class = BoundedWebsocketConnection
     app.websocket_class = DirectWebsocket
-    cors = set(settings.cors_origins)
+    policy = OriginPolicy.from_settings(settings, services.keys)
 
     # Request ids need to be unique, not secret: a random prefix per app and a counter (no syscall per request).
     rid_prefix = f"req-{secrets.token_hex(8)}"
@@ -105,36 +111,56 @@ def create_app(settings: Settings, services: Services) -> Quart:
             rid = f"{rid_prefix}{next(rid_counter):016x}"
         g.request_id = rid
         bind(request_id=rid)
+        if not policy.host_allowed(request.host):
+            return _host_refused()
         if request.method == "OPTIONS":  # CORS preflight (and plain OPTIONS) on any path
             return _preflight()
         return None
 
     @app.before_websocket
-    async def _ws_request_id() -> None:
+    async def _ws_handshake() -> Response | None:
+        """Every WebSocket route: a request id, then the Host and Origin checks (403 before the upgrade)."""
         g.request_id = f"req-{uuid.uuid4().hex}"
         bind(request_id=g.request_id)
+        if not policy.host_allowed(websocket.host):
+            return _host_refused()
+        origin = websocket.headers.get("Origin")
+        if origin is not None and not policy.websocket_origin_allowed(origin, websocket.host):
+            log.info("websocket origin refused", extra={"fields": {"origin": origin[:200]}})
+            return error_response(
+                403,
+                f"WebSocket connections from the origin {origin[:200]!r} are not allowed "
+                "(QG_CORS_ORIGINS lists the allowed ones).",
+                code="origin_not_allowed",
+            )
+        return None
+
+    def _host_refused() -> Response:
+        return error_response(
+            403,
+            "This gateway runs without keys and answers only to a loopback Host or the host of "
+            "QG_PUBLIC_URL (a guard against DNS rebinding).",
+            code="host_not_allowed",
+        )
 
     @app.after_request
     async def _headers(resp: Response) -> Response:
         rid = getattr(g, "request_id", None)
         if rid:
             resp.headers["X-Request-Id"] = rid
-        if not cors:
-            return resp
         origin = request.headers.get("Origin")
-        if origin and ("*" in cors or origin in cors):
-            resp.headers["Access-Control-Allow-Origin"] = "*" if "*" in cors else origin
+        if policy.cors_allowed(origin):
+            resp.headers["Access-Control-Allow-Origin"] = "*" if policy.any_origin else str(origin)
             resp.headers["Access-Control-Expose-Headers"] = (
                 "X-Request-Id, X-Conversation-Id, Retry-After"
             )
-            if "*" not in cors:
+            if not policy.any_origin:
                 resp.headers["Vary"] = "Origin"
         return resp
 
     def _preflight() -> Response:
         resp = Response("", status=204)
-        origin = request.headers.get("Origin")
-        if origin and ("*" in cors or origin in cors):
+        if policy.cors_allowed(request.headers.get("Origin")):
             resp.headers["Access-Control-Allow-Methods"] = "GET, POST, DELETE, OPTIONS"
             resp.headers["Access-Control-Allow-Headers"] = request.headers.get(
                 "Access-Control-Request-Headers",
@@ -184,4 +210,4 @@ def _register_optional(app: Quart, settings: Settings, services: Services) -> No
     if isinstance(objects, LocalObjectStore):
         from .routes.objects import objects_blueprint
 
-        app.register_blueprint(objects_blueprint(objects, services.keys.check))
+        app.register_blueprint(objects_blueprint(objects, services.keys.matches))

@@ -65,11 +65,14 @@ class KeyChecker:
 
     def check(self, key: str | None) -> bool:
         """True when no key is asked for, or ``key`` is one of the configured keys (constant time)."""
-        if self.open:
-            return True
-        if not key:
+        return self.open or self.matches(key)
+
+    def matches(self, key: str | None) -> bool:
+        """True only when auth is on and ``key`` is one of the configured keys (constant time): a real
+        credential, whatever the mode (open mode accepts no key here)."""
+        if not self.enabled or not key:
             return False
-        presented = hashlib.sha256(key.encode()).digest()
+        presented = hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
         ok = False
         for digest in self._digests:
             ok |= hmac.compare_digest(presented, digest)

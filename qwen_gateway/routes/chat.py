@@ -35,6 +35,8 @@ from .common import (
     authorized,
     caller_allowed,
     error_response,
+    is_json,
+    not_json,
     read_body,
     services,
     unauthorized,
@@ -185,6 +187,9 @@ def chat_blueprint() -> Blueprint:
                 f"Request body too large (limit {settings.max_body_bytes} bytes)",
                 code="request_too_large",
             )
+        # Checked after reading: an answer that leaves the body unread would reset the socket.
+        if not is_json(request.mimetype):
+            return not_json()
         try:
             _decode_request(raw)
             body: dict[str, Any] = msgspec.json.decode(raw)

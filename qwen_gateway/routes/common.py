@@ -13,6 +13,8 @@ __all__ = [
     "authorized",
     "caller_allowed",
     "error_response",
+    "is_json",
+    "not_json",
     "read_body",
     "services",
     "unauthorized",
@@ -89,6 +91,27 @@ def caller_allowed(token: str | None) -> bool:
     if svc.settings.key_passthrough:
         return bool(token)
     return bool(svc.keys.check(token))
+
+
+def is_json(mimetype: str) -> bool:
+    """Whether a request's media type (``request.mimetype``: lower case, no parameters) is JSON."""
+    return mimetype == "application/json" or (
+        mimetype.startswith("application/") and mimetype.endswith("+json")
+    )
+
+
+def not_json() -> Response:
+    """415 for a JSON endpoint called with another content type.
+
+    Not a formality: a web page can send ``text/plain``, form or multipart bodies to any site without a CORS
+    preflight (a "simple request"); requiring ``application/json`` makes the browser ask first, and the gateway
+    answers that question only for the origins in ``QG_CORS_ORIGINS``.
+    """
+    return error_response(
+        415,
+        "Send the body as JSON with 'Content-Type: application/json'.",
+        code="unsupported_media_type",
+    )
 
 
 async def read_body(limit: int) -> bytes | None:

@@ -1,7 +1,9 @@
 """``GET /objects/<key>``: serve the local object store's files to holders of a signed link or a gateway key.
 
 A request passes with ``?expires=<epoch>&token=<hmac>`` from :meth:`LocalObjectStore.presigned_url` (the
-``oss_url`` links of events), or with ``Authorization: Bearer <key>`` accepted by ``check_key``. Errors are
+``oss_url`` links of events), or with ``Authorization: Bearer <key>`` accepted by ``check_key``. There is no
+open access: a gateway without keys (open mode) still signs every link it hands out, and a request without a
+valid signature or key is refused, so a web page cannot list or fetch what it was not given. Errors are
 OpenAI-style JSON: 403 when neither passes, 404 for anything that is not a stored object (invalid keys included,
 so that probing learns nothing).
 """
@@ -41,6 +43,10 @@ def _bearer(header: str | None) -> str | None:
     return value.strip()
 
 
+def _key_allowed(bearer: str | None, check_key: Callable[[str | None], bool]) -> bool:
+    return bearer is not None and check_key(bearer)
+
+
 def objects_blueprint(
     store: LocalObjectStore, check_key: Callable[[str | None], bool]
 ) -> Blueprint:
@@ -48,8 +54,9 @@ def objects_blueprint(
 
     Args:
         store: the local object store whose files are served.
-        check_key: called with the bearer token of the request (None when there is none); True lets it through.
-            Pass a function that returns True for None when the gateway runs without authentication.
+        check_key: called with the bearer token of a request that has one; True lets it through. It must
+            accept real keys only (:meth:`KeyChecker.matches`): a request without a token is never let through
+            without a signed link.
     """
     bp = Blueprint("objects", __name__)
 
@@ -63,7 +70,7 @@ def objects_blueprint(
                 return _error(
                     403, "The link is invalid or has expired.", "invalid_token", "permission_error"
                 )
-        elif not check_key(_bearer(request.headers.get("Authorization"))):
+        elif not _key_allowed(_bearer(request.headers.get("Authorization")), check_key):
             return _error(
                 403,
                 "A gateway API key or a signed link is required to fetch this object.",

@@ -339,6 +339,8 @@ class LocalObjectStore:
         """True when ``token`` was made by :meth:`presigned_url` for this key and has not expired."""
         if not expires or not token or not _EXPIRES_RE.fullmatch(expires) or len(token) > 64:
             return False
+        if not token.isascii():  # compare_digest raises on non-ASCII str; no token we make has any
+            return False
         deadline = int(expires)
         if deadline < (time.time() if now is None else now):
             return False
