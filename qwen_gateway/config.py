@@ -89,6 +89,9 @@ class Settings:
     api_keys_file: str = field(default="", metadata={"env": "QG_API_KEYS_FILE"})
     auth: bool = field(default=True, metadata={"env": "QG_AUTH"})
     key_passthrough: bool = field(default=False, metadata={"env": "QG_KEY_PASSTHROUGH"})
+    #: key of the hash that names a conversation's owner (at least 32 characters); unset: ``owner.key`` in the
+    #: data dir, made on first start. Gateways sharing one history database must share it.
+    owner_secret: str = field(default="", metadata={"env": "QG_OWNER_SECRET", "secret": True})
     cors_origins: tuple[str, ...] = field(default=(), metadata={"env": "QG_CORS_ORIGINS"})
     log_level: str = field(default="INFO", metadata={"env": "QG_LOG_LEVEL"})
     simulate: bool = field(default=False, metadata={"env": "QG_SIMULATE"})
@@ -258,6 +261,10 @@ def validate(settings: Settings) -> Settings:
         raise ConfigError(f"QG_LOG_LEVEL={settings.log_level!r}: expected DEBUG/INFO/WARNING/ERROR")
     if settings.oss_bucket and not (settings.oss_access_key_id and settings.oss_access_key_secret):
         raise ConfigError("BUCKET is set but ACCESSKEY_ID / ACCESSKEY_SECRET are not")
+    if settings.owner_secret and len(settings.owner_secret.encode()) < 32:
+        raise ConfigError(
+            "QG_OWNER_SECRET: must be at least 32 characters (e.g. `openssl rand -hex 32`)"
+        )
     if settings.api_keys_file and not Path(settings.api_keys_file).is_file():
         raise ConfigError(f"QG_API_KEYS_FILE={settings.api_keys_file!r}: no such file")
     return settings
