@@ -19,7 +19,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from protocol import Action as SessionAction
@@ -81,11 +81,11 @@ class Handshake:
     """What the client presented at the upgrade.
 
     Attributes:
-        token: the gateway key (``Authorization: Bearer`` or ``?token=``), if any.
+        token: the gateway key (``Authorization: Bearer`` or ``?token=``), if any; never in the repr.
         info: the session the connection will run.
     """
 
-    token: str | None
+    token: str | None = field(repr=False)
     info: SessionInfo
 
 

@@ -108,7 +108,9 @@ def test_owners_are_keyed_hashes_stable_under_one_secret(tmp_path: Path) -> None
     assert other.owner("env-key") != one.owner("env-key")
     for owner in owners:
         assert "key" not in owner and owner.startswith("k_") and len(owner) == 34
-        TurnRecord.new(conversation_id="c", channel="chat", model="m", user_content="u", owner=owner)
+        TurnRecord.new(
+            conversation_id="c", channel="chat", model="m", user_content="u", owner=owner
+        )
     assert "env-key" not in repr(one) and "file-key" not in repr(one)
 
     # QG_OWNER_SECRET wins over the file, and must be long enough to be a key
