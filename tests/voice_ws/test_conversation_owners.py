@@ -150,6 +150,13 @@ async def test_a_conversation_id_with_control_characters_is_a_400_before_the_ups
                 error = response.json()["error"]
                 assert error["code"] == "invalid_value" and error["param"] == "user"
                 assert error["type"] == "invalid_request_error"
+            response = await http.post(
+                "/v1/chat/completions",
+                headers={**_bearer(KEY_A), "X-Conversation-Id": "conv\tid"},
+                json={"messages": [{"role": "user", "content": "hi"}]},
+            )
+            assert response.status_code == 400
+            assert "X-Conversation-Id" in response.json()["error"]["message"]
             # a name that can be echoed keeps working (the seed's clients send e-mails, names ...)
             response = await http.post(
                 "/v1/chat/completions",
