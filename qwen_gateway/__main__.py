@@ -225,14 +225,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             settings = build_settings(args)
-            configure(settings.log_level)
+            configure(settings.log_level, secrets=settings.secret_values())
             _run(_serve(settings), uvloop=not args.no_uvloop)
             return 0
         if args.command == "schemas":
             return _schemas(Path(args.out), check=args.check)
         if args.command == "check":
             settings = load_settings()
-            configure(settings.log_level, json_lines=False)
+            configure(settings.log_level, json_lines=False, secrets=settings.secret_values())
             for k, v in settings.redacted().items():
                 print(f"{k}={v}")
             return 0

@@ -57,12 +57,18 @@ class ConfigError(ValueError):
     """A configuration value is missing or invalid; the message names the variable."""
 
 
+def _secret(env: str, default: Any = "") -> Any:
+    """A setting whose value is secret: left out of ``repr()`` (and so of tracebacks, debug output and the reprs
+    of everything holding the settings) and masked by :meth:`Settings.redacted`."""
+    return field(default=default, repr=False, metadata={"env": env, "secret": True})
+
+
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     """Every setting of the gateway. Build it with :func:`load_settings` (or directly in tests)."""
 
     # --- upstream: DashScope (seed names) ---
-    qwen_api_key: str = field(default="", metadata={"env": "QWEN_API_KEY", "secret": True})
+    qwen_api_key: str = _secret("QWEN_API_KEY")
     #: region of every DashScope URL not set explicitly (``cn-beijing``, ``intl`` ...: :data:`REGION_HOSTS`)
     region: str = field(default="cn-beijing", metadata={"env": "DASHSCOPE_REGION"})
     #: sub-workspace sent as ``X-DashScope-WorkSpace`` on every DashScope call ("" = the default workspace)
@@ -94,10 +100,8 @@ class Settings:
     tts_http_url: str = field(default="", metadata={"env": "QG_TTS_HTTP_URL"})
 
     # --- object storage: Aliyun OSS (seed names); unset BUCKET = local folder ---
-    oss_access_key_id: str = field(default="", metadata={"env": "ACCESSKEY_ID", "secret": True})
-    oss_access_key_secret: str = field(
-        default="", metadata={"env": "ACCESSKEY_SECRET", "secret": True}
-    )
+    oss_access_key_id: str = _secret("ACCESSKEY_ID")
+    oss_access_key_secret: str = _secret("ACCESSKEY_SECRET")
     oss_bucket: str = field(default="", metadata={"env": "BUCKET"})
     oss_region: str = field(default="cn-beijing", metadata={"env": "REGIN"})
     oss_endpoint: str = field(default="", metadata={"env": "QG_OSS_ENDPOINT"})
@@ -110,7 +114,7 @@ class Settings:
     db_host: str = field(default="", metadata={"env": "DB_HOST"})
     db_port: int = field(default=3306, metadata={"env": "DB_PORT"})
     db_user: str = field(default="root", metadata={"env": "DB_USER"})
-    db_password: str = field(default="", metadata={"env": "DB_PASSWORD", "secret": True})
+    db_password: str = _secret("DB_PASSWORD")
     db_name: str = field(default="qwen_gateway", metadata={"env": "DB_NAME"})
     db_pool_size: int = field(default=8, metadata={"env": "QG_DB_POOL_SIZE"})
 
@@ -119,10 +123,13 @@ class Settings:
     port: int = field(default=5000, metadata={"env": "QG_PORT"})
     data_dir: Path = field(default=Path("data"), metadata={"env": "QG_DATA_DIR"})
     public_url: str = field(default="", metadata={"env": "QG_PUBLIC_URL"})
-    api_keys: tuple[str, ...] = field(default=(), metadata={"env": "QG_API_KEYS", "secret": True})
+    api_keys: tuple[str, ...] = _secret("QG_API_KEYS", ())
     api_keys_file: str = field(default="", metadata={"env": "QG_API_KEYS_FILE"})
     auth: bool = field(default=True, metadata={"env": "QG_AUTH"})
     key_passthrough: bool = field(default=False, metadata={"env": "QG_KEY_PASSTHROUGH"})
+    #: key of the hash that names a conversation's owner (at least 32 characters); unset: ``owner.key`` in the
+    #: data dir, made on first start. Gateways sharing one history database must share it.
+    owner_secret: str = _secret("QG_OWNER_SECRET")
     cors_origins: tuple[str, ...] = field(default=(), metadata={"env": "QG_CORS_ORIGINS"})
     log_level: str = field(default="INFO", metadata={"env": "QG_LOG_LEVEL"})
     simulate: bool = field(default=False, metadata={"env": "QG_SIMULATE"})
@@ -230,6 +237,15 @@ class Settings:
     @property
     def auth_enabled(self) -> bool:
         return self.auth
+
+    def secret_values(self) -> tuple[str, ...]:
+        """Every secret value configured (keys, passwords), e.g. for a log scrubber."""
+        out: list[str] = []
+        for f in fields(self):
+            if f.metadata.get("secret"):
+                value = getattr(self, f.name)
+                out.extend(value if isinstance(value, tuple) else [value] if value else [])
+        return tuple(v for v in out if v)
 
     def redacted(self) -> dict[str, Any]:
         """The settings as a dict with every secret masked: safe to log."""
@@ -351,6 +367,10 @@ def validate(settings: Settings) -> Settings:
         raise ConfigError(f"QG_LOG_LEVEL={settings.log_level!r}: expected DEBUG/INFO/WARNING/ERROR")
     if settings.oss_bucket and not (settings.oss_access_key_id and settings.oss_access_key_secret):
         raise ConfigError("BUCKET is set but ACCESSKEY_ID / ACCESSKEY_SECRET are not")
+    if settings.owner_secret and len(settings.owner_secret.encode()) < 32:
+        raise ConfigError(
+            "QG_OWNER_SECRET: must be at least 32 characters (e.g. `openssl rand -hex 32`)"
+        )
     if settings.api_keys_file and not Path(settings.api_keys_file).is_file():
         raise ConfigError(f"QG_API_KEYS_FILE={settings.api_keys_file!r}: no such file")
     return settings

@@ -12,9 +12,10 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["JsonFormatter", "bind", "configure", "current_ids"]
+__all__ = ["JsonFormatter", "ScrubbingFormatter", "bind", "configure", "current_ids"]
 
 _ids: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("qg_log_ids", default={})  # noqa: B039
 
@@ -46,18 +47,47 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False, default=str)
 
 
-def configure(level: str = "INFO", *, json_lines: bool = True) -> None:
-    """Configure the root logger once (idempotent)."""
+#: Library loggers and the lowest level they may log at: below it they write secrets. Hypercorn's access log
+#: carries query strings (``?token=``); oss2 logs every request's headers at DEBUG, the access key id among them.
+_QUIET = {
+    "hypercorn.access": logging.WARNING,
+    "oss2": logging.INFO,
+}
+
+
+class ScrubbingFormatter(logging.Formatter):
+    """Another formatter's lines with every known secret value replaced by ``***``: the last line of defence
+    against a library that logs what it should not (values shorter than 4 characters are left alone)."""
+
+    def __init__(self, inner: logging.Formatter, secrets: Iterable[str]) -> None:
+        super().__init__()
+        self._inner = inner
+        # longest first: a secret containing another is masked whole
+        self._secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = self._inner.format(record)
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, "***")
+        return text
+
+
+def configure(level: str = "INFO", *, json_lines: bool = True, secrets: Iterable[str] = ()) -> None:
+    """Configure the root logger once (idempotent). ``secrets`` (``Settings.secret_values()``) never appear in
+    its output."""
     root = logging.getLogger()
     for h in list(root.handlers):
         if getattr(h, "_qg", False):
             root.removeHandler(h)
     handler = logging.StreamHandler(sys.stderr)
     handler._qg = True  # type: ignore[attr-defined]
-    handler.setFormatter(
+    inner = (
         JsonFormatter() if json_lines else logging.Formatter("%(levelname)s %(name)s: %(message)s")
     )
+    handler.setFormatter(ScrubbingFormatter(inner, secrets))
     root.addHandler(handler)
     root.setLevel(level.upper())
-    # Hypercorn's access log is noisy and carries query strings (tokens): keep it at WARNING.
-    logging.getLogger("hypercorn.access").setLevel(logging.WARNING)
+    # Loggers of libraries that write secrets, kept above the level where they do (see _QUIET).
+    for name, quiet in _QUIET.items():
+        logging.getLogger(name).setLevel(max(quiet, logging.getLevelName(level.upper())))

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from .providers.dashscope import Providers
     from .storage import Storage
 
-__all__ = ["Services", "open_services", "simulated_settings"]
+__all__ = ["Services", "load_owner_secret", "open_services", "simulated_settings"]
 
 log = logging.getLogger("qwen_gateway.services")
 
@@ -53,6 +53,16 @@ def simulated_settings(settings: Settings, sim_env: dict[str, str], api_key: str
     )
 
 
+def load_owner_secret(settings: Settings) -> bytes:
+    """The key of the conversation-owner hash: ``QG_OWNER_SECRET``, else ``owner.key`` in the data dir (32 random
+    bytes made on first use, mode 0600)."""
+    from .storage.objects import load_signing_secret
+
+    if settings.owner_secret:
+        return settings.owner_secret.encode()
+    return load_signing_secret(settings.data_dir / "owner.key")
+
+
 @asynccontextmanager
 async def open_services(
     settings: Settings, *, simulator_config: Any = None
@@ -65,7 +75,7 @@ async def open_services(
     from .providers.dashscope import build_providers, new_http_client
     from .storage import build_storage
 
-    keys = KeyChecker.from_settings(settings)
+    keys = KeyChecker.from_settings(settings, owner_secret=load_owner_secret(settings))
     async with AsyncExitStack() as stack:
         simulator = None
         if settings.simulate:

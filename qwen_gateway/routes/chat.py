@@ -18,6 +18,7 @@ import json
 import logging
 import secrets
 import time
+import unicodedata
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any, cast
 
@@ -156,10 +157,30 @@ def _user_text(messages: list[Any]) -> str:
     return ""
 
 
+class _BadConversationId(ValueError):
+    """The caller named a conversation id that cannot be one (it is echoed in a header)."""
+
+    def __init__(self, message: str, param: str | None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
 def _conversation_id(body: Mapping[str, Any]) -> str:
+    """The conversation the caller named (``X-Conversation-Id``, else the ``user`` field), or a new one.
+
+    An id longer than 128 characters gives a new conversation (as before); one with control characters is
+    refused (:class:`_BadConversationId`): it could not be echoed in the ``X-Conversation-Id`` response header.
+    """
     cid = request.headers.get("X-Conversation-Id", "").strip()
+    param: str | None = None
+    where = "X-Conversation-Id"
     if not cid and isinstance(body.get("user"), str):
         cid = body["user"].strip()
+        param, where = "user", "user"
+    if any(unicodedata.category(c) == "Cc" for c in cid):
+        raise _BadConversationId(
+            f"Invalid {where}: a conversation id cannot contain control characters", param
+        )
     if not cid or len(cid) > 128:
         cid = (
             f"conv-{secrets.token_hex(16)}"  # unguessable: it lets a voice session load the history
@@ -212,12 +233,19 @@ def chat_blueprint() -> Blueprint:
                 *messages,
             ]
 
-        conversation_id = _conversation_id(body)
+        try:
+            conversation_id = _conversation_id(body)
+        except _BadConversationId as exc:
+            return error_response(400, str(exc), code="invalid_value", param=exc.param)
+        # the conversation is the caller's: another key naming the same id has another conversation
+        owner = svc.keys.owner(token)
         request_id: str = g.request_id
         chat = svc.providers.vlm if images else svc.providers.chat
         started = time.perf_counter()
         user_text = _user_text(messages)
-        record = _Recorder(svc, conversation_id, request_id, str(body["model"]), user_text, started)
+        record = _Recorder(
+            svc, owner, conversation_id, request_id, str(body["model"]), user_text, started
+        )
         extra_headers = {"X-Conversation-Id": conversation_id}
 
         if not body.get("stream"):
@@ -327,9 +355,17 @@ class _Recorder:
     """Collects one exchange and writes it through the outbox when it ends (never blocks the response)."""
 
     def __init__(
-        self, svc: Any, conversation_id: str, request_id: str, model: str, user: str, started: float
+        self,
+        svc: Any,
+        owner: str,
+        conversation_id: str,
+        request_id: str,
+        model: str,
+        user: str,
+        started: float,
     ) -> None:
         self.svc = svc
+        self.owner = owner
         self.conversation_id = conversation_id
         self.request_id = request_id
         self.model = model
@@ -384,6 +420,7 @@ class _Recorder:
             self.svc.storage.outbox.submit_nowait(
                 TurnRecord(
                     write_id=_new_write_id(),
+                    owner=self.owner,
                     conversation_id=self.conversation_id,
                     request_id=self.request_id,
                     channel="chat",

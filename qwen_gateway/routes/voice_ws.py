@@ -2,7 +2,8 @@
 
 The handshake needs a gateway key when keys are configured (``Authorization: Bearer`` or, for browsers,
 ``?token=``) and is answered 401 before the upgrade otherwise. In pass-through mode (``QG_KEY_PASSTHROUGH``) the
-caller's key is its own DashScope key: it must be present, and the upstream judges it.
+caller's key is its own DashScope key: it must be present, and the upstream judges it. A ``?conversation_id=``
+names one of the caller's own conversations (see ``KeyChecker.owner``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ async def _serve(endpoint: Endpoint) -> Response | None:
         websocket.args,
         svc.settings,
         getattr(g, "request_id", ""),
+        owner_of=svc.keys.owner,
     )
     if not caller_allowed(shake.token):
         return unauthorized()  # an HTTP 401 instead of the upgrade

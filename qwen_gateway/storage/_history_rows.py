@@ -28,6 +28,7 @@ __all__ = [
 #: The ``turns`` columns a :class:`TurnRecord` maps to, in the order of :func:`turn_values` and ``select_turns``.
 TURN_COLUMNS = (
     "write_id",
+    "owner",
     "conversation_id",
     "channel",
     "model",
@@ -56,12 +57,13 @@ class HistorySql:
     Attributes:
         insert_turn: one ``turns`` row, parameters :func:`turn_values` (SQLite appends its conflict clause).
         insert_message: one ``messages`` row, parameters a :func:`message_rows` item.
-        select_turns: ``id`` then :data:`TURN_COLUMNS` of a conversation's turns in stored order.
+        select_turns: ``id`` then :data:`TURN_COLUMNS` of a conversation's turns in stored order; parameters
+            (owner, conversation id), as for every statement naming a conversation.
         select_messages: ``turn_id, role, content`` of a conversation's messages in stored order.
         recent_messages: ``role, content`` of a conversation's last messages, newest first, failed turns
-            left out; parameters (conversation id, limit).
+            left out; parameters (owner, conversation id, limit).
         delete_conversation: messages, turns, then the conversation row (whose row count says whether
-            anything was deleted); each takes the conversation id.
+            anything was deleted).
         record_migration: a ``schema_migrations`` row (version, name, applied_at).
     """
 
@@ -80,23 +82,26 @@ class HistorySql:
         return cls(
             insert_turn=f"INSERT INTO turns ({columns}) VALUES ({', '.join([p] * len(TURN_COLUMNS))})",
             insert_message=(
-                "INSERT INTO messages (turn_id, conversation_id, role, content, created_at)"
-                f" VALUES ({p}, {p}, {p}, {p}, {p})"
+                "INSERT INTO messages (turn_id, owner, conversation_id, role, content, created_at)"
+                f" VALUES ({p}, {p}, {p}, {p}, {p}, {p})"
             ),
-            select_turns=f"SELECT id, {columns} FROM turns WHERE conversation_id = {p} ORDER BY id",
+            select_turns=(
+                f"SELECT id, {columns} FROM turns"
+                f" WHERE owner = {p} AND conversation_id = {p} ORDER BY id"
+            ),
             select_messages=(
                 "SELECT turn_id, role, content FROM messages"
-                f" WHERE conversation_id = {p} ORDER BY id"
+                f" WHERE owner = {p} AND conversation_id = {p} ORDER BY id"
             ),
             recent_messages=(
                 "SELECT m.role, m.content FROM messages m JOIN turns t ON t.id = m.turn_id"
-                f" WHERE m.conversation_id = {p} AND t.status <> 'failed'"
+                f" WHERE m.owner = {p} AND m.conversation_id = {p} AND t.status <> 'failed'"
                 f" ORDER BY m.id DESC LIMIT {p}"
             ),
             delete_conversation=(
-                f"DELETE FROM messages WHERE conversation_id = {p}",
-                f"DELETE FROM turns WHERE conversation_id = {p}",
-                f"DELETE FROM conversations WHERE id = {p}",
+                f"DELETE FROM messages WHERE owner = {p} AND conversation_id = {p}",
+                f"DELETE FROM turns WHERE owner = {p} AND conversation_id = {p}",
+                f"DELETE FROM conversations WHERE owner = {p} AND id = {p}",
             ),
             record_migration=(
                 f"INSERT INTO schema_migrations (version, name, applied_at) VALUES ({p}, {p}, {p})"
@@ -124,7 +129,7 @@ def message_rows(
     """The ``insert_message`` parameters of the turn's messages: what the user and the assistant said,
     empty texts left out."""
     return [
-        (turn_id, turn.conversation_id, role, content, created_at)
+        (turn_id, turn.owner, turn.conversation_id, role, content, created_at)
         for role, content in (("user", turn.user_content), ("assistant", turn.assistant_content))
         if content
     ]

@@ -4,6 +4,11 @@ Engines: :class:`qwen_gateway.storage.sqlite_history.SQLiteHistoryStore` (embedd
 dir) and :class:`qwen_gateway.storage.mysql_history.MySQLHistoryStore` (MySQL/MariaDB via asyncmy, when
 ``DB_HOST`` is set). Both keep the same schema (see ``migrations.py``) and pass the same test suite.
 
+A conversation belongs to an *owner*: the caller that wrote it, as an opaque id (a keyed hash of its key, never
+the key; :data:`ANONYMOUS_OWNER` in open keyless mode; :data:`LEGACY_OWNER` for rows written before version 2 of
+the schema). A conversation is the pair (owner, conversation id): every read and delete names both, so the same id
+under another owner is another conversation, and nobody learns whether someone else's exists.
+
 One *turn* is one exchange: what the user said or typed and what the assistant answered, with the turn's model,
 channel, usage, latencies and the keys of the objects it stored. Turns are written through the
 :class:`qwen_gateway.storage.outbox.Outbox`, never straight from a request path.
@@ -26,11 +31,14 @@ import msgspec
 from qwen_gateway.errors import StorageError
 
 __all__ = [
+    "ANONYMOUS_OWNER",
+    "LEGACY_OWNER",
     "Channel",
     "HistoryRejected",
     "HistoryStore",
     "HistoryUnavailable",
     "Message",
+    "OwnerId",
     "TurnRecord",
     "TurnStatus",
     "decode_turn",
@@ -44,6 +52,17 @@ Channel = Literal["chat", "audio", "vlm"]
 TurnStatus = Literal["completed", "interrupted", "failed"]
 
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128, description="conversation id")]
+#: Who a conversation belongs to (never a key: see ``qwen_gateway.auth.KeyChecker.owner``).
+OwnerId = Annotated[
+    str,
+    msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="owner of the conversation"),
+]
+
+#: Owner of the rows (and journal records) written before conversations were bound to their caller: no caller
+#: has it, so nobody reads them back as context.
+LEGACY_OWNER = "legacy"
+#: Owner of every conversation in open keyless mode (no gateway keys, no pass-through).
+ANONYMOUS_OWNER = "anonymous"
 WriteId = Annotated[
     str,
     msgspec.Meta(
@@ -77,6 +96,8 @@ class TurnRecord(msgspec.Struct, frozen=True, kw_only=True):
 
     conversation_id: Id
     channel: Channel
+    #: the caller the conversation belongs to (records journaled by older versions have none: legacy)
+    owner: OwnerId = LEGACY_OWNER
     model: ShortText
     user_content: Text
     assistant_content: Text = ""
@@ -190,19 +211,23 @@ class HistoryStore(Protocol):
         """Store one turn. Returns False when a turn with the same ``write_id`` was already stored."""
         ...
 
-    async def recent_messages(self, conversation_id: str, limit: int) -> list[Message]:
-        """The last ``limit`` messages of the conversation, oldest first, for the chat model's context.
+    async def recent_messages(
+        self, conversation_id: str, limit: int, *, owner: str
+    ) -> list[Message]:
+        """The last ``limit`` messages of ``owner``'s conversation, oldest first, for the chat model's context.
 
         Failed turns are left out; an interrupted turn contributes what was said before the interruption.
         """
         ...
 
-    async def conversation(self, conversation_id: str) -> list[TurnRecord]:
-        """Every turn of the conversation in the order they were stored ([] for an unknown id)."""
+    async def conversation(self, conversation_id: str, *, owner: str) -> list[TurnRecord]:
+        """Every turn of ``owner``'s conversation in the order they were stored ([] for an unknown id, or one
+        that only another owner has)."""
         ...
 
-    async def delete_conversation(self, conversation_id: str) -> bool:
-        """Delete the conversation and all its turns. Returns False when there was nothing to delete."""
+    async def delete_conversation(self, conversation_id: str, *, owner: str) -> bool:
+        """Delete ``owner``'s conversation and all its turns. Returns False when there was nothing to delete
+        (another owner's conversation of the same id is left alone)."""
         ...
 
     async def ping(self) -> None:

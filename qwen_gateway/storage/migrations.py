@@ -5,29 +5,50 @@ Each engine records applied versions in ``schema_migrations`` and applies the mi
 next version. MySQL DDL commits implicitly, so every MySQL statement here must be safe to run twice
 (``IF NOT EXISTS``) in case a process died half-way through a migration.
 
+A MySQL step that cannot say ``IF NOT EXISTS`` itself (a primary key or foreign key changed; MySQL 8 has no
+``ADD COLUMN IF NOT EXISTS``) is a :class:`Guarded` statement: it runs only when its ``when`` query (on
+``information_schema`` of the current database) returns a non-zero count.
+
 Tables (both engines):
 
-- ``conversations``: one row per conversation id (channel of its first turn, created/updated time, turn count);
-- ``turns``: one row per exchange, unique ``write_id``; model, channel, status, request/session ids, usage
+- ``conversations``: one row per (owner, conversation id) (channel of its first turn, created/updated time, turn
+  count);
+- ``turns``: one row per exchange, unique ``write_id``; owner, model, channel, status, request/session ids, usage
   tokens, latencies (ms), object keys (user audio, user image, spoken answer), created time;
-- ``messages``: the turn's user and assistant messages (role, content), in conversation order.
+- ``messages``: the turn's user and assistant messages (owner, role, content), in conversation order.
+
+Version 2 binds conversations to their caller: every row carries an ``owner`` (a keyed hash of the caller's key,
+``anonymous`` in open mode), and a conversation is the pair (owner, id): the same id under two owners is two
+conversations. Rows of version 1 get the owner ``legacy``, which no caller has (see ``history.LEGACY_OWNER``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["MIGRATIONS", "Migration", "latest_version"]
+__all__ = ["MIGRATIONS", "Guarded", "Migration", "latest_version"]
+
+
+@dataclass(frozen=True)
+class Guarded:
+    """A MySQL statement run only when ``when`` (a ``SELECT COUNT(*) ...``, no parameters) returns non-zero."""
+
+    sql: str
+    when: str
 
 
 @dataclass(frozen=True)
 class Migration:
-    """One schema version: its statements for each engine."""
+    """One schema version: its statements for each engine.
+
+    SQLite statements run in one transaction with foreign keys off (checked with ``foreign_key_check`` before the
+    commit), so tables can be rebuilt; MySQL statements commit one by one and must each be safe to run twice.
+    """
 
     version: int
     name: str
     sqlite: tuple[str, ...]
-    mysql: tuple[str, ...]
+    mysql: tuple[str | Guarded, ...]
 
 
 _SQLITE_V1 = (
@@ -78,6 +99,29 @@ _SQLITE_V1 = (
     """,
     "CREATE INDEX messages_by_conversation ON messages (conversation_id, id)",
     "CREATE INDEX messages_by_turn ON messages (turn_id)",
+)
+
+#: The ``turns`` columns of version 1 but its id (copied as they are by version 2).
+_V1_TURN_COLUMNS = (
+    "write_id",
+    "conversation_id",
+    "channel",
+    "model",
+    "status",
+    "error_code",
+    "request_id",
+    "session_id",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "recognition_ms",
+    "first_token_ms",
+    "first_audio_ms",
+    "total_ms",
+    "audio_key",
+    "image_key",
+    "reply_audio_key",
+    "created_at",
 )
 
 _MYSQL_TABLE = "ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci"
@@ -138,9 +182,127 @@ _MYSQL_V1 = (
     """,
 )
 
+# --- version 2: conversations bound to their owner -----------------------------------------------------------
+# SQLite cannot change a primary key or a foreign key in place: conversations and turns are rebuilt (the
+# documented "make a new table, copy, drop, rename" procedure; turn ids are kept, so messages.turn_id still holds).
+
+_SQLITE_V2 = (
+    """
+    CREATE TABLE conversations_v2 (
+        owner       TEXT NOT NULL DEFAULT 'legacy',
+        id          TEXT NOT NULL,
+        channel     TEXT NOT NULL,
+        created_at  TEXT NOT NULL,
+        updated_at  TEXT NOT NULL,
+        turn_count  INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (owner, id)
+    )
+    """,
+    """
+    INSERT INTO conversations_v2 (owner, id, channel, created_at, updated_at, turn_count)
+    SELECT 'legacy', id, channel, created_at, updated_at, turn_count FROM conversations
+    """,
+    """
+    CREATE TABLE turns_v2 (
+        id                 INTEGER PRIMARY KEY AUTOINCREMENT,
+        write_id           TEXT NOT NULL UNIQUE,
+        owner              TEXT NOT NULL DEFAULT 'legacy',
+        conversation_id    TEXT NOT NULL,
+        channel            TEXT NOT NULL CHECK (channel IN ('chat', 'audio', 'vlm')),
+        model              TEXT NOT NULL,
+        status             TEXT NOT NULL CHECK (status IN ('completed', 'interrupted', 'failed')),
+        error_code         TEXT,
+        request_id         TEXT NOT NULL DEFAULT '',
+        session_id         TEXT NOT NULL DEFAULT '',
+        prompt_tokens      INTEGER NOT NULL DEFAULT 0,
+        completion_tokens  INTEGER NOT NULL DEFAULT 0,
+        total_tokens       INTEGER NOT NULL DEFAULT 0,
+        recognition_ms     INTEGER,
+        first_token_ms     INTEGER,
+        first_audio_ms     INTEGER,
+        total_ms           INTEGER,
+        audio_key          TEXT,
+        image_key          TEXT,
+        reply_audio_key    TEXT,
+        created_at         TEXT NOT NULL,
+        FOREIGN KEY (owner, conversation_id) REFERENCES conversations (owner, id)
+    )
+    """,
+    f"""
+    INSERT INTO turns_v2 (id, owner, {", ".join(_V1_TURN_COLUMNS)})
+    SELECT id, 'legacy', {", ".join(_V1_TURN_COLUMNS)} FROM turns ORDER BY id
+    """,
+    "ALTER TABLE messages ADD COLUMN owner TEXT NOT NULL DEFAULT 'legacy'",
+    # AUTOINCREMENT never reuses an id: the new table continues from the old one's high-water mark
+    """
+    UPDATE sqlite_sequence
+    SET seq = max(seq, (SELECT ifnull(max(seq), 0) FROM sqlite_sequence WHERE name = 'turns'))
+    WHERE name = 'turns_v2'
+    """,
+    "DROP TABLE turns",
+    "DROP TABLE conversations",
+    "ALTER TABLE conversations_v2 RENAME TO conversations",
+    "ALTER TABLE turns_v2 RENAME TO turns",
+    "CREATE INDEX turns_by_conversation ON turns (owner, conversation_id, id)",
+    "CREATE INDEX turns_by_session ON turns (session_id)",
+    "DROP INDEX messages_by_conversation",
+    "CREATE INDEX messages_by_conversation ON messages (owner, conversation_id, id)",
+)
+
+_OWNER_MYSQL = "VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL DEFAULT 'legacy'"
+
+
+def _mysql_count(where: str) -> str:
+    return f"SELECT COUNT(*) FROM information_schema.{where} AND TABLE_SCHEMA = DATABASE()"
+
+
+def _has_owner(table: str) -> str:
+    return _mysql_count(f"COLUMNS WHERE TABLE_NAME = '{table}' AND COLUMN_NAME = 'owner'")
+
+
+def _lacks_owner(table: str) -> str:
+    return f"SELECT ({_has_owner(table)}) = 0"
+
+
+_MYSQL_V2 = (
+    # the old foreign key names conversations(id), which stops being a key: dropped first (only the old one:
+    # the new constraint has the same name and comes once turns has its owner)
+    Guarded(
+        "ALTER TABLE turns DROP FOREIGN KEY turns_conversation_fk",
+        when=(
+            "SELECT ("
+            + _mysql_count(
+                "TABLE_CONSTRAINTS WHERE TABLE_NAME = 'turns'"
+                " AND CONSTRAINT_NAME = 'turns_conversation_fk'"
+            )
+            + f") > 0 AND ({_has_owner('turns')}) = 0"
+        ),
+    ),
+    Guarded(
+        f"ALTER TABLE conversations ADD COLUMN owner {_OWNER_MYSQL} FIRST,"
+        " DROP PRIMARY KEY, ADD PRIMARY KEY (owner, id)",
+        when=_lacks_owner("conversations"),
+    ),
+    Guarded(
+        f"ALTER TABLE turns ADD COLUMN owner {_OWNER_MYSQL} AFTER write_id,"
+        " DROP INDEX turns_by_conversation,"
+        " ADD INDEX turns_by_conversation (owner, conversation_id, id),"
+        " ADD CONSTRAINT turns_conversation_fk FOREIGN KEY (owner, conversation_id)"
+        " REFERENCES conversations (owner, id)",
+        when=_lacks_owner("turns"),
+    ),
+    Guarded(
+        f"ALTER TABLE messages ADD COLUMN owner {_OWNER_MYSQL} AFTER turn_id,"
+        " DROP INDEX messages_by_conversation,"
+        " ADD INDEX messages_by_conversation (owner, conversation_id, id)",
+        when=_lacks_owner("messages"),
+    ),
+)
+
 #: Every schema version, oldest first. Append only.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "conversations, turns, messages", sqlite=_SQLITE_V1, mysql=_MYSQL_V1),
+    Migration(2, "conversations bound to their owner", sqlite=_SQLITE_V2, mysql=_MYSQL_V2),
 )
 
 

@@ -26,7 +26,7 @@ from qwen_gateway.storage.history import (
     Message,
     TurnRecord,
 )
-from qwen_gateway.storage.migrations import MIGRATIONS, latest_version
+from qwen_gateway.storage.migrations import MIGRATIONS, Guarded, latest_version
 
 if TYPE_CHECKING:
     from qwen_gateway.config import Settings
@@ -258,6 +258,12 @@ class MySQLHistoryStore:
                     if migration.version in done:
                         continue
                     for statement in migration.mysql:
+                        if isinstance(statement, Guarded):
+                            await cur.execute(statement.when)
+                            (needed,) = await cur.fetchone()
+                            if not needed:
+                                continue
+                            statement = statement.sql
                         await cur.execute(statement)
                     await cur.execute(
                         _SQL.record_migration,
@@ -282,10 +288,10 @@ class MySQLHistoryStore:
         async def op(conn: Any) -> bool:
             async with conn.cursor() as cur:
                 await cur.execute(
-                    "INSERT INTO conversations (id, channel, created_at, updated_at, turn_count)"
-                    " VALUES (%s, %s, %s, %s, 0)"
+                    "INSERT INTO conversations (owner, id, channel, created_at, updated_at,"
+                    " turn_count) VALUES (%s, %s, %s, %s, %s, 0)"
                     " ON DUPLICATE KEY UPDATE id = id",
-                    (turn.conversation_id, turn.channel, created, created),
+                    (turn.owner, turn.conversation_id, turn.channel, created, created),
                 )
                 try:
                     await cur.execute(_SQL.insert_turn, turn_values(turn, created))
@@ -297,8 +303,8 @@ class MySQLHistoryStore:
                 turn_id = cur.lastrowid
                 await cur.execute(
                     "UPDATE conversations SET turn_count = turn_count + 1,"
-                    " updated_at = GREATEST(updated_at, %s) WHERE id = %s",
-                    (created, turn.conversation_id),
+                    " updated_at = GREATEST(updated_at, %s) WHERE owner = %s AND id = %s",
+                    (created, turn.owner, turn.conversation_id),
                 )
                 for row in message_rows(turn, turn_id, created):
                     await cur.execute(_SQL.insert_message, row)
@@ -307,11 +313,11 @@ class MySQLHistoryStore:
 
         return await self._run(op, what="append_turn")
 
-    async def delete_conversation(self, conversation_id: str) -> bool:
+    async def delete_conversation(self, conversation_id: str, *, owner: str) -> bool:
         async def op(conn: Any) -> bool:
             async with conn.cursor() as cur:
                 for statement in _SQL.delete_conversation:
-                    await cur.execute(statement, (conversation_id,))
+                    await cur.execute(statement, (owner, conversation_id))
                 deleted = cur.rowcount > 0  # of the last: the conversation row
             await conn.commit()
             return bool(deleted)
@@ -319,26 +325,28 @@ class MySQLHistoryStore:
         return await self._run(op, what="delete_conversation")
 
     # ------------------------------------------------------------------ reads
-    async def recent_messages(self, conversation_id: str, limit: int) -> list[Message]:
+    async def recent_messages(
+        self, conversation_id: str, limit: int, *, owner: str
+    ) -> list[Message]:
         if limit <= 0:
             return []
 
         async def op(conn: Any) -> list[Any]:
             async with conn.cursor() as cur:
-                await cur.execute(_SQL.recent_messages, (conversation_id, int(limit)))
+                await cur.execute(_SQL.recent_messages, (owner, conversation_id, int(limit)))
                 rows = list(await cur.fetchall())
             await conn.commit()
             return rows
 
         return messages_oldest_first(await self._run(op, what="recent_messages"))
 
-    async def conversation(self, conversation_id: str) -> list[TurnRecord]:
+    async def conversation(self, conversation_id: str, *, owner: str) -> list[TurnRecord]:
         async def op(conn: Any) -> tuple[list[Any], list[Any]]:
             async with conn.cursor() as cur:
                 await cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
-                await cur.execute(_SQL.select_turns, (conversation_id,))
+                await cur.execute(_SQL.select_turns, (owner, conversation_id))
                 turns = list(await cur.fetchall())
-                await cur.execute(_SQL.select_messages, (conversation_id,))
+                await cur.execute(_SQL.select_messages, (owner, conversation_id))
                 messages = list(await cur.fetchall())
             await conn.commit()
             return turns, messages

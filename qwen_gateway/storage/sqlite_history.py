@@ -97,6 +97,16 @@ class SQLiteHistoryStore:
 
     @staticmethod
     def _migrate(conn: sqlite3.Connection) -> list[int]:
+        # Tables are rebuilt by some versions: foreign keys are off while they are (a pragma that only takes
+        # effect outside a transaction), and checked before the commit.
+        conn.execute("PRAGMA foreign_keys=OFF")
+        try:
+            return SQLiteHistoryStore._migrate_unchecked(conn)
+        finally:
+            conn.execute("PRAGMA foreign_keys=ON")
+
+    @staticmethod
+    def _migrate_unchecked(conn: sqlite3.Connection) -> list[int]:
         with transaction(conn):
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations ("
@@ -114,6 +124,10 @@ class SQLiteHistoryStore:
                     (migration.version, migration.name, _to_db_time(datetime.now(UTC))),
                 )
                 applied.append(migration.version)
+            if applied:
+                broken = conn.execute("PRAGMA foreign_key_check").fetchall()
+                if broken:
+                    raise sqlite3.IntegrityError(f"migration broke foreign keys: {broken[:5]}")
             newer = [v for v in done if v > latest_version()]
         if newer:
             log.warning("history schema has versions %s newer than this code knows", sorted(newer))
@@ -128,10 +142,10 @@ class SQLiteHistoryStore:
         created = _to_db_time(turn.created_at)
         with transaction(conn):
             conn.execute(
-                "INSERT INTO conversations (id, channel, created_at, updated_at, turn_count)"
-                " VALUES (?, ?, ?, ?, 0)"
-                " ON CONFLICT (id) DO NOTHING",
-                (turn.conversation_id, turn.channel, created, created),
+                "INSERT INTO conversations (owner, id, channel, created_at, updated_at, turn_count)"
+                " VALUES (?, ?, ?, ?, ?, 0)"
+                " ON CONFLICT (owner, id) DO NOTHING",
+                (turn.owner, turn.conversation_id, turn.channel, created, created),
             )
             cursor = conn.execute(
                 _SQL.insert_turn + " ON CONFLICT (write_id) DO NOTHING",
@@ -143,36 +157,38 @@ class SQLiteHistoryStore:
             turn_id = cursor.lastrowid
             conn.execute(
                 "UPDATE conversations SET turn_count = turn_count + 1,"
-                " updated_at = max(updated_at, ?) WHERE id = ?",
-                (created, turn.conversation_id),
+                " updated_at = max(updated_at, ?) WHERE owner = ? AND id = ?",
+                (created, turn.owner, turn.conversation_id),
             )
             conn.executemany(_SQL.insert_message, message_rows(turn, turn_id, created))
         return True
 
-    async def delete_conversation(self, conversation_id: str) -> bool:
+    async def delete_conversation(self, conversation_id: str, *, owner: str) -> bool:
         def delete(conn: sqlite3.Connection) -> bool:
             with transaction(conn):
                 for statement in _SQL.delete_conversation:
-                    cursor = conn.execute(statement, (conversation_id,))
+                    cursor = conn.execute(statement, (owner, conversation_id))
                 return cursor.rowcount > 0  # of the last: the conversation row
 
         return await self._call(delete)
 
     # ------------------------------------------------------------------ reads
-    async def recent_messages(self, conversation_id: str, limit: int) -> list[Message]:
+    async def recent_messages(
+        self, conversation_id: str, limit: int, *, owner: str
+    ) -> list[Message]:
         if limit <= 0:
             return []
 
         def read(conn: sqlite3.Connection) -> list[tuple[str, str]]:
-            return conn.execute(_SQL.recent_messages, (conversation_id, limit)).fetchall()
+            return conn.execute(_SQL.recent_messages, (owner, conversation_id, limit)).fetchall()
 
         return messages_oldest_first(await self._call(read))
 
-    async def conversation(self, conversation_id: str) -> list[TurnRecord]:
+    async def conversation(self, conversation_id: str, *, owner: str) -> list[TurnRecord]:
         def read(conn: sqlite3.Connection) -> tuple[list[Any], list[Any]]:
             with transaction(conn, immediate=False):
-                turns = conn.execute(_SQL.select_turns, (conversation_id,)).fetchall()
-                messages = conn.execute(_SQL.select_messages, (conversation_id,)).fetchall()
+                turns = conn.execute(_SQL.select_turns, (owner, conversation_id)).fetchall()
+                messages = conn.execute(_SQL.select_messages, (owner, conversation_id)).fetchall()
             return turns, messages
 
         turns, messages = await self._call(read)

@@ -33,6 +33,7 @@ class ConversationMemory:
     Args:
         history: the history store (read once, lazily).
         conversation_id: the conversation to load and extend.
+        owner: whose conversation it is (only that owner's turns are loaded).
         max_turns: most turns given as context (0: none).
         max_tokens: most estimated tokens of context; older turns are left out first.
         load_timeout: longest wait for the history store; on timeout or failure the memory starts empty.
@@ -43,11 +44,13 @@ class ConversationMemory:
         history: HistoryStore | None,
         conversation_id: str,
         *,
+        owner: str,
         max_turns: int,
         max_tokens: int,
         load_timeout: float = 2.0,
     ) -> None:
         self.conversation_id = conversation_id
+        self.owner = owner
         self._history = history
         self._max_turns = max_turns
         self._max_tokens = max_tokens
@@ -99,7 +102,7 @@ class ConversationMemory:
         try:
             async with asyncio.timeout(self._load_timeout):
                 messages = await self._history.recent_messages(
-                    self.conversation_id, 2 * self._max_turns
+                    self.conversation_id, 2 * self._max_turns, owner=self.owner
                 )
         except (StorageError, TimeoutError) as exc:
             log.warning(

@@ -19,7 +19,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from protocol import Action as SessionAction
@@ -81,22 +81,29 @@ class Handshake:
     """What the client presented at the upgrade.
 
     Attributes:
-        token: the gateway key (``Authorization: Bearer`` or ``?token=``), if any.
+        token: the gateway key (``Authorization: Bearer`` or ``?token=``), if any; never in the repr.
         info: the session the connection will run.
     """
 
-    token: str | None
+    token: str | None = field(repr=False)
     info: SessionInfo
 
 
 def handshake(
-    authorization: str | None, args: Mapping[str, str], settings: Settings, request_id: str = ""
+    authorization: str | None,
+    args: Mapping[str, str],
+    settings: Settings,
+    request_id: str = "",
+    *,
+    owner_of: Callable[[str | None], str],
 ) -> Handshake:
     """Read the key (``Authorization`` header value, or ``?token=``) and the options of a voice handshake.
 
-    Options (query parameters): ``token`` (browsers cannot set headers), ``conversation_id`` (resume a
-    conversation; default: a new one per connection), ``format`` (declared upload format, e.g.
+    Options (query parameters): ``token`` (browsers cannot set headers), ``conversation_id`` (resume one of the
+    caller's conversations; default: a new one per connection), ``format`` (declared upload format, e.g.
     ``pcm;rate=16000``), ``events=extended`` (events beyond the seed's, such as ``transcription_partial``).
+    ``owner_of`` names the owner of a caller presenting a key (``KeyChecker.owner``): the conversation is the
+    owner's, so another caller naming the same id has another conversation.
     """
     token = bearer_token(authorization) or (args.get("token") or None)
     session_id = str(uuid.uuid4())
@@ -106,6 +113,7 @@ def handshake(
     info = SessionInfo(
         session_id=session_id,
         conversation_id=conversation,
+        owner=owner_of(token),
         api_key=token if settings.key_passthrough else None,
         declared_format=args.get("format") or None,
         extended="extended" in args.get("events", "").split(","),
@@ -276,6 +284,7 @@ async def serve_voice(
     memory = ConversationMemory(
         services.storage.history,
         info.conversation_id,
+        owner=info.owner,
         max_turns=deps.config.history_turns,
         max_tokens=deps.config.history_tokens,
     )

@@ -199,7 +199,8 @@ class SessionInfo:
     Attributes:
         session_id: the connection's id (``connected.session_id``), also in object keys.
         conversation_id: the conversation its turns extend.
-        api_key: the key for upstream calls (None: the gateway's own).
+        owner: who the conversation belongs to (``KeyChecker.owner`` of the caller's key).
+        api_key: the key for upstream calls (None: the gateway's own); never in the repr.
         declared_format: the client's declared upload format (``?format=pcm;rate=16000``), if any.
         extended: the client opted in to events beyond the seed's (``?events=extended``).
         request_id: the handshake's request id (in stored turns).
@@ -207,7 +208,8 @@ class SessionInfo:
 
     session_id: str
     conversation_id: str
-    api_key: str | None = None
+    owner: str
+    api_key: str | None = field(default=None, repr=False)
     declared_format: str | None = None
     extended: bool = False
     request_id: str = ""
@@ -436,6 +438,7 @@ class _Turn:
 
         usage = result.usage if result else None
         return TurnRecord.new(
+            owner=self._session.owner,
             conversation_id=self._session.conversation_id,
             channel=self.channel,
             model=model,

@@ -413,7 +413,9 @@ async def test_history_rows_for_each_exchange(gateway: Gateway) -> None:
         pass
     storage = gateway.services.storage
     await asyncio.wait_for(storage.outbox.drained(), 10)
-    turns = await storage.history.conversation("conv-hist")
+    turns = await storage.history.conversation(
+        "conv-hist", owner=gateway.services.keys.owner(GATEWAY_KEY)
+    )
     assert [(t.user_content, t.assistant_content) for t in turns] == [
         ("问题一", "答案一。"),
         ("问题二", "答案二。"),

@@ -126,7 +126,9 @@ async def test_a_paced_stream_is_relayed_whole_with_one_done(paced: Gateway) -> 
     )
     assert all(c["choices"] for c in chunks)  # the usage chunk the gateway asked for is not relayed
     await asyncio.wait_for(paced.services.storage.outbox.drained(), 10)
-    [turn] = await paced.services.storage.history.conversation("conv-r1")
+    [turn] = await paced.services.storage.history.conversation(
+        "conv-r1", owner=paced.services.keys.owner(GATEWAY_KEY)
+    )
     assert turn.assistant_content == "一二三四五六七八九十。" and turn.total_tokens > 0
     assert turn.first_token_ms is not None and turn.status == "completed"
 
@@ -138,7 +140,9 @@ async def test_several_choices_are_all_relayed_and_the_first_is_stored(gateway: 
     chunks = [json.loads(d) for d in data[:-1]]
     assert {c["choices"][0]["index"] for c in chunks if c["choices"]} == {0, 1}
     await asyncio.wait_for(gateway.services.storage.outbox.drained(), 10)
-    [turn] = await gateway.services.storage.history.conversation("conv-r2")
+    [turn] = await gateway.services.storage.history.conversation(
+        "conv-r2", owner=gateway.services.keys.owner(GATEWAY_KEY)
+    )
     assert turn.assistant_content == "答案。"
 
 
@@ -186,7 +190,9 @@ async def test_usage_chunks_and_the_end_of_an_upstream_stream(
                 body["stream_options"] = {"include_usage": True}
             data = await sse(gw, body, "conv-r3")
             await asyncio.wait_for(gw.services.storage.outbox.drained(), 10)
-            [turn] = await gw.services.storage.history.conversation("conv-r3")
+            [turn] = await gw.services.storage.history.conversation(
+                "conv-r3", owner=gw.services.keys.owner(GATEWAY_KEY)
+            )
     expected = payloads if include_usage else payloads[:-1]
     assert data == [p.decode() for p in expected] + ["[DONE]"]  # byte for byte, in order
     assert turn.assistant_content == "你好！" and turn.total_tokens == 5

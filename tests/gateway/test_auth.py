@@ -82,3 +82,48 @@ def test_no_keys_refuses_public_bind_unless_auth_off() -> None:
     local = load_settings({}, dotenv=None)
     check_bind(local, KeyChecker.from_settings(local))
     assert KeyChecker.from_settings(local).check(None)  # open on loopback without keys
+
+
+# ------------------------------------------------------------------------------------------ conversation owners
+
+
+def test_owners_are_keyed_hashes_stable_under_one_secret(tmp_path: Path) -> None:
+    from qwen_gateway.services import load_owner_secret
+    from qwen_gateway.storage.history import ANONYMOUS_OWNER, TurnRecord
+
+    keys_file = tmp_path / "keys"
+    keys_file.write_text(hashlib.sha256(b"file-key").hexdigest() + "\n")
+    env = {"QG_API_KEYS": "env-key", "QG_API_KEYS_FILE": str(keys_file)}
+    s = load_settings(env, dotenv=None, data_dir=tmp_path / "data")
+    secret = load_owner_secret(s)
+    assert (tmp_path / "data" / "owner.key").stat().st_mode & 0o777 == 0o600
+    assert load_owner_secret(s) == secret  # kept across restarts
+    one = KeyChecker.from_settings(s, owner_secret=secret)
+    again = KeyChecker.from_settings(s, owner_secret=secret)
+    other = KeyChecker.from_settings(s, owner_secret=b"x" * 32)
+
+    owners = {one.owner("env-key"), one.owner("file-key")}
+    assert len(owners) == 2
+    assert again.owner("env-key") == one.owner("env-key")  # another process, same secret
+    assert other.owner("env-key") != one.owner("env-key")
+    for owner in owners:
+        assert "key" not in owner and owner.startswith("k_") and len(owner) == 34
+        TurnRecord.new(
+            conversation_id="c", channel="chat", model="m", user_content="u", owner=owner
+        )
+    assert "env-key" not in repr(one) and "file-key" not in repr(one)
+
+    # QG_OWNER_SECRET wins over the file, and must be long enough to be a key
+    configured = load_settings({**env, "QG_OWNER_SECRET": "s" * 40}, dotenv=None)
+    assert load_owner_secret(configured) == b"s" * 40
+    with pytest.raises(ConfigError, match="QG_OWNER_SECRET"):
+        load_settings({"QG_OWNER_SECRET": "short"}, dotenv=None)
+
+    # open keyless mode: everybody is one anonymous owner; pass-through: the bearer decides
+    open_mode = KeyChecker.from_settings(load_settings({}, dotenv=None), owner_secret=secret)
+    assert open_mode.owner("a") == open_mode.owner("b") == open_mode.owner(None) == ANONYMOUS_OWNER
+    passthrough = KeyChecker.from_settings(
+        load_settings({"QG_KEY_PASSTHROUGH": "on"}, dotenv=None), owner_secret=secret
+    )
+    assert passthrough.owner("sk-a") != passthrough.owner("sk-b")
+    assert passthrough.owner("sk-a").startswith("k_")

@@ -16,7 +16,7 @@ from qwen_gateway.storage import (
     SQLiteHistoryStore,
     TurnRecord,
 )
-from qwen_gateway.storage.history import validate_turn
+from qwen_gateway.storage.history import LEGACY_OWNER, validate_turn
 from qwen_gateway.storage.migrations import latest_version
 from tests.storage.conftest import MariaDB
 
@@ -64,7 +64,7 @@ async def test_a_full_record_round_trips(history: HistoryStore) -> None:
         reply_audio_key="tts/20240101/tts_sess-456_20240101_120001_ab12cd35.mp3",
     )
     assert await history.append_turn(record) is True
-    assert await history.conversation(c) == [record]
+    assert await history.conversation(c, owner=LEGACY_OWNER) == [record]
     assert record.first_token_ms == 251
 
 
@@ -74,10 +74,10 @@ async def test_chinese_and_emoji_survive_in_ids_and_content(history: HistoryStor
         c, user_content=CHINESE + EMOJI, assistant_content="𠀀𪚥 (supplementary plane) 🎉"
     )
     await history.append_turn(record)
-    [stored] = await history.conversation(c)
+    [stored] = await history.conversation(c, owner=LEGACY_OWNER)
     assert stored.user_content == CHINESE + EMOJI
     assert stored.assistant_content == "𠀀𪚥 (supplementary plane) 🎉"
-    assert await history.recent_messages(c, 2) == [
+    assert await history.recent_messages(c, 2, owner=LEGACY_OWNER) == [
         Message("user", CHINESE + EMOJI),
         Message("assistant", "𠀀𪚥 (supplementary plane) 🎉"),
     ]
@@ -87,7 +87,7 @@ async def test_recent_messages_are_the_last_n_oldest_first(history: HistoryStore
     c = conv()
     for n in range(5):
         await history.append_turn(turn(c, n))
-    recent = await history.recent_messages(c, 4)
+    recent = await history.recent_messages(c, 4, owner=LEGACY_OWNER)
     assert recent == [
         Message("user", "question 3"),
         Message("assistant", "answer 3"),
@@ -95,9 +95,9 @@ async def test_recent_messages_are_the_last_n_oldest_first(history: HistoryStore
         Message("assistant", "answer 4"),
     ]
     assert [m.as_openai() for m in recent[:1]] == [{"role": "user", "content": "question 3"}]
-    assert len(await history.recent_messages(c, 100)) == 10
-    assert await history.recent_messages(c, 0) == []
-    assert await history.recent_messages(conv(), 10) == []
+    assert len(await history.recent_messages(c, 100, owner=LEGACY_OWNER)) == 10
+    assert await history.recent_messages(c, 0, owner=LEGACY_OWNER) == []
+    assert await history.recent_messages(conv(), 10, owner=LEGACY_OWNER) == []
 
 
 async def test_failed_turns_stay_out_of_the_context_but_are_kept(history: HistoryStore) -> None:
@@ -108,14 +108,14 @@ async def test_failed_turns_stay_out_of_the_context_but_are_kept(history: Histor
     )
     await history.append_turn(turn(c, 3, assistant_content="partial ans", status="interrupted"))
     await history.append_turn(turn(c, 4, user_content="", assistant_content="greeting only"))
-    assert await history.recent_messages(c, 10) == [
+    assert await history.recent_messages(c, 10, owner=LEGACY_OWNER) == [
         Message("user", "question 1"),
         Message("assistant", "answer 1"),
         Message("user", "question 3"),
         Message("assistant", "partial ans"),
         Message("assistant", "greeting only"),
     ]
-    stored = await history.conversation(c)
+    stored = await history.conversation(c, owner=LEGACY_OWNER)
     assert [(t.status, t.error_code) for t in stored] == [
         ("completed", None),
         ("failed", "upstream_timeout"),
@@ -135,8 +135,8 @@ async def test_appending_the_same_write_twice_stores_it_once(history: HistorySto
         **{f: getattr(record, f) for f in record.__struct_fields__ if f != "created_at"}
     )
     assert await history.append_turn(replay) is False
-    assert await history.conversation(c) == [record]
-    assert len(await history.recent_messages(c, 10)) == 2
+    assert await history.conversation(c, owner=LEGACY_OWNER) == [record]
+    assert len(await history.recent_messages(c, 10, owner=LEGACY_OWNER)) == 2
 
 
 async def test_turns_come_back_in_the_order_they_were_stored(history: HistoryStore) -> None:
@@ -145,7 +145,9 @@ async def test_turns_come_back_in_the_order_they_were_stored(history: HistorySto
     records = [turn(c, n, created_at=base - timedelta(seconds=n)) for n in range(30)]
     for record in records:
         await history.append_turn(record)
-    assert [t.write_id for t in await history.conversation(c)] == [r.write_id for r in records]
+    assert [t.write_id for t in await history.conversation(c, owner=LEGACY_OWNER)] == [
+        r.write_id for r in records
+    ]
 
 
 async def test_conversations_are_isolated(history: HistoryStore) -> None:
@@ -153,8 +155,13 @@ async def test_conversations_are_isolated(history: HistoryStore) -> None:
     await history.append_turn(turn(a, 1))
     await history.append_turn(turn(b, 2))
     await history.append_turn(turn(a, 3))
-    assert [t.user_content for t in await history.conversation(a)] == ["question 1", "question 3"]
-    assert [t.user_content for t in await history.conversation(b)] == ["question 2"]
+    assert [t.user_content for t in await history.conversation(a, owner=LEGACY_OWNER)] == [
+        "question 1",
+        "question 3",
+    ]
+    assert [t.user_content for t in await history.conversation(b, owner=LEGACY_OWNER)] == [
+        "question 2"
+    ]
 
 
 async def test_delete_conversation(history: HistoryStore) -> None:
@@ -162,14 +169,16 @@ async def test_delete_conversation(history: HistoryStore) -> None:
     for n in range(3):
         await history.append_turn(turn(a, n))
     await history.append_turn(turn(b, 9))
-    assert await history.delete_conversation(a) is True
-    assert await history.conversation(a) == []
-    assert await history.recent_messages(a, 10) == []
-    assert await history.delete_conversation(a) is False
-    assert len(await history.conversation(b)) == 1
+    assert await history.delete_conversation(a, owner=LEGACY_OWNER) is True
+    assert await history.conversation(a, owner=LEGACY_OWNER) == []
+    assert await history.recent_messages(a, 10, owner=LEGACY_OWNER) == []
+    assert await history.delete_conversation(a, owner=LEGACY_OWNER) is False
+    assert len(await history.conversation(b, owner=LEGACY_OWNER)) == 1
     # the id can be used again afterwards
     await history.append_turn(turn(a, 7))
-    assert [t.user_content for t in await history.conversation(a)] == ["question 7"]
+    assert [t.user_content for t in await history.conversation(a, owner=LEGACY_OWNER)] == [
+        "question 7"
+    ]
 
 
 async def test_created_at_keeps_the_instant_and_microseconds(history: HistoryStore) -> None:
@@ -177,7 +186,7 @@ async def test_created_at_keeps_the_instant_and_microseconds(history: HistorySto
     beijing = timezone(timedelta(hours=8))
     when = datetime(2024, 2, 29, 23, 59, 59, 123456, tzinfo=beijing)
     await history.append_turn(turn(c, created_at=when))
-    [stored] = await history.conversation(c)
+    [stored] = await history.conversation(c, owner=LEGACY_OWNER)
     assert stored.created_at == when
     assert stored.created_at.utcoffset() == timedelta(0)
     assert stored.created_at.microsecond == 123456
@@ -187,7 +196,7 @@ async def test_large_content_round_trips(history: HistoryStore) -> None:
     c = conv()
     big = ("长" * 1000 + "😀" * 1000 + "x" * 1000) * 100  # 300k characters, ~1 MB of UTF-8
     await history.append_turn(turn(c, assistant_content=big))
-    [stored] = await history.conversation(c)
+    [stored] = await history.conversation(c, owner=LEGACY_OWNER)
     assert stored.assistant_content == big
 
 
@@ -196,7 +205,7 @@ async def test_concurrent_appends_all_arrive(history: HistoryStore) -> None:
     records = [turn(c, n) for n in range(20)]
     results = await asyncio.gather(*(history.append_turn(r) for r in records))
     assert results == [True] * 20
-    assert sorted(t.write_id for t in await history.conversation(c)) == sorted(
+    assert sorted(t.write_id for t in await history.conversation(c, owner=LEGACY_OWNER)) == sorted(
         r.write_id for r in records
     )
 
@@ -206,7 +215,7 @@ async def test_migrate_again_is_a_no_op_and_ping_answers(history: HistoryStore) 
     await history.append_turn(turn(c))
     await history.migrate()
     await history.ping()
-    assert len(await history.conversation(c)) == 1
+    assert len(await history.conversation(c, owner=LEGACY_OWNER)) == 1
 
 
 @pytest.mark.parametrize("engine", ["sqlite", "mariadb"])
@@ -226,7 +235,7 @@ async def test_two_processes_migrating_at_once_both_succeed(
         await asyncio.gather(*(s.migrate() for s in stores))
         c = conv()
         await stores[0].append_turn(turn(c))
-        assert len(await stores[1].conversation(c)) == 1
+        assert len(await stores[1].conversation(c, owner=LEGACY_OWNER)) == 1
     finally:
         for s in stores:
             await s.aclose()

@@ -7,6 +7,7 @@ import uuid
 import pytest
 
 from qwen_gateway.storage import HistoryUnavailable, TurnRecord
+from qwen_gateway.storage.history import LEGACY_OWNER
 from tests.storage.conftest import MariaDB, TcpProxy, free_port
 
 
@@ -49,10 +50,13 @@ async def test_the_pool_reconnects_after_the_server_went_away(
         with pytest.raises(HistoryUnavailable):
             await store.append_turn(turn(c, 2))
         with pytest.raises(HistoryUnavailable):
-            await store.recent_messages(c, 10)
+            await store.recent_messages(c, 10, owner=LEGACY_OWNER)
         await mariadb_proxy.open()  # same port again
         assert await store.append_turn(turn(c, 3))
-        assert [t.user_content for t in await store.conversation(c)] == ["q1", "q3"]
+        assert [t.user_content for t in await store.conversation(c, owner=LEGACY_OWNER)] == [
+            "q1",
+            "q3",
+        ]
     finally:
         await store.aclose()
 
@@ -70,7 +74,7 @@ async def test_a_dropped_pooled_connection_is_replaced_without_an_error(
         await mariadb_proxy.close()
         await mariadb_proxy.open()
         assert await store.append_turn(turn(c, 2))
-        assert len(await store.conversation(c)) == 2
+        assert len(await store.conversation(c, owner=LEGACY_OWNER)) == 2
         assert mariadb_proxy.connections > before
     finally:
         await store.aclose()

@@ -25,6 +25,7 @@ from qwen_gateway.storage import (
     build_storage,
     new_object_key,
 )
+from qwen_gateway.storage.history import LEGACY_OWNER
 from qwen_gateway.storage.objects import load_signing_secret
 
 SECRET = b"s" * 32
@@ -257,7 +258,7 @@ async def test_build_storage_embedded_defaults(tmp_path: Path) -> None:
         await storage.outbox.submit(record)
         await storage.outbox.drained()
         assert storage.status()["journal_backlog"] == 0
-        assert await storage.history.conversation("c") == [record]
+        assert await storage.history.conversation("c", owner=LEGACY_OWNER) == [record]
     assert settings.sqlite_path.exists() and settings.journal_path.exists()
     assert (tmp_path / "data" / "objects" / key).read_bytes() == b"abc"
 

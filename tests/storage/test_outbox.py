@@ -19,6 +19,7 @@ from qwen_gateway.storage import (
     SQLiteHistoryStore,
     TurnRecord,
 )
+from qwen_gateway.storage.history import LEGACY_OWNER
 
 
 def turn(conversation_id: str, n: int = 0, **fields: object) -> TurnRecord:
@@ -73,16 +74,18 @@ class GatedStore:
             raise HistoryRejected("refused (test)")
         return await self.inner.append_turn(turn)
 
-    async def recent_messages(self, conversation_id: str, limit: int) -> list[Message]:
+    async def recent_messages(
+        self, conversation_id: str, limit: int, *, owner: str
+    ) -> list[Message]:
         self._gate()
-        return await self.inner.recent_messages(conversation_id, limit)
+        return await self.inner.recent_messages(conversation_id, limit, owner=owner)
 
-    async def conversation(self, conversation_id: str) -> list[TurnRecord]:
-        return await self.inner.conversation(conversation_id)
+    async def conversation(self, conversation_id: str, *, owner: str) -> list[TurnRecord]:
+        return await self.inner.conversation(conversation_id, owner=owner)
 
-    async def delete_conversation(self, conversation_id: str) -> bool:
+    async def delete_conversation(self, conversation_id: str, *, owner: str) -> bool:
         self._gate()
-        return await self.inner.delete_conversation(conversation_id)
+        return await self.inner.delete_conversation(conversation_id, owner=owner)
 
     async def ping(self) -> None:
         self._gate()
@@ -114,7 +117,7 @@ async def test_turns_reach_the_store_in_order(history: HistoryStore, tmp_path: P
         await outbox.drained()
         assert outbox.backlog() == 0
         assert outbox.status().healthy
-    assert await history.conversation(c) == records
+    assert await history.conversation(c, owner=LEGACY_OWNER) == records
 
 
 async def test_submit_is_on_disk_when_it_returns(
@@ -141,7 +144,7 @@ async def test_concurrent_submits_are_group_committed_and_all_kept(
     async with Outbox(path, sqlite_store) as outbox:
         await asyncio.gather(*(outbox.submit(r) for r in records))
         await outbox.drained()
-    stored = await sqlite_store.conversation(c)
+    stored = await sqlite_store.conversation(c, owner=LEGACY_OWNER)
     assert sorted(t.write_id for t in stored) == sorted(r.write_id for r in records)
     # gather starts the submits in list order, and the journal keeps that order
     assert [t.write_id for t in stored] == [r.write_id for r in records]
@@ -158,11 +161,11 @@ async def test_the_journal_survives_a_restart_and_is_drained_next_time(
     for record in records:
         await first.submit(record)
     await first.aclose()
-    assert await history.conversation(c) == []
+    assert await history.conversation(c, owner=LEGACY_OWNER) == []
     async with Outbox(path, history) as second:
         assert second.backlog() == 7
         await second.drained()
-    assert await history.conversation(c) == records
+    assert await history.conversation(c, owner=LEGACY_OWNER) == records
     assert journal_rows(path) == []
 
 
@@ -179,8 +182,8 @@ async def test_replaying_an_applied_write_stores_it_once(
         await outbox.submit(later)
         await outbox.submit(applied)  # a duplicate submit is journaled once
         await outbox.drained()
-    assert await history.conversation(c) == [applied, later]
-    assert len(await history.recent_messages(c, 10)) == 4
+    assert await history.conversation(c, owner=LEGACY_OWNER) == [applied, later]
+    assert len(await history.recent_messages(c, 10, owner=LEGACY_OWNER)) == 4
 
 
 async def test_a_down_database_holds_nothing_up_and_loses_nothing(
@@ -207,7 +210,7 @@ async def test_a_down_database_holds_nothing_up_and_loses_nothing(
         gated.available = True
         await outbox.drained()
         assert outbox.status().healthy and outbox.status().last_error is None
-    assert await sqlite_store.conversation(c) == records
+    assert await sqlite_store.conversation(c, owner=LEGACY_OWNER) == records
 
 
 async def test_a_refused_record_becomes_a_dead_letter_and_does_not_block_the_rest(
@@ -226,7 +229,7 @@ async def test_a_refused_record_becomes_a_dead_letter_and_does_not_block_the_res
         await outbox.drained()
         assert outbox.dead_letters() == 1
         assert outbox.status().dead_letters == 1
-    stored = await sqlite_store.conversation(c)
+    stored = await sqlite_store.conversation(c, owner=LEGACY_OWNER)
     assert stored == [records[0], records[1], records[3], records[4]]
     with sqlite3.connect(path) as db:
         [(write_id, error)] = db.execute("SELECT write_id, error FROM dead_letters").fetchall()
@@ -248,7 +251,7 @@ async def test_the_drainer_migrates_a_database_that_was_down_at_start(tmp_path: 
         await gated.failed.wait()
         gated.available = True
         await outbox.drained()
-    assert len(await store.conversation(c)) == 1
+    assert len(await store.conversation(c, owner=LEGACY_OWNER)) == 1
     await store.aclose()
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from qwen_gateway.storage import HistoryStore, Outbox, SQLiteHistoryStore, TurnRecord
+from qwen_gateway.storage.history import LEGACY_OWNER
 
 from .test_outbox import GatedStore, journal_rows
 
@@ -91,9 +92,11 @@ async def test_a_short_commit_delay_still_returns_durable_and_in_order(
             await outbox.submit(r)
             # durable on return: still in the journal, or already stored (entries leave the journal only then)
             in_journal = r.write_id in {w for _, w in journal_rows(path)}
-            assert in_journal or r.write_id in {t.write_id for t in await history.conversation(c)}
+            assert in_journal or r.write_id in {
+                t.write_id for t in await history.conversation(c, owner=LEGACY_OWNER)
+            }
         await outbox.drained()
-    assert await history.conversation(c) == records
+    assert await history.conversation(c, owner=LEGACY_OWNER) == records
     assert journal_rows(path) == []
 
 
@@ -110,7 +113,7 @@ async def test_turns_written_during_a_drain_are_all_moved_in_order(
             await asyncio.sleep(0)
         await outbox.drained()
         assert outbox.status().healthy and outbox.backlog() == 0
-    assert await history.conversation(c) == records
+    assert await history.conversation(c, owner=LEGACY_OWNER) == records
     assert journal_rows(path) == []
 
 
@@ -137,7 +140,7 @@ async def test_entries_stored_before_a_failure_leave_the_journal_once_it_recover
             assert outbox.backlog() == 3
             gated.available = True
             await outbox.drained()
-        assert await store.conversation(c) == records
+        assert await store.conversation(c, owner=LEGACY_OWNER) == records
         assert journal_rows(path) == []
     finally:
         await store.aclose()
@@ -177,11 +180,11 @@ async def test_a_crash_after_storing_but_before_tidying_replays_each_turn_once(
 
     store = SQLiteHistoryStore(history_path)
     try:
-        assert len(await store.conversation(c)) == 12
+        assert len(await store.conversation(c, owner=LEGACY_OWNER)) == 12
         async with Outbox(journal, store, backoff_initial=0.01) as outbox:
             assert outbox.backlog() == 12
             await outbox.drained()
-        turns = await store.conversation(c)
+        turns = await store.conversation(c, owner=LEGACY_OWNER)
     finally:
         await store.aclose()
     assert [t.user_content for t in turns] == [f"question {n}" for n in range(12)]

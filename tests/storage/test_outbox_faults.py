@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 
 from qwen_gateway.storage import HistoryStore, Outbox, TurnRecord
+from qwen_gateway.storage.history import LEGACY_OWNER
 from tests.storage.conftest import MariaDB, TcpProxy, free_port
 
 WRITER = Path(__file__).with_name("journal_writer.py")
@@ -112,9 +113,9 @@ async def test_gateway_killed_with_turns_in_the_journal(
     async with Outbox(journal, history, backoff_initial=0.01) as outbox:
         assert outbox.backlog() >= len(confirmed)
         await outbox.drained()
-    stored = [t.write_id for t in await history.conversation(c)]
+    stored = [t.write_id for t in await history.conversation(c, owner=LEGACY_OWNER)]
     assert stored[: len(confirmed)] == confirmed  # every confirmed turn, in submit order
     assert len(stored) == len(set(stored))  # none twice
     assert "done" not in rest  # it was killed mid-run
-    first = (await history.conversation(c))[0]
+    first = (await history.conversation(c, owner=LEGACY_OWNER))[0]
     assert first.user_content == "question 0 你好" and first.assistant_content == "answer 0 😀"

@@ -16,6 +16,7 @@ import pytest
 from qwen_gateway.simulator import Fault, SimulatorConfig
 
 from .conftest import (
+    GATEWAY_KEY,
     UPSTREAM_KEY,
     client,
     decoded_samples,
@@ -137,7 +138,9 @@ async def test_abrupt_disconnect_mid_turn_leaves_nothing_behind(tmp_path: Path) 
             await asyncio.sleep(0.02)
         assert not voice_tasks()
         await gw.services.storage.outbox.drained()
-        (turn,) = await gw.services.storage.history.conversation("conv-gone")
+        (turn,) = await gw.services.storage.history.conversation(
+            "conv-gone", owner=gw.services.keys.owner(GATEWAY_KEY)
+        )
         assert turn.status == "interrupted" and turn.error_code == "client_gone"
         assert turn.assistant_content and (SENTENCE * 30).startswith(turn.assistant_content)
 

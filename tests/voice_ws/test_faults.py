@@ -12,6 +12,7 @@ import pytest
 from qwen_gateway.simulator import Fault
 
 from .conftest import (
+    GATEWAY_KEY,
     Client,
     Gateway,
     client,
@@ -152,7 +153,9 @@ async def test_chat_fails_mid_answer_and_what_was_said_is_spoken(
             await gw.sim.wait_closed(timeout=5)
             await _next_turn_works(gw, c)
         await gw.services.storage.outbox.drained()
-        turns = await gw.services.storage.history.conversation("conv-fault")
+        turns = await gw.services.storage.history.conversation(
+            "conv-fault", owner=gw.services.keys.owner(GATEWAY_KEY)
+        )
         assert turns[0].status == "interrupted" and turns[0].assistant_content == partial
         assert turns[0].error_code
 

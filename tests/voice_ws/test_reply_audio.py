@@ -15,6 +15,7 @@ from qwen_gateway.simulator import SimulatorConfig
 from qwen_gateway.storage import ObjectStoreUnavailable, StoredObject
 
 from .conftest import (
+    GATEWAY_KEY,
     UPSTREAM_KEY,
     Gateway,
     client,
@@ -102,7 +103,9 @@ async def test_audio_turn_stores_the_spoken_answer(tmp_path: Path) -> None:
             mp3, done = await _audio_turn(gw, "conv-reply")
         assert done["tts_success"] is True and done["db_saved"] is True
         await gw.services.storage.outbox.drained()
-        (turn,) = await gw.services.storage.history.conversation("conv-reply")
+        (turn,) = await gw.services.storage.history.conversation(
+            "conv-reply", owner=gw.services.keys.owner(GATEWAY_KEY)
+        )
         key = turn.reply_audio_key
         assert key is not None and key.startswith("tts/") and key.endswith(".mp3")
         assert turn.audio_key and turn.audio_key != key
@@ -130,7 +133,9 @@ async def test_vlm_turn_stores_the_spoken_answer(tmp_path: Path) -> None:
         (done,) = c.bodies("vlm_chat_tts_complete")
         assert done["audio_chunks"] == len(c.bodies("audio_stream:data")) > 0
         await gw.services.storage.outbox.drained()
-        (turn,) = await gw.services.storage.history.conversation("conv-vlm-reply")
+        (turn,) = await gw.services.storage.history.conversation(
+            "conv-vlm-reply", owner=gw.services.keys.owner(GATEWAY_KEY)
+        )
         assert turn.channel == "vlm" and turn.audio_key and turn.image_key
         key = turn.reply_audio_key
         assert key is not None and key.startswith("tts/")
@@ -146,7 +151,9 @@ async def test_nothing_is_stored_when_keeping_is_off(tmp_path: Path) -> None:
             mp3, done = await _audio_turn(gw, "conv-off")
         assert mp3 and done["tts_success"] is True and done["db_saved"] is True
         await gw.services.storage.outbox.drained()
-        (turn,) = await gw.services.storage.history.conversation("conv-off")
+        (turn,) = await gw.services.storage.history.conversation(
+            "conv-off", owner=gw.services.keys.owner(GATEWAY_KEY)
+        )
         assert turn.reply_audio_key is None and turn.audio_key  # the upload is still stored
         assert probe.reply_puts() == [] and stored_replies(gw) == []
 
@@ -158,7 +165,9 @@ async def _failing_store(tmp_path: Path, fault: Fault, **overrides: Any) -> None
         assert mp3 and done["tts_success"] is True and done["db_saved"] is True
         assert done["assistant_response"] == ANSWER
         await gw.services.storage.outbox.drained()
-        (turn,) = await gw.services.storage.history.conversation("conv-fail")
+        (turn,) = await gw.services.storage.history.conversation(
+            "conv-fail", owner=gw.services.keys.owner(GATEWAY_KEY)
+        )
         assert turn.status == "completed" and turn.error_code is None
         assert turn.reply_audio_key is None and turn.audio_key
         assert len(probe.reply_puts()) == 1 and stored_replies(gw) == []
@@ -193,7 +202,9 @@ async def test_barge_in_stores_no_answer_audio(tmp_path: Path) -> None:
                 await c.until("audio_complete")
         assert c.mp3(turn_id=1)  # turn 1 did send audio before it was cancelled
         await gw.services.storage.outbox.drained()
-        first_turn, second_turn = await gw.services.storage.history.conversation("conv-barge-reply")
+        first_turn, second_turn = await gw.services.storage.history.conversation(
+            "conv-barge-reply", owner=gw.services.keys.owner(GATEWAY_KEY)
+        )
         assert first_turn.status == "interrupted" and first_turn.reply_audio_key is None
         assert second_turn.status == "completed" and second_turn.reply_audio_key
         # The only answer audio stored is turn 2's.
@@ -225,7 +236,7 @@ async def test_cancel_while_the_answer_is_stored(tmp_path: Path) -> None:
         assert [b["turn_id"] for b in c.bodies("audio_complete")] == [2]
         await gw.services.storage.outbox.drained()
         first_turn, second_turn = await gw.services.storage.history.conversation(
-            "conv-cancel-store"
+            "conv-cancel-store", owner=gw.services.keys.owner(GATEWAY_KEY)
         )
         # Turn 1's answer was whole, so its record says so; it names no answer audio.
         assert first_turn.status == "completed" and first_turn.assistant_content == ANSWER

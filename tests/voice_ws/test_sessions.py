@@ -11,7 +11,16 @@ from typing import Any
 
 from qwen_gateway.simulator import SimulatorConfig
 
-from .conftest import UPSTREAM_KEY, client, compact, gateway, packets, voice_tasks, wav_bytes
+from .conftest import (
+    GATEWAY_KEY,
+    UPSTREAM_KEY,
+    client,
+    compact,
+    gateway,
+    packets,
+    voice_tasks,
+    wav_bytes,
+)
 
 LONG_ANSWER = "".join(f"这是第{i}句比较长的回答内容，用来测试打断。" for i in range(1, 40))
 
@@ -70,7 +79,9 @@ async def test_three_turns_carry_the_conversation(tmp_path: Path) -> None:
             {"role": "user", "content": questions[2]},
         ]
         await gw.services.storage.outbox.drained()
-        stored = await gw.services.storage.history.conversation("conv-three")
+        stored = await gw.services.storage.history.conversation(
+            "conv-three", owner=gw.services.keys.owner(GATEWAY_KEY)
+        )
         assert [t.user_content for t in stored] == questions
         assert [t.assistant_content for t in stored] == answers
         assert all(t.status == "completed" and t.channel == "audio" for t in stored)
@@ -122,7 +133,9 @@ async def _barge_in(tmp_path: Path, interrupt: str) -> None:
             assert all(next(iter(e.values())).get("turn_id") in (2, None) for e in after)
             assert not [b for b in c.bodies("chat_tts_complete") if b["turn_id"] == 1]
         await gw.services.storage.outbox.drained()
-        turns = await gw.services.storage.history.conversation("conv-barge")
+        turns = await gw.services.storage.history.conversation(
+            "conv-barge", owner=gw.services.keys.owner(GATEWAY_KEY)
+        )
         assert [t.status for t in turns] == ["interrupted", "completed"]
         partial = turns[0].assistant_content
         assert partial and LONG_ANSWER.startswith(partial) and partial != LONG_ANSWER
