@@ -144,7 +144,9 @@ class AsrTask(Task):
                 "begin_time": round(sentence.begin * 1000),
                 "end_time": end_time,
                 "text": update.text,
-                "words": words,
+                # gummy's words say whether they can still change (the SDK's WordObj requires "fixed"); the
+                # simulator only reveals words the audio is already past, which do not.
+                "words": [w | {"fixed": True} for w in words],
                 "sentence_end": final,
             }
             if end_time is None:

@@ -30,8 +30,9 @@ __all__ = ["RealtimeRecognitionSession", "RealtimeRecognizer", "task_asr_paramet
 
 log = logging.getLogger(__name__)
 
-#: Largest binary frame sent upstream; bigger feeds are split (the SDK sends 12,800-byte frames).
-MAX_AUDIO_FRAME = 16 * 1024
+#: Largest binary frame sent upstream; bigger feeds are split into frames of this size, as the SDK's
+#: ``Recognition.call`` splits a file (12,800 bytes: 400 ms of 16 kHz PCM), so both send the same frames.
+MAX_AUDIO_FRAME = 12_800
 
 
 class _Sentence(msgspec.Struct):
