@@ -298,3 +298,19 @@ async def test_a_model_the_file_endpoint_does_not_serve_is_model_not_found(
         await providers.aclose()
     assert (info.value.status, info.value.code) == (404, "model_not_found")
     assert sim.log.file_asr_tasks == []
+
+
+async def test_a_file_recognizer_takes_only_a_file_protocol(file_asr: Providers) -> None:
+    from qwen_gateway.providers.dashscope.catalogue import AsrProtocol
+    from qwen_gateway.providers.dashscope.policy import Backoff, Timeouts
+
+    with pytest.raises(ValueError, match="not a file-recognition protocol"):
+        FileRecognizer(
+            file_asr.http,
+            http_base="http://127.0.0.1:9/api/v1",
+            model="paraformer-v2",
+            api_key=KEY,
+            timeouts=Timeouts(),
+            backoff=Backoff(),
+            protocol=AsrProtocol.TASK,
+        )
