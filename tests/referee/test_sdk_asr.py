@@ -538,3 +538,91 @@ def test_normalised_keeps_what_matters() -> None:
     assert out["header"] == {"action": "run-task", "task_id": "<task>", "streaming": "duplex"}
     assert out["payload"]["parameters"] == {"format": "pcm"}
     assert normalised([b"\x00\x01"]) == [b"\x00\x01"]
+
+
+# ------------------------------------------------------------------------------------------ the 2.x client API
+# The SDK's newer entry point (``dashscope.Client``, marked preview): its defaults are the qwen-audio models,
+# streaming on the task socket and file transcription with ``file_urls``.
+
+
+def v2_client(sim: Simulator, workspace: str) -> Any:
+    return dashscope.Client(
+        api_key=KEY,
+        base_url=sim.env["DASHSCOPE_HTTP_BASE_URL"],
+        workspace=workspace or None,
+        max_retries=0,
+    )
+
+
+def v2_stream(sim: Simulator, model: str, audio: bytes, frame: int, workspace: str) -> list[str]:
+    client = v2_client(sim, workspace)
+    try:
+        recognition = client.audio.asr.recognize(
+            model=model,
+            format="pcm",
+            sample_rate=16000,
+            ws_url=sim.env["DASHSCOPE_WEBSOCKET_BASE_URL"],
+        )
+        recognition.start()
+        try:
+            for piece in chunks(audio, frame):
+                recognition.send_audio_frame(piece)
+            recognition.stop()
+            return [r.get_sentence()["text"] for r in recognition.results() if r.is_sentence_end()]
+        finally:
+            recognition.close()
+    finally:
+        client.close()
+
+
+@pytest.mark.filterwarnings("ignore:dashscope 2.0 audio API is a preview:FutureWarning")
+async def test_v2_client_recognition_of_qwen_audio_streaming(
+    sim: Simulator, capture: Capture, workspace: str
+) -> None:
+    model = "qwen-audio-3.1-asr-flash-streaming"
+    audio = pcm(1.2, freq=820.0)
+    text = "千问音频流式识别。"
+    sim.register_transcript(audio, text)
+    theirs, mine = await compare_streams(
+        capture,
+        lambda: v2_stream(sim, model, audio, 3200, workspace),
+        our_stream(sim, model, audio, 16000, 3200, workspace),
+        text,
+    )
+    assert mine == theirs
+
+
+def v2_transcribe(sim: Simulator, model: str, url: str, workspace: str) -> str:
+    client = v2_client(sim, workspace)
+    try:
+        job = client.audio.asr.transcribe([url], model=model, poll_interval=0.1, timeout=30)
+        assert job.status == "SUCCEEDED", job
+        assert job.output is not None
+        (result,) = job.output["results"]
+        return _result_text(result["transcription_url"])
+    finally:
+        client.close()
+
+
+@pytest.mark.filterwarnings("ignore:dashscope 2.0 audio API is a preview:FutureWarning")
+async def test_v2_client_transcription_of_qwen_audio_filetrans(
+    sim: Simulator, files: FileServer, workspace: str
+) -> None:
+    model = "qwen-audio-3.1-asr-flash-filetrans"  # the 2.x client's default file model
+    audio = pcm(1.0, freq=910.0)
+    text = "千问音频文件转写。"
+    sim.register_transcript(audio, text)
+    url = files.add("v2.pcm", audio)
+
+    assert await asyncio.to_thread(v2_transcribe, sim, model, url, workspace) == text
+    their_submit, _ = _requests(sim, 0)
+    start = len(sim.log.connections)
+    providers = ours(sim, model, workspace=workspace)
+    try:
+        assert await providers.recognizer.transcribe_url(url) == text
+    finally:
+        await providers.aclose()
+    theirs, mine = sim.log.file_asr_tasks
+    assert theirs.body["input"] == {"file_urls": [url]}
+    assert mine.body == theirs.body
+    assert _requests(sim, start)[0] == their_submit
