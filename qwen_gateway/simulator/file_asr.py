@@ -1,15 +1,29 @@
-"""File recognition as DashScope runs it: an async task submitted over HTTP and polled (§5).
+"""File recognition as DashScope runs it: an async task submitted over HTTP and polled (§5, §10).
 
 ``POST /api/v1/services/audio/asr/transcription`` (``X-DashScope-Async: enable``) answers ``PENDING``; polls of
 ``GET /api/v1/tasks/<id>`` move it ``PENDING`` -> ``RUNNING`` -> ``SUCCEEDED``. At completion the simulator downloads
-every ``file_urls`` entry with httpx, looks its SHA-256 up in the transcript registry (else the default text) and
-serves the result JSON itself at each ``transcription_url``.
+every file with httpx, looks its SHA-256 up in the transcript registry (else the default text) and serves the
+result JSON itself at each ``transcription_url``.
+
+Two request/answer families share the endpoint, by model (:data:`.models.MODELS`):
+
+* ``Endpoint.FILE_ASR_URLS`` (paraformer, fun-asr, qwen-audio-3.1-asr-flash-filetrans): ``input.file_urls`` (a list),
+  answered with ``output.results[]`` (one per file, each with its ``subtask_status``) and ``usage.duration``;
+  result files carry ``properties`` and ``transcripts[].sentences[]`` (``sentence_id`` from 1).
+* ``Endpoint.FILE_ASR_URL`` (qwen3-asr-flash-filetrans, the Qwen-ASR API): ``input.file_url`` (one string),
+  answered with ``output.result.transcription_url`` and ``usage.seconds``; a file that cannot be fetched fails the
+  whole task (``output.code`` / ``output.message``); result files carry ``audio_info`` and sentences numbered
+  from 0, with ``words`` only when ``parameters.enable_words`` is true.
+
+Any other model is refused at submission as DashScope refuses an unknown model (404 ``ModelNotFound``), and the
+wrong input key for the model's family is a 400 ``InvalidParameter``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -23,6 +37,8 @@ from .asgi import BodyTooLarge, HttpRequest, bearer_key
 from .audio import duration_of, sniff_format
 from .errors import find_family, native_body
 from .faults import Endpoint, Fault
+from .models import Endpoint as ModelEndpoint
+from .models import serves
 from .records import FileAsrTaskRecord
 from .state import SimulatorState
 from .transcripts import plan_transcript
@@ -48,6 +64,11 @@ class FileTask:
     duration: float = 0.0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     diarization: bool = False
+    #: the Qwen-ASR shapes (``input.file_url``, ``output.result``, ``audio_info``)
+    single: bool = False
+    words: bool = True
+    #: the whole task's failure (code, message) when its one file could not be fetched (Qwen-ASR)
+    failure: tuple[str, str] | None = None
 
 
 class _Refused(Exception):
@@ -125,10 +146,21 @@ async def _submit(
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise _Refused(400, "InvalidParameter", "Missing required parameter 'model'!")
+    single = serves(ModelEndpoint.FILE_ASR_URL, model)
+    if not single and not serves(ModelEndpoint.FILE_ASR_URLS, model):
+        # A streaming model (paraformer-realtime-v2) or an unknown name. [U] the message's wording.
+        raise _Refused(404, "ModelNotFound", f"Model not found ({model})!")
     source = body.get("input")
-    urls = source.get("file_urls") if isinstance(source, dict) else None
-    if not isinstance(urls, list) or not urls or not all(isinstance(u, str) for u in urls):
-        raise _Refused(400, "InvalidParameter", "input must contain file_urls")
+    if single:
+        url = source.get("file_url") if isinstance(source, dict) else None
+        if not isinstance(url, str) or not url:
+            # [U] wording, by analogy with the documented "input must contain file_urls".
+            raise _Refused(400, "InvalidParameter", "input must contain file_url")
+        urls: Any = [url]
+    else:
+        urls = source.get("file_urls") if isinstance(source, dict) else None
+        if not isinstance(urls, list) or not urls or not all(isinstance(u, str) for u in urls):
+            raise _Refused(400, "InvalidParameter", "input must contain file_urls")
     task_id = str(uuid.uuid4())
     faults = state.faults.take("file_asr", frozenset({"task_failed"}), task_id)
     record = FileAsrTaskRecord(task_id, body, list(urls))
@@ -139,6 +171,8 @@ async def _submit(
         _now(),
         fail_with=faults.get("task_failed"),
         diarization=isinstance(params, dict) and params.get("diarization_enabled") is True,
+        single=single,
+        words=not single or (isinstance(params, dict) and params.get("enable_words") is True),
     )
     state.log.touch()
     return 200, {"request_id": request_id, "output": {"task_id": task_id, "task_status": "PENDING"}}
@@ -201,15 +235,28 @@ def _status_body(task: FileTask, request_id: str) -> dict[str, Any]:
         return {"request_id": request_id, "output": output, "usage": None}
     output["scheduled_time"] = task.scheduled_time
     if record.status == "RUNNING":
-        output["task_metrics"] = {"TOTAL": total, "SUCCEEDED": 0, "FAILED": 0}
+        if not task.single:
+            output["task_metrics"] = {"TOTAL": total, "SUCCEEDED": 0, "FAILED": 0}
         return {"request_id": request_id, "output": output, "usage": None}
     output["end_time"] = task.end_time
-    if record.status == "FAILED" and task.fail_with is not None:
-        output["code"] = task.fail_with.code or "InternalError"
-        output["message"] = task.fail_with.message or "Internal server error!"
+    if record.status == "FAILED":
+        if task.fail_with is not None:
+            output["code"] = task.fail_with.code or "InternalError"
+            output["message"] = task.fail_with.message or "Internal server error!"
+        elif task.failure is not None:
+            output["code"], output["message"] = task.failure
         return {"request_id": request_id, "output": output, "usage": None}
     if record.status == "CANCELED":
         return {"request_id": request_id, "output": output, "usage": None}
+    if task.single:
+        # The Qwen-ASR answer: one result object, billed in seconds (query-result page's example) [H].
+        (result,) = task.results
+        output["result"] = {"transcription_url": result["transcription_url"]}
+        return {
+            "request_id": request_id,
+            "output": output,
+            "usage": {"seconds": math.ceil(task.duration)},
+        }
     ok = sum(1 for r in task.results if r["subtask_status"] == "SUCCEEDED")
     output["results"] = task.results
     output["task_metrics"] = {"TOTAL": total, "SUCCEEDED": ok, "FAILED": total - ok}
@@ -248,6 +295,10 @@ async def _complete(state: SimulatorState, task: FileTask) -> None:
         if data is None:
             record.transcripts.append(None)
             task.files.append(None)
+            if task.single:
+                # [T] a Qwen-ASR file that cannot be fetched fails the task (FILE_403_FORBIDDEN seen); [U] code.
+                task.failure = ("FILE_DOWNLOAD_FAILED", "The audio file cannot be downloaded.")
+                continue
             task.results.append(
                 {
                     "file_url": url,
@@ -261,7 +312,10 @@ async def _complete(state: SimulatorState, task: FileTask) -> None:
         if text is None:
             text = state.config.asr_default_text
         record.transcripts.append(text)
-        result, seconds = _result_file(url, data, text, task.diarization)
+        if task.single:
+            result, seconds = _qwen_result_file(url, data, text, words=task.words)
+        else:
+            result, seconds = _result_file(url, data, text, task.diarization)
         task.duration += seconds
         task.files.append(result)
         task.results.append(
@@ -272,18 +326,60 @@ async def _complete(state: SimulatorState, task: FileTask) -> None:
                 "subtask_status": "SUCCEEDED",
             }
         )
-    record.status = "SUCCEEDED"
+    record.status = "FAILED" if task.failure is not None else "SUCCEEDED"
     task.end_time = _now()
+
+
+def _probe(data: bytes) -> tuple[str, int, float]:
+    """The container, sample rate and duration of ``data`` (rate 16 kHz unless a WAV header says otherwise)."""
+    fmt = sniff_format(data)
+    rate = 16000
+    if fmt == "wav" and len(data) >= 28:
+        rate = int.from_bytes(data[24:28], "little") or rate
+    return fmt, rate, duration_of(data, fmt, rate)
+
+
+_CJK = re.compile(r"[\u3400-\u9fff]")
+
+
+def _qwen_result_file(
+    url: str, data: bytes, text: str, *, words: bool
+) -> tuple[dict[str, Any], float]:
+    """The result file of a Qwen-ASR task: ``audio_info``, sentences from 0, ``language``/``emotion``."""
+    fmt, rate, seconds = _probe(data)
+    sentences = plan_transcript(text, duration=seconds or None)
+    language = "zh" if _CJK.search(text) else "en"
+    sentence_json = []
+    for s in sentences:
+        item: dict[str, Any] = {
+            "sentence_id": s.id - 1,
+            "begin_time": round(s.begin * 1000),
+            "end_time": round(s.end * 1000),
+            "text": s.text,
+            "language": language,
+            "emotion": "neutral",
+        }
+        if words:
+            item["words"] = [w.as_json() for w in s.words]
+        sentence_json.append(item)
+    result = {
+        "file_url": url,
+        "audio_info": {"format": fmt, "sample_rate": rate},
+        "transcripts": [
+            {
+                "channel_id": 0,
+                "text": text.strip() if sentences else "",
+                "sentences": sentence_json,
+            }
+        ],
+    }
+    return result, seconds
 
 
 def _result_file(
     url: str, data: bytes, text: str, diarization: bool
 ) -> tuple[dict[str, Any], float]:
-    fmt = sniff_format(data)
-    rate = 16000
-    if fmt == "wav" and len(data) >= 28:
-        rate = int.from_bytes(data[24:28], "little") or rate
-    seconds = duration_of(data, fmt, rate)
+    fmt, rate, seconds = _probe(data)
     sentences = plan_transcript(text, duration=seconds or None)
     sentence_json = []
     for s in sentences:

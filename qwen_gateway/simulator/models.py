@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from enum import StrEnum
 
-__all__ = ["MODELS", "TTS_RATES", "Endpoint", "base_name", "serves"]
+__all__ = ["ASR_RATES", "MODELS", "TTS_RATES", "Endpoint", "base_name", "serves"]
 
 
 class Endpoint(StrEnum):
@@ -75,11 +75,11 @@ MODELS: Mapping[Endpoint, frozenset[str]] = {
             "paraformer-mtl-v1",
             "fun-asr",
             "sensevoice-v1",
+            # On Fun-ASR's API (the SDK's own example sends it one URL in file_urls) [H].
+            "qwen-audio-3.1-asr-flash-filetrans",
         }
     ),
-    Endpoint.FILE_ASR_URL: frozenset(
-        {"qwen3-asr-flash-filetrans", "qwen-audio-3.1-asr-flash-filetrans"}
-    ),
+    Endpoint.FILE_ASR_URL: frozenset({"qwen3-asr-flash-filetrans"}),
     Endpoint.HTTP_TTS: frozenset({"qwen3-tts-flash", "qwen-tts"}),
 }
 
@@ -93,6 +93,15 @@ TTS_RATES: Mapping[str, frozenset[int]] = {
     "qwen3-tts-flash": frozenset({24000}),
     "qwen-tts": frozenset({24000}),
     **dict.fromkeys(MODELS[Endpoint.TASK_TTS], _TASK_TTS_RATES),
+}
+
+#: Sample rates of the task-WebSocket recognition models that are documented to take only some (the others
+#: take any rate): the 8 kHz telephone models [C], paraformer-realtime-v1 16 kHz only [U, §9].
+ASR_RATES: Mapping[str, frozenset[int]] = {
+    "paraformer-realtime-v1": frozenset({16000}),
+    "paraformer-realtime-8k-v1": frozenset({8000}),
+    "paraformer-realtime-8k-v2": frozenset({8000}),
+    "fun-asr-realtime-8k": frozenset({8000}),
 }
 
 _SNAPSHOT = re.compile(r"-(?:\d{4}-\d{2}-\d{2}|\d{8}|latest)$")

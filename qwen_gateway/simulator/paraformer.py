@@ -1,4 +1,5 @@
-"""Realtime recognition over the task protocol (run-task with task ``asr``): paraformer, fun-asr, gummy.
+"""Realtime recognition over the task protocol (run-task with task ``asr``): paraformer, fun-asr, gummy,
+qwen-audio-3.1-asr-flash-streaming; exactly the models :data:`.models.MODELS` serves on ``Endpoint.TASK_ASR``.
 
 Binary audio frames are timed as they arrive (:mod:`.audio`); partial results (``sentence_end: false``,
 ``end_time: null``, ``usage: null``) follow the transcript as the received duration grows, a sentence becomes
@@ -12,6 +13,7 @@ from typing import Any
 
 from .audio import make_clock
 from .faults import Fault
+from .models import ASR_RATES, Endpoint, base_name, serves
 from .records import AsrSessionRecord, ConnectionRecord
 from .taskproto import Task, TaskError, TaskHost, task_event
 from .transcripts import RecognitionUpdate, StreamingRecognition
@@ -19,7 +21,8 @@ from .transcripts import RecognitionUpdate, StreamingRecognition
 __all__ = ["AsrTask"]
 
 FORMATS = frozenset({"pcm", "wav", "mp3", "opus", "speex", "aac", "amr"})
-MODEL_PREFIXES = ("paraformer-realtime", "fun-asr-realtime", "gummy-", "paraformer-")
+#: The recognition + translation models (``TranslationRecognizerRealtime`` / ``...Chat`` in the SDK).
+GUMMY = frozenset({"gummy-realtime-v1", "gummy-chat-v1"})
 
 
 class AsrTask(Task):
@@ -43,7 +46,9 @@ class AsrTask(Task):
             params = {}
         if not isinstance(params, dict):
             raise TaskError("InvalidParameter", "'payload.parameters' must be an object.")
-        if not model.startswith(MODEL_PREFIXES):
+        if not serves(Endpoint.TASK_ASR, model):
+            # A file model (paraformer-v2), a realtime-protocol model (qwen3-asr-flash-realtime) or an unknown
+            # name: DashScope fails the task at run-task ([U] message wording; code as §0.3's ModelNotFound).
             raise TaskError("ModelNotFound", f"Model not found ({model})!")
         fmt = params.get("format")
         if not isinstance(fmt, str) or not fmt:
@@ -59,11 +64,16 @@ class AsrTask(Task):
                 "InvalidParameter",
                 "Missing required parameter 'payload.parameters.sample_rate'! Please follow the protocol!",
             )
-        if "8k" in model and rate != 8000:
-            raise TaskError("InvalidParameter", f"Model {model} only supports sample_rate 8000.")
+        rates = ASR_RATES.get(base_name(model))
+        if rates is not None and rate not in rates:
+            allowed = ", ".join(str(r) for r in sorted(rates))
+            raise TaskError(
+                "InvalidParameter", f"Model {model} only supports sample_rate {allowed}."
+            )
         cfg = host.state.config
         super().__init__(host, task_id, model, faults, idle_since=0.0)
-        self.gummy = model.startswith("gummy")
+        #: gummy answers in ``output.transcription`` (and ``translations``), the others in ``output.sentence``
+        self.gummy = base_name(model) in GUMMY
         self.results_sent = 0
         silence = params.get("max_sentence_silence")
         self.recognition = StreamingRecognition(
@@ -134,9 +144,14 @@ class AsrTask(Task):
                 "begin_time": round(sentence.begin * 1000),
                 "end_time": end_time,
                 "text": update.text,
-                "words": words,
+                # gummy's words say whether they can still change (the SDK's WordObj requires "fixed"); the
+                # simulator only reveals words the audio is already past, which do not.
+                "words": [w | {"fixed": True} for w in words],
                 "sentence_end": final,
             }
+            if end_time is None:
+                # The SDK's TranscriptionResult reads current_time when end_time is null [C SDK parser].
+                transcription["current_time"] = round(update.audio_seconds * 1000)
             return {"output": {"transcription": transcription}, "usage": usage}
         return {
             "output": {

@@ -211,3 +211,106 @@ async def test_cancelling_while_polling_leaves_nothing_running(
     await sim.wait_closed()
     assert client_tasks() == []
     assert sim.log.file_asr_tasks[-1].polls == polls  # polling stopped with the cancellation
+
+
+# --- Qwen-ASR file transcription (input.file_url) ---------------------------------------------------------
+@pytest.fixture
+async def qwen_files(sim: Simulator) -> Any:
+    settings = make_settings(sim, asr_model="qwen3-asr-flash-filetrans")
+    providers = build_providers(settings, tuning=FAST)
+    try:
+        yield providers
+    finally:
+        await providers.aclose()
+
+
+async def test_qwen_filetrans_sends_one_file_url_and_reads_the_single_result(
+    sim: Simulator, qwen_files: Providers, file_server: FileServer
+) -> None:
+    recognizer = qwen_files.recognizer
+    assert isinstance(recognizer, FileRecognizer) and recognizer.protocol == "file-url"
+    sim.register_transcript(AUDIO, TEXT)
+    file_server.files["q.mp3"] = AUDIO
+    url = file_server.url("q.mp3")
+
+    assert await recognizer.transcribe_url(url) == TEXT
+
+    task = sim.log.file_asr_tasks[-1]
+    assert task.body == {
+        "model": "qwen3-asr-flash-filetrans",
+        "input": {"file_url": url},
+        "parameters": {},
+    }
+    assert task.status == "SUCCEEDED" and task.downloads == [(url, len(AUDIO))]
+
+
+async def test_a_list_model_sends_file_urls(
+    sim: Simulator, files: Providers, file_server: FileServer
+) -> None:
+    file_server.files["l.mp3"] = AUDIO
+    url = file_server.url("l.mp3")
+    await files.recognizer.transcribe_url(url)
+    assert sim.log.file_asr_tasks[-1].body["input"] == {"file_urls": [url]}
+
+
+async def test_qwen_filetrans_unreachable_file_fails_the_task_as_invalid_file(
+    sim: Simulator, qwen_files: Providers, file_server: FileServer
+) -> None:
+    with pytest.raises(UpstreamError) as info:
+        await qwen_files.recognizer.transcribe_url(file_server.url("missing.mp3"))
+    assert (info.value.status, info.value.code) == (400, "invalid_file")
+    assert sim.log.file_asr_tasks[-1].status == "FAILED"
+
+
+@pytest.mark.parametrize(
+    ("model", "protocol"),
+    [
+        ("qwen3-asr-flash-filetrans", "file-urls"),  # a file_url model sent file_urls
+        ("paraformer-v2", "file-url"),  # a file_urls model sent file_url
+    ],
+)
+async def test_the_wrong_input_style_for_the_model_is_refused(
+    sim: Simulator, file_server: FileServer, model: str, protocol: str
+) -> None:
+    settings = make_settings(sim, asr_model=model, asr_protocol=protocol)
+    providers = build_providers(settings, tuning=FAST)
+    file_server.files["w.mp3"] = AUDIO
+    try:
+        with pytest.raises(UpstreamError) as info:
+            await providers.recognizer.transcribe_url(file_server.url("w.mp3"))
+    finally:
+        await providers.aclose()
+    assert (info.value.status, info.value.code) == (400, "invalid_parameter_error")
+    assert "input must contain file_url" in info.value.message
+
+
+@pytest.mark.parametrize("model", ["paraformer-realtime-v2", "no-such-model"])
+async def test_a_model_the_file_endpoint_does_not_serve_is_model_not_found(
+    sim: Simulator, file_server: FileServer, model: str
+) -> None:
+    settings = make_settings(sim, asr_model=model, asr_protocol="file-urls")
+    providers = build_providers(settings, tuning=FAST)
+    file_server.files["m.mp3"] = AUDIO
+    try:
+        with pytest.raises(UpstreamError) as info:
+            await providers.recognizer.transcribe_url(file_server.url("m.mp3"))
+    finally:
+        await providers.aclose()
+    assert (info.value.status, info.value.code) == (404, "model_not_found")
+    assert sim.log.file_asr_tasks == []
+
+
+async def test_a_file_recognizer_takes_only_a_file_protocol(file_asr: Providers) -> None:
+    from qwen_gateway.providers.dashscope.catalogue import AsrProtocol
+    from qwen_gateway.providers.dashscope.policy import Backoff, Timeouts
+
+    with pytest.raises(ValueError, match="not a file-recognition protocol"):
+        FileRecognizer(
+            file_asr.http,
+            http_base="http://127.0.0.1:9/api/v1",
+            model="paraformer-v2",
+            api_key=KEY,
+            timeouts=Timeouts(),
+            backoff=Backoff(),
+            protocol=AsrProtocol.TASK,
+        )

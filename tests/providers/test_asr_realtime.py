@@ -284,10 +284,20 @@ async def test_permanent_start_failures_are_not_retried(
     assert client_tasks() == []
 
 
-async def test_an_unknown_model_is_model_not_found(sim: Simulator) -> None:
-    providers = build_providers(
-        make_settings(sim, asr_model="whisper-realtime", asr_protocol="task"), tuning=FAST
-    )
+@pytest.mark.parametrize(
+    "model",
+    [
+        "whisper-realtime",  # unknown upstream
+        "paraformer-v2",  # a file model
+        "qwen3-asr-flash-realtime",  # a realtime-protocol model
+    ],
+)
+async def test_a_model_the_task_socket_does_not_serve_is_model_not_found(
+    sim: Simulator, model: str
+) -> None:
+    # QG_ASR_PROTOCOL sends any name down the task socket; the simulator refuses what DashScope would.
+    settings = make_settings(sim, asr_model=model, asr_protocol="task")
+    providers = build_providers(settings, tuning=FAST)
     try:
         with pytest.raises(UpstreamError) as info:
             async with providers.recognizer.session(format="pcm", sample_rate=16000):
@@ -295,6 +305,8 @@ async def test_an_unknown_model_is_model_not_found(sim: Simulator) -> None:
     finally:
         await providers.aclose()
     assert (info.value.status, info.value.code) == (404, "model_not_found")
+    (conn,) = sim.log.connections
+    assert conn.close_reason == "failed"
 
 
 async def test_task_failed_mid_utterance_surfaces_in_results_and_feed(

@@ -29,6 +29,9 @@ from qwen_gateway.providers.dashscope.catalogue import (
         ("paraformer-v2", AsrProtocol.FILE_URLS),
         ("fun-asr", AsrProtocol.FILE_URLS),
         ("qwen3-asr-flash-filetrans", AsrProtocol.FILE_URL),
+        ("qwen3-asr-flash-filetrans-2025-11-17", AsrProtocol.FILE_URL),
+        # Fun-ASR's file API, one URL in file_urls (the SDK 2.0.2's default and example).
+        ("qwen-audio-3.1-asr-flash-filetrans", AsrProtocol.FILE_URLS),
     ],
 )
 def test_recognition_protocol_by_name(name: str, protocol: AsrProtocol) -> None:

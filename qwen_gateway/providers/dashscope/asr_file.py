@@ -1,14 +1,23 @@
 """File recognition (the seed's path): an asynchronous DashScope task over the native HTTP API.
 
-Models: ``paraformer-v1``, ``paraformer-v2``, ``paraformer-8k-v*``, ``fun-asr``, ``sensevoice-v1``. The audio must
-already be at a URL DashScope can fetch (the uploaded object): submit the task with ``X-DashScope-Async: enable``,
-poll ``/tasks/{id}`` with backoff, then fetch the ``transcription_url`` result file.
+The audio must already be at a URL DashScope can fetch (the uploaded object): submit the task with
+``X-DashScope-Async: enable``, poll ``/tasks/{id}`` with backoff, then fetch the ``transcription_url`` result file.
+Two input styles, chosen by the model's catalogue protocol (:class:`~.catalogue.AsrProtocol`):
+
+* ``FILE_URLS`` (``paraformer-v1/v2``, ``paraformer-8k-v*``, ``fun-asr``, ``sensevoice-v1``,
+  ``qwen-audio-3.1-asr-flash-filetrans``): ``input.file_urls`` (a list), answered with ``output.results[]``;
+* ``FILE_URL`` (``qwen3-asr-flash-filetrans``, the SDK's ``QwenTranscription``): ``input.file_url`` (one
+  string), answered with ``output.result`` (one ``transcription_url``).
+
+Both result files carry ``transcripts[].text``. With a workspace every DashScope request (submit, poll) carries
+``X-DashScope-WorkSpace``; the result download is a signed object URL and gets no DashScope header.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, NoReturn
 
@@ -18,6 +27,7 @@ import msgspec
 from ...errors import UpstreamTimeout
 from ..base import AudioFormat, RecognitionSession
 from . import errors
+from .catalogue import AsrProtocol
 from .policy import Backoff, Timeouts
 
 __all__ = ["FileRecognizer"]
@@ -38,6 +48,8 @@ class _TaskOutput(msgspec.Struct):
     task_id: str | None = None
     task_status: str | None = None
     results: list[_SubResult] | None = None
+    #: the Qwen-ASR answer's single result (``output.result.transcription_url``)
+    result: _SubResult | None = None
     code: str | None = None
     message: str | None = None
 
@@ -58,12 +70,20 @@ class _ResultFile(msgspec.Struct):
 
 
 _task_decoder = msgspec.json.Decoder(_TaskAnswer)
+
+#: The ``input`` of a submission, by input style.
+_INPUTS: dict[AsrProtocol, Callable[[str], dict[str, Any]]] = {
+    AsrProtocol.FILE_URLS: lambda url: {"file_urls": [url]},
+    AsrProtocol.FILE_URL: lambda url: {"file_url": url},
+}
 _result_decoder = msgspec.json.Decoder(_ResultFile)
 
 
 class FileRecognizer:
     """A non-streaming :class:`~qwen_gateway.providers.base.Recognizer`: submit a URL, poll, fetch the text.
 
+    ``protocol``: the input style, ``AsrProtocol.FILE_URLS`` (``input.file_urls``) or ``AsrProtocol.FILE_URL``
+    (``input.file_url``), from the model's catalogue row. ``workspace``: sent as ``X-DashScope-WorkSpace`` when set.
     ``poll_initial`` / ``poll_max``: the first delay between polls and its cap (it doubles every 3 polls, as the
     DashScope SDK does).
     """
@@ -77,13 +97,19 @@ class FileRecognizer:
         api_key: str,
         timeouts: Timeouts,
         backoff: Backoff,
+        protocol: AsrProtocol = AsrProtocol.FILE_URLS,
+        workspace: str = "",
         poll_initial: float = 0.5,
         poll_max: float = 5.0,
         parameters: dict[str, Any] | None = None,
     ) -> None:
+        if protocol not in _INPUTS:
+            raise ValueError(f"FileRecognizer: {protocol} is not a file-recognition protocol")
         self._http = http
         self._base = http_base.rstrip("/")
         self._model = model
+        self._protocol = protocol
+        self._workspace = workspace
         self._api_key = api_key
         self._timeouts = timeouts
         self._backoff = backoff
@@ -128,9 +154,17 @@ class FileRecognizer:
             await self._backoff.retry_or_raise(err, attempt, what)
             attempt += 1
 
-    def _auth(self, api_key: str | None) -> dict[str, str]:
+    @property
+    def protocol(self) -> AsrProtocol:
+        return self._protocol
+
+    def _headers(self, api_key: str | None) -> dict[str, str]:
+        """The headers of every DashScope request: the key, and the workspace when one is set."""
         key = api_key or self._api_key
-        return {"Authorization": f"Bearer {key}"} if key else {}
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        if self._workspace:
+            headers["X-DashScope-WorkSpace"] = self._workspace
+        return headers
 
     @staticmethod
     def _decode_task(body: bytes, what: str) -> _TaskOutput:
@@ -158,10 +192,10 @@ class FileRecognizer:
             UpstreamError: submission refused, task or sub-task failed, result unreadable.
             UpstreamTimeout: the whole task took longer than ``timeouts.task``.
         """
-        headers = {**self._auth(api_key), "X-DashScope-Async": "enable"}
+        headers = {**self._headers(api_key), "X-DashScope-Async": "enable"}
         body = {
             "model": self._model,
-            "input": {"file_urls": [url]},
+            "input": _INPUTS[self._protocol](url),
             "parameters": self._parameters,
         }
         try:
@@ -194,7 +228,7 @@ class FileRecognizer:
                 f"{self._base}/tasks/{task_id}",
                 api_key=api_key,
                 what="asr poll",
-                headers=self._auth(api_key),
+                headers=self._headers(api_key),
             )
             output = self._decode_task(raw, "asr poll")
             status = output.task_status
@@ -208,7 +242,7 @@ class FileRecognizer:
                 delay = min(delay * 2, self._poll_max)
 
     async def _fetch_text(self, output: _TaskOutput) -> str:
-        results = output.results or []
+        results = output.results or ([output.result] if output.result is not None else [])
         ok = [r for r in results if r.subtask_status in (None, "SUCCEEDED") and r.transcription_url]
         if not ok:
             failed = results[0] if results else None

@@ -26,12 +26,13 @@ from . import errors
 from .policy import Backoff, Timeouts
 from .ws import TaskEvent, TaskSession, open_session, session_scope
 
-__all__ = ["RealtimeRecognitionSession", "RealtimeRecognizer"]
+__all__ = ["RealtimeRecognitionSession", "RealtimeRecognizer", "task_asr_parameters"]
 
 log = logging.getLogger(__name__)
 
-#: Largest binary frame sent upstream; bigger feeds are split (the SDK sends 12,800-byte frames).
-MAX_AUDIO_FRAME = 16 * 1024
+#: Largest binary frame sent upstream; bigger feeds are split into frames of this size, as the SDK's
+#: ``Recognition.call`` splits a file (12,800 bytes: 400 ms of 16 kHz PCM), so both send the same frames.
+MAX_AUDIO_FRAME = 12_800
 
 
 class _Sentence(msgspec.Struct):
@@ -161,6 +162,20 @@ class RealtimeRecognitionSession(TaskSession):
             await self._wakeup.wait()
 
 
+#: ``run-task`` parameters a model gets beyond ``format`` / ``sample_rate``: what the official SDK sends by default
+#: for it (gummy: ``TranslationRecognizerRealtime`` / ``...Chat`` send ``transcription_enabled`` and
+#: ``translation_enabled``; its unset ``source_language`` goes as null, which we leave out).
+_TASK_PARAMETERS: dict[str, dict[str, object]] = {
+    "gummy-realtime-v1": {"transcription_enabled": True, "translation_enabled": False},
+    "gummy-chat-v1": {"transcription_enabled": True, "translation_enabled": False},
+}
+
+
+def task_asr_parameters(model: str) -> dict[str, object]:
+    """The extra ``run-task`` parameters of ``model`` (a copy; empty for most models)."""
+    return dict(_TASK_PARAMETERS.get(model, {}))
+
+
 def _url_format(head: bytes) -> tuple[AudioFormat, int]:
     """The recogniser ``format`` and sample rate of a downloaded file starting with ``head``.
 
@@ -177,7 +192,11 @@ def _url_format(head: bytes) -> tuple[AudioFormat, int]:
 
 
 class RealtimeRecognizer:
-    """A streaming :class:`~qwen_gateway.providers.base.Recognizer` over the task WebSocket."""
+    """A streaming :class:`~qwen_gateway.providers.base.Recognizer` over the task WebSocket.
+
+    ``workspace``: sent as ``X-DashScope-WorkSpace`` in the handshake when set. ``parameters``: extra
+    ``run-task`` parameters (``format`` and ``sample_rate`` are the session's).
+    """
 
     def __init__(
         self,
@@ -189,9 +208,11 @@ class RealtimeRecognizer:
         backoff: Backoff,
         http: httpx.AsyncClient | None = None,
         parameters: dict[str, object] | None = None,
+        workspace: str = "",
     ) -> None:
         self._url = ws_url
         self._model = model
+        self._workspace = workspace
         self._api_key = api_key
         self._timeouts = timeouts
         self._backoff = backoff
@@ -215,6 +236,7 @@ class RealtimeRecognizer:
             api_key=api_key or self._api_key,
             timeouts=self._timeouts,
             what="asr",
+            workspace=self._workspace,
             make=lambda ws: RealtimeRecognitionSession(ws, self._timeouts, task_id),
             start=lambda session: session._run_task(
                 {

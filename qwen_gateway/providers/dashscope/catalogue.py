@@ -48,7 +48,8 @@ class AsrProtocol(StrEnum):
     REALTIME = "realtime"
     #: async HTTP task on ``/services/audio/asr/transcription`` with ``input.file_urls`` (a list).
     FILE_URLS = "file-urls"
-    #: the same async task with ``input.file_url`` (one string): the Qwen file-transcription models.
+    #: the same async task with ``input.file_url`` (one string), answered with ``output.result`` (one
+    #: ``transcription_url``): the Qwen-ASR file-transcription models (qwen3-asr-flash-filetrans).
     FILE_URL = "file-url"
 
     @property
@@ -180,8 +181,10 @@ ASR_MODELS: Mapping[str, AsrModel] = _asr(
     AsrModel("paraformer-mtl-v1", _FS),
     AsrModel("fun-asr", _FS),
     AsrModel("sensevoice-v1", _FS),
+    # Fun-ASR's file API, one URL in input.file_urls: the SDK 2.0.2's own default and example
+    # (v2 client.audio.asr.jobs, examples/.../asr_file.py); the Qwen-ASR API's file_url is qwen3's only.
+    AsrModel("qwen-audio-3.1-asr-flash-filetrans", _FS),
     AsrModel("qwen3-asr-flash-filetrans", _F1),
-    AsrModel("qwen-audio-3.1-asr-flash-filetrans", _F1),
 )
 
 _TR, _TT, _TH = TtsProtocol.REALTIME, TtsProtocol.TASK, TtsProtocol.HTTP

@@ -118,7 +118,7 @@ def normalise_code(code: str | None, status: int) -> str:
             return mapped
         if code.startswith("Throttling"):
             return "limit_requests"
-        if code.startswith("InvalidFile"):
+        if code.startswith(("InvalidFile", "FILE_")):  # paraformer sub-tasks; Qwen-ASR whole tasks
             return "invalid_file"
         if code.endswith("DataInspectionFailed"):
             return "data_inspection_failed"

@@ -16,7 +16,7 @@ import httpx
 from ...config import ConfigError, Settings
 from ..base import ChatModel, Recognizer, Synthesizer
 from .asr_file import FileRecognizer
-from .asr_realtime import RealtimeRecognizer
+from .asr_realtime import RealtimeRecognizer, task_asr_parameters
 from .catalogue import AsrProtocol, TtsProtocol, asr_model, tts_model
 from .chat import DashScopeChat
 from .http1 import Http1Pool, HttpxTransport, UpstreamTransport
@@ -177,6 +177,7 @@ def build_providers(
         backoff=backoff,
     )
 
+    workspace = settings.workspace
     asr = asr_model(settings.asr_model, settings.asr_protocol)
     recognizer: Recognizer
     match asr.protocol:
@@ -188,8 +189,10 @@ def build_providers(
                 timeouts=timeouts,
                 backoff=backoff,
                 http=client,
+                parameters=task_asr_parameters(settings.asr_model),
+                workspace=workspace,
             )
-        case AsrProtocol.FILE_URLS:
+        case AsrProtocol.FILE_URLS | AsrProtocol.FILE_URL:
             recognizer = FileRecognizer(
                 client,
                 http_base=settings.dashscope_http_base,
@@ -197,6 +200,8 @@ def build_providers(
                 api_key=key,
                 timeouts=timeouts,
                 backoff=backoff,
+                protocol=asr.protocol,
+                workspace=workspace,
                 poll_initial=tuning.poll_initial,
                 poll_max=tuning.poll_max,
             )
@@ -218,6 +223,7 @@ def build_providers(
                 timeouts=timeouts,
                 backoff=backoff,
                 queue_chunks=tuning.tts_queue_chunks,
+                workspace=workspace,
             )
         case TtsProtocol.REALTIME:
             synthesizer = QwenRealtimeSynthesizer(
@@ -229,6 +235,7 @@ def build_providers(
                 timeouts=timeouts,
                 backoff=backoff,
                 queue_chunks=tuning.tts_queue_chunks,
+                workspace=workspace,
             )
         case _:
             raise ConfigError(

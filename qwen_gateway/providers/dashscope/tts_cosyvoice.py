@@ -116,9 +116,11 @@ class CosyVoiceSynthesizer:
         timeouts: Timeouts,
         backoff: Backoff,
         queue_chunks: int = 64,
+        workspace: str = "",
     ) -> None:
         self._url = ws_url
         self._model = model
+        self._workspace = workspace
         self._voice = voice if voice and voice not in QWEN_VOICES else default_voice(model)
         self._sample_rate = sample_rate
         self._api_key = api_key
@@ -146,6 +148,7 @@ class CosyVoiceSynthesizer:
             api_key=api_key or self._api_key,
             timeouts=self._timeouts,
             what="tts",
+            workspace=self._workspace,
             make=lambda ws: CosyVoiceSynthesisSession(
                 ws, self._timeouts, task_id, self._sample_rate, self._queue_chunks
             ),

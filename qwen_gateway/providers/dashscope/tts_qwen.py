@@ -169,7 +169,9 @@ class QwenRealtimeSynthesizer:
         model: str | None = None,
         language_type: str | None = None,
         queue_chunks: int = 64,
+        workspace: str = "",
     ) -> None:
+        self._workspace = workspace
         self._url = with_model(url, model) if model else url
         self._model = model or model_of_url(url) or "qwen-tts-realtime"
         self._voice = voice
@@ -202,6 +204,7 @@ class QwenRealtimeSynthesizer:
             api_key=api_key or self._api_key,
             timeouts=self._timeouts,
             what="tts",
+            workspace=self._workspace,
             make=lambda ws: QwenRealtimeSynthesisSession(
                 ws, self._timeouts, self._sample_rate, self._queue_chunks
             ),
