@@ -23,7 +23,7 @@ from .asr_file import FileRecognizer
 from .asr_realtime import RealtimeRecognizer
 from .chat import DashScopeChat
 from .http1 import Http1Pool, HttpxTransport, UpstreamTransport
-from .policy import Backoff, Timeouts
+from .policy import Backoff, ReadLimits, Timeouts
 from .tts_cosyvoice import CosyVoiceSynthesizer
 from .tts_qwen import QwenRealtimeSynthesizer, model_of_url
 
@@ -172,6 +172,9 @@ def build_providers(
     backoff = Backoff(
         retries=settings.upstream_retries, base=tuning.retry_base, cap=tuning.retry_cap
     )
+    limits = ReadLimits(
+        event=settings.upstream_max_event_bytes, body=settings.upstream_max_body_bytes
+    )
     key = settings.qwen_api_key
 
     chat_transport = new_chat_transport(settings, client, tuning)
@@ -182,6 +185,7 @@ def build_providers(
         api_key=key,
         timeouts=timeouts,
         backoff=backoff,
+        limits=limits,
     )
     vlm = DashScopeChat(
         chat_transport,
@@ -190,6 +194,7 @@ def build_providers(
         api_key=key,
         timeouts=timeouts,
         backoff=backoff,
+        limits=limits,
     )
 
     recognizer: Recognizer
@@ -212,6 +217,7 @@ def build_providers(
             backoff=backoff,
             poll_initial=tuning.poll_initial,
             poll_max=tuning.poll_max,
+            limits=limits,
         )
 
     tts_model = settings.tts_model or model_of_url(settings.tts_url)
