@@ -265,6 +265,8 @@ class DashScopeChat:
 
     @staticmethod
     def _headers_for(key: str | None, *, stream: bool) -> RequestHeaders:
+        """Every header of a chat request (``Host`` and ``Content-Length`` are the transport's): the one place to
+        add one."""
         headers = [
             ("Content-Type", "application/json"),
             ("Accept", "text/event-stream" if stream else "application/json"),
