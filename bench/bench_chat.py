@@ -527,7 +527,13 @@ def transports_main() -> None:
             candidates.append(Http1Candidate(module, f"http1@{TRANSPORT_BASELINE}"))
         else:
             print(f"(no {HTTP1_PATH} at {TRANSPORT_BASELINE} in this checkout: skipped)")
-    candidates += [AiohttpCandidate(), HttpxCandidate()]
+    try:
+        import aiohttp  # noqa: F401  (a benchmark-only comparison: not a dependency of the gateway)
+
+        candidates.append(AiohttpCandidate())
+    except ImportError:
+        print("(aiohttp is not installed: `.venv/bin/pip install aiohttp` to compare it)")
+    candidates.append(HttpxCandidate())
     tmp = Path(tempfile.mkdtemp(prefix="qg-bench-transport-"))
     sim_port = free_port()
     sim = f"http://127.0.0.1:{sim_port}"
