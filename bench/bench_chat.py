@@ -12,6 +12,10 @@ The load generator is a small keep-alive HTTP/1.1 client of its own (uvloop when
 little of the machine's CPU from the servers it measures; QG_BENCH_CLIENT=httpx uses httpx instead. Every
 answer is checked (status 200, a chat completion, or an SSE stream ending with ``[DONE]``). Sizes:
 QG_BENCH_N_SEQ requests at c=1, QG_BENCH_N_CONC at c=16. Figures only, no assertions.
+
+A second part compares HTTP clients for the chat upstream alone (our Http1Pool, aiohttp, httpx): in this
+process, against the simulator, CPU per request from time.process_time, rounds interleaved, medians with their
+spread; see the comment above TRANSPORT_ROUNDS. QG_BENCH_CHAT_PARTS=proxy,transports picks the parts.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 from _harness import ROOT, VENV_BIN, child, free_port, percentile, wait_http
@@ -297,7 +302,294 @@ def machine() -> str:
     return f"{model or platform.processor()}, {cores} cores, Python {platform.python_version()}"
 
 
-def main() -> None:
+# ---------------------------------------------------------------------------------------------- transports
+# The chat upstream's HTTP client measured alone: each candidate, in this process, sends the benchmark's chat
+# request to the simulator (its own process) and reads the answer piece by piece as the chat provider does.
+# CPU per request is this process's CPU time (time.process_time: user + system, all threads) over the measured
+# requests; the simulator's CPU is not in it. Rounds interleave the candidates (A/B/C, B/C/A, ...) so that the
+# neighbours' load falls on all of them alike; figures are medians over rounds with their spread (min-max).
+TRANSPORT_ROUNDS = int(os.environ.get("QG_BENCH_TRANSPORT_ROUNDS", "5"))
+TRANSPORT_N_SEQ = int(os.environ.get("QG_BENCH_TRANSPORT_N_SEQ", "400"))
+TRANSPORT_N_CONC = int(os.environ.get("QG_BENCH_TRANSPORT_N_CONC", "1600"))
+#: a git revision whose http1.py to measure too, as "http1@REV" (e.g. before a change to the pool)
+TRANSPORT_BASELINE = os.environ.get("QG_BENCH_TRANSPORT_BASELINE", "")
+HTTP1_PATH = "qwen_gateway/providers/dashscope/http1.py"
+
+
+class Candidate:
+    """One HTTP client: ``open`` before a run, ``one(stream)`` per request (the whole body read), ``close``."""
+
+    name = ""
+
+    async def open(self, url: str, headers: dict[str, str], body: dict[str, bytes]) -> None:
+        raise NotImplementedError
+
+    async def one(self, stream: bool) -> int:
+        """One request; the number of body bytes read."""
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+
+class AiohttpCandidate(Candidate):
+    """aiohttp's client (C parser), tuned: one session and connector, no cookie jar, headers prepared once."""
+
+    name = "aiohttp"
+
+    async def open(self, url: str, headers: dict[str, str], body: dict[str, bytes]) -> None:
+        import aiohttp
+
+        self._aiohttp = aiohttp
+        self._url = aiohttp.client.URL(url)
+        self._headers = headers
+        self._body = body
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=60)
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=512, limit_per_host=0, keepalive_timeout=30),
+            cookie_jar=aiohttp.DummyCookieJar(),
+            skip_auto_headers=("User-Agent",),
+            timeout=self._timeout,
+        )
+
+    async def one(self, stream: bool) -> int:
+        n = 0
+        async with self._session.post(
+            self._url, data=self._body[str(stream)], headers=self._headers
+        ) as resp:
+            if resp.status != 200:
+                raise BadAnswer(f"HTTP {resp.status}")
+            while data := await resp.content.readany():
+                n += len(data)
+        return n
+
+    async def close(self) -> None:
+        await self._session.close()
+
+
+class HttpxCandidate(Candidate):
+    """httpx tuned: one client, no environment lookups, prepared headers, a request built per call."""
+
+    name = "httpx"
+
+    async def open(self, url: str, headers: dict[str, str], body: dict[str, bytes]) -> None:
+        self._client = httpx.AsyncClient(
+            http1=True,
+            http2=False,
+            trust_env=False,
+            timeout=httpx.Timeout(connect=10, read=60, write=30, pool=10),
+            limits=httpx.Limits(
+                max_connections=512, max_keepalive_connections=64, keepalive_expiry=30
+            ),
+        )
+        self._url = httpx.URL(url)
+        self._headers = list(headers.items())
+        self._body = body
+
+    async def one(self, stream: bool) -> int:
+        request = self._client.build_request(
+            "POST", self._url, content=self._body[str(stream)], headers=self._headers
+        )
+        response = await self._client.send(request, stream=True)
+        n = 0
+        try:
+            if response.status_code != 200:
+                raise BadAnswer(f"HTTP {response.status_code}")
+            async for data in response.aiter_raw():
+                n += len(data)
+        finally:
+            await response.aclose()
+        return n
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+class Http1Candidate(Candidate):
+    """The gateway's own keep-alive pool (``Http1Pool`` of ``providers/dashscope/http1.py``)."""
+
+    def __init__(self, module: Any, name: str = "http1 (ours)") -> None:
+        self._m = module
+        self.name = name
+
+    async def open(self, url: str, headers: dict[str, str], body: dict[str, bytes]) -> None:
+        from qwen_gateway.providers.dashscope.policy import Timeouts
+
+        self._pool = self._m.Http1Pool()
+        self._endpoint = self._m.Endpoint.parse(url)
+        self._headers = self._m.RequestHeaders(headers)
+        self._timeouts = Timeouts(connect=10, read=60, write=30)
+        self._body = body
+
+    async def one(self, stream: bool) -> int:
+        response = await self._pool.request(
+            self._endpoint, "POST", self._headers, self._body[str(stream)], self._timeouts
+        )
+        n = 0
+        try:
+            if response.status != 200:
+                raise BadAnswer(f"HTTP {response.status}")
+            while data := await response.receive():
+                n += len(data)
+        finally:
+            await response.aclose()
+        return n
+
+    async def close(self) -> None:
+        await self._pool.aclose()
+
+
+def http1_at(rev: str) -> Any | None:
+    """The pool's module as it was at git revision ``rev`` (None without git or that revision)."""
+    import importlib.util
+
+    path = HTTP1_PATH
+    try:
+        source = subprocess.run(
+            ["git", "-C", str(ROOT), "show", f"{rev}:{path}"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    source = source.replace(
+        "from .policy import Timeouts",
+        "from qwen_gateway.providers.dashscope.policy import Timeouts",
+    )
+    source = source.replace(
+        "from . import errors", "from qwen_gateway.providers.dashscope import errors"
+    )
+    name = f"http1_at_{rev}"
+    file = Path(tempfile.mkdtemp(prefix="qg-bench-http1-")) / f"{name}.py"
+    file.write_text(source, encoding="utf-8")
+    spec = importlib.util.spec_from_file_location(name, file)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@dataclass
+class TransportRun:
+    p50: float  # ms
+    p99: float  # ms
+    cpu_us: float  # CPU time of this process per request, microseconds
+
+
+async def transport_run(
+    cand: Candidate,
+    url: str,
+    headers: dict[str, str],
+    body: dict[str, bytes],
+    stream: bool,
+    conc: int,
+    n: int,
+) -> TransportRun:
+    await cand.open(url, headers, body)
+    try:
+        for _ in range(WARMUP):
+            await cand.one(stream)
+        # the connections of c workers exist before timing starts
+        await asyncio.gather(*(cand.one(stream) for _ in range(conc)))
+        lat: list[float] = []
+        todo = iter(range(n))
+
+        async def worker() -> None:
+            for _ in todo:
+                t0 = time.perf_counter()
+                size = await cand.one(stream)
+                lat.append(time.perf_counter() - t0)
+                if size < 100:
+                    raise BadAnswer(f"short answer ({size} bytes)")
+
+        cpu0 = time.process_time()
+        async with asyncio.TaskGroup() as tg:
+            for _ in range(conc):
+                tg.create_task(worker())
+        cpu = time.process_time() - cpu0
+    finally:
+        await cand.close()
+    return TransportRun(percentile(lat, 50) * 1e3, percentile(lat, 99) * 1e3, cpu / n * 1e6)
+
+
+def transports_main() -> None:
+    """Compare the candidate clients of the chat upstream (see the comment above ``TRANSPORT_ROUNDS``)."""
+    import statistics
+
+    from qwen_gateway.providers.dashscope import http1
+
+    candidates: list[Candidate] = [Http1Candidate(http1)]
+    if TRANSPORT_BASELINE:
+        module = http1_at(TRANSPORT_BASELINE)
+        if module is not None:
+            candidates.append(Http1Candidate(module, f"http1@{TRANSPORT_BASELINE}"))
+        else:
+            print(f"(no {HTTP1_PATH} at {TRANSPORT_BASELINE} in this checkout: skipped)")
+    try:
+        import aiohttp  # noqa: F401  (a benchmark-only comparison: not a dependency of the gateway)
+
+        candidates.append(AiohttpCandidate())
+    except ImportError:
+        print("(aiohttp is not installed: `.venv/bin/pip install aiohttp` to compare it)")
+    candidates.append(HttpxCandidate())
+    tmp = Path(tempfile.mkdtemp(prefix="qg-bench-transport-"))
+    sim_port = free_port()
+    sim = f"http://127.0.0.1:{sim_port}"
+    exe = str(VENV_BIN / "qwen-gateway")
+    sim_cmd = [exe, "simulate", "--host", "127.0.0.1", "--port", str(sim_port)]
+    url = f"{sim}/compatible-mode/v1/chat/completions"
+    headers = {
+        "Content-Type": "application/json",
+        "Accept-Encoding": "identity",
+        "Authorization": f"Bearer {UPSTREAM_KEY}",
+    }
+    body = {
+        str(s): json.dumps({"model": "qwen-plus", "messages": PROMPT, "stream": s}).encode()
+        for s in (False, True)
+    }
+    runs: dict[tuple[str, bool, int], list[TransportRun]] = {}
+    cases = [
+        (False, 1, TRANSPORT_N_SEQ),
+        (True, 1, TRANSPORT_N_SEQ),
+        (False, 16, TRANSPORT_N_CONC),
+        (True, 16, TRANSPORT_N_CONC),
+    ]
+    with child([*sim_cmd, "--api-key", UPSTREAM_KEY], log=tmp / "sim.log"):
+        wait_http(f"{sim}/health", ok=(200, 404))
+        for r in range(TRANSPORT_ROUNDS):
+            order = candidates[r % len(candidates) :] + candidates[: r % len(candidates)]
+            for stream, conc, n in cases:
+                for cand in order:
+                    result = run_sync(transport_run(cand, url, headers, body, stream, conc, n))  # type: ignore[arg-type]
+                    runs.setdefault((cand.name, stream, conc), []).append(result)
+            print(f"(round {r + 1}/{TRANSPORT_ROUNDS} done)", flush=True)
+
+    def fmt(values: list[float], digits: int) -> str:
+        med = statistics.median(values)
+        return f"{med:.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
+
+    print(
+        f"\nchat upstream client alone ({machine()}; {TRANSPORT_ROUNDS} interleaved rounds; per round"
+        f" {TRANSPORT_N_SEQ} requests at c=1, {TRANSPORT_N_CONC} at c=16; median (min-max) over rounds)"
+    )
+    print(f"{'client':<18} {'mode':<7} {'c':>3} {'p50 ms':>20} {'p99 ms':>20} {'cpu/req us':>20}")
+    out: dict[str, Any] = {}
+    for stream, conc, _ in cases:
+        for cand in candidates:
+            rs = runs[(cand.name, stream, conc)]
+            mode = "stream" if stream else "json"
+            print(
+                f"{cand.name:<18} {mode:<7} {conc:>3} {fmt([x.p50 for x in rs], 3):>20}"
+                f" {fmt([x.p99 for x in rs], 3):>20} {fmt([x.cpu_us for x in rs], 0):>20}"
+            )
+            out[f"{cand.name}|{mode}|c{conc}"] = [vars(x) for x in rs]
+    (tmp / "transports.json").write_text(json.dumps(out, indent=1), encoding="utf-8")
+    print(f"(raw figures: {tmp / 'transports.json'})")
+
+
+def proxy_main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="qg-bench-chat-"))
     sim_port, gw_port, ll_port = free_port(), free_port(), free_port()
     sim = f"http://127.0.0.1:{sim_port}"
@@ -439,6 +731,14 @@ def report(results: dict[tuple[str, bool, int], Result], names: list[str], tmp: 
     out = {f"{k[0]}|{'stream' if k[1] else 'json'}|c{k[2]}": vars(v) for k, v in results.items()}
     (tmp / "results.json").write_text(json.dumps(out, indent=1), encoding="utf-8")
     print(f"(raw figures: {tmp / 'results.json'})")
+
+
+def main() -> None:
+    parts = os.environ.get("QG_BENCH_CHAT_PARTS", "proxy,transports").split(",")
+    if "proxy" in parts:
+        proxy_main()
+    if "transports" in parts:
+        transports_main()
 
 
 if __name__ == "__main__":

@@ -160,6 +160,14 @@ class Settings:
     connect_timeout: float = field(default=10.0, metadata={"env": "QG_CONNECT_TIMEOUT"})
     read_timeout: float = field(default=60.0, metadata={"env": "QG_READ_TIMEOUT"})
     upstream_retries: int = field(default=2, metadata={"env": "QG_UPSTREAM_RETRIES"})
+    #: the most read of an upstream's HTTP answer (once decompressed): a line or event of a stream, and a whole
+    #: non-streamed body (a chat completion, a file-recognition status or result)
+    upstream_max_event_bytes: int = field(
+        default=1024 * 1024, metadata={"env": "QG_UPSTREAM_MAX_EVENT_BYTES"}
+    )
+    upstream_max_body_bytes: int = field(
+        default=16 * 1024 * 1024, metadata={"env": "QG_UPSTREAM_MAX_BODY_BYTES"}
+    )
 
     def __post_init__(self) -> None:
         # The four seed-era URLs not given explicitly come from the region (the newer ones: see the properties).
@@ -343,6 +351,8 @@ def validate(settings: Settings) -> Settings:
         "ws_receive_queue",
         "connect_timeout",
         "read_timeout",
+        "upstream_max_event_bytes",
+        "upstream_max_body_bytes",
         "oss_pool_size",
         "db_pool_size",
     ):

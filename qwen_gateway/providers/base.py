@@ -10,10 +10,10 @@ for upstream failures.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager, aclosing
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 __all__ = [
     "AudioFormat",
@@ -23,9 +23,11 @@ __all__ = [
     "RecognitionResult",
     "RecognitionSession",
     "Recognizer",
+    "RelayBatch",
     "SynthesisSession",
     "Synthesizer",
     "Usage",
+    "relay_one_by_one",
 ]
 
 #: Audio container/codec names as DashScope's recognisers take them.
@@ -63,12 +65,41 @@ class ChatDelta:
     choice_index: int = 0
 
 
+class RelayBatch(NamedTuple):
+    """Chunks of a streamed completion that arrived together, for a relay that forwards them byte for byte."""
+
+    #: each chunk's JSON exactly as the upstream sent it (the ``data:`` payloads), in order.
+    payloads: list[bytes]
+    #: the text the chunks add to choice 0.
+    content: str
+    #: usage reported by one of them.
+    usage: Usage | None
+    #: positions in ``payloads`` of usage chunks (no choices: a relay may leave them out).
+    usage_only: tuple[int, ...]
+    #: the upstream ended the stream (``[DONE]``, or the end of the body after a ``finish_reason``) with these.
+    final: bool
+
+
+async def relay_one_by_one(
+    stream: AsyncGenerator[ChatDelta, None],
+) -> AsyncGenerator[RelayBatch, None]:
+    """``stream``'s deltas as one-chunk batches: :meth:`ChatModel.relay_batches` for a model that cannot tell
+    which chunks arrived together. Closing the batches closes ``stream``."""
+    async with aclosing(stream):
+        async for d in stream:
+            content = d.content if d.choice_index == 0 else ""
+            # a chunk without choices parses to a delta with usage and nothing else
+            bare = not (d.content or d.reasoning or d.role or d.finish_reason)
+            usage_only = (0,) if d.usage is not None and bare else ()
+            yield RelayBatch([d.raw], content, d.usage, usage_only, False)
+
+
 class ChatModel(Protocol):
     """OpenAI-compatible chat completions (text, or text + image parts for VLM)."""
 
     def stream(
         self, body: Mapping[str, Any], *, api_key: str | None = None
-    ) -> AsyncIterator[ChatDelta]:
+    ) -> AsyncGenerator[ChatDelta, None]:
         """Stream a completion. ``body`` is the OpenAI request body (``stream`` is forced on).
 
         Retries (429/5xx/connection errors) happen only before the first delta is yielded.
@@ -76,6 +107,16 @@ class ChatModel(Protocol):
         The iterator owns the upstream response: a caller that stops early closes it
         (``async with contextlib.aclosing(model.stream(...))``) or cancels its task, which drops the connection.
         ``[DONE]`` is not yielded: the stream just ends.
+        """
+        ...
+
+    def relay_batches(
+        self, body: Mapping[str, Any], *, api_key: str | None = None
+    ) -> AsyncGenerator[RelayBatch, None]:
+        """Like :meth:`stream`, for a relay that forwards chunks byte for byte: the chunks that arrived together
+        come as one :class:`RelayBatch`; the last batch may be ``final`` (the upstream's end was seen).
+
+        A model that cannot tell what arrived together returns ``relay_one_by_one(self.stream(...))``.
         """
         ...
 

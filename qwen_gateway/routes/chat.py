@@ -19,8 +19,8 @@ import logging
 import secrets
 import time
 import unicodedata
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from typing import Any, cast
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 import msgspec
 from quart import Blueprint, Response, g, request
@@ -29,8 +29,7 @@ from protocol import ChatCompletionRequest
 
 from ..auth import bearer_token
 from ..errors import UpstreamError
-from ..providers import ChatDelta, ChatModel
-from ..providers.dashscope.chat import RelayBatch
+from ..providers import RelayBatch
 from ..storage import TurnRecord, TurnStatus
 from .common import (
     authorized,
@@ -86,31 +85,6 @@ def upstream_error_response(exc: UpstreamError, *, caller_key: bool = False) -> 
     return error_response(
         status, message, code=exc.code, type=exc.type, param=exc.param, headers=headers
     )
-
-
-def _relay_batches(
-    chat: ChatModel, body: dict[str, Any], api_key: str | None
-) -> AsyncGenerator[RelayBatch, None]:
-    """The model's stream as batches of chunks that arrived together (a chunk a batch for models that cannot
-    tell)."""
-    batches = getattr(chat, "relay_batches", None)
-    if batches is not None:
-        return cast(AsyncGenerator[RelayBatch, None], batches(body, api_key=api_key))
-    return _one_by_one(chat.stream(body, api_key=api_key))
-
-
-async def _one_by_one(stream: AsyncIterator[ChatDelta]) -> AsyncGenerator[RelayBatch, None]:
-    try:
-        async for d in stream:
-            content = d.content if d.choice_index == 0 else ""
-            # a chunk without choices parses to a delta with usage and nothing else
-            bare = not (d.content or d.reasoning or d.role or d.finish_reason)
-            usage_only = (0,) if d.usage is not None and bare else ()
-            yield RelayBatch([d.raw], content, d.usage, usage_only, False)
-    finally:
-        aclose = getattr(stream, "aclose", None)
-        if aclose is not None:
-            await aclose()
 
 
 def _frames(batch: RelayBatch, wants_usage: bool) -> bytes:
@@ -265,7 +239,7 @@ def chat_blueprint() -> Blueprint:
             **(body.get("stream_options") or {}),
             "include_usage": True,
         }
-        stream = _relay_batches(chat, upstream_body, caller_key)
+        stream = chat.relay_batches(upstream_body, api_key=caller_key)
         try:
             first = await anext(stream)
         except StopAsyncIteration:

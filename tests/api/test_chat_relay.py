@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from qwen_gateway.providers import ChatDelta, ChatModel
+from qwen_gateway.providers import ChatDelta, ChatModel, RelayBatch, relay_one_by_one
 from qwen_gateway.simulator import SimulatorConfig
 
 from .conftest import GATEWAY_KEY, UPSTREAM_KEY, Gateway, start_gateway
@@ -147,7 +147,7 @@ async def test_several_choices_are_all_relayed_and_the_first_is_stored(gateway: 
 
 
 class PlainChatModel:
-    """A ChatModel with only the Protocol's methods (no batches): the route relays it a chunk at a time."""
+    """A ChatModel that cannot tell which chunks arrived together: the route relays it a chunk at a time."""
 
     def __init__(self, inner: ChatModel) -> None:
         self.inner = inner
@@ -161,6 +161,11 @@ class PlainChatModel:
         self, body: Mapping[str, Any], *, api_key: str | None = None
     ) -> dict[str, Any]:
         return await self.inner.complete(body, api_key=api_key)
+
+    def relay_batches(
+        self, body: Mapping[str, Any], *, api_key: str | None = None
+    ) -> AsyncGenerator[RelayBatch, None]:
+        return relay_one_by_one(self.stream(body, api_key=api_key))
 
 
 @pytest.mark.parametrize("plain_model", [False, True], ids=["batches", "plain-model"])

@@ -37,6 +37,7 @@ Runner = Callable[[Coroutine[Any, Any, None]], None]
 
 RUNNERS = pytest.mark.parametrize("run", [asyncio.run, uvloop.run], ids=["asyncio", "uvloop"])
 QUICK = Timeouts(connect=2.0, read=2.0, write=2.0)
+LIMIT = 1024 * 1024
 HEADERS = RequestHeaders({"Content-Type": "application/json", "Authorization": "Bearer sk-x"})
 
 
@@ -126,7 +127,7 @@ async def post(pool: Http1Pool, server: Server, body: bytes = b"{}", **kw: Any) 
     )
     try:
         assert response.status == 200
-        return await response.read()
+        return await response.read(LIMIT)
     finally:
         await response.aclose()
 
@@ -345,7 +346,7 @@ def test_a_full_pool_times_out_then_frees_its_slot(run: Runner) -> None:
                 with pytest.raises(httpx.PoolTimeout):
                     await pool.request(endpoint, "POST", HEADERS, b"{}", short)
                 release.set()
-                assert await held.read() == b"{}"
+                assert await held.read(LIMIT) == b"{}"
                 await held.aclose()
                 release.clear()
                 late = await pool.request(endpoint, "POST", HEADERS, b"{}", QUICK)
@@ -366,6 +367,9 @@ def test_a_full_pool_times_out_then_frees_its_slot(run: Runner) -> None:
         (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab", "body"),
         (b"HTTP/2 200\r\n\r\n", "head"),
         (b"HTTP/1.1 200 OK\r\nContent-Length: nope\r\n\r\n", "head"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: \xb2\r\n\r\n", "head"),  # "²".isdigit() is True
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", "head"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", "head"),
         (b"HTTP/1.1 200 OK\r\n folded: header\r\n\r\n", "head"),
         (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "body"),
         (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabXY", "body"),
@@ -389,7 +393,7 @@ def test_broken_answers_are_remote_protocol_errors(run: Runner, answer: bytes, w
                 else:
                     response = await pool.request(endpoint, "POST", HEADERS, b"{}", QUICK)
                     with pytest.raises(httpx.RemoteProtocolError):
-                        await response.read()
+                        await response.read(LIMIT)
                     await response.aclose()
                 assert pool.idle_connections() == 0
             finally:
@@ -520,6 +524,7 @@ class ForwardProxy:
 
     def __init__(self) -> None:
         self.lines: list[str] = []
+        self.connections = 0
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -544,6 +549,7 @@ class ForwardProxy:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
+        self.connections += 1
         up_writer: asyncio.StreamWriter | None = None
         back: asyncio.Task[None] | None = None
         try:
@@ -611,6 +617,8 @@ async def test_an_environment_proxy_sends_chat_through_httpx(
                     {"messages": [{"role": "user", "content": "hi"}]}
                 )
             ]
+            async for _ in providers.chat.stream({"messages": [{"role": "user", "content": "hi"}]}):
+                pass
             result = await providers.chat.complete(
                 {"messages": [{"role": "user", "content": "hi"}]}
             )
@@ -618,7 +626,10 @@ async def test_an_environment_proxy_sends_chat_through_httpx(
             await providers.aclose()
     assert "".join(d.content for d in deltas) == "经过代理。"
     assert result["choices"][0]["message"]["content"] == "经过代理。"
-    assert proxy.lines == [f"POST {settings.chat_url}"] * 2
+    assert proxy.lines == [f"POST {settings.chat_url}"] * 3
+    assert (
+        proxy.connections == 1
+    )  # a stream read to its end leaves its connection for the next request
 
 
 # --- TLS ----------------------------------------------------------------------------------------------------
@@ -678,7 +689,7 @@ def test_https_with_verified_certificates_and_keep_alive(run: Runner, tmp_path: 
         try:
             for n in range(2):
                 response = await pool.request(endpoint, "POST", HEADERS, b"%d" % n, QUICK)
-                assert (response.status, await response.read()) == (200, b'{"tls":%d}' % n)
+                assert (response.status, await response.read(LIMIT)) == (200, b'{"tls":%d}' % n)
                 await response.aclose()
             assert pool.idle_connections() == 1  # one TLS connection, reused
             untrusting = Http1Pool()  # httpx's default trust store does not know this certificate

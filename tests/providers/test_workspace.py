@@ -82,3 +82,15 @@ async def test_synthesis(sim: Simulator, workspace: str, model: str) -> None:
     finally:
         await providers.aclose()
     assert _seen(sim, {"tts", "inference"}) == [workspace or None]
+
+
+async def test_chat(sim: Simulator, workspace: str) -> None:
+    providers = await _build(sim, workspace)
+    body = {"messages": [{"role": "user", "content": "你好"}]}
+    try:
+        await providers.chat.complete(body)
+        async for _ in providers.vlm.stream(body):
+            pass
+    finally:
+        await providers.aclose()
+    assert _seen(sim, {"chat"}) == [workspace or None] * 2

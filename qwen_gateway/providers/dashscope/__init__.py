@@ -8,7 +8,8 @@
     tts_qwen.py        QwenRealtimeSynthesizer  Synthesizer over the Qwen-TTS realtime WebSocket
     tts_cosyvoice.py   CosyVoiceSynthesizer     Synthesizer over CosyVoice (task WebSocket)
     errors.py          DashScope failures -> UpstreamError (OpenAI-style code, HTTP status, transient)
-    sse.py, ws.py, policy.py   SSE decoding, WebSocket plumbing, timeouts and backoff
+    http1.py           Http1Pool                the chat upstream's HTTP/1.1 keep-alive pool (httpx adapter too)
+    sse.py, ws.py, policy.py   bounded SSE decoding, WebSocket plumbing, timeouts, read limits and backoff
 """
 
 from .asr_file import FileRecognizer
@@ -20,7 +21,7 @@ from .factory import (
     build_providers,
     new_http_client,
 )
-from .policy import Backoff, Timeouts
+from .policy import Backoff, ReadLimits, Timeouts
 from .sse import SseDecoder
 from .tts_cosyvoice import CosyVoiceSynthesisSession, CosyVoiceSynthesizer
 from .tts_qwen import QwenRealtimeSynthesisSession, QwenRealtimeSynthesizer
@@ -34,6 +35,7 @@ __all__ = [
     "Providers",
     "QwenRealtimeSynthesisSession",
     "QwenRealtimeSynthesizer",
+    "ReadLimits",
     "RealtimeRecognitionSession",
     "RealtimeRecognizer",
     "SseDecoder",

@@ -24,11 +24,12 @@ from typing import Any, NoReturn
 import httpx
 import msgspec
 
-from ...errors import UpstreamTimeout
+from ...errors import UpstreamError, UpstreamTimeout
 from ..base import AudioFormat, RecognitionSession
 from . import errors
 from .catalogue import AsrProtocol
-from .policy import Backoff, Timeouts
+from .http1 import read_httpx_body
+from .policy import Backoff, ReadLimits, Timeouts
 
 __all__ = ["FileRecognizer"]
 
@@ -85,7 +86,8 @@ class FileRecognizer:
     ``protocol``: the input style, ``AsrProtocol.FILE_URLS`` (``input.file_urls``) or ``AsrProtocol.FILE_URL``
     (``input.file_url``), from the model's catalogue row. ``workspace``: sent as ``X-DashScope-WorkSpace`` when set.
     ``poll_initial`` / ``poll_max``: the first delay between polls and its cap (it doubles every 3 polls, as the
-    DashScope SDK does).
+    DashScope SDK does). ``limits.body`` bounds every answer read (task status, result file), ``limits.error_body``
+    an error's body.
     """
 
     def __init__(
@@ -102,6 +104,7 @@ class FileRecognizer:
         poll_initial: float = 0.5,
         poll_max: float = 5.0,
         parameters: dict[str, Any] | None = None,
+        limits: ReadLimits | None = None,
     ) -> None:
         if protocol not in _INPUTS:
             raise ValueError(f"FileRecognizer: {protocol} is not a file-recognition protocol")
@@ -117,6 +120,7 @@ class FileRecognizer:
         self._poll_max = poll_max
         self._parameters = dict(parameters or {})
         self._timeout = timeouts.for_http()
+        self._limits = limits or ReadLimits()
 
     @property
     def model(self) -> str:
@@ -137,14 +141,20 @@ class FileRecognizer:
     async def _request(
         self, method: str, url: str, *, api_key: str | None, what: str, **kwargs: Any
     ) -> bytes:
-        """One HTTP exchange with retries on transient failures; the body of a 2xx answer."""
+        """One HTTP exchange with retries on transient failures; the body of a 2xx answer (bounded)."""
         attempt = 0
         while True:
             try:
-                response = await self._http.request(method, url, timeout=self._timeout, **kwargs)
-                if response.status_code < 400:
-                    return response.content
-                err = errors.from_http(response.status_code, response.content, response.headers)
+                request = self._http.build_request(method, url, timeout=self._timeout, **kwargs)
+                response = await self._http.send(request, stream=True)
+                status = response.status_code
+                if status < 400:
+                    return await read_httpx_body(response, self._limits.body)
+                try:
+                    body = await read_httpx_body(response, self._limits.error_body)
+                except UpstreamError:
+                    body = b""  # too long to be an error message: the status tells the error
+                err = errors.from_http(status, body, response.headers)
             except httpx.TransportError as exc:
                 err = errors.from_transport(exc, what)
                 if isinstance(exc, httpx.TimeoutException) and not isinstance(

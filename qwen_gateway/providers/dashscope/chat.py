@@ -6,6 +6,9 @@ incrementally: each SSE ``data:`` payload is decoded into a small msgspec Struct
 
 Retries (429 throttles, 5xx, connection errors) happen with backoff and jitter, and only while nothing has been
 yielded to the caller; once a delta went out, a failure surfaces as :class:`UpstreamError`.
+
+What is read is bounded (:class:`~.policy.ReadLimits`): a line or an event of a stream, a non-streamed body and an
+error body; an answer over its bound is an ``upstream_response_too_large`` error and its connection is dropped.
 """
 
 from __future__ import annotations
@@ -13,20 +16,23 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, Callable, Mapping
 from contextlib import aclosing
-from typing import Any, NamedTuple
+from typing import Any
 
 import httpx
 import msgspec
 
 from ... import __version__
 from ...errors import UpstreamError
-from ..base import ChatDelta, Usage
+from ..base import ChatDelta, RelayBatch, Usage
 from . import errors
 from .http1 import Endpoint, HttpxTransport, RequestHeaders, UpstreamResponse, UpstreamTransport
-from .policy import Backoff, Timeouts
-from .sse import SseDecoder, SseEvent
+from .policy import Backoff, ReadLimits, Timeouts
+from .sse import SseDecoder, SseEvent, SseTooLarge
 
-__all__ = ["DashScopeChat", "RelayBatch"]
+__all__ = [
+    "DashScopeChat",
+    "RelayBatch",
+]  # RelayBatch: from providers.base, kept here for old imports
 
 
 class _Delta(msgspec.Struct):
@@ -60,6 +66,7 @@ _DONE = b"[DONE]"
 _HEAD_LIMIT = 64 * 1024
 _USER_AGENT = f"qwen-gateway/{__version__}"
 _REST_LIMIT = 1.0  # seconds to wait for the end of a stream's body after [DONE]
+_REST_BYTES = 64 * 1024  # and bytes read meanwhile (more: the connection is dropped instead)
 
 
 def _usage(u: _Usage) -> Usage:
@@ -97,21 +104,6 @@ def parse_chunk(raw: bytes) -> ChatDelta:
             choice.index,
         )
     return ChatDelta(raw, usage=usage)
-
-
-class RelayBatch(NamedTuple):
-    """Chunks of a streamed completion that arrived together, for a relay that forwards them byte for byte."""
-
-    #: each chunk's JSON exactly as the upstream sent it (the ``data:`` payloads), in order.
-    payloads: list[bytes]
-    #: the text the chunks add to choice 0.
-    content: str
-    #: usage reported by one of them.
-    usage: Usage | None
-    #: positions in ``payloads`` of usage chunks (no choices: a relay may leave them out).
-    usage_only: tuple[int, ...]
-    #: the upstream ended the stream (``[DONE]``, or the end of the body after a ``finish_reason``) with these.
-    final: bool
 
 
 #: What a batch builder makes of the events of one read: (batch or None, saw [DONE], saw a finish_reason,
@@ -207,11 +199,14 @@ async def _read_rest(response: UpstreamResponse) -> None:
     Its failures are moot (the answer is complete); an upstream slow to end the body loses the connection
     instead of holding the caller up.
     """
+    size = 0
     try:
         async with asyncio.timeout(_REST_LIMIT):
-            while await response.receive():
-                pass
-    except (httpx.TransportError, TimeoutError):
+            while data := await response.receive():
+                size += len(data)
+                if size > _REST_BYTES:
+                    return  # the caller's aclose() drops the connection
+    except (httpx.TransportError, UpstreamError, TimeoutError):
         pass
 
 
@@ -232,7 +227,7 @@ class DashScopeChat:
     ``transport`` carries the requests: an :class:`~.http1.Http1Pool` (the factory's default), an
     :class:`~.http1.HttpxTransport`, or an ``httpx.AsyncClient`` (wrapped in one). It is shared and not owned:
     closing it is the caller's business. ``model`` fills requests that name none. ``api_key`` is the default
-    key; each call may override it (pass-through mode).
+    key; each call may override it (pass-through mode). ``limits`` bound what is read of each answer.
 
     Raises:
         ValueError: ``url`` is not an ``http(s)`` URL.
@@ -247,6 +242,8 @@ class DashScopeChat:
         api_key: str,
         timeouts: Timeouts,
         backoff: Backoff,
+        limits: ReadLimits | None = None,
+        workspace: str = "",
     ) -> None:
         if isinstance(transport, httpx.AsyncClient):
             transport = HttpxTransport(transport)
@@ -256,6 +253,8 @@ class DashScopeChat:
         self._api_key = api_key
         self._backoff = backoff
         self._timeouts = timeouts
+        self._limits = limits or ReadLimits()
+        self._workspace = workspace
         self._default_headers = (
             self._headers_for(api_key, stream=False),
             self._headers_for(api_key, stream=True),
@@ -266,8 +265,9 @@ class DashScopeChat:
         """The model used when a request names none."""
         return self._model
 
-    @staticmethod
-    def _headers_for(key: str | None, *, stream: bool) -> RequestHeaders:
+    def _headers_for(self, key: str | None, *, stream: bool) -> RequestHeaders:
+        """Every header of a chat request (``Host`` and ``Content-Length`` are the transport's): the one place to
+        add one."""
         headers = [
             ("Content-Type", "application/json"),
             ("Accept", "text/event-stream" if stream else "application/json"),
@@ -276,6 +276,8 @@ class DashScopeChat:
         ]
         if key:
             headers.append(("Authorization", f"Bearer {key}"))
+        if self._workspace:
+            headers.append(("X-DashScope-WorkSpace", self._workspace))
         return RequestHeaders(headers)
 
     def _headers(self, api_key: str | None, *, stream: bool) -> RequestHeaders:
@@ -298,7 +300,9 @@ class DashScopeChat:
         )
         if response.status >= 400:
             try:
-                body = await response.read()
+                body = await response.read(self._limits.error_body)
+            except UpstreamError:
+                body = b""  # too long to be an error message: the status tells the error
             finally:
                 await response.aclose()
             raise errors.from_http(response.status, body, response.headers)
@@ -345,17 +349,21 @@ class DashScopeChat:
         finished without ``[DONE]``, ``final(batch or None)``."""
         payload = self._payload(body, stream=True)
         headers = self._headers(api_key, stream=True)
+        limits = self._limits
         yielded = False
         attempt = 0
         while True:
             response: UpstreamResponse | None = None
             try:
                 response = await self._send(payload, headers)
-                decoder = SseDecoder()
+                decoder = SseDecoder(limits.event, limits.event)
                 finished = False
                 head = bytearray()  # the body so far while no event came: maybe not SSE at all
                 while data := await response.receive():
-                    events = decoder.feed(data)
+                    try:
+                        events = decoder.feed(data)
+                    except SseTooLarge as exc:
+                        raise errors.too_large("chat stream", exc.limit) from None
                     if not events:
                         if not yielded and len(head) < _HEAD_LIMIT:
                             head += data
@@ -372,7 +380,10 @@ class DashScopeChat:
                             await _read_rest(response)
                         return
                 # The body ended without [DONE]: maybe with an event not followed by its blank line.
-                tail = decoder.close()
+                try:
+                    tail = decoder.close()
+                except SseTooLarge as exc:
+                    raise errors.too_large("chat stream", exc.limit) from None
                 batch, done, saw_finish, error = build(tail) if tail else (None, False, False, None)
                 ended = done or finished or saw_finish
                 if ended and error is None:
@@ -420,7 +431,7 @@ class DashScopeChat:
             try:
                 response = await self._send(payload, headers)
                 try:
-                    content = await response.read()
+                    content = await response.read(self._limits.body)
                 finally:
                     await response.aclose()
                 try:

@@ -33,6 +33,7 @@ __all__ = [
     "from_transport",
     "malformed",
     "redact",
+    "too_large",
 ]
 
 #: Native DashScope codes (and aliases seen in the field) to compat / OpenAI-style codes.
@@ -252,4 +253,14 @@ def malformed(what: str) -> UpstreamError:
     """The error for an upstream answer we could not parse."""
     return UpstreamError(
         f"{what}: malformed upstream data", code="upstream_bad_response", status=502
+    )
+
+
+def too_large(what: str, limit: int) -> UpstreamError:
+    """The error for an upstream answer (a body, a line or an event of a stream, once decompressed) over the
+    ``limit`` bytes we read; the connection it came on is dropped."""
+    return UpstreamError(
+        f"{what}: the upstream's answer is over the {limit}-byte limit",
+        code="upstream_response_too_large",
+        status=502,
     )

@@ -20,7 +20,7 @@ from .asr_realtime import RealtimeRecognizer, task_asr_parameters
 from .catalogue import AsrProtocol, TtsProtocol, asr_model, tts_model
 from .chat import DashScopeChat
 from .http1 import Http1Pool, HttpxTransport, UpstreamTransport
-from .policy import Backoff, Timeouts
+from .policy import Backoff, ReadLimits, Timeouts
 from .tts_cosyvoice import CosyVoiceSynthesizer
 from .tts_qwen import QwenRealtimeSynthesizer
 
@@ -157,7 +157,11 @@ def build_providers(
     backoff = Backoff(
         retries=settings.upstream_retries, base=tuning.retry_base, cap=tuning.retry_cap
     )
+    limits = ReadLimits(
+        event=settings.upstream_max_event_bytes, body=settings.upstream_max_body_bytes
+    )
     key = settings.qwen_api_key
+    workspace = settings.workspace
 
     chat_transport = new_chat_transport(settings, client, tuning)
     chat = DashScopeChat(
@@ -167,6 +171,8 @@ def build_providers(
         api_key=key,
         timeouts=timeouts,
         backoff=backoff,
+        limits=limits,
+        workspace=workspace,
     )
     vlm = DashScopeChat(
         chat_transport,
@@ -175,9 +181,10 @@ def build_providers(
         api_key=key,
         timeouts=timeouts,
         backoff=backoff,
+        limits=limits,
+        workspace=workspace,
     )
 
-    workspace = settings.workspace
     asr = asr_model(settings.asr_model, settings.asr_protocol)
     recognizer: Recognizer
     match asr.protocol:
@@ -204,6 +211,7 @@ def build_providers(
                 workspace=workspace,
                 poll_initial=tuning.poll_initial,
                 poll_max=tuning.poll_max,
+                limits=limits,
             )
         case _:
             raise ConfigError(

@@ -2,11 +2,18 @@
 
 :class:`Http1Pool` keeps connections per origin (``http`` and ``https``) and runs one request at a time on each.
 Response bodies may be framed by ``Content-Length``, by the chunked transfer coding or by the end of the
-connection; ``gzip`` and ``deflate`` content codings are decoded. :class:`HttpxTransport` offers the same
-interface over an ``httpx.AsyncClient`` (the factory uses it when the environment names an HTTP proxy, which only
-httpx honours).
+connection (no other transfer coding: like h11, the pool refuses ``Transfer-Encoding: gzip, chunked``);
+``gzip`` and ``deflate`` content codings are decoded, a bounded piece at a time. :class:`HttpxTransport` offers the
+same interface over an ``httpx.AsyncClient`` (the factory uses it when the environment names an HTTP proxy, which
+only httpx honours), with the same decoding.
 
-Failures are raised as httpx's transport exceptions, so callers map both transports the same way::
+Both are bounded: a response head is at most 64 KiB, ``read(limit)`` refuses a body over ``limit`` bytes (once
+decompressed), and one ``receive()`` decompresses at most 256 KiB, however small the compressed piece was. What
+the body is made of (SSE lines and events) is bounded by its reader.
+
+Failures of the connection are raised as httpx's transport exceptions, so callers map both transports the same
+way; an answer the transport refuses (over a limit, a body that does not decompress) is an
+:class:`~qwen_gateway.errors.UpstreamError` (``upstream_response_too_large``, ``upstream_bad_response``)::
 
     httpx.TransportError
     ├── ConnectError, ConnectTimeout, PoolTimeout     nothing was sent
@@ -32,6 +39,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from . import errors
 from .policy import Timeouts
 
 __all__ = [
@@ -42,6 +50,7 @@ __all__ = [
     "RequestHeaders",
     "UpstreamResponse",
     "UpstreamTransport",
+    "read_httpx_body",
 ]
 
 _MAX_HEAD = 64 * 1024  # response line + headers
@@ -49,6 +58,8 @@ _READ_HIGH = 256 * 1024  # received bytes buffered before the socket is no longe
 _STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([0-9]{3})(?:[ \t].*)?")
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
+_DIGITS = re.compile(r"[0-9]{1,18}")  # ASCII digits only: str.isdigit() also takes "²" and "٣"
+_DECODE_STEP = 256 * 1024  # decompressed bytes one receive() returns at most
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_VALUE = re.compile(r"[\r\n\0]")
 _NO_BODY_STATUS = frozenset({204, 304})
@@ -137,8 +148,12 @@ class UpstreamResponse(Protocol):
         """The next piece of the (decoded) body as it arrives; ``b""`` once the body is complete."""
         ...
 
-    async def read(self) -> bytes:
-        """The rest of the body."""
+    async def read(self, limit: int) -> bytes:
+        """The rest of the body, at most ``limit`` bytes.
+
+        Raises:
+            UpstreamError: ``upstream_response_too_large`` when the body is longer (the connection is dropped).
+        """
         ...
 
     async def aclose(self) -> None:
@@ -376,7 +391,14 @@ class _Chunked:
 
 
 class _Decompressor:
-    """``gzip`` / ``deflate`` content decoding (``deflate``: zlib-wrapped or raw, as servers differ)."""
+    """``gzip`` / ``deflate`` content decoding (``deflate``: zlib-wrapped or raw, as servers differ).
+
+    Each call gives at most ``_DECODE_STEP`` bytes: what a compressed piece holds beyond that stays
+    :attr:`pending` and comes from :meth:`more` (a few KiB of gzip can unpack to gigabytes).
+
+    Raises (every method):
+        UpstreamError: ``upstream_bad_response``, the body is not what its coding says.
+    """
 
     __slots__ = ("_raw_fallback", "_z")
 
@@ -384,21 +406,47 @@ class _Decompressor:
         self._raw_fallback = coding == "deflate"
         self._z = zlib.decompressobj(zlib.MAX_WBITS | 16 if coding != "deflate" else zlib.MAX_WBITS)
 
+    @property
+    def pending(self) -> bool:
+        """Input was left undecoded by the last call."""
+        return bool(self._z.unconsumed_tail)
+
     def feed(self, data: bytes) -> bytes:
         try:
-            return self._z.decompress(data)
+            out = self._z.decompress(data, _DECODE_STEP)
         except zlib.error:
             if self._raw_fallback:
                 self._raw_fallback = False
                 self._z = zlib.decompressobj(-zlib.MAX_WBITS)
                 return self.feed(data)
-            raise httpx.DecodingError("malformed compressed body") from None
+            raise errors.malformed("compressed body") from None
+        if out:
+            self._raw_fallback = False
+        return out
+
+    def more(self) -> bytes:
+        """The next piece of what the last call left pending."""
+        return self.feed(self._z.unconsumed_tail)
 
     def flush(self) -> bytes:
+        """At the end of the body (nothing pending): what the decoder still holds."""
         try:
             return self._z.flush()
         except zlib.error:
-            raise httpx.DecodingError("malformed compressed body") from None
+            raise errors.malformed("compressed body") from None
+
+
+async def _read_body(response: UpstreamResponse, limit: int) -> bytes:
+    """The rest of ``response``'s body, at most ``limit`` bytes (see :meth:`UpstreamResponse.read`)."""
+    parts: list[bytes] = []
+    size = 0
+    while data := await response.receive():
+        size += len(data)
+        if size > limit:
+            await response.aclose()
+            raise errors.too_large("upstream answer", limit)
+        parts.append(data)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 _CODINGS = frozenset({"gzip", "x-gzip", "deflate"})
@@ -433,6 +481,7 @@ class Http1Response:
         "_conn",
         "_decoder",
         "_done",
+        "_flushed",
         "_keep_alive",
         "_pending",
         "_pool",
@@ -467,6 +516,7 @@ class Http1Response:
         self._done = False
         self._complete = False
         self._released = False
+        self._flushed = False
         coding = headers.get("content-encoding", "").strip().lower()
         self._decoder = _Decompressor(coding) if coding in _CODINGS else None
         if body_length == 0:
@@ -477,8 +527,15 @@ class Http1Response:
         return self._complete
 
     async def receive(self) -> bytes:
+        decoder = self._decoder
         try:
-            while not self._done:
+            while True:
+                if decoder is not None:
+                    out = self._decoded_rest(decoder)
+                    if out:
+                        return out
+                if self._done:
+                    return b""
                 if self._pending:
                     data, self._pending = self._pending, b""
                 else:
@@ -486,18 +543,28 @@ class Http1Response:
                     if not data:
                         if self._remaining is None and self._chunked is None:
                             self._finish(reusable=False)  # the body ends with the connection
-                            return self._decoded(b"")
+                            continue
                         raise httpx.RemoteProtocolError(
                             "peer closed connection without sending complete message body"
                         )
                 body = self._frame(data)
-                out = self._decoded(body)
+                out = decoder.feed(body) if decoder is not None and body else body
                 if out:
                     return out
-            return b""
         except BaseException:
             self._release(reusable=False)
             raise
+
+    def _decoded_rest(self, decoder: _Decompressor) -> bytes:
+        """What the decoder holds before more of the body is read: its pending output, or its last bytes once
+        the body is complete."""
+        while decoder.pending:
+            if out := decoder.more():
+                return out
+        if self._complete and not self._flushed:
+            self._flushed = True
+            return decoder.flush()
+        return b""
 
     def _frame(self, data: bytes) -> bytes:
         chunked = self._chunked
@@ -518,20 +585,8 @@ class Http1Response:
         self._remaining = remaining - len(data)
         return data
 
-    def _decoded(self, body: bytes) -> bytes:
-        decoder = self._decoder
-        if decoder is None:
-            return body
-        out = decoder.feed(body) if body else b""
-        if self._done:
-            out += decoder.flush()
-        return out
-
-    async def read(self) -> bytes:
-        parts: list[bytes] = []
-        while data := await self.receive():
-            parts.append(data)
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+    async def read(self, limit: int) -> bytes:
+        return await _read_body(self, limit)
 
     def __aiter__(self) -> Http1Response:
         return self
@@ -719,13 +774,16 @@ class Http1Pool:
             length = 0
         elif "transfer-encoding" in headers:
             codings = [c.strip().lower() for c in headers["transfer-encoding"].split(",")]
-            chunked = codings[-1] == "chunked"
+            if codings != ["chunked"]:
+                # as h11 does: a transfer coding we would have to undo ("gzip, chunked") is refused
+                raise httpx.RemoteProtocolError(
+                    f"unsupported Transfer-Encoding {headers['transfer-encoding']!r}"
+                )
+            chunked = True
             length = None
-            if not chunked:
-                keep_alive = False  # the body ends with the connection
         elif "content-length" in headers:
             values = {v.strip() for v in headers["content-length"].split(",")}
-            if len(values) != 1 or not next(iter(values)).isdigit():
+            if len(values) != 1 or not _DIGITS.fullmatch(next(iter(values))):
                 raise httpx.RemoteProtocolError("malformed Content-Length")
             length = int(values.pop())
         else:
@@ -760,13 +818,21 @@ class Http1Pool:
 
 # ---------------------------------------------------------------------------------------------- httpx
 class _HttpxResponse:
-    """An ``httpx.Response`` (opened with ``stream=True``) as an :class:`UpstreamResponse`."""
+    """An ``httpx.Response`` (opened with ``stream=True``) as an :class:`UpstreamResponse`.
 
-    __slots__ = ("_chunks", "_response")
+    The body is read raw and decoded here, as :class:`Http1Response` does (bounded pieces); it is ``complete``
+    once its last byte was read (httpx's ``is_stream_consumed`` is set as soon as reading *starts*).
+    """
+
+    __slots__ = ("_chunks", "_complete", "_decoder", "_flushed", "_response")
 
     def __init__(self, response: httpx.Response) -> None:
         self._response = response
-        self._chunks = response.aiter_bytes()
+        self._chunks = response.aiter_raw()
+        coding = response.headers.get("content-encoding", "").strip().lower()
+        self._decoder = _Decompressor(coding) if coding in _CODINGS else None
+        self._complete = False
+        self._flushed = False
 
     @property
     def status(self) -> int:
@@ -778,22 +844,53 @@ class _HttpxResponse:
 
     @property
     def complete(self) -> bool:
-        return self._response.is_stream_consumed
+        return self._complete
 
     async def receive(self) -> bytes:
-        try:
-            return await anext(self._chunks)
-        except StopAsyncIteration:
-            return b""
+        decoder = self._decoder
+        while True:
+            if decoder is not None:
+                while decoder.pending:
+                    if out := decoder.more():
+                        return out
+                if self._complete and not self._flushed:
+                    self._flushed = True
+                    if out := decoder.flush():
+                        return out
+            if self._complete:
+                return b""
+            try:
+                data = await anext(self._chunks)
+            except StopAsyncIteration:
+                self._complete = True
+                continue
+            out = decoder.feed(data) if decoder is not None else data
+            if out:
+                return out
 
-    async def read(self) -> bytes:
-        return await self._response.aread()
+    async def read(self, limit: int) -> bytes:
+        return await _read_body(self, limit)
 
     async def aclose(self) -> None:
         try:
             await self._chunks.aclose()  # type: ignore[attr-defined]
         finally:
             await self._response.aclose()
+
+
+async def read_httpx_body(response: httpx.Response, limit: int) -> bytes:
+    """The body of ``response`` (opened with ``stream=True``, not yet read) decoded, at most ``limit`` bytes;
+    the response is closed.
+
+    Raises:
+        UpstreamError: over ``limit`` (``upstream_response_too_large``), or a bad compressed body.
+        httpx.TransportError: the connection failed.
+    """
+    body = _HttpxResponse(response)
+    try:
+        return await body.read(limit)
+    finally:
+        await body.aclose()
 
 
 class HttpxTransport:

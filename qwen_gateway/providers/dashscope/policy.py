@@ -13,7 +13,7 @@ import httpx
 
 from ...errors import UpstreamError
 
-__all__ = ["Backoff", "Timeouts"]
+__all__ = ["Backoff", "ReadLimits", "Timeouts"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,26 @@ class Timeouts:
         return httpx.Timeout(
             connect=self.connect, read=self.read, write=self.write, pool=self.connect
         )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReadLimits:
+    """Bytes read from an HTTP upstream at most (sizes once decompressed); over them, the answer is refused
+    with ``upstream_response_too_large`` and its connection dropped.
+
+    Attributes:
+        event: a line, and the data of one event, of a streamed (SSE) answer.
+        body: a whole non-streamed answer (a chat completion, a recognition task's status or result).
+        error_body: the body of an HTTP error answer (past it, the error is told from its status alone).
+    """
+
+    event: int = 1024 * 1024
+    body: int = 16 * 1024 * 1024
+    error_body: int = 64 * 1024
+
+    def __post_init__(self) -> None:
+        if min(self.event, self.body, self.error_body) < 1:
+            raise ValueError("read limits must be >= 1 byte")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
