@@ -6,7 +6,8 @@
     asr_realtime.py    RealtimeRecognizer       streaming Recognizer over the task WebSocket
     asr_file.py        FileRecognizer           file Recognizer (async task: submit, poll, fetch)
     tts_qwen.py        QwenRealtimeSynthesizer  Synthesizer over the Qwen-TTS realtime WebSocket
-    tts_cosyvoice.py   CosyVoiceSynthesizer     Synthesizer over CosyVoice (task WebSocket)
+    tts_task.py        TaskSynthesizer          Synthesizer over the task WebSocket (CosyVoice, qwen-audio TTS)
+    tts_http.py        HttpSynthesizer          Synthesizer over HTTP + SSE (qwen3-tts-flash, qwen-tts)
     errors.py          DashScope failures -> UpstreamError (OpenAI-style code, HTTP status, transient)
     sse.py, ws.py, policy.py   SSE decoding, WebSocket plumbing, timeouts and backoff
 """
@@ -22,21 +23,24 @@ from .factory import (
 )
 from .policy import Backoff, Timeouts
 from .sse import SseDecoder
-from .tts_cosyvoice import CosyVoiceSynthesisSession, CosyVoiceSynthesizer
+from .tts_http import HttpSynthesisSession, HttpSynthesizer
 from .tts_qwen import QwenRealtimeSynthesisSession, QwenRealtimeSynthesizer
+from .tts_task import TaskSynthesisSession, TaskSynthesizer
 
 __all__ = [
     "Backoff",
-    "CosyVoiceSynthesisSession",
-    "CosyVoiceSynthesizer",
     "DashScopeChat",
     "FileRecognizer",
+    "HttpSynthesisSession",
+    "HttpSynthesizer",
     "Providers",
     "QwenRealtimeSynthesisSession",
     "QwenRealtimeSynthesizer",
     "RealtimeRecognitionSession",
     "RealtimeRecognizer",
     "SseDecoder",
+    "TaskSynthesisSession",
+    "TaskSynthesizer",
     "Timeouts",
     "Tuning",
     "build_providers",

@@ -427,15 +427,17 @@ async def open_session(
     what: str,
     make: Callable[[ClientConnection], SessionT],
     start: Callable[[SessionT], Awaitable[None]],
+    ws: ClientConnection | None = None,
 ) -> SessionT:
-    """Connect to ``url`` once, build the session ``make`` returns for the socket, start its reader and run
-    ``start`` (the protocol's opening exchange). On any failure, cancellation included, the session is closed
-    before the error propagates.
+    """Connect to ``url`` once (or take ``ws``, a socket opened earlier), build the session ``make`` returns for
+    the socket, start its reader and run ``start`` (the protocol's opening exchange). On any failure,
+    cancellation included, the session is closed before the error propagates.
 
     Raises:
         UpstreamError: as :func:`open_ws`, or what ``start`` raised.
     """
-    ws = await open_ws(url, api_key=api_key, timeouts=timeouts, what=what)
+    if ws is None:
+        ws = await open_ws(url, api_key=api_key, timeouts=timeouts, what=what)
     session = make(ws)
     try:
         session._start_reader()
