@@ -71,7 +71,7 @@ async def test_full_audio_turn_in_seed_order(tmp_path: Path) -> None:
         # The MP3 decodes to what the simulator synthesised (plus the encoder's fixed delay/padding).
         pcm_samples = sum(r.audio_bytes for r in tts.responses) // 2
         samples, rate = decoded_samples(c.mp3())
-        assert rate == gw.settings.tts_sample_rate
+        assert rate == gw.settings.speech_sample_rate
         assert pcm_samples <= samples <= pcm_samples + 1152 + 576 * 2
 
         # The turn was written through the outbox.

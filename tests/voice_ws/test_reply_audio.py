@@ -110,7 +110,7 @@ async def test_audio_turn_stores_the_spoken_answer(tmp_path: Path) -> None:
         stored = await gw.services.storage.objects.get(key)
         assert stored == mp3 and len(stored) > 1000
         samples, rate = decoded_samples(stored)
-        assert samples > 0 and rate == gw.settings.tts_sample_rate
+        assert samples > 0 and rate == gw.settings.speech_sample_rate
         assert probe.reply_puts() == [(key, "audio/mpeg", len(mp3))]
     assert not voice_tasks()
 
