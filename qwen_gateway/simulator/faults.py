@@ -10,7 +10,7 @@ Endpoints::
     tts            WS   /api-ws/v1/realtime          (qwen-tts-realtime)
     inference      WS   /api-ws/v1/inference         (handshake only: any task)
     asr            a run-task with task "asr"        (paraformer / fun-asr / gummy realtime)
-    tts_cosyvoice  a run-task with task "tts"        (CosyVoice)
+    tts_cosyvoice  a run-task with task "tts"        (CosyVoice, qwen-audio TTS)
     file_asr       POST /api/v1/services/audio/asr/transcription
     tasks          GET  /api/v1/tasks/<id>
     result         GET  the transcription_url of a file-ASR result

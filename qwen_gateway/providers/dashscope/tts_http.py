@@ -153,6 +153,9 @@ class HttpSynthesisSession:
         except UpstreamError as err:
             self._error = err
             log.info("tts http failed: status=%s code=%s", err.status, err.code)
+        except Exception:
+            log.exception("tts http: unexpected failure")
+            self._error = errors.malformed("tts")
         finally:
             self._audio.end()
 
