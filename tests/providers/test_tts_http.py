@@ -176,3 +176,14 @@ async def test_the_request_body_is_the_sdks(sim: Simulator) -> None:
         "parameters": {},
         "input": {"text": SEGMENTS[0], "voice": "Cherry"},
     }
+
+
+def test_keyless_mode_sends_http_synthesis_to_the_simulator(sim: Simulator) -> None:
+    from qwen_gateway.config import Settings
+    from qwen_gateway.services import simulated_settings
+
+    settings = Settings(tts_model="qwen3-tts-flash", tts_http_url="https://real.example/tts")
+    pointed = simulated_settings(settings, sim.env, KEY)
+    assert pointed.tts_http_endpoint == (
+        sim.env["DASHSCOPE_HTTP_BASE_URL"] + "/services/aigc/multimodal-generation/generation"
+    )
