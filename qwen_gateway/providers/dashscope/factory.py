@@ -233,7 +233,7 @@ def build_providers(
             )
         case TtsProtocol.HTTP:
             synthesizer = HttpSynthesizer(
-                client,
+                chat_transport,
                 url=settings.tts_http_endpoint,
                 model=tts.name,
                 voice=settings.speech_voice,

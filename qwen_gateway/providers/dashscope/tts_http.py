@@ -10,8 +10,8 @@ The answer is a native SSE stream: events whose ``output.audio.data`` carries ba
 with ``output.finish_reason`` ``"null"``, then one with ``"stop"`` (and the whole file's ``url``, not used here);
 an ``event:error`` event (or a ``code`` in the data) is a failure.
 
-Segments are spoken strictly in order, one request after the other, on the shared keep-alive pool (no new
-connection per segment). The cost of that simplicity: each segment after the first starts only when the previous
+Segments are spoken strictly in order, one request after the other, on the chat's keep-alive transport
+(:mod:`.http1`: no new connection per segment). The cost of that simplicity: each segment after the first starts only when the previous
 one's audio has been received, so one upstream time-to-first-audio per segment is added to the answer's
 synthesis time. The client does not hear it as long as each segment's audio arrives faster than it plays, which
 is the case for DashScope's streaming (audio for a sentence arrives in well under its duration).
@@ -37,6 +37,7 @@ import msgspec
 from ...errors import UpstreamError
 from ..base import PcmChunk
 from . import errors
+from .http1 import Endpoint, RequestHeaders, UpstreamResponse, UpstreamTransport
 from .policy import Backoff, Timeouts
 from .sse import SseDecoder
 from .ws import PcmQueue
@@ -75,9 +76,9 @@ class _Event(msgspec.Struct):
 _event_decoder = msgspec.json.Decoder(_Event)
 
 
-async def _read_bounded(response: httpx.Response, limit: int) -> bytes:
+async def _read_bounded(response: UpstreamResponse, limit: int) -> bytes:
     body = bytearray()
-    async for chunk in response.aiter_bytes():
+    while chunk := await response.receive():
         body += chunk
         if len(body) > limit:
             break
@@ -177,43 +178,17 @@ class HttpSynthesisSession:
     async def _request(self, text: str, heard: list[bool]) -> None:
         synth = self._synth
         try:
-            async with synth.http.stream(
+            response = await synth.transport.request(
+                synth.endpoint,
                 "POST",
-                synth.url,
-                content=_encoder.encode(synth.request_body(text, self._voice)),
-                headers=synth.request_headers(self._api_key),
-                timeout=synth.timeouts.for_http(),
-            ) as response:
-                if response.status_code >= 400:
-                    body = await _read_bounded(response, MAX_ERROR_BYTES)
-                    raise errors.from_http(response.status_code, body, response.headers)
-                media = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-                if media != "text/event-stream":
-                    # SSE not honoured: one JSON answer (audio inline, if any).
-                    body = await _read_bounded(response, MAX_EVENT_BYTES)
-                    if await self._event(body, None, heard):
-                        return
-                    raise UpstreamError(
-                        "tts: the upstream answered without streamed audio",
-                        code="upstream_bad_response",
-                        status=502,
-                    )
-                decoder = SseDecoder()
-                unread = 0
-                async for chunk in response.aiter_bytes():
-                    unread += len(chunk)
-                    if unread > MAX_EVENT_BYTES:
-                        raise errors.malformed("tts")
-                    events = decoder.feed(chunk)
-                    if events:
-                        unread = 0
-                    for name, data in events:
-                        if await self._event(data, name, heard):
-                            return
-                for name, data in decoder.close():
-                    if await self._event(data, name, heard):
-                        return
-                raise errors.closed_error("tts")
+                synth.request_headers(self._api_key),
+                _encoder.encode(synth.request_body(text, self._voice)),
+                synth.timeouts,
+            )
+            try:
+                await self._read(response, heard)
+            finally:
+                await response.aclose()
         except httpx.TransportError as exc:
             err = errors.from_transport(exc, "tts request")
             if isinstance(exc, httpx.TimeoutException) and not isinstance(
@@ -221,6 +196,38 @@ class HttpSynthesisSession:
             ):
                 err.transient = False  # the read timeout was waited already: not again
             raise err from None
+
+    async def _read(self, response: UpstreamResponse, heard: list[bool]) -> None:
+        if response.status >= 400:
+            body = await _read_bounded(response, MAX_ERROR_BYTES)
+            raise errors.from_http(response.status, body, response.headers)
+        media = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if media != "text/event-stream":
+            # SSE not honoured: one JSON answer (audio inline, if any).
+            body = await _read_bounded(response, MAX_EVENT_BYTES)
+            if await self._event(body, None, heard):
+                return
+            raise UpstreamError(
+                "tts: the upstream answered without streamed audio",
+                code="upstream_bad_response",
+                status=502,
+            )
+        decoder = SseDecoder()
+        unread = 0
+        while chunk := await response.receive():
+            unread += len(chunk)
+            if unread > MAX_EVENT_BYTES:
+                raise errors.malformed("tts")
+            events = decoder.feed(chunk)
+            if events:
+                unread = 0
+            for name, data in events:
+                if await self._event(data, name, heard):
+                    return
+        for name, data in decoder.close():
+            if await self._event(data, name, heard):
+                return
+        raise errors.closed_error("tts")
 
     async def _event(self, data: bytes, name: str | None, heard: list[bool]) -> bool:
         """Handle one event; True when the segment is complete."""
@@ -252,13 +259,14 @@ class HttpSynthesisSession:
 class HttpSynthesizer:
     """A :class:`~qwen_gateway.providers.base.Synthesizer` over HTTP streaming synthesis.
 
-    ``url`` is :attr:`~qwen_gateway.config.Settings.tts_http_endpoint`; ``workspace`` is sent as
+    ``transport`` carries the requests (the factory shares the chat's); ``url`` is
+    :attr:`~qwen_gateway.config.Settings.tts_http_endpoint`; ``workspace`` is sent as
     ``X-DashScope-WorkSpace`` when set; ``language_type`` (``Chinese``, ``English`` ...) when set.
     """
 
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        transport: UpstreamTransport,
         *,
         url: str,
         model: str,
@@ -270,8 +278,9 @@ class HttpSynthesizer:
         language_type: str | None = None,
         queue_chunks: int = 64,
     ) -> None:
-        self.http = http
+        self.transport = transport
         self.url = url
+        self.endpoint = Endpoint.parse(url)
         self._model = model
         self._voice = voice or "Cherry"
         self._api_key = api_key
@@ -296,7 +305,7 @@ class HttpSynthesizer:
             source["language_type"] = self._language_type
         return {"model": self._model, "parameters": {}, "input": source}
 
-    def request_headers(self, api_key: str | None) -> dict[str, str]:
+    def request_headers(self, api_key: str | None) -> RequestHeaders:
         """The headers of one segment's request."""
         key = api_key or self._api_key
         headers = {
@@ -308,7 +317,7 @@ class HttpSynthesizer:
             headers["Authorization"] = f"Bearer {key}"
         if self._workspace:
             headers["X-DashScope-WorkSpace"] = self._workspace
-        return headers
+        return RequestHeaders(headers)
 
     @asynccontextmanager
     async def _session(
