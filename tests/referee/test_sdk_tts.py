@@ -2,7 +2,8 @@
 
 1. The SDK drives the simulator: ``tts_v2.SpeechSynthesizer`` sync (``call``) and streaming (``streaming_call`` +
    ``streaming_complete``) for a CosyVoice and a qwen-audio model, with the SDK's default format (MP3 at 22050 Hz)
-   and with PCM; the HTTP synthesis call (``qwen_tts.SpeechSynthesizer.call(..., stream=True)``).
+   and with PCM; the HTTP synthesis call (``qwen_tts.SpeechSynthesizer.call(..., stream=True)``); the v2 client's
+   duplex session (``client.audio.tts.connect``) and HTTP stream (``client.audio.tts.http.stream``).
 2. What the gateway's own clients send is compared with what the SDK sends for the same request, captured at the
    simulator: the task-WebSocket frames (up to task ids) and the HTTP request (body, and the headers that carry
    meaning). A disagreement fails here.
@@ -205,3 +206,57 @@ async def test_http_request_matches_the_sdks(sim: Simulator, model: str) -> None
         assert ours.headers.get(name) == sdk.headers.get(name), name
     assert _media(ours.headers, "content-type") == _media(sdk.headers, "content-type")
     assert ours.connection.path == sdk.connection.path
+
+
+# --- the SDK's v2 client (dashscope.Client) ------------------------------------------------------------------
+V2_PREVIEW = pytest.mark.filterwarnings("ignore:dashscope 2.0 audio API is a preview:FutureWarning")
+
+
+def _v2_client(sim: Simulator) -> Any:
+    return dashscope.Client(api_key=KEY, base_url=sim.env["DASHSCOPE_HTTP_BASE_URL"], timeout=10)
+
+
+@V2_PREVIEW
+@pytest.mark.parametrize("model", sorted(VOICES))
+async def test_v2_duplex_session(sim: Simulator, model: str) -> None:
+    def run() -> bytes:
+        client = _v2_client(sim)
+        try:
+            with client.audio.tts.connect(
+                model=model,
+                voice=VOICES[model],
+                format="pcm",
+                sample_rate=24000,
+                ws_url=sim.env["DASHSCOPE_WEBSOCKET_BASE_URL"],
+            ) as session:
+                for text in SEGMENTS:
+                    session.send_text(text)
+                session.stop()
+                return b"".join(session.audio_chunks())
+        finally:
+            client.close()
+
+    audio = await asyncio.to_thread(run)
+    assert audio == b"".join(synthesize(t, 24000) for t in SEGMENTS)
+    record = sim.log.cosyvoice_sessions[-1]
+    assert record.texts == SEGMENTS and record.finished
+
+
+@V2_PREVIEW
+@pytest.mark.parametrize("model", ["qwen3-tts-flash", "qwen-tts"])
+async def test_v2_http_stream(sim: Simulator, model: str) -> None:
+    def run() -> tuple[bytes, Any]:
+        client = _v2_client(sim)
+        try:
+            stream = client.audio.tts.http.stream(SEGMENTS[0], model=model, voice="Cherry")
+            try:
+                chunks = list(stream)
+            finally:
+                stream.close()
+            return b"".join(c.audio or b"" for c in chunks), chunks[-1]
+        finally:
+            client.close()
+
+    pcm, last = await asyncio.to_thread(run)
+    assert pcm == synthesize(SEGMENTS[0], 24000)
+    assert last.is_final and last.audio_url
