@@ -285,7 +285,8 @@ async def test_permanent_start_failures_are_not_retried(
 
 
 async def test_an_unknown_model_is_model_not_found(sim: Simulator) -> None:
-    providers = build_providers(make_settings(sim, asr_model="whisper-realtime"), tuning=FAST)
+    settings = make_settings(sim, asr_model="whisper-realtime", asr_protocol="task")
+    providers = build_providers(settings, tuning=FAST)
     try:
         with pytest.raises(UpstreamError) as info:
             async with providers.recognizer.session(format="pcm", sample_rate=16000):
