@@ -187,3 +187,20 @@ def test_keyless_mode_sends_http_synthesis_to_the_simulator(sim: Simulator) -> N
     assert pointed.tts_http_endpoint == (
         sim.env["DASHSCOPE_HTTP_BASE_URL"] + "/services/aigc/multimodal-generation/generation"
     )
+
+
+async def test_an_answer_that_is_not_a_stream_is_a_bad_response(sim: Simulator) -> None:
+    # an endpoint answering 200 with JSON where the SSE stream was asked for
+    settings = make_settings(
+        sim, tts_model="qwen3-tts-flash", tts_http_url=sim.base_url + "/health"
+    )
+    providers = build_providers(settings, tuning=FAST)
+    try:
+        with pytest.raises((UpstreamError, ExceptionGroup)) as info:
+            async with providers.synthesizer.session() as session:
+                await speak(session, SEGMENTS[:1])
+    finally:
+        await providers.aclose()
+    error = unwrap(info.value)
+    assert (error.status, error.code) == (502, "upstream_bad_response")
+    assert "application/json" in error.message

@@ -203,12 +203,9 @@ class HttpSynthesisSession:
             raise errors.from_http(response.status, body, response.headers)
         media = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if media != "text/event-stream":
-            # SSE not honoured: one JSON answer (audio inline, if any).
-            body = await _read_bounded(response, MAX_EVENT_BYTES)
-            if await self._event(body, None, heard):
-                return
+            # Not a stream (a JSON answer names the audio by URL only): not what was asked for.
             raise UpstreamError(
-                "tts: the upstream answered without streamed audio",
+                f"tts: the upstream answered {media or 'no content type'}, not a stream",
                 code="upstream_bad_response",
                 status=502,
             )
