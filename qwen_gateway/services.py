@@ -50,6 +50,7 @@ def simulated_settings(settings: Settings, sim_env: dict[str, str], api_key: str
         tts_url=f"{base_rt}?model={tts_model}",
         dashscope_ws_base=sim_env["DASHSCOPE_WEBSOCKET_BASE_URL"],
         dashscope_http_base=sim_env["DASHSCOPE_HTTP_BASE_URL"],
+        tts_http_url="",  # HTTP synthesis: derived from the simulator's HTTP base
     )
 
 

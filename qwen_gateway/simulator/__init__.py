@@ -4,8 +4,10 @@ It serves DashScope's own paths, so pointing a gateway's four upstream variables
 
     QWEN_API_CHAT_URL             {base}/compatible-mode/v1/chat/completions   chat / VLM, OpenAI-compatible
     REAL_TIME_AUDIO_URL           {ws}/api-ws/v1/realtime?model=qwen-tts-realtime   realtime TTS
-    DASHSCOPE_WEBSOCKET_BASE_URL  {ws}/api-ws/v1/inference                     paraformer ASR, CosyVoice TTS
-    DASHSCOPE_HTTP_BASE_URL       {base}/api/v1                                file ASR (+ /tasks/<id>)
+    DASHSCOPE_WEBSOCKET_BASE_URL  {ws}/api-ws/v1/inference                     paraformer ASR, CosyVoice and
+                                                                               qwen-audio TTS
+    DASHSCOPE_HTTP_BASE_URL       {base}/api/v1                                file ASR (+ /tasks/<id>),
+                                  + /services/aigc/multimodal-generation/generation   HTTP TTS
 
 It is what the upstream tests, the benchmarks and the keyless ``make run`` use. It imports nothing of
 ``qwen_gateway`` outside this package, so it never shares code with the clients it tests.
@@ -22,7 +24,8 @@ Public API::
         sim.set_reply("...")                 # chat replies (text or fn(body) -> text; times=k; None: corpus)
         sim.register_transcript(audio, "text")  # SHA-256 of the audio a recogniser receives -> transcript
         sim.faults.add(Fault.http_error(429, code="limit_requests", times=2, endpoint="chat"))
-        sim.log.chat_requests / asr_sessions / tts_sessions / cosyvoice_sessions / file_asr_tasks
+        sim.log.chat_requests / asr_sessions / tts_sessions / cosyvoice_sessions / file_asr_tasks /
+                http_tts_requests
         sim.log.connections, sim.log.closes, sim.log.open_connections(kind), sim.log.connection_counts()
         await sim.wait_closed("asr", timeout=2)
         sim.configure(ttft=0.2)              # later calls see new knobs
@@ -31,9 +34,10 @@ Public API::
 Faults (each for ``times`` calls; see :mod:`.faults` for positions and endpoints)::
 
     Fault.http_error(status, code=None, message=None, endpoint="chat"|"tts"|"inference"|"asr"|
-                     "tts_cosyvoice"|"file_asr"|"tasks"|"result", times=1, retry_after=None)
+                     "tts_cosyvoice"|"file_asr"|"tasks"|"result"|"http_tts", times=1, retry_after=None)
     Fault.delay(seconds, endpoint=...)          Fault.stall(after_chunks, seconds|None, endpoint=...)
-    Fault.drop(after_chunks, endpoint=...)      Fault.stream_error(after_chunks, code, message)
+    Fault.drop(after_chunks, endpoint=...)      Fault.stream_error(after_chunks, code, message,
+                                                                   endpoint="chat"|"http_tts")
     Fault.task_failed(endpoint="asr"|"tts_cosyvoice"|"file_asr", after=0, code=, message=, before_start=)
     Fault.ws_error(endpoint="tts", after=0, code=, message=, close=False)
     Fault.malformed(endpoint=..., after=0, payload=None)
@@ -53,6 +57,7 @@ from .records import (
     ConnectionRecord,
     CosyVoiceSessionRecord,
     FileAsrTaskRecord,
+    HttpTtsRecord,
     SimulatorLog,
     TtsResponseRecord,
     TtsSessionRecord,
@@ -68,6 +73,7 @@ __all__ = [
     "FaultSet",
     "FileAsrTaskRecord",
     "FiredFault",
+    "HttpTtsRecord",
     "Simulator",
     "SimulatorConfig",
     "SimulatorLog",

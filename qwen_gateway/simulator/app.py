@@ -8,6 +8,8 @@
     POST /api/v1/services/audio/asr/transcription    file ASR submit
     GET  /api/v1/tasks/<id>, POST .../<id>/cancel    file ASR poll / cancel
     GET  /simulator/results/<task>/<n>.json          the transcription_url files
+    POST /api/v1/services/aigc/multimodal-generation/generation   HTTP TTS (qwen3-tts-flash, qwen-tts)
+    GET  /simulator/audio/<id>.wav                   the output.audio.url of a non-streamed HTTP TTS answer
     GET  /health                                     {"status": "ok", "simulator": true}
 """
 
@@ -21,6 +23,7 @@ import uuid
 from .asgi import Disconnected, HttpRequest, Receive, Scope, Send, WebSocket, dumps
 from .chat import handle_chat
 from .file_asr import handle_cancel, handle_poll, handle_result, handle_submit
+from .http_tts import handle_http_tts, handle_tts_audio
 from .inference import handle_inference
 from .realtime import handle_realtime
 from .state import SimulatorState
@@ -30,6 +33,7 @@ __all__ = ["SimulatorApp"]
 
 _TASK = re.compile(r"/api/v1/tasks/([^/]+)(/cancel)?/?")
 _RESULT = re.compile(r"/simulator/results/([^/]+)/(\d+)\.json")
+_TTS_AUDIO = re.compile(r"/simulator/audio/([A-Za-z0-9_-]+)\.wav")
 _HEALTH = b'{"status":"ok","simulator":true}'
 
 
@@ -86,6 +90,10 @@ class SimulatorApp:
             if method == "POST":
                 await handle_submit(state, req)
                 return
+        elif path == "/api/v1/services/aigc/multimodal-generation/generation":
+            if method == "POST":
+                await handle_http_tts(state, req)
+                return
         elif (m := _TASK.fullmatch(path)) is not None:
             if m.group(2) and method == "POST":
                 await handle_cancel(state, req, m.group(1))
@@ -96,6 +104,10 @@ class SimulatorApp:
         elif (m := _RESULT.fullmatch(path)) is not None:
             if method == "GET":
                 await handle_result(state, req, m.group(1), int(m.group(2)))
+                return
+        elif (m := _TTS_AUDIO.fullmatch(path)) is not None:
+            if method == "GET":
+                await handle_tts_audio(state, req, m.group(1))
                 return
         elif path in ("/health", "/simulator/health"):
             await req.respond(200, _HEALTH)

@@ -34,9 +34,10 @@ class SimulatorConfig:
         fetch_image_urls: download ``http(s)`` image URLs of VL requests (loopback only in tests).
         image_fetch_timeout: timeout of such a download, seconds.
 
-    Speech synthesis (realtime ``/api-ws/v1/realtime`` and CosyVoice on ``/api-ws/v1/inference``):
+    Speech synthesis (realtime ``/api-ws/v1/realtime``, task ``tts`` on ``/api-ws/v1/inference``, HTTP on
+    ``/api/v1/services/aigc/multimodal-generation/generation``):
         tts_realtime_factor: seconds of wall time per second of audio; 0 = as fast as possible, 1 = real time.
-        tts_chunk_ms: audio per ``response.audio.delta`` / CosyVoice binary frame [U: undocumented size].
+        tts_chunk_ms: audio per ``response.audio.delta`` / binary frame / SSE event [U: undocumented size].
         tts_first_audio_delay: extra seconds before the first audio of a response.
         tts_commit_chars: ``server_commit`` mode synthesises a buffer this long even without a sentence end [U].
         tts_idle_timeout: close a realtime TTS socket silent for this long; ``None`` = never [U].

@@ -1,4 +1,5 @@
-"""CosyVoice synthesis over the task protocol (run-task with task ``tts``), ``dashscope-protocols.md`` §4.
+"""Synthesis over the task protocol (run-task with task ``tts``), ``dashscope-protocols.md`` §4 and §10: the
+CosyVoice models and the qwen-audio TTS models (:data:`~.models.MODELS` ``[Endpoint.TASK_TTS]``).
 
 Text arrives in ``continue-task`` messages and is spoken sentence by sentence: ``sentence-begin``, then pairs of a
 ``sentence-synthesis`` event and exactly one binary audio frame, then ``sentence-end`` with the cumulative
@@ -15,13 +16,16 @@ from typing import Any
 
 from .audio import synthesize, wav_header
 from .faults import Fault
+from .models import TTS_RATES, Endpoint, base_name, serves
 from .records import ConnectionRecord, CosyVoiceSessionRecord
 from .taskproto import Task, TaskError, TaskHost, task_event
 from .wsconn import Pacer
 
 __all__ = ["CosyVoiceTask", "billed_characters"]
 
-SAMPLE_RATES = frozenset({8000, 16000, 22050, 24000, 44100, 48000})
+#: What the SDK's ``AudioFormat.DEFAULT`` (``"format": "Default", "sample_rate": 0``) gets: MP3 at 22050 Hz.
+DEFAULT_FORMAT = "mp3"
+DEFAULT_RATE = 22050
 _SENTENCE_END = re.compile(r"[。！？!?；;\n]|\.(?=\s)")
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _MAX_TEXT = 20_000
@@ -34,7 +38,7 @@ def billed_characters(text: str) -> int:
 
 
 class CosyVoiceTask(Task):
-    """One synthesis task on an inference socket."""
+    """One synthesis task on an inference socket (a CosyVoice or qwen-audio TTS model)."""
 
     kind = "tts_cosyvoice"
     rec: CosyVoiceSessionRecord
@@ -52,7 +56,7 @@ class CosyVoiceTask(Task):
         params = payload.get("parameters") or {}
         if not isinstance(params, dict):
             raise TaskError("InvalidParameter", "'payload.parameters' must be an object.")
-        if not model.startswith("cosyvoice"):
+        if not serves(Endpoint.TASK_TTS, model):
             raise TaskError("ModelNotFound", f"Model not found ({model})!")
         voice = params.get("voice")
         if not isinstance(voice, str) or not voice:
@@ -62,15 +66,19 @@ class CosyVoiceTask(Task):
             v2_voice = voice.endswith("_v2")
             if (model == "cosyvoice-v2") != v2_voice and model in ("cosyvoice-v1", "cosyvoice-v2"):
                 raise TaskError("InvalidParameter", "[tts:]Engine return error code: 418")
-        fmt = params.get("format", "mp3")
+        fmt = params.get("format", DEFAULT_FORMAT)
+        if fmt == "Default":
+            fmt = DEFAULT_FORMAT
         if fmt == "opus":
             raise TaskError(
                 "InvalidParameter", "The simulator does not produce opus; use pcm, wav or mp3."
             )
         if fmt not in ("pcm", "wav", "mp3"):
             raise TaskError("InvalidParameter", f"Unsupported format: {fmt}.")
-        rate = params.get("sample_rate", 22050)
-        if rate not in SAMPLE_RATES:
+        rate = params.get("sample_rate", DEFAULT_RATE)
+        if rate == 0:
+            rate = DEFAULT_RATE
+        if not isinstance(rate, int) or rate not in TTS_RATES[base_name(model)]:
             raise TaskError("InvalidParameter", f"Unsupported sample_rate: {rate}.")
         speed = params.get("rate", 1.0)
         if not isinstance(speed, (int, float)) or not 0.5 <= speed <= 2.0:

@@ -10,13 +10,15 @@ Endpoints::
     tts            WS   /api-ws/v1/realtime          (qwen-tts-realtime)
     inference      WS   /api-ws/v1/inference         (handshake only: any task)
     asr            a run-task with task "asr"        (paraformer / fun-asr / gummy realtime)
-    tts_cosyvoice  a run-task with task "tts"        (CosyVoice)
+    tts_cosyvoice  a run-task with task "tts"        (CosyVoice, qwen-audio TTS)
     file_asr       POST /api/v1/services/audio/asr/transcription
     tasks          GET  /api/v1/tasks/<id>
     result         GET  the transcription_url of a file-ASR result
+    http_tts       POST /api/v1/services/aigc/multimodal-generation/generation (qwen3-tts-flash, qwen-tts)
 
 Positions (``after``) count what the call sends: SSE events for ``chat``, ``response.audio.delta`` events for
-``tts``, ``result-generated`` events for ``asr``, binary audio frames for ``tts_cosyvoice``.
+``tts``, ``result-generated`` events for ``asr``, binary audio frames for ``tts_cosyvoice``, SSE events for
+``http_tts``.
 
 CLI form (``--fault``): ``kind[:key=value,...]``, e.g. ``http_error:status=429,code=limit_requests,times=2``,
 ``stall:after=3,seconds=5,endpoint=tts``, ``drop:after=2``; ``times=always`` keeps a fault armed.
@@ -34,7 +36,7 @@ logger = logging.getLogger("qwen_gateway.simulator.faults")
 __all__ = ["Endpoint", "Fault", "FaultKind", "FaultSet", "FiredFault", "parse_fault"]
 
 Endpoint = Literal[
-    "chat", "tts", "inference", "asr", "tts_cosyvoice", "file_asr", "tasks", "result"
+    "chat", "tts", "inference", "asr", "tts_cosyvoice", "file_asr", "tasks", "result", "http_tts"
 ]
 FaultKind = Literal[
     "http_error",
@@ -86,6 +88,9 @@ ALLOWED: dict[str, frozenset[str]] = {
     "file_asr": frozenset({"http_error", "delay", "task_failed"}),
     "tasks": frozenset({"http_error", "delay"}),
     "result": frozenset({"http_error", "delay"}),
+    "http_tts": frozenset(
+        {"http_error", "delay", "stall", "drop", "stream_error", "malformed", "slow_audio"}
+    ),
 }
 
 
@@ -195,12 +200,14 @@ class Fault:
         code: str = "data_inspection_failed",
         message: str = "Output data may contain inappropriate content.",
         *,
+        endpoint: Endpoint = "chat",
         times: int | None = 1,
     ) -> Fault:
-        """Chat: a ``data: {"error": {...}}`` event inside the HTTP-200 stream, which then ends [T/U]."""
+        """Chat: a ``data: {"error": {...}}`` event inside the HTTP-200 stream, which then ends [T/U].
+        ``http_tts``: an ``event:error`` SSE event with the native ``code`` and ``message``."""
         return cls(
             kind="stream_error",
-            endpoint="chat",
+            endpoint=endpoint,
             times=times,
             after=after_chunks,
             code=code,

@@ -175,6 +175,7 @@ class _TaskConnection:
             return
         if task.done:
             return  # a late instruction for a task that already ended
+        task.rec.instructions.append(message)
         if action == "continue-task":
             await task.on_continue(message.get("payload"))
         else:
@@ -232,6 +233,7 @@ class _TaskConnection:
             await self.fail(task_id, err.code, err.message)
             return
         self.task = task
+        task.rec.instructions.append(message)
         delay = faults.get("delay")
         if delay is not None:
             await self.writer.put(Stall(delay.seconds or 0.0))

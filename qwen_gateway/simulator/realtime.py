@@ -23,6 +23,7 @@ from .audio import synthesize
 from .corpus import count_tokens
 from .faults import Fault
 from .handshake import serve_socket
+from .models import TTS_RATES, Endpoint, base_name, serves
 from .records import ConnectionRecord, TtsResponseRecord, TtsSessionRecord
 from .state import SimulatorState
 from .wsconn import Close, ConnectionDone, Drop, Pacer, Stall, Writer, event_id
@@ -52,9 +53,8 @@ _SENTENCE_END = re.compile(r"[。！？!?；;\n]|\.(?=\s)")
 
 
 def _rates(model: str) -> frozenset[int]:
-    if model.startswith("qwen-tts-realtime"):
-        return frozenset({24000})
-    return frozenset({8000, 16000, 24000, 48000})
+    """The PCM rates the realtime TTS ``model`` offers (qwen-tts-realtime: 24000 only)."""
+    return TTS_RATES[base_name(model)]
 
 
 async def handle_realtime(state: SimulatorState, ws: WebSocket) -> None:
@@ -62,7 +62,7 @@ async def handle_realtime(state: SimulatorState, ws: WebSocket) -> None:
 
     async def serve(conn: ConnectionRecord, call: str) -> tuple[str, int | None]:
         model = ws.query.get("model", "")
-        if "tts" not in model:
+        if not serves(Endpoint.REALTIME_TTS, model):
             # [U] DashScope's answer to a missing or non-TTS model here is undocumented.
             await ws.accept()
             await ws.send_text(

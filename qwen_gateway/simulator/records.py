@@ -21,6 +21,7 @@ __all__ = [
     "ConnectionRecord",
     "CosyVoiceSessionRecord",
     "FileAsrTaskRecord",
+    "HttpTtsRecord",
     "SimulatorLog",
     "TaskRecord",
     "TtsResponseRecord",
@@ -116,6 +117,8 @@ class TaskRecord(_OnConnection):
     finished: bool = False
     failed: tuple[str, str] | None = None
     aborted: bool = False
+    #: every JSON instruction the client sent for this task, as decoded (run-task first)
+    instructions: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(eq=False)
@@ -184,6 +187,24 @@ class FileAsrTaskRecord:
     transcripts: list[str | None] = field(default_factory=list)
 
 
+@dataclass(eq=False)
+class HttpTtsRecord(_OnConnection):
+    """One HTTP speech synthesis request (``/services/aigc/multimodal-generation/generation``)."""
+
+    request_id: str
+    connection: ConnectionRecord
+    headers: dict[str, str]
+    raw: bytes
+    body: Any = None
+    stream: bool = False
+    status: int = 0
+    error_code: str | None = None
+    text: str = ""
+    audio_bytes: int = 0
+    events_sent: int = 0
+    completed: bool = False
+
+
 #: The log's lists of records other than ``connections`` (trimmed alike, cleared alike).
 _RECORD_LISTS = (
     "closes",
@@ -192,6 +213,7 @@ _RECORD_LISTS = (
     "cosyvoice_sessions",
     "tts_sessions",
     "file_asr_tasks",
+    "http_tts_requests",
 )
 
 
@@ -206,6 +228,7 @@ class SimulatorLog:
         self.cosyvoice_sessions: list[CosyVoiceSessionRecord] = []
         self.tts_sessions: list[TtsSessionRecord] = []
         self.file_asr_tasks: list[FileAsrTaskRecord] = []
+        self.http_tts_requests: list[HttpTtsRecord] = []
         self._next_id = 0
         self._changed = asyncio.Event()
         #: Keep at most this many records of each sort (oldest dropped first; open connections are kept).

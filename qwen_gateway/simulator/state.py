@@ -55,3 +55,5 @@ class SimulatorState:
     base_url: str = ""
     #: File-ASR tasks by id (:class:`~.file_asr.FileTask`).
     file_tasks: dict[str, Any] = field(default_factory=dict)
+    #: WAV files of non-streamed HTTP syntheses by audio id (``output.audio.url``), the newest few only.
+    tts_audio: dict[str, bytes] = field(default_factory=dict)

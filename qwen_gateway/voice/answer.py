@@ -292,8 +292,9 @@ class AnswerSpeaker:
     # ------------------------------------------------------------------ speech
     async def _speech_stage(self, segments: asyncio.Queue[str | None]) -> None:
         # The session is opened at once, while the chat request is still waiting for its first token, and its
-        # feeder waits for the first segment: neither the handshake nor a task start is on the way of the
-        # first audio.
+        # feeder waits for the first segment: the handshake is not on the way of the first audio. (A task-
+        # WebSocket engine starts its task with the first segment, one round trip, so that a slow first token
+        # cannot break DashScope's 23 s rule; HTTP synthesis connects per segment.)
         # Set once the first segment went to TTS (and tts_started out), or once nothing will.
         started = asyncio.Event()
         try:

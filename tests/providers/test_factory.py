@@ -9,11 +9,12 @@ import pytest
 
 from qwen_gateway.config import Settings
 from qwen_gateway.providers.dashscope import (
-    CosyVoiceSynthesizer,
     DashScopeChat,
     FileRecognizer,
+    HttpSynthesizer,
     QwenRealtimeSynthesizer,
     RealtimeRecognizer,
+    TaskSynthesizer,
     build_providers,
 )
 
@@ -69,18 +70,47 @@ async def test_recognizer_by_model(asr_model: str, engine: type) -> None:
         (
             "cosyvoice-v2",
             "wss://h/api-ws/v1/realtime?model=qwen-tts-realtime",
-            CosyVoiceSynthesizer,
+            TaskSynthesizer,
             "cosyvoice-v2",
         ),
-        ("", "wss://h/api-ws/v1/realtime?model=cosyvoice-v1", CosyVoiceSynthesizer, "cosyvoice-v1"),
+        ("", "wss://h/api-ws/v1/realtime?model=cosyvoice-v1", TaskSynthesizer, "cosyvoice-v1"),
+        # task WebSocket like CosyVoice, though the name says "qwen" and not "cosyvoice"
+        ("qwen-audio-3.0-tts-flash", "", TaskSynthesizer, "qwen-audio-3.0-tts-flash"),
+        ("qwen-audio-3.1-tts-flash", "", TaskSynthesizer, "qwen-audio-3.1-tts-flash"),
+        # HTTP only
+        ("qwen3-tts-flash", "", HttpSynthesizer, "qwen3-tts-flash"),
+        ("qwen-tts", "", HttpSynthesizer, "qwen-tts"),
     ],
 )
 async def test_synthesizer_by_model(tts_model: str, tts_url: str, engine: type, model: str) -> None:
-    providers = build_providers(replace(BASE, tts_model=tts_model, tts_url=tts_url), tuning=FAST)
+    settings = replace(BASE, tts_model=tts_model, tts_url=tts_url or BASE.tts_url)
+    providers = build_providers(settings, tuning=FAST)
     try:
         assert type(providers.synthesizer) is engine
         assert providers.synthesizer.model == model
         assert providers.synthesizer.sample_rate == 24000  # each of these models' default
+    finally:
+        await providers.aclose()
+
+
+async def test_the_http_engine_posts_to_the_url_derived_from_the_http_base() -> None:
+    settings = replace(
+        BASE, tts_model="qwen3-tts-flash", dashscope_http_base="https://h.example/api/v1"
+    )
+    providers = build_providers(settings, tuning=FAST)
+    try:
+        synth = providers.synthesizer
+        assert isinstance(synth, HttpSynthesizer)
+        assert (
+            synth.url == "https://h.example/api/v1/services/aigc/multimodal-generation/generation"
+        )
+    finally:
+        await providers.aclose()
+    explicit = replace(settings, tts_http_url="https://tts.example/generate")
+    providers = build_providers(explicit, tuning=FAST)
+    try:
+        assert isinstance(providers.synthesizer, HttpSynthesizer)
+        assert providers.synthesizer.url == "https://tts.example/generate"
     finally:
         await providers.aclose()
 

@@ -226,8 +226,8 @@ async def test_cosyvoice_bad_voice_fails_the_start(sim: Simulator) -> None:
     )
     try:
         with pytest.raises(UpstreamError) as info:
-            async with providers.synthesizer.session():
-                pass
+            async with providers.synthesizer.session() as session:
+                await session.send_text(SEGMENTS[0])  # the task starts with the first text
     finally:
         await providers.aclose()
     assert (info.value.status, info.value.code) == (400, "invalid_parameter_error")

@@ -219,3 +219,41 @@ async def test_rate_limit_at_run_task(sim: Simulator) -> None:
     ws = await connect(sim.env["DASHSCOPE_WEBSOCKET_BASE_URL"])
     await ws.send(run_task("y"))
     assert json.loads(await recv_any(ws))["header"]["event"] == "task-started"
+
+
+@pytest.mark.parametrize("model", ["paraformer-v2", "qwen3-tts-flash", "qwen-tts-realtime", "cosy"])
+async def test_a_model_the_task_tts_endpoint_does_not_serve_is_model_not_found(
+    sim: Simulator, model: str
+) -> None:
+    ws = await connect(sim.env["DASHSCOPE_WEBSOCKET_BASE_URL"])
+    await ws.send(run_task("x", task="tts", model=model))
+    failed = json.loads(await recv_any(ws))["header"]
+    assert (failed["event"], failed["error_code"]) == ("task-failed", "ModelNotFound")
+    assert failed["error_message"] == f"Model not found ({model})!"
+
+
+@pytest.mark.parametrize(
+    "model",
+    ["qwen-audio-3.0-tts-flash", "qwen-audio-3.1-tts-flash", "cosyvoice-v3-plus", "cosyvoice-v1"],
+)
+async def test_every_task_tts_model_speaks(sim: Simulator, model: str) -> None:
+    ws = await connect(sim.env["DASHSCOPE_WEBSOCKET_BASE_URL"])
+    voice = {"cosyvoice-v1": "longxiaochun"}.get(model, "longanyang")
+    params = {"voice": voice, "format": "pcm", "sample_rate": 48000}
+    await ws.send(run_task("t", task="tts", model=model, parameters=params))
+    assert json.loads(await recv_any(ws))["header"]["event"] == "task-started"
+    await ws.send(continue_task("t", "你好你好。"))
+    await ws.send(finish_task("t"))
+    audio = b"".join(i for i in await _collect(ws) if isinstance(i, bytes))
+    assert duration_of(audio, "pcm", 48000) == pytest.approx(1.0 + 0.25, abs=0.05)
+
+
+async def test_the_sdks_default_format_is_mp3_at_22050(sim: Simulator) -> None:
+    # dashscope.audio.tts_v2.SpeechSynthesizer(model, voice) with no format sends "Default" and 0
+    ws = await _started(sim, format="Default", sample_rate=0)
+    await ws.send(continue_task("tts-1", "你好你好。"))
+    await ws.send(finish_task("tts-1"))
+    audio = b"".join(i for i in await _collect(ws) if isinstance(i, bytes))
+    assert duration_of(audio, "mp3") == pytest.approx(1.25, abs=0.15)
+    record = sim.log.cosyvoice_sessions[-1]
+    assert (record.params["format"], record.params["sample_rate"]) == ("Default", 0)

@@ -144,6 +144,32 @@ async def test_sample_rate_rules_per_model(sim: Simulator) -> None:
     assert done["response"]["usage"] == {"characters": 4}
 
 
+@pytest.mark.parametrize("rate", [8000, 16000, 22050, 44100, 48000])
+async def test_qwen_tts_realtime_takes_24000_only(sim: Simulator, rate: int) -> None:
+    ws = await connect(sim.env["REAL_TIME_AUDIO_URL"])
+    await recv_json(ws)
+    await ws.send(_send("session.update", session={"sample_rate": rate}))
+    error = await recv_json(ws)
+    assert error["type"] == "error" and error["error"]["param"] == "session.sample_rate"
+    assert error["error"]["message"] == f"Invalid value: {rate}. Supported values are: 24000."
+    await ws.close()
+
+
+@pytest.mark.parametrize(
+    "model", ["cosyvoice-v2", "qwen3-tts-flash", "qwen-audio-3.1-tts-flash", "my-tts", ""]
+)
+async def test_a_model_the_realtime_tts_endpoint_does_not_serve_is_refused(
+    sim: Simulator, model: str
+) -> None:
+    url = sim.env["REAL_TIME_AUDIO_URL"].replace("qwen-tts-realtime", model)
+    ws = await connect(url)
+    error = await recv_json(ws)
+    assert (error["type"], error["error"]["code"]) == ("error", "model_not_found")
+    with pytest.raises(websockets.ConnectionClosed):
+        await recv_json(ws)
+    assert ws.close_code == 1008
+
+
 async def test_commit_mode(sim: Simulator) -> None:
     ws = await connect(sim.env["REAL_TIME_AUDIO_URL"])
     await recv_json(ws)

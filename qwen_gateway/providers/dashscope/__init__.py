@@ -6,7 +6,8 @@
     asr_realtime.py    RealtimeRecognizer       streaming Recognizer over the task WebSocket
     asr_file.py        FileRecognizer           file Recognizer (async task: submit, poll, fetch)
     tts_qwen.py        QwenRealtimeSynthesizer  Synthesizer over the Qwen-TTS realtime WebSocket
-    tts_cosyvoice.py   CosyVoiceSynthesizer     Synthesizer over CosyVoice (task WebSocket)
+    tts_task.py        TaskSynthesizer          Synthesizer over the task WebSocket (CosyVoice, qwen-audio TTS)
+    tts_http.py        HttpSynthesizer          Synthesizer over HTTP + SSE (qwen3-tts-flash, qwen-tts)
     errors.py          DashScope failures -> UpstreamError (OpenAI-style code, HTTP status, transient)
     http1.py           Http1Pool                the chat upstream's HTTP/1.1 keep-alive pool (httpx adapter too)
     sse.py, ws.py, policy.py   bounded SSE decoding, WebSocket plumbing, timeouts, read limits and backoff
@@ -23,15 +24,16 @@ from .factory import (
 )
 from .policy import Backoff, ReadLimits, Timeouts
 from .sse import SseDecoder
-from .tts_cosyvoice import CosyVoiceSynthesisSession, CosyVoiceSynthesizer
+from .tts_http import HttpSynthesisSession, HttpSynthesizer
 from .tts_qwen import QwenRealtimeSynthesisSession, QwenRealtimeSynthesizer
+from .tts_task import TaskSynthesisSession, TaskSynthesizer
 
 __all__ = [
     "Backoff",
-    "CosyVoiceSynthesisSession",
-    "CosyVoiceSynthesizer",
     "DashScopeChat",
     "FileRecognizer",
+    "HttpSynthesisSession",
+    "HttpSynthesizer",
     "Providers",
     "QwenRealtimeSynthesisSession",
     "QwenRealtimeSynthesizer",
@@ -39,6 +41,8 @@ __all__ = [
     "RealtimeRecognitionSession",
     "RealtimeRecognizer",
     "SseDecoder",
+    "TaskSynthesisSession",
+    "TaskSynthesizer",
     "Timeouts",
     "Tuning",
     "build_providers",

@@ -21,8 +21,9 @@ from .catalogue import AsrProtocol, TtsProtocol, asr_model, tts_model
 from .chat import DashScopeChat
 from .http1 import Http1Pool, HttpxTransport, UpstreamTransport
 from .policy import Backoff, ReadLimits, Timeouts
-from .tts_cosyvoice import CosyVoiceSynthesizer
+from .tts_http import HttpSynthesizer
 from .tts_qwen import QwenRealtimeSynthesizer
+from .tts_task import TaskSynthesizer
 
 __all__ = [
     "Providers",
@@ -222,7 +223,7 @@ def build_providers(
     synthesizer: Synthesizer
     match tts.protocol:
         case TtsProtocol.TASK:
-            synthesizer = CosyVoiceSynthesizer(
+            synthesizer = TaskSynthesizer(
                 ws_url=settings.dashscope_ws_base,
                 model=tts.name,
                 voice=settings.speech_voice,
@@ -245,9 +246,17 @@ def build_providers(
                 queue_chunks=tuning.tts_queue_chunks,
                 workspace=workspace,
             )
-        case _:
-            raise ConfigError(
-                f"QG_TTS_MODEL={tts.name}: the {tts.protocol} protocol has no engine yet"
+        case TtsProtocol.HTTP:
+            synthesizer = HttpSynthesizer(
+                chat_transport,
+                url=settings.tts_http_endpoint,
+                model=tts.name,
+                voice=settings.speech_voice,
+                api_key=key,
+                timeouts=timeouts,
+                backoff=backoff,
+                workspace=settings.workspace,
+                queue_chunks=tuning.tts_queue_chunks,
             )
 
     return Providers(

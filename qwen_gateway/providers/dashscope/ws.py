@@ -432,15 +432,18 @@ async def open_session(
     make: Callable[[ClientConnection], SessionT],
     start: Callable[[SessionT], Awaitable[None]],
     workspace: str = "",
+    ws: ClientConnection | None = None,
 ) -> SessionT:
-    """Connect to ``url`` once (with ``workspace``: see :func:`open_ws`), build the session ``make`` returns for
+    """Connect to ``url`` once (with ``workspace``: see :func:`open_ws`; or take ``ws``, a socket opened earlier),
+    build the session ``make`` returns for
     the socket, start its reader and run ``start`` (the protocol's opening exchange). On any failure,
     cancellation included, the session is closed before the error propagates.
 
     Raises:
         UpstreamError: as :func:`open_ws`, or what ``start`` raised.
     """
-    ws = await open_ws(url, api_key=api_key, timeouts=timeouts, what=what, workspace=workspace)
+    if ws is None:
+        ws = await open_ws(url, api_key=api_key, timeouts=timeouts, what=what, workspace=workspace)
     session = make(ws)
     try:
         session._start_reader()
