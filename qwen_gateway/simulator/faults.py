@@ -7,7 +7,9 @@ HTTP request, one realtime TTS socket, or one task (``run-task``) on the inferen
 Endpoints::
 
     chat           POST /compatible-mode/v1/chat/completions
-    tts            WS   /api-ws/v1/realtime          (qwen-tts-realtime)
+    tts            WS   /api-ws/v1/realtime          (qwen-tts-realtime; also a model not served there)
+    realtime_asr   WS   /api-ws/v1/realtime          (qwen3-asr-flash-realtime)
+    omni           WS   /api-ws/v1/realtime          (qwen3-omni-flash-realtime ...)
     inference      WS   /api-ws/v1/inference         (handshake only: any task)
     asr            a run-task with task "asr"        (paraformer / fun-asr / gummy realtime)
     tts_cosyvoice  a run-task with task "tts"        (CosyVoice)
@@ -16,7 +18,7 @@ Endpoints::
     result         GET  the transcription_url of a file-ASR result
 
 Positions (``after``) count what the call sends: SSE events for ``chat``, ``response.audio.delta`` events for
-``tts``, ``result-generated`` events for ``asr``, binary audio frames for ``tts_cosyvoice``.
+``tts`` and ``omni``, transcription events (``...transcription.text`` / ``.completed``) for ``realtime_asr``, ``result-generated`` events for ``asr``, binary audio frames for ``tts_cosyvoice``.
 
 CLI form (``--fault``): ``kind[:key=value,...]``, e.g. ``http_error:status=429,code=limit_requests,times=2``,
 ``stall:after=3,seconds=5,endpoint=tts``, ``drop:after=2``; ``times=always`` keeps a fault armed.
@@ -34,7 +36,16 @@ logger = logging.getLogger("qwen_gateway.simulator.faults")
 __all__ = ["Endpoint", "Fault", "FaultKind", "FaultSet", "FiredFault", "parse_fault"]
 
 Endpoint = Literal[
-    "chat", "tts", "inference", "asr", "tts_cosyvoice", "file_asr", "tasks", "result"
+    "chat",
+    "tts",
+    "realtime_asr",
+    "omni",
+    "inference",
+    "asr",
+    "tts_cosyvoice",
+    "file_asr",
+    "tasks",
+    "result",
 ]
 FaultKind = Literal[
     "http_error",
@@ -65,6 +76,12 @@ ALLOWED: dict[str, frozenset[str]] = {
             "slow_audio",
             "bursty_audio",
         }
+    ),
+    "realtime_asr": frozenset(
+        {"http_error", "delay", "stall", "drop", "malformed", "ws_error", "idle_timeout"}
+    ),
+    "omni": frozenset(
+        {"http_error", "delay", "stall", "drop", "malformed", "ws_error", "idle_timeout"}
     ),
     "inference": frozenset({"http_error", "delay"}),
     "asr": frozenset(
