@@ -16,6 +16,7 @@ import httpx
 from ...config import ConfigError, Settings
 from ..base import ChatModel, Recognizer, Synthesizer
 from .asr_file import FileRecognizer
+from .asr_qwen_realtime import QwenRealtimeRecognizer
 from .asr_realtime import RealtimeRecognizer
 from .catalogue import AsrProtocol, TtsProtocol, asr_model, tts_model
 from .chat import DashScopeChat
@@ -188,6 +189,17 @@ def build_providers(
                 timeouts=timeouts,
                 backoff=backoff,
                 http=client,
+                spec=asr,
+            )
+        case AsrProtocol.REALTIME:
+            recognizer = QwenRealtimeRecognizer(
+                url=settings.realtime_ws_url,
+                model=settings.asr_model,
+                api_key=key,
+                timeouts=timeouts,
+                backoff=backoff,
+                workspace=settings.workspace,
+                spec=asr,
             )
         case AsrProtocol.FILE_URLS:
             recognizer = FileRecognizer(

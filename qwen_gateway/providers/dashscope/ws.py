@@ -75,8 +75,10 @@ async def open_ws(
     timeouts: Timeouts,
     what: str,
     max_size: int = MAX_MESSAGE_BYTES,
+    workspace: str = "",
 ) -> ClientConnection:
-    """Connect to ``url`` once (callers retry with :meth:`Backoff.run`).
+    """Connect to ``url`` once (callers retry with :meth:`Backoff.run`); ``workspace`` (when set) goes in the
+    ``X-DashScope-WorkSpace`` header.
 
     Raises:
         UpstreamError: the handshake was rejected (401 ``invalid_api_key``, 403 ``access_denied``, 429, 5xx ...)
@@ -84,6 +86,8 @@ async def open_ws(
         UpstreamTimeout: the handshake took longer than ``timeouts.connect``.
     """
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    if workspace:
+        headers["X-DashScope-WorkSpace"] = workspace
     try:
         return await connect(
             url,
@@ -427,6 +431,7 @@ async def open_session(
     what: str,
     make: Callable[[ClientConnection], SessionT],
     start: Callable[[SessionT], Awaitable[None]],
+    workspace: str = "",
 ) -> SessionT:
     """Connect to ``url`` once, build the session ``make`` returns for the socket, start its reader and run
     ``start`` (the protocol's opening exchange). On any failure, cancellation included, the session is closed
@@ -435,7 +440,7 @@ async def open_session(
     Raises:
         UpstreamError: as :func:`open_ws`, or what ``start`` raised.
     """
-    ws = await open_ws(url, api_key=api_key, timeouts=timeouts, what=what)
+    ws = await open_ws(url, api_key=api_key, timeouts=timeouts, what=what, workspace=workspace)
     session = make(ws)
     try:
         session._start_reader()
