@@ -9,6 +9,7 @@ from pathlib import Path
 import lameenc  # type: ignore[import-not-found]
 import pytest
 
+from qwen_gateway.simulator import Fault
 from qwen_gateway.voice.decode import PcmDecoder
 from qwen_gateway.voice.formats import sniff
 
@@ -85,3 +86,20 @@ async def test_an_8k_model_gets_the_upload_at_8k(tmp_path: Path) -> None:
         (task,) = gw.sim.log.asr_sessions
         assert task.params["format"] == "pcm" and task.params["sample_rate"] == 8000
         assert bytes(task.audio) == pcm
+
+
+async def test_a_recognition_error_is_a_typed_error_event(tmp_path: Path) -> None:
+    upload = mp3_bytes(1.0)
+    async with gateway(tmp_path, asr_model="qwen3-asr-flash-realtime") as gw:
+        gw.sim.faults.add(
+            Fault.ws_error(endpoint="realtime_asr", after=0, code="internal_error", close=True)
+        )
+        async with client(gw) as c:
+            await c.recv()
+            await c.send_all(packets(upload))
+            await c.until("audio_complete")
+        (error,) = c.bodies("error")
+        assert error["code"] == "upstream_error", error
+        (complete,) = c.bodies("audio_complete")
+        assert complete["transcription_success"] is False
+        assert await gw.services.storage.objects.get(complete["filepath"]) == upload
