@@ -4,6 +4,7 @@ decodes them to 16 kHz PCM on the way; the simulator recognises exactly the PCM 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import lameenc  # type: ignore[import-not-found]
@@ -13,7 +14,7 @@ from qwen_gateway.simulator import Fault
 from qwen_gateway.voice.decode import PcmDecoder
 from qwen_gateway.voice.formats import sniff
 
-from .conftest import client, gateway, packets, wav_bytes
+from .conftest import client, gateway, packets, png_bytes, wav_bytes
 
 QUESTION = "今天天气怎么样？"
 ANSWER = "今天是晴天。适合出门散步！"
@@ -103,3 +104,21 @@ async def test_a_recognition_error_is_a_typed_error_event(tmp_path: Path) -> Non
         (complete,) = c.bodies("audio_complete")
         assert complete["transcription_success"] is False
         assert await gw.services.storage.objects.get(complete["filepath"]) == upload
+
+
+async def test_vlm_turn_with_realtime_recognition(tmp_path: Path) -> None:
+    audio, image = mp3_bytes(1.5), png_bytes()
+    async with gateway(tmp_path, asr_model="qwen3-asr-flash-realtime") as gw:
+        gw.sim.register_transcript(pcm16k(audio), QUESTION)
+        gw.sim.set_reply(ANSWER)
+        async with client(gw, "vlm") as c:
+            await c.recv()
+            await c.send_all(
+                packets(image, 50 * 1024, type="image") + packets(audio, 20 * 1024, type="audio")
+            )
+            await c.ws.send(json.dumps({"type": "end"}))
+            await c.until("vlm_complete")
+        (complete,) = c.bodies("vlm_complete")
+        assert complete["transcription"] == QUESTION and complete["vlm_response"] == ANSWER
+        (session,) = gw.sim.log.realtime_asr_sessions
+        assert session.session["sample_rate"] == 16000 and bytes(session.audio) == pcm16k(audio)
