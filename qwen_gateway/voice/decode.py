@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 
 import av
 import av.error
+from av.audio.codeccontext import AudioCodecContext
 
 from ..audio_formats import AudioFormatInfo, UnknownAudioFormat
 
@@ -41,6 +42,12 @@ _LAYOUTS = {1: "mono", 2: "stereo", 3: "3.0", 4: "quad", 5: "5.0", 6: "5.1", 7: 
 
 class UndecodableAudio(UnknownAudioFormat):
     """The upload looked like audio but could not be decoded."""
+
+
+def _audio_decoder(name: str) -> AudioCodecContext:
+    ctx = av.CodecContext.create(name, "r")
+    assert isinstance(ctx, AudioCodecContext)
+    return ctx
 
 
 def plan(info: AudioFormatInfo, accepts: Callable[[str, int], bool]) -> int | None:
@@ -74,13 +81,13 @@ class PcmDecoder:
         self.streaming = info.format in ("mp3", "wav", "pcm")
         self._resampler = av.AudioResampler(format="s16", layout="mono", rate=rate)
         self._buffer = bytearray()
-        self._codec: av.CodecContext | None = None
+        self._codec: AudioCodecContext | None = None
         self._parse = info.format == "mp3"
         self._align = 1
         self._header_done = info.format != "wav"
         if info.format == "mp3":
             # the float decoder: faster than the fixed-point one here, and the resampler takes either
-            self._codec = av.CodecContext.create("mp3float", "r")
+            self._codec = _audio_decoder("mp3float")
         elif info.format == "pcm":
             self._open_pcm(16, info.sample_rate or 16000, info.channels or 1)
         self.decoded_bytes = 0
@@ -89,7 +96,7 @@ class PcmDecoder:
         codec = _PCM_CODECS.get(bits)
         if codec is None:
             raise UndecodableAudio(f"PCM with {bits} bits per sample cannot be decoded")
-        ctx = av.CodecContext.create(codec, "r")
+        ctx = _audio_decoder(codec)
         ctx.sample_rate = rate
         ctx.layout = _LAYOUTS.get(channels, "mono")
         self._codec = ctx
@@ -148,7 +155,7 @@ class PcmDecoder:
         assert codec is not None
         out = bytearray()
         if self._parse:
-            packets: Iterable[av.Packet] = codec.parse(bytes(self._buffer))
+            packets = codec.parse(bytes(self._buffer))
             self._buffer.clear()
             for packet in packets:
                 self._decode(codec.decode(packet), out)
