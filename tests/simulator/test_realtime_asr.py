@@ -14,7 +14,7 @@ from websockets.asyncio.client import ClientConnection
 from qwen_gateway.simulator import Fault, Simulator
 from qwen_gateway.simulator.audio import synthesize
 
-from .conftest import connect, recv_json
+from .conftest import connect, recv_json, run_task
 
 SPEECH = synthesize("今天天气怎么样？", 16000)
 SILENCE = bytes(16000)  # half a second at 16 kHz
@@ -223,3 +223,23 @@ async def test_omni_refuses_audio_only_modalities(sim: Simulator) -> None:
         await ws.send(event("session.update", session={"modalities": ["audio"]}))
         error = await recv_json(ws)
     assert error["error"]["param"] == "session.modalities"
+
+
+async def test_capture_frames_keeps_every_client_frame(sim: Simulator) -> None:
+    """``capture_frames`` records what any WebSocket client sent, JSON decoded, binary as bytes."""
+    sim.configure(capture_frames=True)
+    async with await connect(f"{sim.ws_base_url}/api-ws/v1/inference") as ws:
+        await ws.send(run_task("t1"))
+        await recv_json(ws)
+        await ws.send(b"\x00\x01" * 100)
+        await ws.send("not json")
+    await sim.wait_closed()
+    frames = sim.log.connections[0].frames_in
+    assert frames[0]["header"]["action"] == "run-task"
+    assert frames[1:] == [b"\x00\x01" * 100, "not json"]
+    sim.configure(capture_frames=False)
+    async with await connect(url(sim, "qwen3-asr-flash-realtime")) as ws:
+        await recv_json(ws)
+        await ws.send(event("session.finish"))
+        await drain(ws)
+    assert sim.log.connections[1].frames_in == []
