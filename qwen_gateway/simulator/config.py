@@ -56,6 +56,9 @@ class SimulatorConfig:
     Realtime recognition and Qwen-Omni (``/api-ws/v1/realtime?model=qwen3-asr-flash-realtime`` / ``qwen3-omni-*``):
         realtime_idle_timeout: close a realtime recognition / Omni socket on which the client sent nothing for
             this long (an ``error`` event, then close 1000); ``None`` = never [U: the value is undocumented].
+        realtime_commit_limit: in manual mode (``turn_detection: null``), the most audio one commit may hold
+            (seconds; DashScope: "continuous audio must not exceed 60 seconds"); past it an ``error`` event and
+            the buffer is dropped [U: the error's wording].
         vad_rms: the energy VAD's speech level (RMS of 16-bit samples over 20 ms); ``threshold`` in the session's
             ``turn_detection`` moves it (``vad_rms * (1 + threshold)``).
 
@@ -106,6 +109,7 @@ class SimulatorConfig:
     task_failed_close_code: int = 1000
 
     realtime_idle_timeout: float | None = 60.0
+    realtime_commit_limit: float = 60.0
     vad_rms: float = 400.0
 
     file_asr_pending_polls: int = 0
@@ -139,6 +143,7 @@ class SimulatorConfig:
                 "realtime_idle_timeout must be None or > 0",
             ),
             (self.vad_rms > 0, "vad_rms must be > 0"),
+            (self.realtime_commit_limit > 0, "realtime_commit_limit must be > 0"),
             (self.asr_chars_per_second > 0, "asr_chars_per_second must be > 0"),
             (self.asr_sentence_silence >= 0, "asr_sentence_silence must be >= 0"),
             (self.task_reuse_timeout > 0, "task_reuse_timeout must be > 0"),

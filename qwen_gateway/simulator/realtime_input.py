@@ -449,6 +449,15 @@ class RealtimeInputSession:
         item = self._item()
         item.audio += data
         shown = item.text_of(item.recognition.feed(data))
+        limit = self.cfg.realtime_commit_limit
+        if self.turn_detection is None and item.recognition.seconds > limit:
+            self.item = None
+            await self.error(
+                "invalid_value",
+                f"Continuous audio must not exceed {limit:g} seconds: commit the input audio buffer.",
+                param="input_audio_buffer",
+            )
+            return
         if shown is not None and item.voiced and self.emits_partials():
             text, stash = shown
             await self._result(

@@ -156,3 +156,18 @@ async def test_the_factory_builds_it_for_the_model(sim: Simulator) -> None:
 def test_catalogue_answers_accepts_for_the_task_models() -> None:
     assert asr_model("paraformer-realtime-8k-v2").accepts("mp3", 8000)
     assert not asr_model("paraformer-realtime-8k-v2").accepts("mp3", 16000)
+
+
+async def test_manual_mode_commits_long_audio_in_pieces(sim: Simulator) -> None:
+    """DashScope takes at most 60 s per commit: 70 s of PCM go up as two items and both are recognised."""
+    audio = bytes(16000 * 2 * 70)
+    async with recognizer(sim).session(format="pcm", sample_rate=16000) as session:
+        results = await utterance(session, audio)
+    finals = [r for r in results if r.is_final]
+    assert [r.sentence_id for r in finals] == [1, 2]
+    (record,) = sim.log.realtime_asr_sessions
+    assert [(i.via, i.audio_bytes) for i in record.items] == [
+        ("commit", 16000 * 2 * 50),
+        ("commit", 16000 * 2 * 20),
+    ]
+    assert not record.errors

@@ -243,3 +243,17 @@ async def test_capture_frames_keeps_every_client_frame(sim: Simulator) -> None:
         await ws.send(event("session.finish"))
         await drain(ws)
     assert sim.log.connections[1].frames_in == []
+
+
+async def test_manual_mode_refuses_more_than_60_s_uncommitted(sim: Simulator) -> None:
+    sim.configure(realtime_commit_limit=1.0)
+    async with await connect(url(sim, "qwen3-asr-flash-realtime")) as ws:
+        await recv_json(ws)
+        await ws.send(event("session.update", session={"turn_detection": None}))
+        await recv_json(ws)
+        await ws.send(append(SILENCE * 3))
+        error = await until(ws, "error")
+        assert "must not exceed 1 seconds" in error[-1]["error"]["message"]
+        await ws.send(event("input_audio_buffer.commit"))
+        empty = await until(ws, "error")
+        assert "no audio" in empty[-1]["error"]["message"]

@@ -9,7 +9,9 @@ One connection per utterance, OpenAI-Realtime-shaped JSON events as the official
   (``threshold``, ``silence_duration_ms``) for callers that stream and let the server cut sentences;
 * audio as ``input_audio_buffer.append`` events carrying base64;
 * :meth:`~QwenRealtimeRecognitionSession.finish`: ``input_audio_buffer.commit`` (manual mode) and
-  ``session.finish``; the server answers with the remaining results and ``session.finished``.
+  ``session.finish``; the server answers with the remaining results and ``session.finished``. Manual mode takes
+  at most 60 s of audio per commit ("continuous audio must not exceed 60 seconds"): longer PCM is committed every
+  :data:`MAX_COMMIT_SECONDS` on the way.
 
 Results: ``conversation.item.input_audio_transcription.text`` is a partial (``text`` is the stable part, ``stash``
 the part still being revised: the partial is both), ``...completed`` the final ``transcript`` of one item (one
@@ -52,6 +54,10 @@ log = logging.getLogger(__name__)
 
 #: Largest piece of audio in one ``input_audio_buffer.append`` (raw bytes; about 0.5 s of 16 kHz PCM).
 MAX_AUDIO_CHUNK = 16 * 1024
+
+#: Manual mode: DashScope takes at most 60 s of continuous audio per commit, so longer PCM is committed in pieces
+#: of this many seconds (each becomes its own item, i.e. sentence, of the result).
+MAX_COMMIT_SECONDS = 50
 
 _encoder = msgspec.json.Encoder()
 
@@ -116,9 +122,20 @@ class QwenRealtimeRecognitionSession(WsSession):
 
     _what = "asr"
 
-    def __init__(self, ws: ClientConnection, timeouts: Timeouts, *, manual: bool) -> None:
+    def __init__(
+        self,
+        ws: ClientConnection,
+        timeouts: Timeouts,
+        *,
+        manual: bool,
+        bytes_per_second: int | None = None,
+    ) -> None:
         super().__init__(ws, timeouts)
         self._manual = manual
+        #: manual mode with a known byte rate (PCM): commit before this many bytes are uncommitted
+        self._commit_every = (
+            bytes_per_second * MAX_COMMIT_SECONDS if manual and bytes_per_second else None
+        )
         self._results: deque[RecognitionResult] = deque()
         self._wakeup = asyncio.Event()
         self._updated = asyncio.Event()
@@ -214,12 +231,21 @@ class QwenRealtimeRecognitionSession(WsSession):
         """
         self._check_input("feed")
         view = memoryview(audio)
-        for offset in range(0, len(view), MAX_AUDIO_CHUNK):
-            piece = view[offset : offset + MAX_AUDIO_CHUNK]
+        limit = self._commit_every
+        offset = 0
+        while offset < len(view):
+            size = MAX_AUDIO_CHUNK
+            if limit is not None:
+                size = min(size, limit - self._uncommitted)
+            piece = view[offset : offset + size]
             encoded = binascii.b2a_base64(piece, newline=False).decode("ascii")
             await self._send_event({"type": "input_audio_buffer.append", "audio": encoded})
+            offset += len(piece)
+            self._uncommitted += len(piece)
+            if limit is not None and self._uncommitted >= limit:
+                await self._send_event({"type": "input_audio_buffer.commit"})
+                self._uncommitted = 0
         self.audio_bytes += len(audio)
-        self._uncommitted += len(audio)
 
     async def _send_finish(self) -> None:
         if self._manual and self._uncommitted:
@@ -299,7 +325,12 @@ class QwenRealtimeRecognizer:
             api_key=api_key or self._api_key,
             timeouts=self._timeouts,
             what="asr",
-            make=lambda ws: QwenRealtimeRecognitionSession(ws, self._timeouts, manual=vad is None),
+            make=lambda ws: QwenRealtimeRecognitionSession(
+                ws,
+                self._timeouts,
+                manual=vad is None,
+                bytes_per_second=sample_rate * 2 if format == "pcm" else None,
+            ),
             start=lambda session: session._start(config),
             workspace=self._workspace,
         )
