@@ -163,6 +163,11 @@ class Recognizer(Protocol):
     @property
     def streaming(self) -> bool: ...
 
+    def accepts(self, format: str, sample_rate: int) -> bool:
+        """True when the model takes ``format`` audio at ``sample_rate`` Hz as it is; otherwise the caller
+        decodes it to 16-bit mono ``pcm`` at a rate this accepts (streaming engines)."""
+        ...
+
     def session(
         self, *, format: AudioFormat, sample_rate: int, api_key: str | None = None
     ) -> AbstractAsyncContextManager[RecognitionSession]:

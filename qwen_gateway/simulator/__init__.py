@@ -3,7 +3,8 @@
 It serves DashScope's own paths, so pointing a gateway's four upstream variables at it is all it takes::
 
     QWEN_API_CHAT_URL             {base}/compatible-mode/v1/chat/completions   chat / VLM, OpenAI-compatible
-    REAL_TIME_AUDIO_URL           {ws}/api-ws/v1/realtime?model=qwen-tts-realtime   realtime TTS
+    REAL_TIME_AUDIO_URL           {ws}/api-ws/v1/realtime?model=qwen-tts-realtime   realtime TTS; with another
+                                  model=, realtime recognition (qwen3-asr-flash-realtime) and Qwen-Omni
     DASHSCOPE_WEBSOCKET_BASE_URL  {ws}/api-ws/v1/inference                     paraformer ASR, CosyVoice and
                                                                                qwen-audio TTS
     DASHSCOPE_HTTP_BASE_URL       {base}/api/v1                                file ASR (+ /tasks/<id>),
@@ -26,6 +27,8 @@ Public API::
         sim.faults.add(Fault.http_error(429, code="limit_requests", times=2, endpoint="chat"))
         sim.log.chat_requests / asr_sessions / tts_sessions / cosyvoice_sessions / file_asr_tasks /
                 http_tts_requests
+        sim.log.realtime_asr_sessions / omni_sessions
+        sim.log.connections[i].frames_in     # every client frame, with SimulatorConfig(capture_frames=True)
         sim.log.connections, sim.log.closes, sim.log.open_connections(kind), sim.log.connection_counts()
         await sim.wait_closed("asr", timeout=2)
         sim.configure(ttft=0.2)              # later calls see new knobs
@@ -33,8 +36,9 @@ Public API::
 
 Faults (each for ``times`` calls; see :mod:`.faults` for positions and endpoints)::
 
-    Fault.http_error(status, code=None, message=None, endpoint="chat"|"tts"|"inference"|"asr"|
-                     "tts_cosyvoice"|"file_asr"|"tasks"|"result"|"http_tts", times=1, retry_after=None)
+    Fault.http_error(status, code=None, message=None, endpoint="chat"|"tts"|"realtime_asr"|"omni"|
+                     "inference"|"asr"|"tts_cosyvoice"|"file_asr"|"tasks"|"result"|"http_tts", times=1,
+                     retry_after=None)
     Fault.delay(seconds, endpoint=...)          Fault.stall(after_chunks, seconds|None, endpoint=...)
     Fault.drop(after_chunks, endpoint=...)      Fault.stream_error(after_chunks, code, message,
                                                                    endpoint="chat"|"http_tts")
@@ -58,6 +62,9 @@ from .records import (
     CosyVoiceSessionRecord,
     FileAsrTaskRecord,
     HttpTtsRecord,
+    OmniResponseRecord,
+    RealtimeAsrSessionRecord,
+    RealtimeItemRecord,
     SimulatorLog,
     TtsResponseRecord,
     TtsSessionRecord,
@@ -74,6 +81,9 @@ __all__ = [
     "FileAsrTaskRecord",
     "FiredFault",
     "HttpTtsRecord",
+    "OmniResponseRecord",
+    "RealtimeAsrSessionRecord",
+    "RealtimeItemRecord",
     "Simulator",
     "SimulatorConfig",
     "SimulatorLog",

@@ -4,7 +4,7 @@
 
     POST /compatible-mode/v1/chat/completions        chat (OpenAI-compatible, streamed or not)
     WS   /api-ws/v1/inference[/]                     task protocol: paraformer ASR, CosyVoice TTS
-    WS   /api-ws/v1/realtime?model=...               qwen-tts-realtime
+    WS   /api-ws/v1/realtime?model=...               realtime TTS, realtime recognition, Qwen-Omni (by model)
     POST /api/v1/services/audio/asr/transcription    file ASR submit
     GET  /api/v1/tasks/<id>, POST .../<id>/cancel    file ASR poll / cancel
     GET  /simulator/results/<task>/<n>.json          the transcription_url files
@@ -25,7 +25,7 @@ from .chat import handle_chat
 from .file_asr import handle_cancel, handle_poll, handle_result, handle_submit
 from .http_tts import handle_http_tts, handle_tts_audio
 from .inference import handle_inference
-from .realtime import handle_realtime
+from .realtime_route import handle_realtime_socket
 from .state import SimulatorState
 
 __all__ = ["SimulatorApp"]
@@ -129,7 +129,7 @@ class SimulatorApp:
         if path == "/api-ws/v1/inference":
             await handle_inference(self.state, ws)
         elif path == "/api-ws/v1/realtime":
-            await handle_realtime(self.state, ws)
+            await handle_realtime_socket(self.state, ws)
         else:
             with contextlib.suppress(Disconnected):
                 await ws.connect()

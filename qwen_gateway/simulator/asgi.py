@@ -148,6 +148,16 @@ class HttpRequest:
         await self.respond(status, dumps(obj), "application/json", headers)
 
 
+def _captured(data: str | bytes) -> Any:
+    """A received frame as kept in ``frames_in``: JSON text decoded, anything else as it came."""
+    if isinstance(data, str):
+        try:
+            return msgspec.json.decode(data)
+        except msgspec.DecodeError:
+            return data
+    return data
+
+
 class Disconnected(Exception):
     """The WebSocket client went away."""
 
@@ -171,6 +181,8 @@ class WebSocket:
         self.gone = False
         self.client_close_code: int | None = None
         self.close_code: int | None = None
+        #: When a list, every frame received is appended to it (text frames as decoded JSON when they are JSON).
+        self.frames_in: list[Any] | None = None
 
     async def connect(self) -> None:
         """Consume the ``websocket.connect`` event.
@@ -219,9 +231,12 @@ class WebSocket:
             kind = message["type"]
             if kind == "websocket.receive":
                 text = message.get("text")
-                if text is not None:
-                    return str(text)
-                return bytes(message.get("bytes") or b"")
+                data: str | bytes = (
+                    str(text) if text is not None else bytes(message.get("bytes") or b"")
+                )
+                if self.frames_in is not None:
+                    self.frames_in.append(_captured(data))
+                return data
             if kind == "websocket.disconnect":
                 self.gone = True
                 self.client_close_code = message.get("code")

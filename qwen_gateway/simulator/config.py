@@ -54,6 +54,15 @@ class SimulatorConfig:
         task_reuse_timeout: a task socket with no task running is closed after this long (DashScope: 60 s).
         task_failed_close_code: close code sent right after ``task-failed`` [U].
 
+    Realtime recognition and Qwen-Omni (``/api-ws/v1/realtime?model=qwen3-asr-flash-realtime`` / ``qwen3-omni-*``):
+        realtime_idle_timeout: close a realtime recognition / Omni socket on which the client sent nothing for
+            this long (an ``error`` event, then close 1000); ``None`` = never [U: the value is undocumented].
+        realtime_commit_limit: in manual mode (``turn_detection: null``), the most audio one commit may hold
+            (seconds; DashScope: "continuous audio must not exceed 60 seconds"); past it an ``error`` event and
+            the buffer is dropped [U: the error's wording].
+        vad_rms: the energy VAD's speech level (RMS of 16-bit samples over 20 ms); ``threshold`` in the session's
+            ``turn_detection`` moves it (``vad_rms * (1 + threshold)``).
+
     File recognition (``/api/v1/services/audio/asr/transcription`` + ``/api/v1/tasks/<id>``):
         file_asr_pending_polls: polls answered ``PENDING`` before ``RUNNING``.
         file_asr_running_polls: polls answered ``RUNNING`` before ``SUCCEEDED``.
@@ -64,6 +73,8 @@ class SimulatorConfig:
         max_body_bytes: larger HTTP bodies get 413.
         max_records: ``sim.log`` keeps at most this many records of each sort (None: all), so a long-running
             simulator (``make run``, benchmarks) stays flat in memory.
+        capture_frames: keep every frame each WebSocket client sends in its connection record (``frames_in``),
+            for tests that compare what two clients send (off by default: it costs a JSON decode per frame).
     """
 
     api_key: str | None = None
@@ -98,6 +109,10 @@ class SimulatorConfig:
     task_reuse_timeout: float = 60.0
     task_failed_close_code: int = 1000
 
+    realtime_idle_timeout: float | None = 60.0
+    realtime_commit_limit: float = 60.0
+    vad_rms: float = 400.0
+
     file_asr_pending_polls: int = 0
     file_asr_running_polls: int = 1
     file_fetch_timeout: float = 10.0
@@ -105,6 +120,7 @@ class SimulatorConfig:
     backlog: int = 1024
     max_body_bytes: int = 64 * 1024 * 1024
     max_records: int | None = 10_000
+    capture_frames: bool = False
 
     def __post_init__(self) -> None:
         checks: list[tuple[bool, str]] = [
@@ -123,6 +139,12 @@ class SimulatorConfig:
                 "tts_idle_timeout must be None or > 0",
             ),
             (self.asr_idle_timeout > 0, "asr_idle_timeout must be > 0"),
+            (
+                self.realtime_idle_timeout is None or self.realtime_idle_timeout > 0,
+                "realtime_idle_timeout must be None or > 0",
+            ),
+            (self.vad_rms > 0, "vad_rms must be > 0"),
+            (self.realtime_commit_limit > 0, "realtime_commit_limit must be > 0"),
             (self.asr_chars_per_second > 0, "asr_chars_per_second must be > 0"),
             (self.asr_sentence_silence >= 0, "asr_sentence_silence must be >= 0"),
             (self.task_reuse_timeout > 0, "task_reuse_timeout must be > 0"),

@@ -7,7 +7,9 @@ HTTP request, one realtime TTS socket, or one task (``run-task``) on the inferen
 Endpoints::
 
     chat           POST /compatible-mode/v1/chat/completions
-    tts            WS   /api-ws/v1/realtime          (qwen-tts-realtime)
+    tts            WS   /api-ws/v1/realtime          (qwen-tts-realtime; also a model not served there)
+    realtime_asr   WS   /api-ws/v1/realtime          (qwen3-asr-flash-realtime)
+    omni           WS   /api-ws/v1/realtime          (qwen3-omni-flash-realtime ...)
     inference      WS   /api-ws/v1/inference         (handshake only: any task)
     asr            a run-task with task "asr"        (paraformer / fun-asr / gummy realtime)
     tts_cosyvoice  a run-task with task "tts"        (CosyVoice, qwen-audio TTS)
@@ -17,8 +19,8 @@ Endpoints::
     http_tts       POST /api/v1/services/aigc/multimodal-generation/generation (qwen3-tts-flash, qwen-tts)
 
 Positions (``after``) count what the call sends: SSE events for ``chat``, ``response.audio.delta`` events for
-``tts``, ``result-generated`` events for ``asr``, binary audio frames for ``tts_cosyvoice``, SSE events for
-``http_tts``.
+``tts`` and ``omni``, transcription events (``...transcription.text`` / ``.completed``) for ``realtime_asr``,
+``result-generated`` events for ``asr``, binary audio frames for ``tts_cosyvoice``, SSE events for ``http_tts``.
 
 CLI form (``--fault``): ``kind[:key=value,...]``, e.g. ``http_error:status=429,code=limit_requests,times=2``,
 ``stall:after=3,seconds=5,endpoint=tts``, ``drop:after=2``; ``times=always`` keeps a fault armed.
@@ -36,7 +38,17 @@ logger = logging.getLogger("qwen_gateway.simulator.faults")
 __all__ = ["Endpoint", "Fault", "FaultKind", "FaultSet", "FiredFault", "parse_fault"]
 
 Endpoint = Literal[
-    "chat", "tts", "inference", "asr", "tts_cosyvoice", "file_asr", "tasks", "result", "http_tts"
+    "chat",
+    "tts",
+    "realtime_asr",
+    "omni",
+    "inference",
+    "asr",
+    "tts_cosyvoice",
+    "file_asr",
+    "tasks",
+    "result",
+    "http_tts",
 ]
 FaultKind = Literal[
     "http_error",
@@ -67,6 +79,12 @@ ALLOWED: dict[str, frozenset[str]] = {
             "slow_audio",
             "bursty_audio",
         }
+    ),
+    "realtime_asr": frozenset(
+        {"http_error", "delay", "stall", "drop", "malformed", "ws_error", "idle_timeout"}
+    ),
+    "omni": frozenset(
+        {"http_error", "delay", "stall", "drop", "malformed", "ws_error", "idle_timeout"}
     ),
     "inference": frozenset({"http_error", "delay"}),
     "asr": frozenset(

@@ -50,6 +50,8 @@ async def serve_socket(
     socket is always drained.
     """
     conn = state.log.open(endpoint, ws.path, ws.headers)
+    if state.config.capture_frames:
+        ws.frames_in = conn.frames_in
     call = f"{endpoint}-{conn.id}"
     why, code = "error", None
     try:

@@ -23,7 +23,7 @@ from .audio import synthesize
 from .corpus import count_tokens
 from .faults import Fault
 from .handshake import serve_socket
-from .models import TTS_RATES, Endpoint, base_name, serves
+from .models import TTS_RATES, base_name
 from .records import ConnectionRecord, TtsResponseRecord, TtsSessionRecord
 from .state import SimulatorState
 from .wsconn import Close, ConnectionDone, Drop, Pacer, Stall, Writer, event_id
@@ -58,28 +58,10 @@ def _rates(model: str) -> frozenset[int]:
 
 
 async def handle_realtime(state: SimulatorState, ws: WebSocket) -> None:
-    """Serve one realtime TTS socket."""
+    """Serve one realtime TTS socket (the model was checked by the caller: :mod:`.realtime_route`)."""
 
     async def serve(conn: ConnectionRecord, call: str) -> tuple[str, int | None]:
         model = ws.query.get("model", "")
-        if not serves(Endpoint.REALTIME_TTS, model):
-            # [U] DashScope's answer to a missing or non-TTS model here is undocumented.
-            await ws.accept()
-            await ws.send_text(
-                dumps(
-                    {
-                        "event_id": event_id(),
-                        "type": "error",
-                        "error": {
-                            "type": "invalid_request_error",
-                            "code": "model_not_found",
-                            "message": f"Model not found: {model!r} (the simulator serves TTS models here).",
-                        },
-                    }
-                ).decode()
-            )
-            await ws.close(1008)
-            return "rejected", 1008
         await ws.accept()
         session = _RealtimeSession(state, ws, model=model, conn=conn)
         return await session.run(state.faults.take("tts", _STREAM_FAULTS, call))

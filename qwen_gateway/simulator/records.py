@@ -22,6 +22,9 @@ __all__ = [
     "CosyVoiceSessionRecord",
     "FileAsrTaskRecord",
     "HttpTtsRecord",
+    "OmniResponseRecord",
+    "RealtimeAsrSessionRecord",
+    "RealtimeItemRecord",
     "SimulatorLog",
     "TaskRecord",
     "TtsResponseRecord",
@@ -50,6 +53,9 @@ class ConnectionRecord:
     close_reason: str | None = None
     status: int | None = None
     tasks: list[str] = field(default_factory=list)
+    #: Every WebSocket frame the client sent, in order (JSON text decoded; binary as bytes), when the simulator
+    #: runs with ``capture_frames``; empty otherwise.
+    frames_in: list[Any] = field(default_factory=list)
 
     @property
     def closed(self) -> bool:
@@ -175,6 +181,54 @@ class TtsSessionRecord(_OnConnection):
 
 
 @dataclass(eq=False)
+class RealtimeItemRecord:
+    """One committed piece of input audio on a realtime recognition / Omni socket (a user item).
+
+    ``via`` is what committed it: ``commit`` (the client), ``vad`` (the server's VAD) or ``finish``
+    (``session.finish`` with audio left).
+    """
+
+    item_id: str
+    audio_bytes: int
+    via: str
+    transcript: str | None = None
+
+
+@dataclass(eq=False)
+class OmniResponseRecord:
+    """One Qwen-Omni response: the text it spoke and the PCM it sent."""
+
+    response_id: str
+    text: str
+    audio_bytes: int = 0
+    status: str = "in_progress"
+
+
+@dataclass(eq=False)
+class RealtimeAsrSessionRecord(_OnConnection):
+    """One realtime recognition (``qwen3-asr-flash-realtime``) or Qwen-Omni socket on ``/api-ws/v1/realtime``."""
+
+    session_id: str
+    connection: ConnectionRecord
+    model: str
+    session: dict[str, Any]
+    session_updates: list[dict[str, Any]] = field(default_factory=list)
+    events: list[str] = field(default_factory=list)
+    audio: bytearray = field(default_factory=bytearray)
+    items: list[RealtimeItemRecord] = field(default_factory=list)
+    responses: list[OmniResponseRecord] = field(default_factory=list)
+    images: int = 0
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    finish_received: bool = False
+    finished: bool = False
+
+    @property
+    def transcripts(self) -> list[str]:
+        """The final transcript of each committed item, in order."""
+        return [i.transcript for i in self.items if i.transcript is not None]
+
+
+@dataclass(eq=False)
 class FileAsrTaskRecord:
     """One file transcription task."""
 
@@ -212,6 +266,8 @@ _RECORD_LISTS = (
     "asr_sessions",
     "cosyvoice_sessions",
     "tts_sessions",
+    "realtime_asr_sessions",
+    "omni_sessions",
     "file_asr_tasks",
     "http_tts_requests",
 )
@@ -227,6 +283,8 @@ class SimulatorLog:
         self.asr_sessions: list[AsrSessionRecord] = []
         self.cosyvoice_sessions: list[CosyVoiceSessionRecord] = []
         self.tts_sessions: list[TtsSessionRecord] = []
+        self.realtime_asr_sessions: list[RealtimeAsrSessionRecord] = []
+        self.omni_sessions: list[RealtimeAsrSessionRecord] = []
         self.file_asr_tasks: list[FileAsrTaskRecord] = []
         self.http_tts_requests: list[HttpTtsRecord] = []
         self._next_id = 0

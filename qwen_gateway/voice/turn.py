@@ -9,7 +9,8 @@
 
 The upload is recognised while it arrives: the bytes the session machine releases in order go to the recogniser at
 once. Its format is read from its first bytes (or declared raw PCM); an unknown format is an ``error`` before any
-upstream call. The upload is stored as soon as it is complete, while recognition finishes, and
+upstream call. A recogniser that does not take that format at that rate (``Recognizer.accepts``) gets it decoded
+to mono PCM at a rate it takes, on the way (:mod:`.decode`: streamed for MP3/WAV/PCM, at the end for Ogg). The upload is stored as soon as it is complete, while recognition finishes, and
 ``transcription_started`` carries the stored URL. File-recognition models (``paraformer-v1/v2``, ``fun-asr``)
 recognise the stored file instead (``transcribe_url`` of a presigned URL).
 
@@ -69,7 +70,7 @@ from protocol import (
 
 from ..config import Settings
 from ..errors import StorageError, UpstreamError
-from ..providers.base import ChatModel, RecognitionSession, Recognizer, Synthesizer
+from ..providers.base import AudioFormat, ChatModel, RecognitionSession, Recognizer, Synthesizer
 from ..storage.history import TurnRecord, TurnStatus
 from ..storage.objects import CONTENT_TYPES, ObjectKind, ObjectStore, StoredObject
 from ..storage.outbox import Outbox
@@ -81,6 +82,7 @@ from .answer import (
     error_code_for,
     upstream_error_event,
 )
+from .decode import PcmDecoder, UndecodableAudio, plan
 from .formats import SNIFF_BYTES, AudioFormatInfo, UnknownAudioFormat, audio_duration, sniff
 from .images import ImageFormat, UnknownImageFormat, sniff_image
 from .memory import ConversationMemory
@@ -740,6 +742,7 @@ class AudioTurn(_Turn):
 
     async def _recognise_stream(self, info: AudioFormatInfo, to_recogniser: _Chunks) -> str | None:
         recognizer = self._deps.recognizer
+        fmt, rate, decoder = _recogniser_input(recognizer, info)
         try:
             async with asyncio.timeout(None) as deadline:
                 self._deadline = deadline
@@ -747,16 +750,18 @@ class AudioTurn(_Turn):
                     deadline.reschedule(asyncio.get_running_loop().time() + self._cfg.read_timeout)
                 async with (
                     recognizer.session(
-                        format=info.format,
-                        sample_rate=info.sample_rate or 16000,
-                        api_key=self._session.api_key,
+                        format=fmt, sample_rate=rate, api_key=self._session.api_key
                     ) as rec,
                     asyncio.TaskGroup() as group,
                 ):
-                    group.create_task(_feed(rec, to_recogniser), name="turn-recognise-feed")
+                    group.create_task(
+                        _feed(rec, to_recogniser, decoder), name="turn-recognise-feed"
+                    )
                     transcript = await self._collect(rec)
                     self._publish(transcript)  # before the upstream's closing handshake
                     return transcript
+        except* UndecodableAudio as eg:
+            await self._emit(_undecodable_event(eg.exceptions[0], self.turn_id))
         except* (UpstreamError, TimeoutError) as eg:
             await self._emit(upstream_error_event("recognition", eg.exceptions[0], self.turn_id))
         finally:
@@ -788,9 +793,31 @@ class _Chunks:
             pass
 
 
-async def _feed(rec: RecognitionSession, chunks: _Chunks) -> None:
+def _recogniser_input(
+    recognizer: Recognizer, info: AudioFormatInfo
+) -> tuple[AudioFormat, int, PcmDecoder | None]:
+    """The format and rate the recogniser is told, and the decoder that makes the upload so (None: as it is)."""
+    pcm_rate = plan(info, recognizer.accepts)
+    if pcm_rate is None:
+        return info.format, info.sample_rate or 16000, None
+    return "pcm", pcm_rate, PcmDecoder(info, pcm_rate)
+
+
+def _undecodable_event(exc: BaseException, turn_id: int) -> ErrorEvent:
+    assert isinstance(exc, UndecodableAudio)
+    return ErrorEvent(message=exc.message, code=error_code(exc.code), turn_id=turn_id)
+
+
+async def _feed(
+    rec: RecognitionSession, chunks: _Chunks, decoder: PcmDecoder | None = None
+) -> None:
+    """The upload's chunks to the recogniser, decoded on the way when ``decoder`` is given."""
     while (chunk := await chunks.get()) is not None:
-        await rec.feed(chunk)
+        data = decoder.feed(chunk) if decoder is not None else chunk
+        if data:
+            await rec.feed(data)
+    if decoder is not None and (rest := await decoder.finish_async()):
+        await rec.feed(rest)
     await rec.finish()
 
 
@@ -953,25 +980,33 @@ class VlmTurn(_Turn):
         if not recognizer.streaming:
             await audio_stored
             return await self._recognise_file(self._p.stored_audio)
+        fmt, rate, decoder = _recogniser_input(recognizer, info)
         try:
             async with asyncio.timeout(self._cfg.read_timeout):
                 async with (
                     recognizer.session(
-                        format=info.format,
-                        sample_rate=info.sample_rate or 16000,
-                        api_key=self._session.api_key,
+                        format=fmt, sample_rate=rate, api_key=self._session.api_key
                     ) as rec,
                     asyncio.TaskGroup() as group,
                 ):
-                    group.create_task(_feed_all(rec, self._audio), name="turn-recognise-feed")
+                    group.create_task(
+                        _feed_all(rec, self._audio, decoder), name="turn-recognise-feed"
+                    )
                     return await self._collect(rec)
+        except* UndecodableAudio as eg:
+            await self._emit(_undecodable_event(eg.exceptions[0], self.turn_id))
         except* (UpstreamError, TimeoutError) as eg:
             await self._emit(upstream_error_event("recognition", eg.exceptions[0], self.turn_id))
         return None
 
 
-async def _feed_all(rec: RecognitionSession, audio: bytes) -> None:
+async def _feed_all(rec: RecognitionSession, audio: bytes, decoder: PcmDecoder | None) -> None:
     step = 32 * 1024
     for start in range(0, len(audio), step):
-        await rec.feed(audio[start : start + step])
+        piece = audio[start : start + step]
+        data = decoder.feed(piece) if decoder is not None else piece
+        if data:
+            await rec.feed(data)
+    if decoder is not None and (rest := await decoder.finish_async()):
+        await rec.feed(rest)
     await rec.finish()

@@ -293,6 +293,7 @@ async def test_cancelling_mid_answer_closes_the_upstream(sim: Simulator, engine:
 async def test_a_model_the_realtime_endpoint_does_not_serve_is_model_not_found(
     sim: Simulator,
 ) -> None:
+    # a recognition model sent down the realtime TTS protocol on purpose (QG_TTS_PROTOCOL)
     providers = build_providers(
         make_settings(sim, tts_model="acme-speech-realtime", tts_protocol="realtime"), tuning=FAST
     )

@@ -119,8 +119,8 @@ def test_exports_are_complete() -> None:
     public = {n for n in dir(simulator_pkg) if not n.startswith("_")}
     modules = {
         "app", "asgi", "audio", "chat", "cli", "config", "corpus", "cosyvoice", "errors", "faults",
-        "file_asr", "handshake", "http_tts", "inference", "models", "paraformer", "realtime", "records",
-        "server", "state",
+        "file_asr", "handshake", "http_tts", "inference", "models", "omni", "paraformer", "realtime",
+        "realtime_asr", "realtime_input", "realtime_route", "records", "server", "state",
         "taskproto", "transcripts", "wsconn",
     }  # fmt: skip
     assert public - modules == set(simulator_pkg.__all__)

@@ -130,6 +130,10 @@ class FileRecognizer:
     def streaming(self) -> bool:
         return False
 
+    def accepts(self, format: str, sample_rate: int) -> bool:
+        """File models download the stored upload as it is; the gateway never transcodes for them."""
+        return True
+
     def session(
         self, *, format: AudioFormat, sample_rate: int, api_key: str | None = None
     ) -> AbstractAsyncContextManager[RecognitionSession]:

@@ -23,6 +23,7 @@ from ...audio_formats import SNIFF_BYTES, UnknownAudioFormat, sniff
 from ...errors import UpstreamError
 from ..base import AudioFormat, RecognitionResult
 from . import errors
+from .catalogue import AsrModel, AsrProtocol
 from .policy import Backoff, Timeouts
 from .ws import TaskEvent, TaskSession, open_session, session_scope
 
@@ -209,6 +210,7 @@ class RealtimeRecognizer:
         http: httpx.AsyncClient | None = None,
         parameters: dict[str, object] | None = None,
         workspace: str = "",
+        spec: AsrModel | None = None,
     ) -> None:
         self._url = ws_url
         self._model = model
@@ -218,6 +220,7 @@ class RealtimeRecognizer:
         self._backoff = backoff
         self._http = http
         self._parameters = dict(parameters or {})
+        self._spec = spec or AsrModel(model, AsrProtocol.TASK)
 
     @property
     def model(self) -> str:
@@ -226,6 +229,10 @@ class RealtimeRecognizer:
     @property
     def streaming(self) -> bool:
         return True
+
+    def accepts(self, format: str, sample_rate: int) -> bool:
+        """True when the model takes ``format`` at ``sample_rate`` as it is (its catalogue entry)."""
+        return self._spec.accepts(format, sample_rate)
 
     async def _open(
         self, format: AudioFormat, sample_rate: int, api_key: str | None

@@ -72,7 +72,8 @@ class TtsProtocol(StrEnum):
 #: Containers/codecs each recognition protocol takes (what the gateway may send it without transcoding).
 ASR_FORMATS: Mapping[AsrProtocol, tuple[str, ...]] = {
     AsrProtocol.TASK: ("pcm", "wav", "mp3", "opus", "speex", "aac", "amr"),
-    AsrProtocol.REALTIME: ("pcm", "opus"),
+    # DashScope also names "opus", without saying whether Ogg pages or raw frames: the gateway sends PCM.
+    AsrProtocol.REALTIME: ("pcm",),
     AsrProtocol.FILE_URLS: (
         "pcm",
         "wav",

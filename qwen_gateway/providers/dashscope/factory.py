@@ -16,6 +16,7 @@ import httpx
 from ...config import ConfigError, Settings
 from ..base import ChatModel, Recognizer, Synthesizer
 from .asr_file import FileRecognizer
+from .asr_qwen_realtime import QwenRealtimeRecognizer
 from .asr_realtime import RealtimeRecognizer, task_asr_parameters
 from .catalogue import AsrProtocol, TtsProtocol, asr_model, tts_model
 from .chat import DashScopeChat
@@ -199,6 +200,17 @@ def build_providers(
                 http=client,
                 parameters=task_asr_parameters(settings.asr_model),
                 workspace=workspace,
+                spec=asr,
+            )
+        case AsrProtocol.REALTIME:
+            recognizer = QwenRealtimeRecognizer(
+                url=settings.realtime_ws_url,
+                model=settings.asr_model,
+                api_key=key,
+                timeouts=timeouts,
+                backoff=backoff,
+                workspace=settings.workspace,
+                spec=asr,
             )
         case AsrProtocol.FILE_URLS | AsrProtocol.FILE_URL:
             recognizer = FileRecognizer(
