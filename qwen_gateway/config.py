@@ -103,6 +103,11 @@ class Settings:
     oss_endpoint: str = field(default="", metadata={"env": "QG_OSS_ENDPOINT"})
     oss_public_base_url: str = field(default="", metadata={"env": "QG_OSS_PUBLIC_BASE_URL"})
     oss_pool_size: int = field(default=8, metadata={"env": "QG_OSS_POOL_SIZE"})
+    #: secret (32+ characters) signing the links to objects in the local folder; empty = a random key kept in
+    #: ``QG_DATA_DIR/object-signing.key``. Set the same value on every host that serves one local bucket.
+    object_signing_key: str = field(
+        default="", metadata={"env": "QG_OBJECT_SIGNING_KEY", "secret": True}
+    )
     #: keep each voice turn's spoken answer (the MP3 sent) as an object (``tts/...``), named by the stored turn
     store_reply_audio: bool = field(default=True, metadata={"env": "QG_STORE_REPLY_AUDIO"})
 
@@ -125,6 +130,7 @@ class Settings:
     key_passthrough: bool = field(default=False, metadata={"env": "QG_KEY_PASSTHROUGH"})
     cors_origins: tuple[str, ...] = field(default=(), metadata={"env": "QG_CORS_ORIGINS"})
     log_level: str = field(default="INFO", metadata={"env": "QG_LOG_LEVEL"})
+    workers: int = field(default=1, metadata={"env": "QG_WORKERS"})
     simulate: bool = field(default=False, metadata={"env": "QG_SIMULATE"})
     #: keyless mode: seconds of simulated synthesis per second of speech (1 = real time, 0 = at once)
     simulator_tts_rtf: float = field(default=1.0, metadata={"env": "QG_SIMULATOR_TTS_RTF"})
@@ -329,6 +335,7 @@ def validate(settings: Settings) -> Settings:
         "read_timeout",
         "oss_pool_size",
         "db_pool_size",
+        "workers",
     ):
         _positive(env[name], getattr(settings, name))
     if settings.upstream_retries < 0:
@@ -351,6 +358,8 @@ def validate(settings: Settings) -> Settings:
         raise ConfigError(f"QG_LOG_LEVEL={settings.log_level!r}: expected DEBUG/INFO/WARNING/ERROR")
     if settings.oss_bucket and not (settings.oss_access_key_id and settings.oss_access_key_secret):
         raise ConfigError("BUCKET is set but ACCESSKEY_ID / ACCESSKEY_SECRET are not")
+    if settings.object_signing_key and len(settings.object_signing_key) < 32:
+        raise ConfigError("QG_OBJECT_SIGNING_KEY: must be at least 32 characters long")
     if settings.api_keys_file and not Path(settings.api_keys_file).is_file():
         raise ConfigError(f"QG_API_KEYS_FILE={settings.api_keys_file!r}: no such file")
     return settings
