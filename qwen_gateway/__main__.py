@@ -235,6 +235,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--check", action="store_true", help="fail if the files differ instead of writing"
     )
     sub.add_parser("check", help="validate the configuration and exit")
+    ref = sub.add_parser(
+        "config-reference", help="write the environment reference (docs/configuration.md)"
+    )
+    ref.add_argument("--out", default="docs/configuration.md", help="file to write")
+    ref.add_argument(
+        "--check", action="store_true", help="fail if the file differs instead of writing"
+    )
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["simulate"]:
@@ -257,6 +264,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "schemas":
             return _schemas(Path(args.out), check=args.check)
+        if args.command == "config-reference":
+            return _config_reference(Path(args.out), check=args.check)
         if args.command == "check":
             settings = load_settings()
             configure(settings.log_level, json_lines=False)
@@ -282,6 +291,23 @@ def _supervise(settings: Settings, argv: Sequence[str]) -> int:
     sock = listen(settings.host, settings.port)
     sock.set_inheritable(True)
     return Supervisor(sock, list(argv), settings.workers).run()
+
+
+def _config_reference(out: Path, *, check: bool) -> int:
+    from .config_reference import render
+
+    text = render()
+    current = out.read_text(encoding="utf-8") if out.is_file() else None
+    if check:
+        if current != text:
+            print(f"out of date: {out} (run `qwen-gateway config-reference`)", file=sys.stderr)
+            return 1
+        return 0
+    if current != text:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text, encoding="utf-8")
+        print(f"wrote {out}")
+    return 0
 
 
 def _schemas(out: Path, *, check: bool) -> int:
