@@ -107,8 +107,16 @@ class Supervisor:
 
     def run(self) -> int:
         """Run until SIGTERM/SIGINT (or a crash loop); return the process exit code."""
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self.request_stop)
+        previous = {
+            sig: signal.signal(sig, self.request_stop) for sig in (signal.SIGTERM, signal.SIGINT)
+        }
+        try:
+            return self._supervise()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _supervise(self) -> int:
         for worker_id in range(self.workers):
             self._spawn(worker_id)
         code = 0
