@@ -132,6 +132,10 @@ def banner(settings: Settings, base_url: str) -> str:
         )
     else:
         lines.append(f"  upstream : DashScope ({settings.chat_url})")
+    if settings.workers > 1:
+        lines.append(
+            f"  workers  : {settings.workers} processes on this port, under a supervisor (pid {os.getppid()})"
+        )
     lines.append(f"  pages    : {base_url}/web/")
     lines.append(f"  chat API : {base_url}/v1/chat/completions   health: {base_url}/health")
     lines.append(f"  contract : {base_url}/schemas/ (JSON Schema, AsyncAPI, OpenAPI)")

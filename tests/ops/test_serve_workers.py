@@ -71,6 +71,11 @@ async def test_two_workers_answer_restart_and_stop_cleanly(tmp_path: Path) -> No
         pids = await processes_seen(gw, 2)
         assert sorted(pids) == [0, 1], pids
         assert len(set(pids.values())) == 2 and gw.proc.pid not in pids.values()
+        # Worker 0 printed the banner before it answered (the others print one line each).
+        assert (
+            f"workers  : 2 processes on this port, under a supervisor (pid {gw.proc.pid})"
+            in gw.output()
+        )
 
         # Both workers write the one history (shared SQLite file and journal in the one data dir).
         for worker in (0, 1):
