@@ -2,20 +2,29 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# Two stamps: `make run` installs what serving needs (the project's dependencies only); the dev extras
+# (pytest, ruff, mypy ...) come with the targets that use them.
+RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: install run test lint format schemas bench clean
+.PHONY: install install-run run test lint format schemas bench clean
 
-$(STAMP): pyproject.toml
+$(RUN_STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e .
+	@touch $(RUN_STAMP)
+
+$(STAMP): $(RUN_STAMP)
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
 
+install-run: $(RUN_STAMP)
+
 install: $(STAMP)
 
-run: install
+run: install-run
 	$(BIN)/qwen-gateway serve $(ARGS)
 
 lint: install

@@ -21,6 +21,7 @@ spread; see the comment above TRANSPORT_ROUNDS. QG_BENCH_CHAT_PARTS=proxy,transp
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -43,6 +44,8 @@ GATEWAY_KEY = "gk-bench"
 PROMPT = [{"role": "user", "content": "用一句话介绍你自己。"}]
 N_SEQ = int(os.environ.get("QG_BENCH_N_SEQ", "1000"))
 N_CONC = int(os.environ.get("QG_BENCH_N_CONC", "2000"))
+#: also measure ``serve --workers N`` for these N > 1 (comma-separated; "" for none)
+WORKERS = [int(w) for w in os.environ.get("QG_BENCH_WORKERS", "2").split(",") if w.strip()]
 CLIENT = os.environ.get("QG_BENCH_CLIENT", "raw")
 WARMUP = 50
 _DONE = b"data: [DONE]\n\n"
@@ -158,14 +161,17 @@ def check(status: int, body: bytes, stream: bool) -> None:
 
 # ---------------------------------------------------------------------------------------------- load
 def cpu_seconds(pid: int | None) -> float:
-    """CPU time (user + system, all threads) of process ``pid`` so far; 0 when unknown."""
+    """CPU time (user + system, all threads) of process ``pid`` and its live children (the workers of
+    ``serve --workers N``) so far; 0 when unknown."""
     if pid is None:
         return 0.0
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except OSError:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(cpu_seconds(int(child)) for child in children)
 
 
 async def run(
@@ -618,7 +624,8 @@ def proxy_main() -> None:
             "--env-file",
             "",
         ]
-        with child(gw_cmd, env=env, log=tmp / "gateway.log") as gw_proc:
+        with contextlib.ExitStack() as stack:
+            gw_proc = stack.enter_context(child(gw_cmd, env=env, log=tmp / "gateway.log"))
             wait_http(f"http://127.0.0.1:{gw_port}/health")
             targets: dict[str, tuple[str, dict[str, str], int]] = {
                 "simulator direct": (
@@ -632,6 +639,20 @@ def proxy_main() -> None:
                     gw_proc.pid,
                 ),
             }
+            for n in (
+                WORKERS
+            ):  # the same gateway as N processes on one port (the supervisor's pid: all CPU)
+                port = free_port()
+                cmd = [*gw_cmd, "--workers", str(n)]
+                cmd[cmd.index("--port") + 1] = str(port)
+                cmd[cmd.index("--data-dir") + 1] = str(tmp / f"data-w{n}")
+                proc = stack.enter_context(child(cmd, env=env, log=tmp / f"gateway-w{n}.log"))
+                wait_http(f"http://127.0.0.1:{port}/health")
+                targets[f"qwen-gateway w={n}"] = (
+                    f"http://127.0.0.1:{port}/v1/chat/completions",
+                    {"Authorization": f"Bearer {GATEWAY_KEY}"},
+                    proc.pid,
+                )
             ll = litellm_bin()
             ll_ctx = None
             if ll is not None:

@@ -31,6 +31,7 @@ __all__ = [
     "FunctionCallDelta",
     "FunctionDefinition",
     "HealthCheck",
+    "HealthProcess",
     "HealthResponse",
     "ImageUrl",
     "ImageUrlPart",
@@ -432,6 +433,13 @@ class HealthCheck(_Open, frozen=True, kw_only=True):
     status: str
 
 
+class HealthProcess(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The process that answered: its ``pid``, and its ``worker`` number under ``serve --workers N`` (else null)."""
+
+    pid: int
+    worker: int | None = None
+
+
 class HealthResponse(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """``GET /health``: the seed's ``status`` and ``timestamp`` (ISO 8601, local time), plus additive details.
 
@@ -444,3 +452,4 @@ class HealthResponse(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     version: str | UnsetType = UNSET
     upstream: Literal["dashscope", "simulated"] | UnsetType = UNSET
     checks: dict[str, HealthCheck] | UnsetType = UNSET
+    process: HealthProcess | UnsetType = UNSET

@@ -8,6 +8,7 @@ import dataclasses
 import gc
 import os
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -65,6 +66,14 @@ def _serve_parser(sub: Any) -> None:
         "--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="QG_LOG_LEVEL"
     )
     p.add_argument("--no-uvloop", action="store_true", help="use the stdlib event loop")
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="gateway processes sharing the port, under a supervisor (QG_WORKERS, default 1)",
+    )
+    # Set by the supervisor for its workers: the inherited listening socket and the worker's number.
+    p.add_argument("--worker-fd", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--worker-id", type=int, help=argparse.SUPPRESS)
 
 
 def _settings_epilog() -> str:
@@ -101,6 +110,8 @@ def build_settings(args: argparse.Namespace) -> Settings:
         overrides["cors_origins"] = tuple(o.strip() for o in args.cors.split(",") if o.strip())
     if args.log_level:
         overrides["log_level"] = args.log_level
+    if args.workers is not None:
+        overrides["workers"] = args.workers
     settings = load_settings(dotenv=args.env_file or None, **overrides)
     keyless = args.simulate is None and not settings.qwen_api_key
     if args.simulate is True or keyless:
@@ -121,6 +132,10 @@ def banner(settings: Settings, base_url: str) -> str:
         )
     else:
         lines.append(f"  upstream : DashScope ({settings.chat_url})")
+    if settings.workers > 1:
+        lines.append(
+            f"  workers  : {settings.workers} processes on this port, under a supervisor (pid {os.getppid()})"
+        )
     lines.append(f"  pages    : {base_url}/web/")
     lines.append(f"  chat API : {base_url}/v1/chat/completions   health: {base_url}/health")
     lines.append(f"  contract : {base_url}/schemas/ (JSON Schema, AsyncAPI, OpenAPI)")
@@ -157,7 +172,9 @@ def banner(settings: Settings, base_url: str) -> str:
     return "\n".join(lines)
 
 
-async def _serve(settings: Settings) -> None:
+async def _serve(
+    settings: Settings, *, worker_fd: int | None = None, worker_id: int | None = None
+) -> None:
     from hypercorn.asyncio import serve
 
     from .app import create_app
@@ -167,7 +184,12 @@ async def _serve(settings: Settings) -> None:
 
     check_bind(settings, KeyChecker.from_settings(settings))
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    sock = listen(settings.host, settings.port)
+    # A worker of `serve --workers N` accepts on the supervisor's socket (see qwen_gateway.workers).
+    sock = (
+        listen(settings.host, settings.port)
+        if worker_fd is None
+        else socket.socket(fileno=worker_fd)
+    )
     config = hypercorn_config(settings, sock)
     sock.detach()
     stop = asyncio.Event()
@@ -175,6 +197,7 @@ async def _serve(settings: Settings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with open_services(settings) as services:
+        services.worker_id = worker_id
         app = create_app(services.settings, services)
         # Long-lived start-up objects leave the collector's view, and young-generation collections run less
         # often: full collections with 1000 connections took 30-110 ms (bench_voice), chat p99 35 -> 13 ms.
@@ -182,7 +205,10 @@ async def _serve(settings: Settings) -> None:
         gc.freeze()
         gc.set_threshold(50_000, 50, 100)
         host = settings.host if ":" not in settings.host else f"[{settings.host}]"
-        print(banner(services.settings, f"http://{host}:{settings.port}"), flush=True)
+        if not worker_id:  # one banner per deployment: the single process, or worker 0
+            print(banner(services.settings, f"http://{host}:{settings.port}"), flush=True)
+        else:
+            print(f"qwen-gateway worker {worker_id} (pid {os.getpid()}) ready", flush=True)
         await serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
 
 
@@ -213,6 +239,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--check", action="store_true", help="fail if the files differ instead of writing"
     )
     sub.add_parser("check", help="validate the configuration and exit")
+    ref = sub.add_parser(
+        "config-reference", help="write the environment reference (docs/configuration.md)"
+    )
+    ref.add_argument("--out", default="docs/configuration.md", help="file to write")
+    ref.add_argument(
+        "--check", action="store_true", help="fail if the file differs instead of writing"
+    )
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["simulate"]:
@@ -226,10 +259,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             settings = build_settings(args)
             configure(settings.log_level, secrets=settings.secret_values())
-            _run(_serve(settings), uvloop=not args.no_uvloop)
+            if args.worker_fd is None and settings.workers > 1:
+                return _supervise(settings, argv)
+            _run(
+                _serve(settings, worker_fd=args.worker_fd, worker_id=args.worker_id),
+                uvloop=not args.no_uvloop,
+            )
             return 0
         if args.command == "schemas":
             return _schemas(Path(args.out), check=args.check)
+        if args.command == "config-reference":
+            return _config_reference(Path(args.out), check=args.check)
         if args.command == "check":
             settings = load_settings()
             configure(settings.log_level, json_lines=False, secrets=settings.secret_values())
@@ -241,6 +281,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    return 0
+
+
+def _supervise(settings: Settings, argv: Sequence[str]) -> int:
+    """``serve --workers N``: bind once, then run N workers on the socket (``qwen_gateway.workers``)."""
+    from .auth import KeyChecker, check_bind
+    from .server import listen
+    from .workers import Supervisor
+
+    check_bind(settings, KeyChecker.from_settings(settings))
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    sock = listen(settings.host, settings.port)
+    sock.set_inheritable(True)
+    return Supervisor(sock, list(argv), settings.workers).run()
+
+
+def _config_reference(out: Path, *, check: bool) -> int:
+    from .config_reference import render
+
+    text = render()
+    current = out.read_text(encoding="utf-8") if out.is_file() else None
+    if check:
+        if current != text:
+            print(f"out of date: {out} (run `qwen-gateway config-reference`)", file=sys.stderr)
+            return 1
+        return 0
+    if current != text:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text, encoding="utf-8")
+        print(f"wrote {out}")
     return 0
 
 

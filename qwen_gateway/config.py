@@ -68,31 +68,44 @@ class Settings:
     """Every setting of the gateway. Build it with :func:`load_settings` (or directly in tests)."""
 
     # --- upstream: DashScope (seed names) ---
+    #: DashScope API key; empty = run against the built-in simulator (keyless mode, announced at start)
     qwen_api_key: str = _secret("QWEN_API_KEY")
     #: region of every DashScope URL not set explicitly (``cn-beijing``, ``intl`` ...: :data:`REGION_HOSTS`)
     region: str = field(default="cn-beijing", metadata={"env": "DASHSCOPE_REGION"})
     #: sub-workspace sent as ``X-DashScope-WorkSpace`` on every DashScope call ("" = the default workspace)
     workspace: str = field(default="", metadata={"env": "DASHSCOPE_WORKSPACE"})
+    #: OpenAI-compatible chat endpoint ("" = the region's ``/compatible-mode/v1/chat/completions``)
     chat_url: str = field(default="", metadata={"env": "QWEN_API_CHAT_URL"})
+    #: chat model when a request names none (and for voice turns)
     chat_model: str = field(default="qwen-plus", metadata={"env": "QWEN_CHAT_MODEL"})
+    #: vision model for requests whose messages carry images (and ``/v1/chat/vlm``)
     vlm_model: str = field(default="qwen-vl-plus", metadata={"env": "QWEN_VLM_MODEL"})
+    #: speech recognition model (any of the catalogue: README, "Speech models")
     asr_model: str = field(
         default="paraformer-realtime-v2", metadata={"env": "QWEN_AUDIO_RECOGNIZE_MODEL"}
     )
+    #: realtime TTS WebSocket ("" = the region's ``/api-ws/v1/realtime?model=qwen-tts-realtime``)
     tts_url: str = field(default="", metadata={"env": "REAL_TIME_AUDIO_URL"})
+    #: TTS model ("" = the ``model=`` of ``REAL_TIME_AUDIO_URL``)
     tts_model: str = field(default="", metadata={"env": "QG_TTS_MODEL"})
     #: "" = the TTS model's default voice (model catalogue)
     tts_voice: str = field(default="", metadata={"env": "TTS_VOICE"})
     #: 0 = the TTS model's default rate (model catalogue)
     tts_sample_rate: int = field(default=0, metadata={"env": "TTS_SAMPLE_RATE"})
-    #: the protocol of a recognition / synthesis model the catalogue does not know ("" = the catalogue's)
+    #: the protocol of a recognition model the catalogue does not know: ``task``, ``realtime``, ``file-urls``,
+    #: ``file-url`` ("" = the catalogue's)
     asr_protocol: str = field(default="", metadata={"env": "QG_ASR_PROTOCOL"})
+    #: the protocol of a TTS model the catalogue does not know: ``realtime``, ``task``, ``http``
     tts_protocol: str = field(default="", metadata={"env": "QG_TTS_PROTOCOL"})
+    #: seed setting, accepted and ignored: audio is kept in the object store
     tts_output_dir: str = field(default="", metadata={"env": "TTS_OUTPUT_DIR"})
+    #: system message prepended when a chat request has none (voice turns too)
     default_system_prompt: str = field(
         default="你是一个有帮助的助手。", metadata={"env": "DEFAULT_SYSTEM_PROMPT"}
     )
+    #: DashScope inference WebSocket ("" = the region's ``/api-ws/v1/inference``)
     dashscope_ws_base: str = field(default="", metadata={"env": "DASHSCOPE_WEBSOCKET_BASE_URL"})
+    #: DashScope HTTP API base ("" = the region's ``/api/v1``)
     dashscope_http_base: str = field(default="", metadata={"env": "DASHSCOPE_HTTP_BASE_URL"})
     #: ``/api-ws/v1/realtime`` for realtime recognition ("" = the path of ``REAL_TIME_AUDIO_URL``)
     realtime_base: str = field(default="", metadata={"env": "QG_DASHSCOPE_REALTIME_URL"})
@@ -100,71 +113,116 @@ class Settings:
     tts_http_url: str = field(default="", metadata={"env": "QG_TTS_HTTP_URL"})
 
     # --- object storage: Aliyun OSS (seed names); unset BUCKET = local folder ---
+    #: Aliyun access key id for OSS
     oss_access_key_id: str = _secret("ACCESSKEY_ID")
+    #: Aliyun access key secret for OSS
     oss_access_key_secret: str = _secret("ACCESSKEY_SECRET")
+    #: OSS bucket for uploads and spoken answers; empty = the local folder ``QG_DATA_DIR/objects``
     oss_bucket: str = field(default="", metadata={"env": "BUCKET"})
+    #: OSS region (the seed's spelling of the variable)
     oss_region: str = field(default="cn-beijing", metadata={"env": "REGIN"})
+    #: OSS endpoint ("" = ``https://oss-<REGIN>.aliyuncs.com``)
     oss_endpoint: str = field(default="", metadata={"env": "QG_OSS_ENDPOINT"})
+    #: base URL of links to OSS objects (a CDN or custom domain; "" = signed OSS URLs)
     oss_public_base_url: str = field(default="", metadata={"env": "QG_OSS_PUBLIC_BASE_URL"})
+    #: concurrent OSS requests per process
     oss_pool_size: int = field(default=8, metadata={"env": "QG_OSS_POOL_SIZE"})
+    #: secret (32+ characters) signing the links to objects in the local folder; empty = a random key kept in
+    #: ``QG_DATA_DIR/object-signing.key``. Set the same value on every host that serves one local bucket.
+    object_signing_key: str = _secret("QG_OBJECT_SIGNING_KEY")
     #: keep each voice turn's spoken answer (the MP3 sent) as an object (``tts/...``), named by the stored turn
     store_reply_audio: bool = field(default=True, metadata={"env": "QG_STORE_REPLY_AUDIO"})
 
     # --- history database (seed names); unset DB_HOST = SQLite under the data dir ---
+    #: MySQL/MariaDB host of the history; empty = SQLite at ``QG_DATA_DIR/history.sqlite3`` (one host only)
     db_host: str = field(default="", metadata={"env": "DB_HOST"})
+    #: MySQL/MariaDB port
     db_port: int = field(default=3306, metadata={"env": "DB_PORT"})
+    #: MySQL/MariaDB user
     db_user: str = field(default="root", metadata={"env": "DB_USER"})
+    #: MySQL/MariaDB password
     db_password: str = _secret("DB_PASSWORD")
+    #: database of the history (created and migrated at start when the user may)
     db_name: str = field(default="qwen_gateway", metadata={"env": "DB_NAME"})
+    #: database connections per process
     db_pool_size: int = field(default=8, metadata={"env": "QG_DB_POOL_SIZE"})
 
     # --- the gateway itself ---
+    #: address to listen on (``0.0.0.0`` in a container)
     host: str = field(default="127.0.0.1", metadata={"env": "QG_HOST"})
+    #: port to listen on (shared by every worker of ``--workers``)
     port: int = field(default=5000, metadata={"env": "QG_PORT"})
+    #: local state: the turn journal, SQLite history and local objects when no database / bucket is set
     data_dir: Path = field(default=Path("data"), metadata={"env": "QG_DATA_DIR"})
+    #: public base URL of the gateway (links to local objects, the open mode's allowed Host)
     public_url: str = field(default="", metadata={"env": "QG_PUBLIC_URL"})
+    #: gateway keys callers present (``Authorization: Bearer``, or ``?token=`` on WebSockets)
     api_keys: tuple[str, ...] = _secret("QG_API_KEYS", ())
+    #: file of SHA-256 hex digests of gateway keys, one per line
     api_keys_file: str = field(default="", metadata={"env": "QG_API_KEYS_FILE"})
+    #: require gateway keys (``off``: open, loopback Host or ``QG_PUBLIC_URL`` only)
     auth: bool = field(default=True, metadata={"env": "QG_AUTH"})
+    #: callers send their own DashScope key as the gateway key, passed upstream
     key_passthrough: bool = field(default=False, metadata={"env": "QG_KEY_PASSTHROUGH"})
     #: key of the hash that names a conversation's owner (at least 32 characters); unset: ``owner.key`` in the
     #: data dir, made on first start. Gateways sharing one history database must share it.
     owner_secret: str = _secret("QG_OWNER_SECRET")
+    #: browser origins allowed for CORS and WebSocket handshakes (``*`` = any)
     cors_origins: tuple[str, ...] = field(default=(), metadata={"env": "QG_CORS_ORIGINS"})
+    #: ``DEBUG``, ``INFO``, ``WARNING`` or ``ERROR`` (JSON lines)
     log_level: str = field(default="INFO", metadata={"env": "QG_LOG_LEVEL"})
+    #: gateway processes sharing ``QG_PORT`` under one supervisor (``serve --workers N``; docs/deploy.md)
+    workers: int = field(default=1, metadata={"env": "QG_WORKERS"})
+    #: use the built-in DashScope simulator even when ``QWEN_API_KEY`` is set
     simulate: bool = field(default=False, metadata={"env": "QG_SIMULATE"})
     #: keyless mode: seconds of simulated synthesis per second of speech (1 = real time, 0 = at once)
     simulator_tts_rtf: float = field(default=1.0, metadata={"env": "QG_SIMULATOR_TTS_RTF"})
 
     # --- limits ---
+    #: largest HTTP request body (413 beyond)
     max_body_bytes: int = field(default=16 * 1024 * 1024, metadata={"env": "QG_MAX_BODY_BYTES"})
+    #: largest WebSocket message
     max_frame_bytes: int = field(default=256 * 1024, metadata={"env": "QG_MAX_FRAME_BYTES"})
+    #: largest decoded audio packet of ``/v1/chat/audio``
     audio_packet_bytes: int = field(default=8 * 1024, metadata={"env": "QG_AUDIO_PACKET_BYTES"})
+    #: largest decoded packet of ``/v1/chat/vlm``
     vlm_packet_bytes: int = field(default=50 * 1024, metadata={"env": "QG_VLM_PACKET_BYTES"})
+    #: largest upload of one turn (audio or image)
     max_upload_bytes: int = field(default=10 * 1024 * 1024, metadata={"env": "QG_MAX_UPLOAD_BYTES"})
+    #: most packets of one upload
     max_packets: int = field(default=4096, metadata={"env": "QG_MAX_PACKETS"})
+    #: most turns one WebSocket connection may run
     max_turns_per_connection: int = field(default=200, metadata={"env": "QG_MAX_TURNS"})
+    #: seconds a WebSocket may stay silent before it is closed
     ws_idle_timeout: float = field(default=300.0, metadata={"env": "QG_WS_IDLE_TIMEOUT"})
     #: an upload that stays incomplete this long is discarded (``upload_timeout`` error)
     upload_idle_timeout: float = field(default=30.0, metadata={"env": "QG_UPLOAD_IDLE_TIMEOUT"})
+    #: seconds a client may leave sent events unread before it is dropped
     ws_send_timeout: float = field(default=15.0, metadata={"env": "QG_WS_SEND_TIMEOUT"})
+    #: WebSocket messages buffered per connection before TCP slows the sender
     ws_receive_queue: int = field(default=16, metadata={"env": "QG_WS_RECEIVE_QUEUE"})
+    #: previous turns given to a voice turn's chat as context
     history_turns: int = field(default=10, metadata={"env": "QG_HISTORY_TURNS"})
     #: voice chat context budget: previous turns are dropped (oldest first) beyond about this many tokens
     history_tokens: int = field(default=4000, metadata={"env": "QG_HISTORY_TOKENS"})
     #: longest spoken upload accepted (seconds of audio)
     max_audio_seconds: float = field(default=300.0, metadata={"env": "QG_MAX_AUDIO_SECONDS"})
+    #: bitrate of the MP3 sent to voice clients
     mp3_bitrate_kbps: int = field(default=64, metadata={"env": "QG_MP3_BITRATE_KBPS"})
 
     # --- upstream timeouts (seconds) ---
+    #: seconds to connect to an upstream
     connect_timeout: float = field(default=10.0, metadata={"env": "QG_CONNECT_TIMEOUT"})
+    #: seconds an upstream may stay silent
     read_timeout: float = field(default=60.0, metadata={"env": "QG_READ_TIMEOUT"})
+    #: retries of an upstream call that failed before its first byte
     upstream_retries: int = field(default=2, metadata={"env": "QG_UPSTREAM_RETRIES"})
-    #: the most read of an upstream's HTTP answer (once decompressed): a line or event of a stream, and a whole
-    #: non-streamed body (a chat completion, a file-recognition status or result)
+    #: the most read of a line or event of an upstream's stream (once decompressed)
     upstream_max_event_bytes: int = field(
         default=1024 * 1024, metadata={"env": "QG_UPSTREAM_MAX_EVENT_BYTES"}
     )
+    #: the most read of a whole non-streamed upstream body (a chat completion, a file-recognition status or
+    #: result), once decompressed
     upstream_max_body_bytes: int = field(
         default=16 * 1024 * 1024, metadata={"env": "QG_UPSTREAM_MAX_BODY_BYTES"}
     )
@@ -355,6 +413,7 @@ def validate(settings: Settings) -> Settings:
         "upstream_max_body_bytes",
         "oss_pool_size",
         "db_pool_size",
+        "workers",
     ):
         _positive(env[name], getattr(settings, name))
     if settings.upstream_retries < 0:

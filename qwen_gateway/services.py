@@ -36,6 +36,8 @@ class Services:
     providers: Providers
     storage: Storage
     simulator: Any = None  # the in-process DashScope simulator when running keyless
+    #: this process's number under ``serve --workers N`` (None: a single process)
+    worker_id: int | None = None
 
 
 def simulated_settings(settings: Settings, sim_env: dict[str, str], api_key: str) -> Settings:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
 import time
 from typing import Any
 
@@ -68,6 +69,8 @@ def health_blueprint() -> Blueprint:
             "version": __version__,
             "upstream": checks["upstream"]["mode"],
             "checks": checks,
+            # which process answered (several serve one address under `serve --workers N`)
+            "process": {"pid": os.getpid(), "worker": svc.worker_id},
         }
         resp = jsonify(body)
         resp.status_code = code

@@ -155,7 +155,7 @@ def build_storage(settings: Settings) -> Storage:
 
     History: MySQL/MariaDB when ``DB_HOST`` is set, else SQLite at ``settings.sqlite_path``. Objects: OSS when
     ``BUCKET`` and the access keys are set, else a folder at ``settings.objects_dir`` served at ``/objects/``
-    (links signed with a secret kept in the data dir). Journal at ``settings.journal_path``.
+    (links signed with ``QG_OBJECT_SIGNING_KEY``, else a secret kept in the data dir). Journal at ``settings.journal_path``.
     """
     history: HistoryStore
     if settings.uses_mysql:
@@ -170,7 +170,8 @@ def build_storage(settings: Settings) -> Storage:
         objects = LocalObjectStore(
             settings.objects_dir,
             base,
-            load_signing_secret(settings.data_dir / "object-signing.key"),
+            settings.object_signing_key.encode()
+            or load_signing_secret(settings.data_dir / "object-signing.key"),
         )
     outbox = Outbox(settings.journal_path, history)
     return Storage(history=history, outbox=outbox, objects=objects)

@@ -96,7 +96,14 @@ class ConversationMemory:
             self._turns.append((user, assistant))
 
     async def _load(self) -> None:
-        self._loaded = True
+        # Marked loaded only once the read is over: a caller of load() meanwhile waits on the lock for it
+        # (marked before, a chat starting while the database answered got no context at all).
+        try:
+            await self._read()
+        finally:
+            self._loaded = True
+
+    async def _read(self) -> None:
         if self._history is None or self._max_turns == 0:
             return
         try:

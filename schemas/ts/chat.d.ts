@@ -360,6 +360,7 @@ export interface HealthResponse {
   checks?: {
     [k: string]: HealthCheck | undefined;
   };
+  process?: HealthProcess;
   status: "degraded" | "healthy" | "unhealthy";
   timestamp: string;
   upstream?: "dashscope" | "simulated";
@@ -370,4 +371,11 @@ export interface HealthResponse {
  */
 export interface HealthCheck {
   status: string;
+}
+/**
+ * The process that answered: its `pid`, and its `worker` number under `serve --workers N` (else null).
+ */
+export interface HealthProcess {
+  pid: number;
+  worker?: number | null;
 }
