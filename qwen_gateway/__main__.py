@@ -234,12 +234,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_cli(argv[1:])
     args = parser.parse_args(argv)
-    from .logs import configure
+    from .logs import configure, json_lines_for
 
     try:
         if args.command == "serve":
             settings = build_settings(args)
-            configure(settings.log_level, secrets=settings.secret_values())
+            configure(
+                settings.log_level,
+                json_lines=json_lines_for(settings.log_format),
+                secrets=settings.secret_values(),
+            )
             _run(_serve(settings), uvloop=not args.no_uvloop)
             return 0
         if args.command == "schemas":

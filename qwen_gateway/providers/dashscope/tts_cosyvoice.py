@@ -14,6 +14,7 @@ from contextlib import AbstractAsyncContextManager
 
 from websockets.asyncio.client import ClientConnection
 
+from ...logs import upstream_fields
 from ..base import PcmChunk
 from .policy import Backoff, Timeouts
 from .ws import PcmQueue, TaskSession, open_session, session_scope, task_event_decoder
@@ -168,7 +169,13 @@ class CosyVoiceSynthesizer:
                 }
             ),
         )
-        log.info("tts task %s started (model=%s voice=%s)", task_id[:8], self._model, voice)
+        log.info(
+            "tts task %s started (model=%s voice=%s)",
+            task_id[:8],
+            self._model,
+            voice,
+            extra=upstream_fields("tts", task_id),
+        )
         return session
 
     def session(
