@@ -89,6 +89,7 @@ class Lifecycle:
         self._draining = asyncio.Event()
         self._expired = asyncio.Event()
         self._deadline: float | None = None
+        self._hurried = False
         self._connections = 0
         self._turns = 0
         self._changed = asyncio.Event()
@@ -191,13 +192,22 @@ class Lifecycle:
             },
         )
 
+    def hurry(self) -> None:
+        """End the grace period now (a second signal: the operator does not want to wait)."""
+        if not self.draining:
+            self.begin_drain()
+        self._hurried = True
+        self._deadline = self._clock()
+        log.info("drain hurried: grace period ended early")
+        self._notify()
+
     async def drain(self, outbox: OutboxLike | None = None) -> DrainReport:
         """Drain (see the module docstring) and return what happened. Calls :meth:`begin_drain` if needed."""
         started = self._clock()
         self.begin_drain()
         connections, turns = self._connections, self._turns
         # Connections close themselves once their turn has ended; they all go when the grace period ends at last.
-        await self._until(lambda: self._connections == 0, self.remaining() or 0.0)
+        await self._until(lambda: self._connections == 0 or self._hurried, self.remaining() or 0.0)
         cut_short = self._connections
         self._expired.set()
         if cut_short:
