@@ -221,7 +221,22 @@ def create_app(settings: Settings, services: Services, lifecycle: Lifecycle | No
             return redirect("/web/")  # type: ignore[return-value]
 
     _register_optional(app, settings, services)
+    app.asgi_app = _counting_requests(app.asgi_app, lifecycle)  # type: ignore[method-assign]
     return app
+
+
+def _counting_requests(asgi_app: Any, lifecycle: Lifecycle) -> Any:
+    """``asgi_app`` with every HTTP request counted by ``lifecycle`` until its response is sent (a drain waits
+    for them within its grace period; WebSocket connections are counted by the voice routes)."""
+
+    async def counted(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await asgi_app(scope, receive, send)
+            return
+        with lifecycle.request():
+            await asgi_app(scope, receive, send)
+
+    return counted
 
 
 def _register_optional(app: Quart, settings: Settings, services: Services) -> None:

@@ -6,7 +6,7 @@ Draining (``SIGTERM``)::
     begin_drain()        /health/ready -> 503 at once; new HTTP requests and WebSocket handshakes -> 503
                          ``shutting_down``; every voice connection watches ``draining`` (see VoiceRunner):
                          an idle one is closed at once (``error`` shutting_down, close 1001), a busy one when
-                         its running turn has ended
+                         its running turn has ended; HTTP requests in flight (a streamed chat answer) go on
     + drain_seconds      ``expired``: the turns still running are cancelled (``audio_stream`` finished, the partial
                          answer journaled as ``interrupted`` with code shutting_down, ``error`` shutting_down,
                          close 1001)
@@ -50,6 +50,7 @@ class DrainReport:
     Attributes:
         seconds: how long the drain took.
         connections_at_start / turns_at_start: voice connections open and turns running when it began.
+        requests_at_start: HTTP requests in flight when it began (streamed chat answers, say).
         cut_short: connections still open when the grace period ended (their turns got ``shutting_down``).
         left_open: connections still open after the close bound (the server's own shutdown cancels them).
         outbox_backlog: turns left in the journal (not yet in the history database) at the end.
@@ -58,6 +59,7 @@ class DrainReport:
     seconds: float
     connections_at_start: int
     turns_at_start: int
+    requests_at_start: int
     cut_short: int
     left_open: int
     outbox_backlog: int
@@ -92,6 +94,7 @@ class Lifecycle:
         self._hurried = False
         self._connections = 0
         self._turns = 0
+        self._requests = 0
         self._changed = asyncio.Event()
 
     @classmethod
@@ -153,6 +156,21 @@ class Lifecycle:
             self._connections -= 1
             self._notify()
 
+    @contextlib.contextmanager
+    def request(self) -> Iterator[None]:
+        """Count one HTTP request until its response (a streamed body included) has been sent."""
+        self._requests += 1
+        try:
+            yield
+        finally:
+            self._requests -= 1
+            self._notify()
+
+    @property
+    def requests(self) -> int:
+        """HTTP requests in flight now."""
+        return self._requests
+
     def turn_started(self) -> None:
         self._turns += 1
 
@@ -205,9 +223,13 @@ class Lifecycle:
         """Drain (see the module docstring) and return what happened. Calls :meth:`begin_drain` if needed."""
         started = self._clock()
         self.begin_drain()
-        connections, turns = self._connections, self._turns
+        connections, turns, requests = self._connections, self._turns, self._requests
         # Connections close themselves once their turn has ended; they all go when the grace period ends at last.
-        await self._until(lambda: self._connections == 0 or self._hurried, self.remaining() or 0.0)
+        # HTTP requests in flight (this drain's own refusals are quick) get the same grace period.
+        await self._until(
+            lambda: (self._connections == 0 and self._requests == 0) or self._hurried,
+            self.remaining() or 0.0,
+        )
         cut_short = self._connections
         self._expired.set()
         if cut_short:
@@ -224,6 +246,7 @@ class Lifecycle:
             seconds=round(self._clock() - started, 3),
             connections_at_start=connections,
             turns_at_start=turns,
+            requests_at_start=requests,
             cut_short=cut_short,
             left_open=left_open,
             outbox_backlog=backlog,

@@ -3,8 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
+import httpx
+
+from qwen_gateway.app import create_app
 from qwen_gateway.lifecycle import Lifecycle
+from qwen_gateway.server import serving
+from qwen_gateway.services import open_services
+from qwen_gateway.simulator import Simulator, SimulatorConfig
+from qwen_gateway.simulator.faults import Fault
+from tests.api.conftest import GATEWAY_KEY, UPSTREAM_KEY, pointed_settings
+
+AUTH = {"Authorization": f"Bearer {GATEWAY_KEY}"}
 
 
 class FakeOutbox:
@@ -86,3 +97,40 @@ async def test_hurry_ends_the_grace_period_at_once() -> None:
     report = await drain
     await task
     assert report.cut_short == 1 and life.remaining() == 0
+
+
+async def test_a_streamed_chat_answer_in_flight_gets_the_grace_period(tmp_path: Path) -> None:
+    """In-process: the app counts HTTP requests; a drain begun while a chat answer streams waits for it, and a
+    request arriving during the drain is refused with 503 ``shutting_down``."""
+    async with Simulator(SimulatorConfig(api_key=UPSTREAM_KEY), host="127.0.0.1", port=0) as sim:
+        settings = pointed_settings(sim, tmp_path / "data")
+        async with open_services(settings) as svc:
+            life = Lifecycle(drain_seconds=60, outbox_seconds=5)
+            life.mark_started()
+            app = create_app(svc.settings, svc, life)
+            sim.set_reply("一二三四五六七八九十")
+            sim.faults.add(Fault.stall(after_chunks=2, seconds=1.0))
+            async with serving(app, svc.settings) as base, httpx.AsyncClient(timeout=30) as http:
+                body = {
+                    "model": "qwen-plus",
+                    "stream": True,
+                    "messages": [{"role": "user", "content": "x"}],
+                }
+                async with http.stream(
+                    "POST", f"{base}/v1/chat/completions", headers=AUTH, json=body
+                ) as resp:
+                    assert resp.status_code == 200
+                    lines = resp.aiter_lines()
+                    first = await anext(lines)
+                    assert first.startswith("data:")
+                    assert life.requests == 1
+                    drain = asyncio.create_task(life.drain(None))
+                    await asyncio.sleep(0)
+                    refused = await http.get(f"{base}/v1/models", headers=AUTH)
+                    assert refused.status_code == 503
+                    assert refused.json()["error"]["code"] == "shutting_down"
+                    assert not drain.done()  # it waits for the answer still streaming
+                    rest = [line async for line in lines]
+                assert "data: [DONE]" in rest
+                report = await drain
+    assert report.requests_at_start == 1 and report.cut_short == 0
