@@ -83,6 +83,7 @@ async def gateway_process(tmp_path: Path, **env: str) -> AsyncIterator[Proc]:
     port = _free_port()
     data_dir = tmp_path / "data"
     log = tmp_path / "gateway.log"
+    banner = tmp_path / "gateway.out"
     cmd = [
         sys.executable,
         "-m",
@@ -101,9 +102,9 @@ async def gateway_process(tmp_path: Path, **env: str) -> AsyncIterator[Proc]:
         "",
         "--no-uvloop",
     ]
-    with log.open("wb") as out:
+    with log.open("wb") as err, banner.open("wb") as out:
         proc = subprocess.Popen(  # noqa: ASYNC220  (started once, before the loop has work)
-            cmd, cwd=REPO, env=_env(**env), stdout=out, stderr=out
+            cmd, cwd=REPO, env=_env(**env), stdout=out, stderr=err
         )
     p = Proc(proc, f"http://127.0.0.1:{port}", data_dir, log)
     try:
@@ -241,7 +242,10 @@ async def test_short_grace_cuts_the_turn_short_and_flushes_the_outbox(tmp_path: 
         assert await p.wait_exit(30) == 0, p.log_text()
         # The interrupted turn went through the journal into the history database before the exit.
         assert _history(p.data_dir) == [("interrupted", "shutting_down")]
-        assert "drain finished" in p.log_text()
+        # stderr is not a terminal: every log line is a JSON object (QG_LOG_FORMAT=auto).
+        records = [json.loads(line) for line in p.log_text().splitlines() if line.strip()]
+        (finished,) = [r for r in records if r["msg"] == "drain finished"]
+        assert finished["cut_short"] == 1 and finished["outbox_backlog"] == 0
 
 
 def _history(data_dir: Path) -> list[tuple[str, str | None]]:
