@@ -272,6 +272,7 @@ class VoiceRunner:
             finally:
                 for w in waits:
                     w.cancel()
+                await asyncio.gather(*waits, return_exceptions=True)
 
     def _refuse_turn_while_draining(self) -> bool:
         """A turn asked for after the drain began is not started: the connection is shut down instead."""
