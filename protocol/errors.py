@@ -54,6 +54,8 @@ class ErrorCode(enum.StrEnum):
     upstream_timeout: the model service did not answer in time.
     rate_limited: too many requests; retry later.
     internal_error: a bug on the server (the connection is closed, 1011).
+    shutting_down: the server is stopping (a deploy, a scale-down): a turn still running when its grace period
+        ended was cut short; the connection is closed (1001 going away). Reconnect (to another instance).
     """
 
     INVALID_JSON = "invalid_json"
@@ -80,6 +82,7 @@ class ErrorCode(enum.StrEnum):
     UPSTREAM_TIMEOUT = "upstream_timeout"
     RATE_LIMITED = "rate_limited"
     INTERNAL_ERROR = "internal_error"
+    SHUTTING_DOWN = "shutting_down"
 
 
 #: Codes after which the connection cannot go on, with the WebSocket close code to use (RFC 6455 §7.4.1).
@@ -89,6 +92,7 @@ FATAL_CODES: Mapping[ErrorCode, int] = MappingProxyType(
         ErrorCode.TOO_MANY_TURNS: 1008,
         ErrorCode.UNAUTHORIZED: 1008,
         ErrorCode.INTERNAL_ERROR: 1011,
+        ErrorCode.SHUTTING_DOWN: 1001,
     }
 )
 

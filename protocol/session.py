@@ -102,6 +102,8 @@ class CancelReason(enum.StrEnum):
     UPLOAD_TIMEOUT = "upload_timeout"
     #: the connection is ending
     CLOSED = "closed"
+    #: the server is stopping and the turn's grace period is over (the connection is closed next)
+    SHUTTING_DOWN = "shutting_down"
 
 
 class Send(msgspec.Struct, frozen=True):
@@ -366,15 +368,28 @@ class _Session(Generic[S]):
         self._fire(Trigger.CLOSE)
         return actions
 
+    def shutdown(self) -> list[Action]:
+        """The server is stopping: cancel the running turn (``shutting_down``), tell the client with an
+        ``error`` event ``shutting_down``, close with 1001 (going away). Calling it again returns nothing."""
+        if self._state.name == "CLOSED":
+            return []
+        return self._fail(
+            ErrorCode.SHUTTING_DOWN,
+            "the server is shutting down; reconnect to continue the conversation",
+            CancelReason.SHUTTING_DOWN,
+        )
+
     def _cancel_running(self, reason: CancelReason) -> list[Action]:
         if self._turn is None:
             return []
         turn, self._turn = self._turn, None
         return [CancelTurn(turn, reason)]
 
-    def _fail(self, code: ErrorCode, message: str) -> list[Action]:
+    def _fail(
+        self, code: ErrorCode, message: str, reason: CancelReason = CancelReason.CLOSED
+    ) -> list[Action]:
         """An unrecoverable error: cancel everything, tell the client, close."""
-        actions = self._cancel_running(CancelReason.CLOSED)
+        actions = self._cancel_running(reason)
         actions.append(Send(ErrorEvent(message=message, code=code)))
         actions.append(Close(FATAL_CODES[code], str(code)))
         self._fire(Trigger.CLOSE)

@@ -29,6 +29,7 @@ from werkzeug.exceptions import HTTPException
 
 from .auth import check_bind
 from .config import Settings
+from .lifecycle import Lifecycle
 from .logs import bind
 from .origins import OriginPolicy
 from .routes.chat import chat_blueprint
@@ -82,13 +83,21 @@ class BoundedWebsocketConnection(ASGIWebsocketConnection):
         self.queue = asyncio.Queue(maxsize=app.config["QG_WS_RECEIVE_QUEUE"])
 
 
-def create_app(settings: Settings, services: Services) -> Quart:
-    """Build the application around already-built ``services`` (see :func:`open_services`)."""
+def create_app(settings: Settings, services: Services, lifecycle: Lifecycle | None = None) -> Quart:
+    """Build the application around already-built ``services`` (see :func:`open_services`).
+
+    ``lifecycle`` is the server's readiness and drain (``qwen-gateway serve`` passes the one its SIGTERM handler
+    drains); without one the app gets its own, already started, that nothing drains.
+    """
     check_bind(settings, services.keys)
+    if lifecycle is None:
+        lifecycle = Lifecycle.from_settings(settings)
+        lifecycle.mark_started()
     app = Quart("qwen_gateway")
     app.config.update(
         QG_SETTINGS=settings,
         QG_SERVICES=services,
+        QG_LIFECYCLE=lifecycle,
         QG_WS_RECEIVE_QUEUE=settings.ws_receive_queue,
         # A hard cap; routes apply QG_MAX_BODY_BYTES themselves and answer 413 cleanly (routes.common.read_body).
         MAX_CONTENT_LENGTH=max(settings.max_body_bytes * 4, 64 * 1024 * 1024),
@@ -113,6 +122,8 @@ def create_app(settings: Settings, services: Services) -> Quart:
         bind(request_id=rid)
         if not policy.host_allowed(request.host):
             return _host_refused()
+        if lifecycle.draining and not request.path.startswith("/health"):
+            return _draining_refused()
         if request.method == "OPTIONS":  # CORS preflight (and plain OPTIONS) on any path
             return _preflight()
         return None
@@ -124,6 +135,8 @@ def create_app(settings: Settings, services: Services) -> Quart:
         bind(request_id=g.request_id)
         if not policy.host_allowed(websocket.host):
             return _host_refused()
+        if lifecycle.draining:
+            return _draining_refused()
         origin = websocket.headers.get("Origin")
         if origin is not None and not policy.websocket_origin_allowed(origin, websocket.host):
             log.info("websocket origin refused", extra={"fields": {"origin": origin[:200]}})
@@ -134,6 +147,15 @@ def create_app(settings: Settings, services: Services) -> Quart:
                 code="origin_not_allowed",
             )
         return None
+
+    def _draining_refused() -> Response:
+        """During a drain: 503 for every new request and WebSocket handshake (not for /health*)."""
+        return error_response(
+            503,
+            "This gateway instance is shutting down; retry (another instance will answer).",
+            code="shutting_down",
+            headers={"Retry-After": "1", "Connection": "close"},
+        )
 
     def _host_refused() -> Response:
         return error_response(
@@ -199,7 +221,22 @@ def create_app(settings: Settings, services: Services) -> Quart:
             return redirect("/web/")  # type: ignore[return-value]
 
     _register_optional(app, settings, services)
+    app.asgi_app = _counting_requests(app.asgi_app, lifecycle)  # type: ignore[method-assign]
     return app
+
+
+def _counting_requests(asgi_app: Any, lifecycle: Lifecycle) -> Any:
+    """``asgi_app`` with every HTTP request counted by ``lifecycle`` until its response is sent (a drain waits
+    for them within its grace period; WebSocket connections are counted by the voice routes)."""
+
+    async def counted(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await asgi_app(scope, receive, send)
+            return
+        with lifecycle.request():
+            await asgi_app(scope, receive, send)
+
+    return counted
 
 
 def _register_optional(app: Quart, settings: Settings, services: Services) -> None:

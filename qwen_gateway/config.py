@@ -171,6 +171,12 @@ class Settings:
     cors_origins: tuple[str, ...] = field(default=(), metadata={"env": "QG_CORS_ORIGINS"})
     #: ``DEBUG``, ``INFO``, ``WARNING`` or ``ERROR`` (JSON lines)
     log_level: str = field(default="INFO", metadata={"env": "QG_LOG_LEVEL"})
+    #: ``auto``: JSON lines when stderr is not a terminal, one readable line per record on a terminal
+    log_format: str = field(default="auto", metadata={"env": "QG_LOG_FORMAT"})
+    #: on SIGTERM: seconds running turns get to finish before they are ended with ``shutting_down``
+    drain_seconds: float = field(default=20.0, metadata={"env": "QG_DRAIN_SECONDS"})
+    #: then: longest wait for the outbox to move journaled turns into the history database
+    drain_outbox_seconds: float = field(default=5.0, metadata={"env": "QG_DRAIN_OUTBOX_SECONDS"})
     #: gateway processes sharing ``QG_PORT`` under one supervisor (``serve --workers N``; docs/deploy.md)
     workers: int = field(default=1, metadata={"env": "QG_WORKERS"})
     #: use the built-in DashScope simulator even when ``QWEN_API_KEY`` is set
@@ -432,6 +438,11 @@ def validate(settings: Settings) -> Settings:
         raise ConfigError(f"QG_HISTORY_TOKENS={settings.history_tokens}: must be >= 0")
     if settings.history_turns < 0:
         raise ConfigError(f"QG_HISTORY_TURNS={settings.history_turns}: must be >= 0")
+    if settings.log_format not in ("auto", "json", "text"):
+        raise ConfigError(f"QG_LOG_FORMAT={settings.log_format!r}: expected auto, json or text")
+    for name in ("drain_seconds", "drain_outbox_seconds"):
+        if getattr(settings, name) < 0:
+            raise ConfigError(f"{env[name]}={getattr(settings, name)}: must be >= 0")
     if settings.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"QG_LOG_LEVEL={settings.log_level!r}: expected DEBUG/INFO/WARNING/ERROR")
     if settings.oss_bucket and not (settings.oss_access_key_id and settings.oss_access_key_secret):

@@ -29,6 +29,8 @@ class UpstreamError(GatewayError):
         transient: a retry may succeed (429 throttles, 5xx, connection errors).
         retry_after: seconds the upstream asked us to wait, when it said so.
         type: the OpenAI error ``type`` the upstream used, when known.
+        request_id: the upstream's id of the failed call (``request_id`` / ``x-request-id``, a task id), when
+            known: logged with the failure so that it can be matched with the upstream's records.
     """
 
     def __init__(
@@ -41,8 +43,10 @@ class UpstreamError(GatewayError):
         retry_after: float | None = None,
         type: str | None = None,
         param: str | None = None,
+        request_id: str | None = None,
     ) -> None:
         super().__init__(message)
+        self.request_id = request_id
         self.message = message
         self.code = code
         self.status = status

@@ -4,6 +4,7 @@ benchmarks (``async with serving(app) as base_url``)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -40,7 +41,10 @@ def hypercorn_config(settings: Settings, sock: socket.socket) -> Config:
     config = Config()
     config.bind = [f"fd://{sock.fileno()}"]
     config.accesslog = None
-    config.errorlog = "-"
+    # Hypercorn's own lines go through our handler (JSON or text, secrets masked), not a second format of its own.
+    errorlog = logging.getLogger("hypercorn.error")
+    errorlog.setLevel(logging.WARNING)  # its INFO lines ("Running on fd://...") say nothing useful
+    config.errorlog = errorlog
     config.loglevel = "WARNING"
     config.keep_alive_timeout = 75
     config.graceful_timeout = 5

@@ -29,6 +29,7 @@ from protocol import ChatCompletionRequest
 
 from ..auth import bearer_token
 from ..errors import UpstreamError
+from ..logs import upstream_fields
 from ..providers import RelayBatch
 from ..storage import TurnRecord, TurnStatus
 from .common import (
@@ -226,9 +227,7 @@ def chat_blueprint() -> Blueprint:
             try:
                 result = await chat.complete(body, api_key=caller_key)
             except UpstreamError as exc:
-                log.info(
-                    "upstream error", extra={"fields": {"status": exc.status, "code": exc.code}}
-                )
+                log.info("upstream error", extra=_upstream_error_fields(exc))
                 return upstream_error_response(exc, caller_key=passthrough)
             record.from_response(result)
             return Response(_encode(result), content_type="application/json", headers=extra_headers)
@@ -246,7 +245,7 @@ def chat_blueprint() -> Blueprint:
             first = None
         except UpstreamError as exc:
             await stream.aclose()
-            log.info("upstream error", extra={"fields": {"status": exc.status, "code": exc.code}})
+            log.info("upstream error", extra=_upstream_error_fields(exc))
             return upstream_error_response(exc, caller_key=passthrough)
 
         async def relay() -> AsyncIterator[bytes]:
@@ -413,3 +412,7 @@ class _Recorder:
             Exception
         ):  # a bug, or the outbox is closed (journal failures are logged by the outbox)
             log.exception("could not journal the exchange")
+
+
+def _upstream_error_fields(exc: UpstreamError) -> dict[str, Any]:
+    return upstream_fields("chat", exc.request_id, status=exc.status, code=exc.code)

@@ -14,6 +14,7 @@ __all__ = [
     "caller_allowed",
     "error_response",
     "is_json",
+    "lifecycle",
     "not_json",
     "read_body",
     "services",
@@ -70,6 +71,11 @@ def unauthorized() -> Response:
 
 def services() -> Any:
     return current_app.config["QG_SERVICES"]
+
+
+def lifecycle() -> Any:
+    """The app's :class:`~qwen_gateway.lifecycle.Lifecycle` (readiness, drain)."""
+    return current_app.config["QG_LIFECYCLE"]
 
 
 def authorized(*, allow_query_token: bool = False) -> bool:

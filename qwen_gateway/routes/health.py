@@ -1,4 +1,10 @@
-"""``GET /health``: the seed's shape (``status``, ``timestamp``) plus per-dependency checks.
+"""``GET /health``: the seed's shape (``status``, ``timestamp``) plus per-dependency checks; ``GET /health/live``
+and ``GET /health/ready`` for orchestrators and load balancers.
+
+``/health/live`` is 200 while the process serves requests at all (a drain included). ``/health/ready`` is 200 only
+when the node should get new work: the services are open, the outbox drainer runs, the object store answers, and
+no drain has begun; from the ``SIGTERM`` on it answers 503 (``draining``) and never 200 again. During a drain
+``/health`` answers 503 with ``status`` ``draining``.
 
 ``status`` is ``healthy`` when everything answers, ``degraded`` when only the history database is away (turns are
 then kept in the durable journal and nothing is lost, so the node still serves: 200), and ``unhealthy`` (503) when a
@@ -16,7 +22,7 @@ from typing import Any
 from quart import Blueprint, Response, jsonify
 
 from .. import __version__
-from .common import services
+from .common import lifecycle, services
 
 __all__ = ["health_blueprint"]
 
@@ -57,7 +63,9 @@ def health_blueprint() -> Blueprint:
                 "mode": "simulated" if svc.settings.upstream_simulated else "dashscope",
             },
         }
-        if objects["status"] != "up":
+        if lifecycle().draining:
+            status, code = "draining", 503
+        elif objects["status"] != "up":
             status, code = "unhealthy", 503
         elif database["status"] != "up":
             status, code = "degraded", 200
@@ -76,4 +84,37 @@ def health_blueprint() -> Blueprint:
         resp.status_code = code
         return resp
 
+    @bp.get("/health/live")
+    async def live() -> Response:
+        return _plain({"status": "live", "draining": lifecycle().draining}, 200)
+
+    @bp.get("/health/ready")
+    async def ready() -> Response:
+        return await _readiness()
+
     return bp
+
+
+async def _readiness() -> Response:
+    """200 ``ready``, or 503 with the first reason: ``draining``, ``starting``, ``journal`` or ``objects``."""
+    life = lifecycle()
+    if life.draining:
+        return _plain({"status": "draining", "reason": "draining"}, 503)
+    if not life.started:
+        return _plain({"status": "not_ready", "reason": "starting"}, 503)
+    storage = services().storage
+    if not storage.outbox.status().draining:
+        return _plain({"status": "not_ready", "reason": "journal"}, 503)
+    objects = await _probe(storage.objects.ping())
+    if life.draining:  # a drain began while the probe ran
+        return _plain({"status": "draining", "reason": "draining"}, 503)
+    if objects["status"] != "up":
+        return _plain({"status": "not_ready", "reason": "objects"}, 503)
+    return _plain({"status": "ready"}, 200)
+
+
+def _plain(body: dict[str, Any], code: int) -> Response:
+    resp = jsonify(body)
+    resp.status_code = code
+    resp.headers["Cache-Control"] = "no-store"
+    return resp

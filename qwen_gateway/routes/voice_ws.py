@@ -13,7 +13,7 @@ from typing import Any, cast
 from quart import Blueprint, Response, g, websocket
 
 from ..voice.runner import Endpoint, handshake, serve_voice
-from .common import caller_allowed, services, unauthorized
+from .common import caller_allowed, lifecycle, services, unauthorized
 
 __all__ = ["voice_ws_blueprint"]
 
@@ -30,7 +30,9 @@ async def _serve(endpoint: Endpoint) -> Response | None:
     if not caller_allowed(shake.token):
         return unauthorized()  # an HTTP 401 instead of the upgrade
     await websocket.accept()
-    await serve_voice(cast(Any, websocket)._get_current_object(), svc, endpoint, shake.info)
+    await serve_voice(
+        cast(Any, websocket)._get_current_object(), svc, endpoint, shake.info, lifecycle()
+    )
     return None
 
 

@@ -407,6 +407,7 @@ class AnswerSpeaker:
                     "error": type(exc).__name__,
                     "code": getattr(exc, "code", None),
                     "status": getattr(exc, "status", None),
+                    "upstream_request_id": getattr(exc, "request_id", None) or "",
                 }
             },
         )

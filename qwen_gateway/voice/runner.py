@@ -14,6 +14,7 @@ accepted connection. The two routes are these two calls.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -44,6 +45,7 @@ from protocol import (
 
 from ..auth import bearer_token
 from ..config import Settings
+from ..lifecycle import Lifecycle
 from ..logs import bind
 from ..ws import CloseInfo, WebSocketLike, WsConnection, WsLimits
 from .memory import ConversationMemory
@@ -133,6 +135,8 @@ class VoiceRunner:
         limits: the protocol limits.
         memory: the conversation carried from turn to turn.
         clock: monotonic seconds.
+        lifecycle: the server's; when it drains, the connection is closed once idle, and a turn still running at
+            the end of the grace period is cut short (``shutting_down``). None: never drained.
     """
 
     def __init__(
@@ -145,8 +149,10 @@ class VoiceRunner:
         memory: ConversationMemory,
         *,
         clock: Callable[[], float] = time.monotonic,
+        lifecycle: Lifecycle | None = None,
     ) -> None:
         self._conn = conn
+        self._lifecycle = lifecycle
         self._endpoint = endpoint
         self._deps = deps
         self._info = info
@@ -165,6 +171,7 @@ class VoiceRunner:
         self._deadline_armed = asyncio.Event()
         self._turn: AudioTurn | VlmTurn | None = None
         self._task: asyncio.Task[None] | None = None
+        self._turn_ended = asyncio.Event()
 
     async def emit(self, event: Any) -> None:
         """Queue ``event`` for the client (waits while the client is slow)."""
@@ -173,6 +180,8 @@ class VoiceRunner:
     async def on_open(self) -> None:
         """Send ``connected`` and start the upload-deadline timer."""
         self._conn.spawn(self._ticker(), name="voice-ticker")
+        if self._lifecycle is not None:
+            self._conn.spawn(self._drain_watch(self._lifecycle), name="voice-drain")
         async with self._lock:
             await self._execute(self.machine.open(self._clock()))
 
@@ -241,15 +250,56 @@ class VoiceRunner:
             elif isinstance(action, Close):
                 self._conn.close(action.code, action.reason)
 
+    # ------------------------------------------------------------------ server drain
+    async def _drain_watch(self, lifecycle: Lifecycle) -> None:
+        """When the server drains: close at once if idle, else once the running turn has ended, or cut the turn
+        short when the grace period is over (``shutting_down`` error, close 1001)."""
+        await lifecycle.wait_draining()
+        while True:
+            async with self._lock:
+                if self.machine.state.name == "CLOSED":
+                    return
+                if self._task is None or lifecycle.expired:
+                    await self._execute(self.machine.shutdown())
+                    return
+                self._turn_ended.clear()
+            waits = [
+                asyncio.ensure_future(self._turn_ended.wait()),
+                asyncio.ensure_future(lifecycle.wait_expired()),
+            ]
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waits:
+                    w.cancel()
+                await asyncio.gather(*waits, return_exceptions=True)
+
+    def _refuse_turn_while_draining(self) -> bool:
+        """A turn asked for after the drain began is not started: the connection is shut down instead."""
+        return self._lifecycle is not None and self._lifecycle.draining
+
     def _start(self, turn: AudioTurn | VlmTurn) -> None:
+        if self._refuse_turn_while_draining():
+            # The machine counted the turn; ``shutdown`` reports it and closes (its cancel finds no task).
+            self._conn.spawn(self._execute_locked(self.machine.shutdown()), name="voice-refuse")
+            return
+        if self._lifecycle is not None:
+            self._lifecycle.turn_started()
         self._turn = turn
         self._task = self._conn.spawn(self._run_turn(turn), name=f"voice-turn-{turn.turn_id}")
         log.info("turn started", extra={"fields": {"turn_id": turn.turn_id}})
+
+    async def _execute_locked(self, actions: list[SessionAction]) -> None:
+        async with self._lock:
+            await self._execute(actions)
 
     async def _run_turn(self, turn: AudioTurn | VlmTurn) -> None:
         try:
             await turn.run()
         finally:
+            if self._lifecycle is not None:
+                self._lifecycle.turn_ended()
+            self._turn_ended.set()
             if isinstance(turn, AudioTurn):
                 turn.close_inbox()
             if self._turn is turn:
@@ -270,7 +320,11 @@ class VoiceRunner:
 
 
 async def serve_voice(
-    websocket: WebSocketLike, services: Any, endpoint: Endpoint, info: SessionInfo
+    websocket: WebSocketLike,
+    services: Any,
+    endpoint: Endpoint,
+    info: SessionInfo,
+    lifecycle: Lifecycle | None = None,
 ) -> CloseInfo:
     """Run an accepted voice WebSocket until it ends (see :class:`VoiceRunner`).
 
@@ -289,9 +343,11 @@ async def serve_voice(
         max_tokens=deps.config.history_tokens,
     )
     conn = WsConnection(websocket, WsLimits.from_settings(settings), error_frame=_error_frame)
-    runner = VoiceRunner(conn, endpoint, deps, info, limits, memory)
+    runner = VoiceRunner(conn, endpoint, deps, info, limits, memory, lifecycle=lifecycle)
     log.info("voice connection open", extra={"fields": {"endpoint": endpoint}})
-    try:
-        return await conn.run(runner.on_frame, on_open=runner.on_open)
-    finally:
-        runner.machine.close()
+    counted = lifecycle.connection() if lifecycle is not None else contextlib.nullcontext()
+    with counted:
+        try:
+            return await conn.run(runner.on_frame, on_open=runner.on_open)
+        finally:
+            runner.machine.close()

@@ -52,6 +52,8 @@ export type ServerMessage =
  * upstream_timeout: the model service did not answer in time.
  * rate_limited: too many requests; retry later.
  * internal_error: a bug on the server (the connection is closed, 1011).
+ * shutting_down: the server is stopping (a deploy, a scale-down): a turn still running when its grace period
+ *     ended was cut short; the connection is closed (1001 going away). Reconnect (to another instance).
  */
 export type ErrorCode =
   | "bad_sequence"
@@ -68,6 +70,7 @@ export type ErrorCode =
   | "packet_too_large"
   | "rate_limited"
   | "send_timeout"
+  | "shutting_down"
   | "storage_error"
   | "too_many_turns"
   | "unauthorized"

@@ -25,6 +25,7 @@ import httpx
 import msgspec
 
 from ...errors import UpstreamError, UpstreamTimeout
+from ...logs import upstream_fields
 from ..base import AudioFormat, RecognitionSession
 from . import errors
 from .catalogue import AsrProtocol
@@ -226,7 +227,12 @@ class FileRecognizer:
                 task_id = output.task_id
                 if not task_id:
                     raise errors.malformed("asr submit")
-                log.info("asr file task %s submitted (model=%s)", task_id[:8], self._model)
+                log.info(
+                    "asr file task %s submitted (model=%s)",
+                    task_id[:8],
+                    self._model,
+                    extra=upstream_fields("asr_file", task_id),
+                )
                 output = await self._poll(task_id, api_key)
                 return await self._fetch_text(output)
         except TimeoutError:
@@ -249,7 +255,12 @@ class FileRecognizer:
             if status == "SUCCEEDED":
                 return output
             if status not in _RUNNING:
-                log.info("asr file task %s ended: %s", task_id[:8], status)
+                log.info(
+                    "asr file task %s ended: %s",
+                    task_id[:8],
+                    status,
+                    extra=upstream_fields("asr_file", task_id),
+                )
                 self._task_failed(output)
             polls += 1
             if polls % 3 == 0:

@@ -21,6 +21,7 @@ from websockets.asyncio.client import ClientConnection
 
 from ...audio_formats import SNIFF_BYTES, UnknownAudioFormat, sniff
 from ...errors import UpstreamError
+from ...logs import upstream_fields
 from ..base import AudioFormat, RecognitionResult
 from . import errors
 from .catalogue import AsrModel, AsrProtocol
@@ -260,7 +261,13 @@ class RealtimeRecognizer:
                 }
             ),
         )
-        log.info("asr task %s started (model=%s format=%s)", task_id[:8], self._model, format)
+        log.info(
+            "asr task %s started (model=%s format=%s)",
+            task_id[:8],
+            self._model,
+            format,
+            extra=upstream_fields("asr", task_id),
+        )
         return session
 
     def session(

@@ -14,6 +14,7 @@ error body; an answer over its bound is an ``upstream_response_too_large`` error
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncGenerator, Callable, Mapping
 from contextlib import aclosing
 from typing import Any
@@ -23,11 +24,14 @@ import msgspec
 
 from ... import __version__
 from ...errors import UpstreamError
+from ...logs import upstream_fields
 from ..base import ChatDelta, RelayBatch, Usage
 from . import errors
 from .http1 import Endpoint, HttpxTransport, RequestHeaders, UpstreamResponse, UpstreamTransport
 from .policy import Backoff, ReadLimits, Timeouts
 from .sse import SseDecoder, SseEvent, SseTooLarge
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "DashScopeChat",
@@ -306,6 +310,9 @@ class DashScopeChat:
             finally:
                 await response.aclose()
             raise errors.from_http(response.status, body, response.headers)
+        if log.isEnabledFor(logging.DEBUG):
+            rid = errors.request_id_of(response.headers)
+            log.debug("chat answered", extra=upstream_fields("chat", rid, status=response.status))
         return response
 
     async def stream(

@@ -33,6 +33,7 @@ __all__ = [
     "from_transport",
     "malformed",
     "redact",
+    "request_id_of",
     "too_large",
 ]
 
@@ -135,6 +136,7 @@ def _build(
     type: str | None = None,
     param: str | None = None,
     retry_after: float | None = None,
+    request_id: str | None = None,
 ) -> UpstreamError:
     norm = normalise_code(code, status)
     text = redact(message) if message else f"upstream answered HTTP {status}"
@@ -146,7 +148,22 @@ def _build(
         retry_after=retry_after,
         type=type,
         param=param,
+        request_id=request_id,
     )
+
+
+def request_id_of(headers: Mapping[str, str] | None, body: Any = None) -> str | None:
+    """The upstream's id of a call: the body's ``request_id`` (DashScope native and compatible-mode error
+    bodies), else the ``x-request-id`` header (compatible mode answers carry it)."""
+    if isinstance(body, dict):
+        rid = body.get("request_id")
+        if isinstance(rid, str) and rid:
+            return rid[:128]
+    if headers:
+        value = headers.get("x-request-id") or headers.get("X-Request-Id")
+        if value:
+            return str(value)[:128]
+    return None
 
 
 def _retry_after(headers: Mapping[str, str] | None) -> float | None:
@@ -192,7 +209,15 @@ def from_http(status: int, body: bytes, headers: Mapping[str, str] | None = None
             message = _str(data.get("message"))
     if code is None and etype in NATIVE_CODES.values():
         code = etype
-    return _build(status, code, message, type=etype, param=param, retry_after=_retry_after(headers))
+    return _build(
+        status,
+        code,
+        message,
+        type=etype,
+        param=param,
+        retry_after=_retry_after(headers),
+        request_id=request_id_of(headers, data),
+    )
 
 
 def from_error_object(obj: Any, *, default_status: int = 502) -> UpstreamError:

@@ -12,6 +12,7 @@ from typing import TypeVar
 import httpx
 
 from ...errors import UpstreamError
+from ...logs import upstream_fields
 
 __all__ = ["Backoff", "ReadLimits", "Timeouts"]
 
@@ -108,6 +109,7 @@ class Backoff:
             attempt + 1,
             self.retries,
             delay,
+            extra=upstream_fields(what, err.request_id),
         )
         await asyncio.sleep(delay)
 

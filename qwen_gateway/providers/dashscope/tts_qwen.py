@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import msgspec
 from websockets.asyncio.client import ClientConnection
 
+from ...logs import upstream_fields
 from ..base import PcmChunk
 from . import errors
 from .policy import Backoff, Timeouts
@@ -33,6 +34,7 @@ _encoder = msgspec.json.Encoder()
 
 class _SessionInfo(msgspec.Struct):
     sample_rate: int | None = None
+    id: str | None = None
 
 
 class _Event(msgspec.Struct):
@@ -68,9 +70,15 @@ class QwenRealtimeSynthesisSession(WsSession):
     _what = "tts"
 
     def __init__(
-        self, ws: ClientConnection, timeouts: Timeouts, sample_rate: int, queue_chunks: int
+        self,
+        ws: ClientConnection,
+        timeouts: Timeouts,
+        sample_rate: int,
+        queue_chunks: int,
+        label: str = "",
     ) -> None:
         super().__init__(ws, timeouts)
+        self._label = label  # "model=... voice=...", for the log line of the session's start
         self.sample_rate = sample_rate
         self._audio = PcmQueue(queue_chunks)
         self._pending = 0
@@ -99,6 +107,15 @@ class QwenRealtimeSynthesisSession(WsSession):
         if kind in ("session.created", "session.updated"):
             if event.session is not None and event.session.sample_rate:
                 self.sample_rate = event.session.sample_rate
+            if kind == "session.created":
+                if event.session is not None and event.session.id and not self.upstream_id:
+                    self.upstream_id = event.session.id[:128]  # ``sess_...``: the upstream's name
+                # Logged here rather than when opened: the line then carries the upstream's id.
+                log.info(
+                    "tts session opened (%s)",
+                    self._label,
+                    extra=upstream_fields("tts", self.upstream_id),
+                )
             return False
         if kind == "session.finished":
             return True
@@ -206,13 +223,16 @@ class QwenRealtimeSynthesizer:
             what="tts",
             workspace=self._workspace,
             make=lambda ws: QwenRealtimeSynthesisSession(
-                ws, self._timeouts, self._sample_rate, self._queue_chunks
+                ws,
+                self._timeouts,
+                self._sample_rate,
+                self._queue_chunks,
+                label=f"model={self._model} voice={voice}",
             ),
             start=lambda session: session._send_event(
                 {"event_id": _event_id(), "type": "session.update", "session": config}
             ),
         )
-        log.info("tts session opened (model=%s voice=%s)", self._model, voice)
         return session
 
     def session(

@@ -27,6 +27,7 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection
 from websockets.protocol import State
 
+from ...logs import upstream_fields
 from ..base import PcmChunk
 from .catalogue import CatalogueError, tts_model
 from .policy import Backoff, Timeouts
@@ -304,7 +305,13 @@ class TaskSynthesizer:
                 workspace=self._workspace,
                 ws=sock,
             )
-            log.info("tts task %s started (model=%s voice=%s)", task_id[:8], self._model, voice)
+            log.info(
+                "tts task %s started (model=%s voice=%s)",
+                task_id[:8],
+                self._model,
+                voice,
+                extra=upstream_fields("tts", task_id),
+            )
             return run
 
         return await self._backoff.run(attempt, "tts task start")

@@ -31,6 +31,7 @@ from websockets.exceptions import (
 )
 
 from ...errors import UpstreamError, UpstreamTimeout
+from ...logs import upstream_fields
 from ..base import PcmChunk
 from . import errors
 from .policy import Backoff, Timeouts
@@ -120,6 +121,15 @@ async def open_ws(
         raise errors.from_transport(exc, f"{what} connect") from None
 
 
+def _handshake_request_id(ws: Any) -> str:
+    """``x-request-id`` of the WebSocket handshake's answer ("" when the upstream sent none)."""
+    response = getattr(ws, "response", None)
+    headers = getattr(response, "headers", None)
+    if headers is None:
+        return ""
+    return str(headers.get("x-request-id") or "")[:128]
+
+
 class WsSession:
     """One upstream WebSocket session with its reader task.
 
@@ -135,6 +145,9 @@ class WsSession:
     def __init__(self, ws: ClientConnection, timeouts: Timeouts) -> None:
         self._ws = ws
         self._timeouts = timeouts
+        #: the upstream's id of this exchange, for log lines: the handshake's ``x-request-id`` when it sent one;
+        #: subclasses replace it with what the protocol names the exchange by (task id, session id)
+        self.upstream_id = _handshake_request_id(ws)
         self._loop = asyncio.get_running_loop()
         self._error: UpstreamError | None = None
         self._complete = False
@@ -178,7 +191,15 @@ class WsSession:
     def _fail(self, error: UpstreamError) -> None:
         if self._error is None and not self._complete:
             self._error = error
-            log.info("%s failed: status=%s code=%s", self._what, error.status, error.code)
+            if error.request_id is None:
+                error.request_id = self.upstream_id or None
+            log.info(
+                "%s failed: status=%s code=%s",
+                self._what,
+                error.status,
+                error.code,
+                extra=upstream_fields(self._what, self.upstream_id),
+            )
             self._on_end()
 
     def _finish(self) -> None:
@@ -312,6 +333,7 @@ class TaskSession(WsSession):
     def __init__(self, ws: ClientConnection, timeouts: Timeouts, task_id: str) -> None:
         super().__init__(ws, timeouts)
         self.task_id = task_id
+        self.upstream_id = task_id  # the task WebSocket names every event of the exchange by it
         self._started = asyncio.Event()
 
     # --- reader side ----------------------------------------------------------------------------------
