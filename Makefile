@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: install run test lint format schemas bench clean
+.PHONY: install run test test-long lint format schemas bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -34,6 +34,10 @@ schemas: install
 
 test: install lint
 	bash scripts/test.sh $(ARGS)
+
+# The long variants: the reliability suite's bigger storm and ten-minute soak, more fuzz cases (QG_TEST_LONG=1).
+test-long:
+	QG_TEST_LONG=1 $(MAKE) test ARGS='$(ARGS)'
 
 bench: install
 	bash scripts/bench.sh $(ARGS)
