@@ -68,8 +68,8 @@ async def test_disconnect_storm_leaves_nothing_behind(tmp_path: Path) -> None:
     audio, image = wav_bytes(0.6), png_bytes()
     async with gateway(tmp_path, PACED) as gw:
         gw.sim.set_reply(REPLY)
-        # Warm-up: every path once at this concurrency, so that pools and allocators have their working size.
-        await _storm(gw, AT_ONCE, seed=1, audio=audio, image=image)
+        # Warm-up: every path at this concurrency, so that pools and allocators have their working size.
+        await _storm(gw, 2 * AT_ONCE, seed=1, audio=audio, image=image)
         assert await settle(lambda: not gw.sim.log.open_connections())
         await gw.services.storage.outbox.drained()
         await asyncio.sleep(0.5)
