@@ -12,7 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 from qwen_gateway.simulator import SimulatorConfig
-from tests.voice_ws.conftest import UPSTREAM_KEY, gateway
+from tests.voice_ws.conftest import UPSTREAM_KEY, gateway, voice_tasks
 
 from .conftest import (
     DROP_POINTS,
@@ -30,6 +30,7 @@ from .conftest import (
 
 CLIENTS = 1000 if LONG else 200
 AT_ONCE = 50
+WARMUP = 300
 VLM_SHARE = 0.15
 REPLY = "今天天气很好，阳光明媚。适合出门散步，记得多喝水。晚上可能会降温，出门记得带一件外套。"
 #: Paced like a real service, so that a client leaving finds every stage in progress.
@@ -68,8 +69,9 @@ async def test_disconnect_storm_leaves_nothing_behind(tmp_path: Path) -> None:
     audio, image = wav_bytes(0.6), png_bytes()
     async with gateway(tmp_path, PACED) as gw:
         gw.sim.set_reply(REPLY)
-        # Warm-up: every path at this concurrency, so that pools and allocators have their working size.
-        await _storm(gw, 2 * AT_ONCE, seed=1, audio=audio, image=image)
+        # Warm-up: every path at this concurrency, so that pools and allocators have their working size (RSS
+        # steps up over the first 200-300 such turns, then stays: +12.0, +2.3, -0.1 MiB over three storms of 200).
+        await _storm(gw, WARMUP, seed=1, audio=audio, image=image)
         assert await settle(lambda: not gw.sim.log.open_connections())
         await gw.services.storage.outbox.drained()
         await asyncio.sleep(0.5)
@@ -91,6 +93,9 @@ async def test_disconnect_storm_leaves_nothing_behind(tmp_path: Path) -> None:
         )
         assert closed, f"upstream connections left open: {gw.sim.log.open_connections()}"
         assert back, f"tasks alive: {tasks1}, baseline {tasks0}"
+        # Exactly: no task of a connection, a turn or an answer is left (the baseline's other tasks are the servers'
+        # and the upstream keep-alive pool's idle connections, at most max_keepalive, expiring after 30 s).
+        assert await settle(lambda: not voice_tasks()), voice_tasks()
         assert rss1 <= rss0 * 1.10, f"RSS grew from {rss0} to {rss1} KiB"
 
         history = gw.services.storage.history
