@@ -8,7 +8,7 @@ RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: install install-run run test lint format schemas bench clean
+.PHONY: install install-run run test test-long lint format schemas bench clean
 
 $(RUN_STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -43,6 +43,10 @@ schemas: install
 
 test: install lint
 	bash scripts/test.sh $(ARGS)
+
+# The long variants: the reliability suite's bigger storm and ten-minute soak, more fuzz cases (QG_TEST_LONG=1).
+test-long:
+	QG_TEST_LONG=1 $(MAKE) test ARGS='$(ARGS)'
 
 bench: install
 	bash scripts/bench.sh $(ARGS)

@@ -179,10 +179,73 @@ def instrument_event_lag(loop: asyncio.AbstractEventLoop, lags: list[float]) -> 
     connection.send = send  # type: ignore[method-assign]
 
 
+#: A loop-lag sample at least this long is a stall, explained by the loop thread's CPU and run-queue times.
+STALL = 0.020
+
+
+class ThreadClock:
+    """The calling thread's CPU time and run-queue wait (``/proc/thread-self/schedstat``: time on a CPU, time
+    runnable but waiting for one), in seconds. A loop-lag sample is then split into time the loop thread ran
+    (our own code: a long callback, a GC pass), time it waited for a CPU (contention with other processes on a
+    shared machine: not the gateway's doing) and the rest, time it was blocked (a blocking call, the GIL)."""
+
+    def __init__(self) -> None:
+        self._path = Path("/proc/thread-self/schedstat")
+
+    def read(self) -> tuple[float, float]:
+        try:
+            on_cpu, waiting, _ = self._path.read_text().split()
+        except (OSError, ValueError):
+            return time.thread_time(), 0.0
+        return int(on_cpu) / 1e9, int(waiting) / 1e9
+
+
+def watch_gc(pauses: list[tuple[int, float]]) -> None:
+    """Record every garbage collection's generation and duration."""
+    import gc
+
+    started = [0.0]
+
+    def callback(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            pauses.append((info["generation"], time.perf_counter() - started[0]))
+
+    gc.callbacks.append(callback)
+
+
+def print_stalls(info: dict[str, Any]) -> None:
+    """The loop-lag figures split into the gateway's own and the machine's (see ``ThreadClock``)."""
+    stalls = info.get("stalls", [])
+    lags = info["loop_lag"]
+    if not lags:
+        return
+    print(f"  max gateway event-loop lag      {max(lags) * 1000:7.1f} ms")
+    own = [min(lag, cpu + max(lag - cpu - waited, 0.0)) for lag, cpu, waited in stalls]
+    print(
+        f"  stalls >= {STALL * 1000:.0f} ms                  {len(stalls)}; the loop thread's own share "
+        f"(lag minus run-queue wait) max {max(own, default=0.0) * 1000:.1f} ms"
+    )
+    for lag, cpu, waited in sorted(stalls, reverse=True)[:3]:
+        print(
+            f"    {lag * 1000:7.1f} ms = on CPU {cpu * 1000:6.1f} + waiting for a CPU {waited * 1000:6.1f} "
+            f"+ blocked {max(lag - cpu - waited, 0.0) * 1000:6.1f}"
+        )
+    gc_pauses = info.get("gc", [])
+    full = [d for g, d in gc_pauses if g == 2]
+    print(
+        f"  GC passes                       {len(gc_pauses)} ({len(full)} full), "
+        f"longest {max((d for _, d in gc_pauses), default=0.0) * 1000:.1f} ms, "
+        f"longest full {max(full, default=0.0) * 1000:.1f} ms; "
+        f"{info['tracked'][0] if info.get('tracked') else '?'} objects tracked by the GC with the sessions idle"
+    )
+
+
 async def gateway_role(port: int, env_file: Path, data_dir: Path, stats_file: Path) -> None:
     from qwen_gateway.app import create_app
     from qwen_gateway.config import load_settings
-    from qwen_gateway.server import serving
+    from qwen_gateway.server import serving, tune_gc
     from qwen_gateway.services import open_services
 
     loop = asyncio.get_running_loop()
@@ -190,12 +253,41 @@ async def gateway_role(port: int, env_file: Path, data_dir: Path, stats_file: Pa
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     lags: list[float] = []
     event_lags: list[float] = []
+    stalls: list[tuple[float, float, float]] = []
+    gc_pauses: list[tuple[int, float]] = []
+    tracked: list[int] = []
+    watch_gc(gc_pauses)
 
     def start_window() -> None:
         lags.clear()
         event_lags.clear()
+        stalls.clear()
+        gc_pauses.clear()
+        import gc
+
+        tracked[:] = [len(gc.get_objects())]
+        if os.environ.get("QG_BENCH_GC_TYPES"):
+            from collections import Counter
+
+            kinds = Counter(type(o).__qualname__ for o in gc.get_objects())
+            Path(os.environ["QG_BENCH_GC_TYPES"]).write_text(json.dumps(kinds.most_common(60)))
 
     loop.add_signal_handler(signal.SIGUSR1, start_window)  # start of the measured window
+
+    def collect() -> None:
+        import gc
+
+        from qwen_gateway.server import release_free_memory
+
+        started = time.perf_counter()
+        found = gc.collect()
+        release_free_memory()
+        print(
+            f"gc.collect(): {found} unreachable objects, {time.perf_counter() - started:.3f} s",
+            flush=True,
+        )
+
+    loop.add_signal_handler(signal.SIGUSR2, collect)  # a full collection on demand (bench_memory)
     instrument_event_lag(loop, event_lags)
     env = json.loads(env_file.read_text())  # noqa: ASYNC240 (once, at start)
     settings = load_settings(
@@ -203,22 +295,37 @@ async def gateway_role(port: int, env_file: Path, data_dir: Path, stats_file: Pa
     )
 
     async def probe() -> None:
+        clock = ThreadClock()
         while True:
             started = time.perf_counter()
+            before = clock.read()
             await asyncio.sleep(0.01)
-            lags.append(max(time.perf_counter() - started - 0.01, 0.0))
+            lag = max(time.perf_counter() - started - 0.01, 0.0)
+            lags.append(lag)
+            if lag >= STALL:
+                cpu, waited = (a - b for a, b in zip(clock.read(), before, strict=True))
+                stalls.append((lag, cpu, waited))
 
     async with open_services(settings) as svc:
         app = create_app(svc.settings, svc)
         async with serving(app, svc.settings, port=port), asyncio.TaskGroup() as group:
-            if os.environ.get("QG_BENCH_GC_FREEZE") == "1":
+            if os.environ.get("QG_BENCH_GC_TUNING", "1") != "0":
+                tune_gc()  # as `qwen-gateway serve` does
+            if os.environ.get("QG_BENCH_GC_THRESHOLDS"):  # e.g. "10000,10,10": try other thresholds
                 import gc
 
-                gc.freeze()  # what is alive after start-up is never collected: keep it out of GC scans
+                gc.set_threshold(*(int(x) for x in os.environ["QG_BENCH_GC_THRESHOLDS"].split(",")))
             task = group.create_task(probe())
             await stop.wait()
             task.cancel()
-    stats_file.write_text(json.dumps({"loop_lag": lags, "event_lag": event_lags}))  # noqa: ASYNC240
+    stats = {
+        "loop_lag": lags,
+        "event_lag": event_lags,
+        "stalls": stalls,
+        "gc": gc_pauses,
+        "tracked": tracked,
+    }
+    stats_file.write_text(json.dumps(stats))  # noqa: ASYNC240
 
 
 # ------------------------------------------------------------------------------------------ the stack
@@ -245,11 +352,16 @@ def simulator(
         log=tmp / f"{name}.log",
     ) as proc:
         wait_tcp(port)
+        env: dict[str, str] = {}
         for _ in range(300):
-            if env_file.exists():
+            try:
+                env = json.loads(
+                    env_file.read_text()
+                )  # written by the child: may be partial at first
                 break
-            time.sleep(0.05)
-        yield proc.pid, json.loads(env_file.read_text())
+            except (OSError, ValueError):
+                time.sleep(0.05)
+        yield proc.pid, env
 
 
 @contextlib.contextmanager
@@ -292,6 +404,9 @@ def stack(tmp: Path, name: str, sim_config: dict[str, Any], reply: str) -> Itera
     measured = json.loads(stats.read_text()) if stats.exists() else {}
     info["loop_lag"] = measured.get("loop_lag", [])
     info["event_lag"] = measured.get("event_lag", [])
+    info["stalls"] = measured.get("stalls", [])
+    info["gc"] = measured.get("gc", [])
+    info["tracked"] = measured.get("tracked", [])
 
 
 # ------------------------------------------------------------------------------------------ one turn
@@ -626,6 +741,7 @@ def print_load(info: dict[str, Any], sessions: int, active: int, duration: float
     print(f"  turns completed                 {load['turns']} ({load['errors']} error events)")
     print(f"  gateway event lag (audio)       {fmt(info['event_lag'])}")
     print(f"  gateway event-loop lag          {fmt(info['loop_lag'])}")
+    print_stalls(info)
     print(f"  audio late vs its pace (client) {fmt(load['late'])}")
     print(f"  time to first audio under load  {fmt(load['ttfa'])}")
     print(

@@ -4,6 +4,7 @@ benchmarks (``async with serving(app) as base_url``)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import socket
 from collections.abc import AsyncIterator
@@ -16,7 +17,45 @@ from hypercorn.config import Config
 from .config import Settings
 from .ws import set_unread_timeout
 
-__all__ = ["hypercorn_config", "listen", "serving"]
+__all__ = ["hypercorn_config", "listen", "release_free_memory", "serving", "tune_gc"]
+
+
+def release_free_memory() -> bool:
+    """Give the memory the C allocator holds free back to the system (glibc ``malloc_trim(0)``).
+
+    False where there is no glibc (the call is then a no-op). It takes the allocator's locks for a few
+    milliseconds: call it off the hot path.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        trim = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError):
+        return False
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    trim(0)
+    return True
+
+
+def tune_gc() -> None:
+    """The garbage collector's settings for serving, applied once the services are up.
+
+    Long-lived start-up objects leave the collector's view (``gc.freeze``), and young-generation collections run
+    less often than Python's default (700): chat p99 35 -> 13 ms. A pass stops the event loop for about 1 us per
+    object it scans on this machine, so neither threshold may be large: with 50,000 young objects a young pass took
+    60-145 ms, and with full passes put off to every 100th older pass (``50_000, 50, 100``), a loaded gateway
+    went 40 minutes without one and kept every connection's reference cycles that long (its RSS grew ~270 KiB a
+    turn). A full pass itself costs about 250 ms with 1000 idle sessions (250 objects each): see
+    docs/reliability.md.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
 
 
 def listen(host: str, port: int, backlog: int = 1024) -> socket.socket:

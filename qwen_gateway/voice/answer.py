@@ -239,11 +239,21 @@ class AnswerSpeaker:
         ``finished``. Upstream failures are reported as ``error`` events and in the result, never raised.
         """
         segments: asyncio.Queue[str | None] = asyncio.Queue(maxsize=self._tuning.segment_queue)
-        async with asyncio.TaskGroup() as group:
-            group.create_task(self._chat_stage(body, segments), name="answer-chat")
-            group.create_task(self._speech_stage(segments), name="answer-tts")
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._chat_stage(body, segments), name="answer-chat")
+                group.create_task(self._speech_stage(segments), name="answer-tts")
+        finally:
+            # LAME's native state (about 250 KiB) goes now, not whenever a reference cycle holding this
+            # speaker (an exception's traceback, say) is collected.
+            self._encoder = None
         await self._emit(AudioStreamFinished(turn_id=self._turn_id))
         return self.result
+
+    def release(self) -> None:
+        """Drop the kept MP3 (:attr:`spoken_audio` is empty from now on) and the encoder."""
+        self._kept = None
+        self._encoder = None
 
     # ------------------------------------------------------------------ chat
     async def _chat_stage(

@@ -273,6 +273,17 @@ class _Turn:
                 except TimeoutError:
                     pass
             raise
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        """The turn has ended: let go of its buffers (upload, spoken answer, encoder) at once.
+
+        A finished turn may stay reachable for a while from a reference cycle (a traceback's frames) until the
+        garbage collector's next full pass; without this, each such turn kept its audio and LAME's state.
+        """
+        if self._p.answer is not None:
+            self._p.answer.release()
 
     async def _body(self) -> None:
         raise NotImplementedError
@@ -488,14 +499,15 @@ class _Turn:
         answer ended, without the spoken answer unless that was already stored.
         """
         p = self._p
-        if p.answer is None or p.saved or not p.transcript:
+        if p.saved or not p.transcript:
             return
         p.saved = True
-        result = p.answer.result
-        if p.answer_done:
+        result = p.answer.result if p.answer is not None else None
+        if result is not None and p.answer_done:
             status, code = _outcome(result)
         else:
-            self._memory.add(p.transcript, result.text)
+            # What the user said was heard: the turn is kept even when no word of the answer came yet.
+            self._memory.add(p.transcript, result.text if result is not None else "")
             status, code = "interrupted", self.cancel_reason or "client_gone"
         try:
             record = self._record(self._model, result, status, code)
@@ -600,6 +612,10 @@ class AudioTurn(_Turn):
         self._closed = True
         while not self._inbox.empty():
             self._inbox.get_nowait()
+
+    def _release(self) -> None:
+        super()._release()
+        self._upload = bytearray()
 
     async def _body(self) -> None:
         to_recogniser = _Chunks(self._cfg.audio_queue)
@@ -843,6 +859,10 @@ class VlmTurn(_Turn):
         super().__init__(deps, session, memory, turn_id, emit)
         self._audio = audio
         self._image = image
+
+    def _release(self) -> None:
+        super()._release()
+        self._audio = self._image = b""
 
     async def _body(self) -> None:
         p = self._p

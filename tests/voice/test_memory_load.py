@@ -17,7 +17,10 @@ class SlowHistory:
         self.release = asyncio.Event()
         self.reading = asyncio.Event()
 
-    async def recent_messages(self, conversation_id: str, limit: int) -> list[Message]:
+    async def recent_messages(
+        self, conversation_id: str, limit: int, *, owner: str
+    ) -> list[Message]:
+        assert owner == "k_owner"
         self.reading.set()
         await self.release.wait()
         return self.messages
@@ -27,7 +30,7 @@ async def test_context_waits_for_a_load_in_progress() -> None:
     history = SlowHistory(
         [Message("user", "earlier question"), Message("assistant", "earlier answer")]
     )
-    memory = ConversationMemory(history, "conv-1", max_turns=10, max_tokens=4000)  # type: ignore[arg-type]
+    memory = ConversationMemory(history, "conv-1", owner="k_owner", max_turns=10, max_tokens=4000)  # type: ignore[arg-type]
     loading = asyncio.create_task(memory.load())  # the turn starts the read while recognition runs
     await history.reading.wait()
     context: asyncio.Task[Any] = asyncio.create_task(
