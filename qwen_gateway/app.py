@@ -30,10 +30,12 @@ from werkzeug.exceptions import HTTPException
 from .auth import check_bind
 from .config import Settings
 from .logs import bind
+from .metrics import ROUTE, LoopLagSampler, measure_http
 from .origins import OriginPolicy
 from .routes.chat import chat_blueprint
 from .routes.common import error_response
 from .routes.health import health_blueprint
+from .routes.metrics import metrics_blueprint
 from .routes.voice_ws import voice_ws_blueprint
 from .routes.web import default_dirs, web_blueprint
 from .services import Services
@@ -104,8 +106,16 @@ def create_app(settings: Settings, services: Services) -> Quart:
     rid_prefix = f"req-{secrets.token_hex(8)}"
     rid_counter = itertools.count(1)
 
+    metrics = services.metrics
+    app.asgi_app = measure_http(app.asgi_app, metrics)  # type: ignore[method-assign]
+    sampler = LoopLagSampler(metrics, backlog=services.storage.outbox.backlog)
+    app.before_serving(sampler.start)
+    app.after_serving(sampler.stop)
+
     @app.before_request
     async def _request_id() -> Response | None:
+        rule = request.url_rule
+        request.scope[ROUTE] = rule.rule if rule is not None else "unmatched"  # type: ignore[typeddict-unknown-key]
         rid = request.headers.get("X-Request-Id", "")
         if not (rid and _REQUEST_ID.match(rid)):
             rid = f"{rid_prefix}{next(rid_counter):016x}"
@@ -145,6 +155,8 @@ def create_app(settings: Settings, services: Services) -> Quart:
 
     @app.after_request
     async def _headers(resp: Response) -> Response:
+        if resp.status_code >= 400:
+            metrics.error("http", getattr(resp, "qg_error_code", None) or str(resp.status_code))
         rid = getattr(g, "request_id", None)
         if rid:
             resp.headers["X-Request-Id"] = rid
@@ -152,7 +164,7 @@ def create_app(settings: Settings, services: Services) -> Quart:
         if policy.cors_allowed(origin):
             resp.headers["Access-Control-Allow-Origin"] = "*" if policy.any_origin else str(origin)
             resp.headers["Access-Control-Expose-Headers"] = (
-                "X-Request-Id, X-Conversation-Id, Retry-After"
+                "X-Request-Id, X-Conversation-Id, Retry-After, X-Gateway-Overhead-Ms"
             )
             if not policy.any_origin:
                 resp.headers["Vary"] = "Origin"
@@ -188,6 +200,7 @@ def create_app(settings: Settings, services: Services) -> Quart:
         return error_response(500, "Internal error", code="internal_error")
 
     app.register_blueprint(health_blueprint())
+    app.register_blueprint(metrics_blueprint())
     app.register_blueprint(chat_blueprint())
     app.register_blueprint(voice_ws_blueprint())
     web_dir, schemas_dir = default_dirs()

@@ -171,6 +171,9 @@ class AnswerResult:
     first_token_at: float | None = None
     first_audio_at: float | None = None
     usage: Usage | None = None
+    # metrics: the first segment handed to TTS, the first PCM received from it
+    first_segment_at: float | None = None
+    first_pcm_at: float | None = None
 
     @property
     def spoken(self) -> bool:
@@ -334,6 +337,8 @@ class AnswerSpeaker:
                 self._segments_ended = True
                 return  # nothing to say
             while segment is not None:
+                if self.result.first_segment_at is None:  # metrics
+                    self.result.first_segment_at = self._clock()
                 async with asyncio.timeout(timeout):
                     await tts.send_text(segment)
                 self.result.segments_sent += 1
@@ -354,6 +359,8 @@ class AnswerSpeaker:
             while (chunk := await _next(audio, self._tuning.read_timeout)) is not None:
                 if not chunk.pcm:
                     continue
+                if self.result.first_pcm_at is None:  # metrics
+                    self.result.first_pcm_at = self._clock()
                 if self._encoder is None or self._encoder.sample_rate != chunk.sample_rate:
                     if self._encoder is not None and self._encoder.samples_in:
                         await self._send_audio(self._encoder.flush())  # a provider changing rates
