@@ -107,10 +107,11 @@ def create_app(settings: Settings, services: Services) -> Quart:
     rid_counter = itertools.count(1)
 
     metrics = services.metrics
-    app.asgi_app = measure_http(app.asgi_app, metrics)  # type: ignore[method-assign]
-    sampler = LoopLagSampler(metrics, backlog=services.storage.outbox.backlog)
-    app.before_serving(sampler.start)
-    app.after_serving(sampler.stop)
+    if metrics.enabled:
+        app.asgi_app = measure_http(app.asgi_app, metrics)  # type: ignore[method-assign]
+        sampler = LoopLagSampler(metrics, backlog=services.storage.outbox.backlog)
+        app.before_serving(sampler.start)
+        app.after_serving(sampler.stop)
 
     @app.before_request
     async def _request_id() -> Response | None:
@@ -155,7 +156,7 @@ def create_app(settings: Settings, services: Services) -> Quart:
 
     @app.after_request
     async def _headers(resp: Response) -> Response:
-        if resp.status_code >= 400:
+        if resp.status_code >= 400 and metrics.enabled:
             metrics.error("http", getattr(resp, "qg_error_code", None) or str(resp.status_code))
         rid = getattr(g, "request_id", None)
         if rid:
@@ -200,7 +201,8 @@ def create_app(settings: Settings, services: Services) -> Quart:
         return error_response(500, "Internal error", code="internal_error")
 
     app.register_blueprint(health_blueprint())
-    app.register_blueprint(metrics_blueprint())
+    if metrics.enabled:
+        app.register_blueprint(metrics_blueprint())
     app.register_blueprint(chat_blueprint())
     app.register_blueprint(voice_ws_blueprint())
     web_dir, schemas_dir = default_dirs()

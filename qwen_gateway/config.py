@@ -137,6 +137,8 @@ class Settings:
     simulator_tts_rtf: float = field(default=1.0, metadata={"env": "QG_SIMULATOR_TTS_RTF"})
 
     # --- metrics (GET /metrics) ---
+    #: off: no GET /metrics and nothing measured (the header X-Gateway-Overhead-Ms included)
+    metrics: bool = field(default=True, metadata={"env": "QG_METRICS"})
     #: a bearer token that may read GET /metrics (besides the gateway keys)
     metrics_token: str = _secret("QG_METRICS_TOKEN")
     #: prometheus_client's multiprocess directory (set in the environment by the --workers supervisor)

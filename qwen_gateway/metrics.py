@@ -75,14 +75,18 @@ class Metrics:
         multiprocess_dir: ``PROMETHEUS_MULTIPROC_DIR`` when several processes serve (``Settings``); it must also
             be in the process environment before ``prometheus_client`` is imported, which is what makes values
             go to the shared files.
+        enabled: ``QG_METRICS``.
 
     Raises:
         ConfigError: ``multiprocess_dir`` is given but prometheus_client is not in multiprocess mode.
     """
 
-    def __init__(self, *, multiprocess_dir: str = "") -> None:
+    def __init__(self, *, multiprocess_dir: str = "", enabled: bool = True) -> None:
+        #: False (``QG_METRICS=off``): the app measures nothing and serves no ``/metrics``; the methods below
+        #: still work (callers need not check)
+        self.enabled = enabled
         self.multiprocess_dir = multiprocess_dir
-        if multiprocess_dir and values.ValueClass is values.MutexValue:
+        if enabled and multiprocess_dir and values.ValueClass is values.MutexValue:
             raise ConfigError(
                 f"{MULTIPROC_ENV} must be set in the process environment before the gateway starts "
                 "(a .env file is read too late for prometheus_client)"

@@ -92,14 +92,22 @@ async def open_services(
             simulator = await stack.enter_async_context(Simulator(config, host="127.0.0.1", port=0))
             settings = simulated_settings(settings, simulator.env, config.api_key or api_key)
             log.info("upstream: simulated", extra={"fields": {"simulator": simulator.base_url}})
-        metrics = Metrics(multiprocess_dir=settings.prometheus_multiproc_dir)
+        metrics = Metrics(
+            multiprocess_dir=settings.prometheus_multiproc_dir, enabled=settings.metrics
+        )
         http = new_http_client(settings)
         stack.push_async_callback(http.aclose)
-        providers = build_providers(settings, http, on_retry=metrics.retry)
+        providers = build_providers(
+            settings, http, on_retry=metrics.retry if metrics.enabled else None
+        )
         stack.push_async_callback(providers.aclose)
-        instrument_providers(providers, metrics, _asr_protocol(settings), _tts_protocol(settings))
+        if metrics.enabled:
+            instrument_providers(
+                providers, metrics, _asr_protocol(settings), _tts_protocol(settings)
+            )
         storage = await stack.enter_async_context(build_storage(settings))
-        storage.outbox.on_stored = metrics.outbox_drained
+        if metrics.enabled:
+            storage.outbox.on_stored = metrics.outbox_drained
         yield Services(
             settings=settings,
             keys=keys,

@@ -191,7 +191,7 @@ class TurnDeps:
             objects=services.storage.objects,
             outbox=services.storage.outbox,
             config=config or VoiceConfig.from_settings(services.settings),
-            metrics=getattr(services, "metrics", None),
+            metrics=services.metrics if services.metrics.enabled else None,
         )
 
 

@@ -144,3 +144,15 @@ async def test_pass_through_mode_needs_the_metrics_token(tmp_path: Path) -> None
         assert r.status_code == 401
         assert json.loads(r.text)["error"]["code"] == "invalid_api_key"
         await scrape(http, Authorization="Bearer mt-2")
+
+
+async def test_metrics_off_measures_nothing(tmp_path: Path) -> None:
+    async with (
+        gateway(tmp_path, metrics=False) as gw,
+        httpx.AsyncClient(base_url=gw.base_url, headers=AUTH) as http,
+    ):
+        assert (await http.get("/metrics")).status_code == 404
+        r = await http.post(
+            "/v1/chat/completions", json={"messages": [{"role": "user", "content": "你好"}]}
+        )
+        assert r.status_code == 200 and "X-Gateway-Overhead-Ms" not in r.headers
