@@ -64,6 +64,9 @@ _DRAIN = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0, 3600.0)
 ROUTE = "qg.route"
 UPSTREAM_WAIT = "qg.upstream_wait"
 
+#: HTTP methods kept as label values (any other is ``other``)
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
 #: the stages of a voice turn (``qg_voice_turn_stage_seconds{stage}``), all measured from the end of the upload
 TURN_STAGES = ("recognition", "first_token", "first_tts_audio", "first_audio_sent", "total")
 
@@ -92,6 +95,8 @@ class Metrics:
                 "(a .env file is read too late for prometheus_client)"
             )
         self.registry = CollectorRegistry(auto_describe=False)
+        self._http_children: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
+        self._upstream_children: dict[tuple[str, str, str], Any] = {}
         r = self.registry
         self.http_requests = Counter(
             "qg_http_requests_total",
@@ -150,7 +155,7 @@ class Metrics:
         self.turn_gateway = Histogram(
             "qg_voice_turn_gateway_seconds",
             "The gateway's own share of a voice turn's time to the first audio byte sent "
-            "(transcript->chat request, first token->first TTS segment, first PCM->first audio frame written)",
+            "(transcript->chat request, first sentence->TTS, first PCM->first audio frame written)",
             ["endpoint"],
             buckets=_SMALL,
             registry=r,
@@ -217,10 +222,22 @@ class Metrics:
     def http_request(
         self, route: str, method: str, status: int, seconds: float, overhead: float | None
     ) -> None:
-        self.http_requests.labels(route, method, str(status)).inc()
-        self.http_duration.labels(route, method).observe(seconds)
+        key = (route, method, status)
+        children = self._http_children.get(key)
+        if children is None:  # labelled children looked up once per (route, method, status): ~3 us each
+            if method not in _METHODS:
+                method = "other"
+            children = (
+                self.http_requests.labels(route, method, str(status)),
+                self.http_duration.labels(route, method),
+                self.http_overhead.labels(route),
+            )
+            if len(self._http_children) < 4096:  # bounded, whatever clients send
+                self._http_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
         if overhead is not None:
-            self.http_overhead.labels(route).observe(overhead)
+            children[2].observe(overhead)
 
     def error(self, source: str, code: str) -> None:
         """An error event (``ws``) or HTTP error response (``http``) with ``code`` was sent."""
@@ -235,7 +252,13 @@ class Metrics:
         self.upstream_retries.labels(operation).inc()
 
     def upstream_call(self, service: str, protocol: str, outcome: str) -> None:
-        self.upstream_calls.labels("dashscope", service, protocol, outcome).inc()
+        key = (service, protocol, outcome)
+        child = self._upstream_children.get(key)
+        if child is None:  # a few dozen combinations at most
+            child = self._upstream_children[key] = self.upstream_calls.labels(
+                "dashscope", service, protocol, outcome
+            )
+        child.inc()
 
     def outbox_drained(self, lag_seconds: float) -> None:
         """A journaled turn reached the history database ``lag_seconds`` after it was made."""

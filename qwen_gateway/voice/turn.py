@@ -297,8 +297,9 @@ class _Turn:
             metrics.turn_stage(self.channel, stage, None if at is None else at - p.completed_at)
 
     def audio_sent(self) -> None:
-        """The first audio frame was handed to the server: its stage, and the gateway's share of the time to it
-        (transcript -> chat request, first token -> first TTS segment, first PCM -> first frame written)."""
+        """The first audio frame was handed to the server: its stage, and the gateway's share of the time to it:
+        the three stretches of the way to the first audio where no upstream is waited for (final transcript ->
+        chat request sent, first sentence cut -> handed to TTS, first PCM -> first audio frame written)."""
         self.first_audio_sent_at = now = self._clock()
         metrics, p = self._deps.metrics, self._p
         if metrics is None or p.completed_at is None:
@@ -308,14 +309,14 @@ class _Turn:
         if r is None or None in (
             p.transcript_at,
             p.chat_started_at,
-            r.first_token_at,
             r.first_segment_at,
+            r.first_tts_text_at,
             r.first_pcm_at,
         ):
             return
         share = (
             (p.chat_started_at - p.transcript_at)  # type: ignore[operator]
-            + (r.first_segment_at - r.first_token_at)  # type: ignore[operator]
+            + (r.first_tts_text_at - r.first_segment_at)  # type: ignore[operator]
             + (now - r.first_pcm_at)  # type: ignore[operator]
         )
         metrics.turn_gateway_share(self.channel, share)
