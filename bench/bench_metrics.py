@@ -66,7 +66,9 @@ def main() -> None:
 
         with (
             child(gateway("on"), env={**base_env, "QG_METRICS": "on"}, log=tmp / "on.log") as on,
-            child(gateway("off"), env={**base_env, "QG_METRICS": "off"}, log=tmp / "off.log") as off,
+            child(
+                gateway("off"), env={**base_env, "QG_METRICS": "off"}, log=tmp / "off.log"
+            ) as off,
         ):
             pids = {"on": on.pid, "off": off.pid}
             for port in ports.values():
@@ -94,7 +96,8 @@ def main() -> None:
     for stream in (False, True):
         p50 = {m: statistics.median(r.p50 for r in results[(m, stream)]) for m in ("on", "off")}
         cpu = {
-            m: statistics.median(r.cpu_ms or 0.0 for r in results[(m, stream)]) for m in ("on", "off")
+            m: statistics.median(r.cpu_ms or 0.0 for r in results[(m, stream)])
+            for m in ("on", "off")
         }
         name = "streamed" if stream else "non-streamed"
         print(

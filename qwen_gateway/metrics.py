@@ -224,7 +224,8 @@ class Metrics:
     ) -> None:
         key = (route, method, status)
         children = self._http_children.get(key)
-        if children is None:  # labelled children looked up once per (route, method, status): ~3 us each
+        # labelled children looked up once per (route, method, status): a lookup costs ~3 us
+        if children is None:
             if method not in _METHODS:
                 method = "other"
             children = (
