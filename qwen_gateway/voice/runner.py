@@ -315,10 +315,8 @@ async def serve_voice(
     metrics = deps.metrics
     error_frame = _error_frame
     if metrics is not None:
-
-        def error_frame(
-            code: str, message: str
-        ) -> str:  # the shell's own errors (idle, send timeout)
+        # the shell's own error events (idle timeout, send timeout, internal error) are counted too
+        def error_frame(code: str, message: str) -> str:
             metrics.error("ws", code)
             return _error_frame(code, message)
 

@@ -299,7 +299,9 @@ class _Turn:
     def audio_sent(self) -> None:
         """The first audio frame was handed to the server: its stage, and the gateway's share of the time to it:
         the three stretches of the way to the first audio where no upstream is waited for (final transcript ->
-        chat request sent, first sentence cut -> handed to TTS, first PCM -> first audio frame written)."""
+        chat request sent, first sentence cut -> handed to TTS, first PCM -> first audio frame written). The middle
+        one also holds what is left of the TTS handshake when the first sentence is ready (it normally ended while
+        the chat was waiting for its first token)."""
         self.first_audio_sent_at = now = self._clock()
         metrics, p = self._deps.metrics, self._p
         if metrics is None or p.completed_at is None:
