@@ -171,6 +171,13 @@ def create_app(settings: Settings, services: Services) -> Quart:
                 resp.headers["Vary"] = "Origin"
         return resp
 
+    @app.after_websocket
+    async def _ws_refused(resp: Response | None) -> Response | None:
+        """A handshake answered with an HTTP error instead of the upgrade counts as an HTTP error response."""
+        if resp is not None and resp.status_code >= 400 and metrics.enabled:
+            metrics.error("http", getattr(resp, "qg_error_code", None) or str(resp.status_code))
+        return resp
+
     def _preflight() -> Response:
         resp = Response("", status=204)
         if policy.cors_allowed(request.headers.get("Origin")):

@@ -8,7 +8,9 @@ import json
 from pathlib import Path
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from websockets.exceptions import InvalidStatus
 
 from qwen_gateway.metrics import TURN_STAGES
 from qwen_gateway.simulator import Fault, SimulatorConfig
@@ -74,6 +76,9 @@ async def test_every_metric_moves_after_chat_and_voice_turns(tmp_path: Path) -> 
             assert [e["error"]["code"] for e in c.events if "error" in e] == [
                 "unsupported_audio_format"
             ]
+        with pytest.raises(InvalidStatus):  # a handshake without a key: 401 instead of the upgrade
+            async with client(gw, headers={}):
+                pass
         gw.services.metrics.quota_refused("rpm")  # what the quota code calls
         await gw.services.storage.outbox.drained()
         await asyncio.sleep(0.25)  # the sampler's next wake-ups (loop lag, backlog gauge)
@@ -84,7 +89,7 @@ async def test_every_metric_moves_after_chat_and_voice_turns(tmp_path: Path) -> 
         assert value(text, "qg_http_requests_total", route=chat, status="401") == 1
         assert value(text, "qg_http_request_duration_seconds_count", route=chat) == 3
         assert value(text, "qg_http_gateway_overhead_seconds_count", route=chat) == 3
-        assert value(text, "qg_errors_total", source="http", code="invalid_api_key") == 1
+        assert value(text, "qg_errors_total", source="http", code="invalid_api_key") == 2
         assert value(text, "qg_errors_total", source="ws", code="unsupported_audio_format") == 1
         assert value(text, "qg_ws_connections_total", endpoint="audio") == 1
         assert value(text, "qg_ws_connections_active", endpoint="audio") == 0
