@@ -9,7 +9,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -315,9 +315,31 @@ def _supervise(settings: Settings, argv: Sequence[str]) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     sock = listen(settings.host, settings.port)
     sock.set_inheritable(True)
+    on_exit = _shared_metrics_dir(settings) if settings.metrics else None
     # Workers drain on SIGTERM (qwen_gateway.lifecycle): wait for their grace periods before killing any.
     stop_timeout = settings.drain_seconds + settings.drain_outbox_seconds + 10
-    return Supervisor(sock, list(argv), settings.workers, stop_timeout=stop_timeout).run()
+    supervisor = Supervisor(
+        sock, list(argv), settings.workers, stop_timeout=stop_timeout, on_worker_exit=on_exit
+    )
+    return supervisor.run()
+
+
+def _shared_metrics_dir(settings: Settings) -> Callable[[int], None]:
+    """Prometheus' multiprocess directory for the workers: ``PROMETHEUS_MULTIPROC_DIR``, else
+    ``QG_DATA_DIR/metrics``, emptied now (files of an earlier run would be summed in) and set in the environment the
+    workers inherit; returns what forgets an ended worker's live gauges."""
+    import shutil
+
+    path = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or settings.data_dir / "metrics")
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+    from prometheus_client import multiprocess
+
+    def forget(pid: int) -> None:
+        multiprocess.mark_process_dead(pid, str(path))
+
+    return forget
 
 
 def _config_reference(out: Path, *, check: bool) -> int:

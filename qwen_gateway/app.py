@@ -31,10 +31,12 @@ from .auth import check_bind
 from .config import Settings
 from .lifecycle import Lifecycle
 from .logs import bind
+from .metrics import ROUTE, LoopLagSampler, measure_http
 from .origins import OriginPolicy
 from .routes.chat import chat_blueprint
 from .routes.common import error_response
 from .routes.health import health_blueprint
+from .routes.metrics import metrics_blueprint
 from .routes.voice_ws import voice_ws_blueprint
 from .routes.web import default_dirs, web_blueprint
 from .services import Services
@@ -113,8 +115,17 @@ def create_app(settings: Settings, services: Services, lifecycle: Lifecycle | No
     rid_prefix = f"req-{secrets.token_hex(8)}"
     rid_counter = itertools.count(1)
 
+    metrics = services.metrics
+    if metrics.enabled:
+        app.asgi_app = measure_http(app.asgi_app, metrics)  # type: ignore[method-assign]
+        sampler = LoopLagSampler(metrics, backlog=services.storage.outbox.backlog)
+        app.before_serving(sampler.start)
+        app.after_serving(sampler.stop)
+
     @app.before_request
     async def _request_id() -> Response | None:
+        rule = request.url_rule
+        request.scope[ROUTE] = rule.rule if rule is not None else "unmatched"  # type: ignore[typeddict-unknown-key]
         rid = request.headers.get("X-Request-Id", "")
         if not (rid and _REQUEST_ID.match(rid)):
             rid = f"{rid_prefix}{next(rid_counter):016x}"
@@ -167,6 +178,8 @@ def create_app(settings: Settings, services: Services, lifecycle: Lifecycle | No
 
     @app.after_request
     async def _headers(resp: Response) -> Response:
+        if resp.status_code >= 400 and metrics.enabled:
+            metrics.error("http", getattr(resp, "qg_error_code", None) or str(resp.status_code))
         rid = getattr(g, "request_id", None)
         if rid:
             resp.headers["X-Request-Id"] = rid
@@ -174,10 +187,17 @@ def create_app(settings: Settings, services: Services, lifecycle: Lifecycle | No
         if policy.cors_allowed(origin):
             resp.headers["Access-Control-Allow-Origin"] = "*" if policy.any_origin else str(origin)
             resp.headers["Access-Control-Expose-Headers"] = (
-                "X-Request-Id, X-Conversation-Id, Retry-After"
+                "X-Request-Id, X-Conversation-Id, Retry-After, X-Gateway-Overhead-Ms"
             )
             if not policy.any_origin:
                 resp.headers["Vary"] = "Origin"
+        return resp
+
+    @app.after_websocket
+    async def _ws_refused(resp: Response | None) -> Response | None:
+        """A handshake answered with an HTTP error instead of the upgrade counts as an HTTP error response."""
+        if resp is not None and resp.status_code >= 400 and metrics.enabled:
+            metrics.error("http", getattr(resp, "qg_error_code", None) or str(resp.status_code))
         return resp
 
     def _preflight() -> Response:
@@ -210,6 +230,8 @@ def create_app(settings: Settings, services: Services, lifecycle: Lifecycle | No
         return error_response(500, "Internal error", code="internal_error")
 
     app.register_blueprint(health_blueprint())
+    if metrics.enabled:
+        app.register_blueprint(metrics_blueprint())
     app.register_blueprint(chat_blueprint())
     app.register_blueprint(voice_ws_blueprint())
     web_dir, schemas_dir = default_dirs()

@@ -184,6 +184,14 @@ class Settings:
     #: keyless mode: seconds of simulated synthesis per second of speech (1 = real time, 0 = at once)
     simulator_tts_rtf: float = field(default=1.0, metadata={"env": "QG_SIMULATOR_TTS_RTF"})
 
+    # --- metrics (GET /metrics) ---
+    #: off: no GET /metrics and nothing measured (the header X-Gateway-Overhead-Ms included)
+    metrics: bool = field(default=True, metadata={"env": "QG_METRICS"})
+    #: a bearer token that may read GET /metrics (besides the gateway keys)
+    metrics_token: str = _secret("QG_METRICS_TOKEN")
+    #: prometheus_client's multiprocess directory (set in the environment by the --workers supervisor)
+    prometheus_multiproc_dir: str = field(default="", metadata={"env": "PROMETHEUS_MULTIPROC_DIR"})
+
     # --- limits ---
     #: largest HTTP request body (413 beyond)
     max_body_bytes: int = field(default=16 * 1024 * 1024, metadata={"env": "QG_MAX_BODY_BYTES"})

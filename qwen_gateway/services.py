@@ -3,6 +3,8 @@
 ``async with open_services(settings) as services:`` builds everything (the DashScope simulator first when the
 gateway runs keyless, then the shared HTTP client, the upstream providers, the history store, the outbox drainer and
 the object store) inside one ``TaskGroup``, and closes them in reverse order on exit. Nothing here is global.
+The :class:`~qwen_gateway.metrics.Metrics` object is built here too, and handed to what counts: the providers are
+wrapped to count upstream calls, their backoff counts retries, the outbox reports its drain lag.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import httpx
 
 from .auth import KeyChecker
 from .config import Settings
+from .metrics import Metrics, instrument_providers
 
 if TYPE_CHECKING:
     from .providers.dashscope import Providers
@@ -35,6 +38,7 @@ class Services:
     http: httpx.AsyncClient
     providers: Providers
     storage: Storage
+    metrics: Metrics
     simulator: Any = None  # the in-process DashScope simulator when running keyless
     #: this process's number under ``serve --workers N`` (None: a single process)
     worker_id: int | None = None
@@ -91,16 +95,40 @@ async def open_services(
             simulator = await stack.enter_async_context(Simulator(config, host="127.0.0.1", port=0))
             settings = simulated_settings(settings, simulator.env, config.api_key or api_key)
             log.info("upstream: simulated", extra={"fields": {"simulator": simulator.base_url}})
+        metrics = Metrics(
+            multiprocess_dir=settings.prometheus_multiproc_dir, enabled=settings.metrics
+        )
         http = new_http_client(settings)
         stack.push_async_callback(http.aclose)
-        providers = build_providers(settings, http)
+        providers = build_providers(
+            settings, http, on_retry=metrics.retry if metrics.enabled else None
+        )
         stack.push_async_callback(providers.aclose)
+        if metrics.enabled:
+            instrument_providers(
+                providers, metrics, _asr_protocol(settings), _tts_protocol(settings)
+            )
         storage = await stack.enter_async_context(build_storage(settings))
+        if metrics.enabled:
+            storage.outbox.on_stored = metrics.outbox_drained
         yield Services(
             settings=settings,
             keys=keys,
             http=http,
             providers=providers,
             storage=storage,
+            metrics=metrics,
             simulator=simulator,
         )
+
+
+def _asr_protocol(settings: Settings) -> str:
+    from .providers.dashscope.catalogue import asr_model
+
+    return str(asr_model(settings.asr_model, settings.asr_protocol).protocol)
+
+
+def _tts_protocol(settings: Settings) -> str:
+    from .providers.dashscope.catalogue import tts_model
+
+    return str(tts_model(settings.tts_model_name, settings.tts_protocol).protocol)

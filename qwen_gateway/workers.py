@@ -36,7 +36,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 __all__ = ["Supervisor", "worker_argv"]
@@ -85,6 +85,8 @@ class Supervisor:
     crash_limit: int = 5
     crash_window: float = 60.0
     poll_interval: float = 0.2
+    #: called with the pid of each worker that ended (multiprocess metrics forget its live gauges)
+    on_worker_exit: Callable[[int], None] | None = None
     _procs: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
     _crashes: deque[float] = field(default_factory=deque)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -129,6 +131,7 @@ class Supervisor:
                 self._say(
                     f"worker {worker_id} (pid {proc.pid}) ended: {_describe(proc.returncode)}"
                 )
+                self._exited(proc.pid)
                 self._crashes.append(now)
                 while self._crashes and now - self._crashes[0] > self.crash_window:
                     self._crashes.popleft()
@@ -168,7 +171,16 @@ class Supervisor:
                     f"worker {worker_id} (pid {proc.pid}) stopped: {_describe(proc.returncode)}"
                 )
                 code = 1
+        for proc in live.values():
+            self._exited(proc.pid)
         self.sock.close()
         if code == 0:
             self._say(f"{len(live)} workers stopped")
         return code
+
+    def _exited(self, pid: int) -> None:
+        if self.on_worker_exit is not None:
+            try:
+                self.on_worker_exit(pid)
+            except Exception as exc:  # a bookkeeping failure must not stop the supervision
+                self._say(f"after worker pid {pid} ended: {exc!r}")

@@ -178,7 +178,9 @@ class WsConnection:
         self._limits = limits
         self._error_frame = error_frame
         self._clock = clock
-        self._queue: asyncio.Queue[str | bytes | _Close] = asyncio.Queue(maxsize=limits.queue_size)
+        self._queue: asyncio.Queue[str | bytes | _Close | Callable[[], None]] = asyncio.Queue(
+            maxsize=limits.queue_size
+        )
         self._group: asyncio.TaskGroup | None = None
         self._last_activity = clock()
         self._closing = False
@@ -199,6 +201,12 @@ class WsConnection:
         if self._closing:
             return
         await self._queue.put(frame)
+
+    async def after_sent(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once the frames queued so far have been handed to the server (metrics)."""
+        if self._closing:
+            return
+        await self._queue.put(callback)
 
     def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
         """End the connection once the frames queued so far are sent; the close frame carries ``code``.
@@ -299,6 +307,9 @@ class WsConnection:
             item = await self._queue.get()
             if isinstance(item, _Close):
                 raise _Ended(EndReason.CLOSED, item.code, item.reason)
+            if callable(item):  # an after_sent() callback
+                item()
+                continue
             try:
                 async with asyncio.timeout(timeout):
                     await self._ws.send(item)

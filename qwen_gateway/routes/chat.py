@@ -30,6 +30,7 @@ from protocol import ChatCompletionRequest
 from ..auth import bearer_token
 from ..errors import UpstreamError
 from ..logs import upstream_fields
+from ..metrics import UPSTREAM_WAIT
 from ..providers import RelayBatch
 from ..storage import TurnRecord, TurnStatus
 from .common import (
@@ -224,11 +225,14 @@ def chat_blueprint() -> Blueprint:
         extra_headers = {"X-Conversation-Id": conversation_id}
 
         if not body.get("stream"):
+            waited = time.perf_counter()
             try:
                 result = await chat.complete(body, api_key=caller_key)
             except UpstreamError as exc:
                 log.info("upstream error", extra=_upstream_error_fields(exc))
                 return upstream_error_response(exc, caller_key=passthrough)
+            finally:  # X-Gateway-Overhead-Ms: the whole upstream call is not the gateway's time
+                request.scope[UPSTREAM_WAIT] = time.perf_counter() - waited
             record.from_response(result)
             return Response(_encode(result), content_type="application/json", headers=extra_headers)
 
@@ -239,6 +243,7 @@ def chat_blueprint() -> Blueprint:
             "include_usage": True,
         }
         stream = chat.relay_batches(upstream_body, api_key=caller_key)
+        waited = time.perf_counter()
         try:
             first = await anext(stream)
         except StopAsyncIteration:
@@ -247,6 +252,8 @@ def chat_blueprint() -> Blueprint:
             await stream.aclose()
             log.info("upstream error", extra=_upstream_error_fields(exc))
             return upstream_error_response(exc, caller_key=passthrough)
+        finally:  # X-Gateway-Overhead-Ms: the upstream's time to its first bytes is not the gateway's
+            request.scope[UPSTREAM_WAIT] = time.perf_counter() - waited
 
         async def relay() -> AsyncIterator[bytes]:
             done_sent = False

@@ -56,6 +56,7 @@ def error_response(
     )
     for k, v in (headers or {}).items():
         resp.headers[k] = v
+    resp.qg_error_code = code or str(status)  # type: ignore[attr-defined]  # for the errors metric
     return resp
 
 

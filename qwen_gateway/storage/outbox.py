@@ -177,6 +177,8 @@ class Outbox:
         self._migrated = False
         self._last_error: str | None = None
         self._failing_since: float | None = None
+        #: called with the seconds from a turn's ``created_at`` to its write into the store (metrics)
+        self.on_stored: Callable[[float], None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
     async def open(self) -> None:
@@ -490,6 +492,8 @@ class Outbox:
                 break
             self._applied.append(seq)
             self._backlog = max(0, self._backlog - 1)
+            if self.on_stored is not None:
+                self.on_stored(time.time() - turn.created_at.timestamp())
         self._notify()
         if failure is not None:
             self._note_failure(failure)

@@ -171,6 +171,10 @@ class AnswerResult:
     first_token_at: float | None = None
     first_audio_at: float | None = None
     usage: Usage | None = None
+    # metrics: the first segment cut from the answer, handed to TTS, and the first PCM received from TTS
+    first_segment_at: float | None = None
+    first_tts_text_at: float | None = None
+    first_pcm_at: float | None = None
 
     @property
     def spoken(self) -> bool:
@@ -294,6 +298,8 @@ class AnswerSpeaker:
 
     async def _segment(self, segment: str, segments: asyncio.Queue[str | None]) -> None:
         self.result.segments_total += 1
+        if self.result.first_segment_at is None:  # metrics
+            self.result.first_segment_at = self._clock()
         if not self._tts_failed:
             await segments.put(segment)
             # Let the TTS feeder send it now, before the rest of this read's deltas are handled.
@@ -345,6 +351,8 @@ class AnswerSpeaker:
                 self._segments_ended = True
                 return  # nothing to say
             while segment is not None:
+                if self.result.first_tts_text_at is None:  # metrics
+                    self.result.first_tts_text_at = self._clock()
                 async with asyncio.timeout(timeout):
                     await tts.send_text(segment)
                 self.result.segments_sent += 1
@@ -365,6 +373,8 @@ class AnswerSpeaker:
             while (chunk := await _next(audio, self._tuning.read_timeout)) is not None:
                 if not chunk.pcm:
                     continue
+                if self.result.first_pcm_at is None:  # metrics
+                    self.result.first_pcm_at = self._clock()
                 if self._encoder is None or self._encoder.sample_rate != chunk.sample_rate:
                     if self._encoder is not None and self._encoder.samples_in:
                         await self._send_audio(self._encoder.flush())  # a provider changing rates

@@ -26,6 +26,7 @@ from typing import Any, Literal
 from protocol import Action as SessionAction
 from protocol import (
     AudioSession,
+    AudioStreamData,
     CancelReason,
     CancelTurn,
     Close,
@@ -172,10 +173,20 @@ class VoiceRunner:
         self._turn: AudioTurn | VlmTurn | None = None
         self._task: asyncio.Task[None] | None = None
         self._turn_ended = asyncio.Event()
+        self._metrics = deps.metrics
 
     async def emit(self, event: Any) -> None:
         """Queue ``event`` for the client (waits while the client is slow)."""
         await self._conn.send(encode_event(event))
+        # metrics: errors by code, and when the first audio of the turn reaches the wire
+        kind = type(event)
+        if kind is AudioStreamData:
+            turn = self._turn
+            if turn is not None and turn.first_audio_sent_at is None and self._metrics is not None:
+                turn.first_audio_sent_at = 0.0  # marked: the writer sets the time
+                await self._conn.after_sent(turn.audio_sent)
+        elif kind is ErrorEvent and self._metrics is not None:
+            self._metrics.error("ws", str(event.code or "error"))
 
     async def on_open(self) -> None:
         """Send ``connected`` and start the upload-deadline timer."""
@@ -294,9 +305,20 @@ class VoiceRunner:
             await self._execute(actions)
 
     async def _run_turn(self, turn: AudioTurn | VlmTurn) -> None:
+        metrics, endpoint = self._metrics, self._endpoint
+        if metrics is not None:
+            metrics.turns_active.labels(endpoint).inc()
+        outcome = "failed"
         try:
             await turn.run()
+            outcome = "completed"
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+            raise
         finally:
+            if metrics is not None:
+                metrics.turns_active.labels(endpoint).dec()
+                metrics.turns_total.labels(endpoint, outcome).inc()
             if self._lifecycle is not None:
                 self._lifecycle.turn_ended()
             self._turn_ended.set()
@@ -314,6 +336,8 @@ class VoiceRunner:
             return
         if reason is not CancelReason.CLOSED:
             turn.cancel_reason = str(reason)
+        if reason is CancelReason.BARGE_IN and self._metrics is not None:
+            self._metrics.barge_in(self._endpoint)
         log.info("turn cancelled", extra={"fields": {"turn_id": turn_id, "reason": str(reason)}})
         task.cancel()
         await asyncio.wait([task])
@@ -342,7 +366,17 @@ async def serve_voice(
         max_turns=deps.config.history_turns,
         max_tokens=deps.config.history_tokens,
     )
-    conn = WsConnection(websocket, WsLimits.from_settings(settings), error_frame=_error_frame)
+    metrics = deps.metrics
+    error_frame = _error_frame
+    if metrics is not None:
+        # the shell's own error events (idle timeout, send timeout, internal error) are counted too
+        def error_frame(code: str, message: str) -> str:
+            metrics.error("ws", code)
+            return _error_frame(code, message)
+
+        metrics.ws_total.labels(endpoint).inc()
+        metrics.ws_active.labels(endpoint).inc()
+    conn = WsConnection(websocket, WsLimits.from_settings(settings), error_frame=error_frame)
     runner = VoiceRunner(conn, endpoint, deps, info, limits, memory, lifecycle=lifecycle)
     log.info("voice connection open", extra={"fields": {"endpoint": endpoint}})
     counted = lifecycle.connection() if lifecycle is not None else contextlib.nullcontext()
@@ -351,3 +385,5 @@ async def serve_voice(
             return await conn.run(runner.on_frame, on_open=runner.on_open)
         finally:
             runner.machine.close()
+            if metrics is not None:
+                metrics.ws_active.labels(endpoint).dec()

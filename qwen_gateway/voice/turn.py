@@ -70,6 +70,7 @@ from protocol import (
 
 from ..config import Settings
 from ..errors import StorageError, UpstreamError
+from ..metrics import Metrics
 from ..providers.base import AudioFormat, ChatModel, RecognitionSession, Recognizer, Synthesizer
 from ..storage.history import TurnRecord, TurnStatus
 from ..storage.objects import CONTENT_TYPES, ObjectKind, ObjectStore, StoredObject
@@ -179,6 +180,7 @@ class TurnDeps:
     outbox: Outbox
     config: VoiceConfig
     clock: Callable[[], float] = time.monotonic
+    metrics: Metrics | None = None
 
     @classmethod
     def from_services(cls, services: Any, config: VoiceConfig | None = None) -> TurnDeps:
@@ -191,6 +193,7 @@ class TurnDeps:
             objects=services.storage.objects,
             outbox=services.storage.outbox,
             config=config or VoiceConfig.from_settings(services.settings),
+            metrics=services.metrics if services.metrics.enabled else None,
         )
 
 
@@ -256,12 +259,15 @@ class _Turn:
         self._p = _Progress()
         #: set before cancelling the turn's task when the connection lives on (barge-in, cancel, timeout)
         self.cancel_reason: str | None = None
+        #: when the first audio frame was handed to the server (set by the runner, for metrics)
+        self.first_audio_sent_at: float | None = None
 
     # ------------------------------------------------------------------ lifecycle
     async def run(self) -> None:
         """Run the turn to its end. Upstream failures become events; cancelling ends it at once."""
         try:
             await self._body()
+            self._observe_stages()
         except asyncio.CancelledError:
             self._save_interrupted()
             answering = self._p.answer is not None and not self._p.answer_done
@@ -287,6 +293,48 @@ class _Turn:
 
     async def _body(self) -> None:
         raise NotImplementedError
+
+    # ------------------------------------------------------------------ metrics (the `timings` clock readings)
+    def _observe_stages(self) -> None:
+        """Record the stages of a finished turn, from the end of the upload (as the ``timings`` event)."""
+        metrics, p = self._deps.metrics, self._p
+        if metrics is None or p.completed_at is None:
+            return
+        r = p.answer.result if p.answer is not None else None
+        for stage, at in (
+            ("recognition", p.transcript_at),
+            ("first_token", r.first_token_at if r else None),
+            ("first_tts_audio", r.first_pcm_at if r else None),
+            ("total", self._clock()),
+        ):
+            metrics.turn_stage(self.channel, stage, None if at is None else at - p.completed_at)
+
+    def audio_sent(self) -> None:
+        """The first audio frame was handed to the server: its stage, and the gateway's share of the time to it:
+        the three stretches of the way to the first audio where no upstream is waited for (final transcript ->
+        chat request sent, first sentence cut -> handed to TTS, first PCM -> first audio frame written). The middle
+        one also holds what is left of the TTS handshake when the first sentence is ready (it normally ended while
+        the chat was waiting for its first token)."""
+        self.first_audio_sent_at = now = self._clock()
+        metrics, p = self._deps.metrics, self._p
+        if metrics is None or p.completed_at is None:
+            return
+        metrics.turn_stage(self.channel, "first_audio_sent", now - p.completed_at)
+        r = p.answer.result if p.answer is not None else None
+        if r is None or None in (
+            p.transcript_at,
+            p.chat_started_at,
+            r.first_segment_at,
+            r.first_tts_text_at,
+            r.first_pcm_at,
+        ):
+            return
+        share = (
+            (p.chat_started_at - p.transcript_at)  # type: ignore[operator]
+            + (r.first_tts_text_at - r.first_segment_at)  # type: ignore[operator]
+            + (now - r.first_pcm_at)  # type: ignore[operator]
+        )
+        metrics.turn_gateway_share(self.channel, share)
 
     # ------------------------------------------------------------------ shared steps
     def _held_answer_events(self) -> tuple[asyncio.Event, Emit]:

@@ -91,6 +91,21 @@ async def test_two_workers_answer_restart_and_stop_cleanly(tmp_path: Path) -> No
             "question via worker 1",
         ]
 
+        # /metrics sums every worker (the supervisor gave them one multiprocess directory): both chat
+        # completions are counted whichever worker answers the scrape.
+        written = {f.stem.rsplit("_", 1)[-1] for f in (data / "metrics").glob("counter_*.db")}
+        assert {str(pid) for pid in pids.values()} <= written, written
+        async with httpx.AsyncClient(timeout=10.0) as http:
+            text = (await http.get(f"{gw.base_url}/metrics")).text
+        chats = [
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("qg_http_requests_total{")
+            and 'route="/v1/chat/completions"' in line
+            and 'status="200"' in line
+        ]
+        assert sum(chats) >= 2, text
+
         # A worker that dies is reported and replaced; the address keeps answering meanwhile.
         os.kill(pids[1], signal.SIGKILL)
         async with asyncio.timeout(60):

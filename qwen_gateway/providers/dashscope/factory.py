@@ -8,6 +8,7 @@ protocol it speaks, looked up by exact name or family, never by substring; ``QG_
 from __future__ import annotations
 
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -138,13 +139,18 @@ def new_chat_transport(
 
 
 def build_providers(
-    settings: Settings, http: httpx.AsyncClient | None = None, *, tuning: Tuning | None = None
+    settings: Settings,
+    http: httpx.AsyncClient | None = None,
+    *,
+    tuning: Tuning | None = None,
+    on_retry: Callable[[str], None] | None = None,
 ) -> Providers:
     """Build chat, VLM, recognition and synthesis engines from ``settings``.
 
     ``http`` is shared by every HTTP call but chat's (created, and then closed by :meth:`Providers.aclose`,
     when not given); chat and VLM share the transport of :func:`new_chat_transport`. Keys:
-    ``settings.qwen_api_key`` unless a call passes its own ``api_key``.
+    ``settings.qwen_api_key`` unless a call passes its own ``api_key``. ``on_retry`` is called with the
+    operation's name before every retry (metrics).
     """
     tuning = tuning or Tuning()
     owns = http is None
@@ -157,7 +163,10 @@ def build_providers(
         task=tuning.task_timeout,
     )
     backoff = Backoff(
-        retries=settings.upstream_retries, base=tuning.retry_base, cap=tuning.retry_cap
+        retries=settings.upstream_retries,
+        base=tuning.retry_base,
+        cap=tuning.retry_cap,
+        on_retry=on_retry,
     )
     limits = ReadLimits(
         event=settings.upstream_max_event_bytes, body=settings.upstream_max_body_bytes

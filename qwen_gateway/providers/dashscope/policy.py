@@ -74,11 +74,14 @@ class Backoff:
         retries: extra attempts after the first one.
         base: the first delay's upper bound, in seconds; doubled on every attempt.
         cap: the largest delay.
+        on_retry: called with ``what`` before each retry.
     """
 
     retries: int = 2
     base: float = 0.25
     cap: float = 4.0
+    #: called with the operation's name before each retry (the gateway's metrics count them)
+    on_retry: Callable[[str], None] | None = None
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
         """Seconds to wait before retry number ``attempt`` (0-based); honours a server hint up to ``cap``."""
@@ -101,6 +104,8 @@ class Backoff:
         if not err.transient or attempt >= self.retries:
             raise err
         delay = self.delay(attempt, err.retry_after)
+        if self.on_retry is not None:
+            self.on_retry(what)
         log.warning(
             "%s failed (status=%s code=%s); retry %d/%d in %.2fs",
             what,
