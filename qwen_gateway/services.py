@@ -1,8 +1,8 @@
 """The gateway's long-lived services, built once and passed into :func:`qwen_gateway.app.create_app`.
 
 ``async with open_services(settings) as services:`` builds everything (the DashScope simulator first when the
-gateway runs keyless, then the shared HTTP client, the upstream providers, the history store, the outbox drainer and
-the object store) inside one ``TaskGroup``, and closes them in reverse order on exit. Nothing here is global.
+gateway runs keyless, then the shared HTTP client, the upstream providers, the history store, the outbox drainer,
+the object store and the quotas) inside one ``TaskGroup``, and closes them in reverse order on exit. Nothing here is global.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import httpx
 
 from .auth import KeyChecker
 from .config import Settings
+from .quota import Quotas, open_quotas
 
 if TYPE_CHECKING:
     from .providers.dashscope import Providers
@@ -35,6 +36,7 @@ class Services:
     http: httpx.AsyncClient
     providers: Providers
     storage: Storage
+    quotas: Quotas
     simulator: Any = None  # the in-process DashScope simulator when running keyless
 
 
@@ -93,11 +95,21 @@ async def open_services(
         providers = build_providers(settings, http)
         stack.push_async_callback(providers.aclose)
         storage = await stack.enter_async_context(build_storage(settings))
+        quotas = await stack.enter_async_context(
+            open_quotas(
+                settings.default_limits,
+                redis_url=settings.redis_url,
+                prefix=settings.redis_prefix,
+                max_upstream=settings.max_upstream_sessions,
+                upstream_wait=settings.upstream_queue_seconds,
+            )
+        )
         yield Services(
             settings=settings,
             keys=keys,
             http=http,
             providers=providers,
             storage=storage,
+            quotas=quotas,
             simulator=simulator,
         )

@@ -30,12 +30,15 @@ from protocol import ChatCompletionRequest
 from ..auth import bearer_token
 from ..errors import UpstreamError
 from ..providers import RelayBatch
+from ..quota import Lease, Refusal
 from ..storage import TurnRecord, TurnStatus
 from .common import (
     authorized,
     caller_allowed,
+    caller_limits,
     error_response,
     is_json,
+    limit_response,
     not_json,
     read_body,
     services,
@@ -169,11 +172,9 @@ def chat_blueprint() -> Blueprint:
     async def completions() -> Response:
         svc = services()
         settings = svc.settings
-        passthrough = settings.key_passthrough
         token = bearer_token(request.headers.get("Authorization"))
         if not caller_allowed(token):
             return unauthorized()
-        caller_key = token if passthrough else None  # pass-through: the caller's own DashScope key
 
         raw = await read_body(settings.max_body_bytes)
         if raw is None:
@@ -213,6 +214,40 @@ def chat_blueprint() -> Blueprint:
             return error_response(400, str(exc), code="invalid_value", param=exc.param)
         # the conversation is the caller's: another key naming the same id has another conversation
         owner = svc.keys.owner(token)
+        quotas = svc.quotas
+        refusal = await quotas.admit(owner, caller_limits(token), ("tokens",))
+        if refusal is None:
+            slot = await quotas.upstream_slot()
+        if refusal is not None or isinstance(slot, Refusal):
+            refused = refusal if refusal is not None else slot
+            assert isinstance(refused, Refusal)
+            log.info("limit reached", extra={"fields": {"limit": refused.kind}})
+            return limit_response(refused)
+        name = svc.keys.policy(token).name
+        if name:
+            await quotas.name_owner(name, owner)
+        try:
+            return await _complete(svc, body, token, owner, conversation_id, images, slot)
+        except BaseException:
+            await quotas.release(slot)
+            raise
+
+    async def _complete(
+        svc: Any,
+        body: dict[str, Any],
+        token: str | None,
+        owner: str,
+        conversation_id: str,
+        images: bool,
+        slot: Lease,
+    ) -> Response:
+        """The upstream call of an admitted request; ``slot`` (an upstream session) is released when the
+        answer has been relayed."""
+        settings = svc.settings
+        passthrough = settings.key_passthrough
+        caller_key = token if passthrough else None
+        messages = body["messages"]
+        quotas = svc.quotas
         request_id: str = g.request_id
         chat = svc.providers.vlm if images else svc.providers.chat
         started = time.perf_counter()
@@ -230,6 +265,8 @@ def chat_blueprint() -> Blueprint:
                     "upstream error", extra={"fields": {"status": exc.status, "code": exc.code}}
                 )
                 return upstream_error_response(exc, caller_key=passthrough)
+            finally:
+                await quotas.release(slot)
             record.from_response(result)
             return Response(_encode(result), content_type="application/json", headers=extra_headers)
 
@@ -246,6 +283,7 @@ def chat_blueprint() -> Blueprint:
             first = None
         except UpstreamError as exc:
             await stream.aclose()
+            await quotas.release(slot)
             log.info("upstream error", extra={"fields": {"status": exc.status, "code": exc.code}})
             return upstream_error_response(exc, caller_key=passthrough)
 
@@ -281,6 +319,7 @@ def chat_blueprint() -> Blueprint:
                 raise
             finally:
                 await stream.aclose()
+                await quotas.release(slot)
             if not done_sent:
                 yield _DONE
 
@@ -388,6 +427,7 @@ class _Recorder:
 
     def _submit(self) -> None:
         prompt, completion, total = self.usage or (0, 0, 0)
+        self.svc.quotas.record(self.owner, {"tokens": total})
         first = self.first_token_ms
         try:
             # Checked once, by the outbox (a record breaking its constraints raises ValueError there).

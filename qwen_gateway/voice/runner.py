@@ -22,12 +22,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from msgspec import UNSET
+
 from protocol import Action as SessionAction
 from protocol import (
     AudioSession,
     CancelReason,
     CancelTurn,
     Close,
+    ErrorCode,
     ErrorEvent,
     FeedAudio,
     Limits,
@@ -45,11 +48,21 @@ from protocol import (
 from ..auth import bearer_token
 from ..config import Settings
 from ..logs import bind
+from ..quota import Limits as QuotaLimits
+from ..quota import Quotas, Refusal
 from ..ws import CloseInfo, WebSocketLike, WsConnection, WsLimits
 from .memory import ConversationMemory
 from .turn import AudioTurn, SessionInfo, TurnDeps, VlmTurn, VoiceConfig, error_code
 
-__all__ = ["Endpoint", "Handshake", "VoiceRunner", "handshake", "serve_voice", "session_limits"]
+__all__ = [
+    "Endpoint",
+    "Handshake",
+    "VoiceRunner",
+    "handshake",
+    "refusal_event",
+    "serve_voice",
+    "session_limits",
+]
 
 log = logging.getLogger("qwen_gateway.voice.runner")
 
@@ -61,6 +74,27 @@ _CONVERSATION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 def _error_frame(code: str, message: str) -> str:
     return encode_event(ErrorEvent(message=message, code=error_code(code)))
+
+
+#: The ``error`` code of a refused turn or session, by what refused it.
+_REFUSAL_CODES = {
+    "rpm": ErrorCode.RATE_LIMITED,
+    "sessions": ErrorCode.RATE_LIMITED,
+    "upstream": ErrorCode.SERVER_BUSY,
+    "tokens": ErrorCode.QUOTA_EXCEEDED,
+    "tts_chars": ErrorCode.QUOTA_EXCEEDED,
+    "audio_seconds": ErrorCode.QUOTA_EXCEEDED,
+}
+
+
+def refusal_event(refusal: Refusal, turn_id: int | None = None) -> ErrorEvent:
+    """The ``error`` event of a turn (or session) refused by a limit; the connection stays open."""
+    return ErrorEvent(
+        message=refusal.message(),
+        code=_REFUSAL_CODES[refusal.kind],
+        turn_id=UNSET if turn_id is None else turn_id,
+        retry_after=refusal.retry_seconds,
+    )
 
 
 def session_limits(settings: Settings, endpoint: Endpoint) -> Limits:
@@ -132,6 +166,9 @@ class VoiceRunner:
         info: the session.
         limits: the protocol limits.
         memory: the conversation carried from turn to turn.
+        quotas: the key's limits are checked before each turn starts (it counts as one request and spends the
+            daily quotas) and its usage recorded when it ends; an upstream session is held while it runs.
+        quota_limits: the caller's limits.
         clock: monotonic seconds.
     """
 
@@ -144,8 +181,12 @@ class VoiceRunner:
         limits: Limits,
         memory: ConversationMemory,
         *,
+        quotas: Quotas | None = None,
+        quota_limits: QuotaLimits | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._quotas = quotas
+        self._quota_limits = quota_limits or QuotaLimits()
         self._conn = conn
         self._endpoint = endpoint
         self._deps = deps
@@ -247,9 +288,30 @@ class VoiceRunner:
         log.info("turn started", extra={"fields": {"turn_id": turn.turn_id}})
 
     async def _run_turn(self, turn: AudioTurn | VlmTurn) -> None:
+        quotas = self._quotas
+        slot = None
         try:
+            if quotas is not None:
+                refusal = await quotas.admit(
+                    self._info.owner,
+                    self._quota_limits,
+                    ("tokens", "tts_chars", "audio_seconds"),
+                )
+                if refusal is None:
+                    got = await quotas.upstream_slot()
+                    refusal, slot = (got, None) if isinstance(got, Refusal) else (None, got)
+                if refusal is not None:
+                    log.info(
+                        "turn refused: limit reached",
+                        extra={"fields": {"turn_id": turn.turn_id, "limit": refusal.kind}},
+                    )
+                    await self.emit(refusal_event(refusal, turn.turn_id))
+                    return
             await turn.run()
         finally:
+            if quotas is not None:
+                await quotas.release(slot)
+                quotas.record(self._info.owner, turn.usage())
             if isinstance(turn, AudioTurn):
                 turn.close_inbox()
             if self._turn is turn:
@@ -270,9 +332,14 @@ class VoiceRunner:
 
 
 async def serve_voice(
-    websocket: WebSocketLike, services: Any, endpoint: Endpoint, info: SessionInfo
+    websocket: WebSocketLike,
+    services: Any,
+    endpoint: Endpoint,
+    info: SessionInfo,
+    quota_limits: QuotaLimits | None = None,
 ) -> CloseInfo:
-    """Run an accepted voice WebSocket until it ends (see :class:`VoiceRunner`).
+    """Run an accepted voice WebSocket until it ends (see :class:`VoiceRunner`); ``quota_limits``: the caller's
+    limits, checked by ``services.quotas`` at each turn.
 
     Raises:
         asyncio.CancelledError: the client went away; every turn and upstream connection was closed.
@@ -289,7 +356,16 @@ async def serve_voice(
         max_tokens=deps.config.history_tokens,
     )
     conn = WsConnection(websocket, WsLimits.from_settings(settings), error_frame=_error_frame)
-    runner = VoiceRunner(conn, endpoint, deps, info, limits, memory)
+    runner = VoiceRunner(
+        conn,
+        endpoint,
+        deps,
+        info,
+        limits,
+        memory,
+        quotas=getattr(services, "quotas", None),
+        quota_limits=quota_limits,
+    )
     log.info("voice connection open", extra={"fields": {"endpoint": endpoint}})
     try:
         return await conn.run(runner.on_frame, on_open=runner.on_open)
