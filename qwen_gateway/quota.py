@@ -599,18 +599,20 @@ async def open_quotas(
     client = redis_client(redis_url) if redis_url else None
     store = RedisStore(client, prefix) if client is not None else None
     quotas = Quotas(defaults, store, max_upstream=max_upstream, upstream_wait=upstream_wait)
+    # The writer is owned here (cancelled and awaited on exit) rather than by a TaskGroup, so that an error of the
+    # body leaves as itself, not wrapped in an ExceptionGroup.
+    writer = asyncio.create_task(quotas.run_writer(), name="quota-usage-writer")
     try:
-        async with asyncio.TaskGroup() as group:
-            writer = group.create_task(quotas.run_writer(), name="quota-usage-writer")
+        try:
+            yield quotas
+        finally:
             try:
-                yield quotas
-            finally:
-                try:
-                    async with asyncio.timeout(2.0):
-                        await quotas.flush()
-                except TimeoutError:
-                    log.warning("usage not all written at shutdown")
-                writer.cancel()
+                async with asyncio.timeout(2.0):
+                    await quotas.flush()
+            except TimeoutError:
+                log.warning("usage not all written at shutdown")
+            writer.cancel()
+            await asyncio.wait([writer])
     finally:
         if client is not None:
             await client.aclose()
