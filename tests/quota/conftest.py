@@ -8,7 +8,6 @@ import asyncio
 import os
 import shutil
 import socket
-import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -66,11 +65,11 @@ class ThrowawayRedis:
         self.directory = directory
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
+        self.proc = await asyncio.create_subprocess_exec(
+            *[
                 self.binary,
                 "--port", str(self.port),
                 "--bind", "127.0.0.1",
@@ -78,8 +77,8 @@ class ThrowawayRedis:
                 "--save", "",
                 "--appendonly", "no",
             ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
         )  # fmt: skip
         for _ in range(100):
             try:
@@ -89,10 +88,11 @@ class ThrowawayRedis:
                 await asyncio.sleep(0.05)
         raise RuntimeError("redis-server did not start")
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
         if self.proc is not None:
             self.proc.terminate()
-            self.proc.wait(10)
+            async with asyncio.timeout(10):
+                await self.proc.wait()
             self.proc = None
 
 
@@ -103,7 +103,7 @@ async def throwaway_redis(tmp_path: Path) -> AsyncIterator[ThrowawayRedis]:
     try:
         yield server
     finally:
-        server.stop()
+        await server.stop()
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 
 from qwen_gateway.auth import KeyChecker, KeyPolicy, parse_key_line
 from qwen_gateway.config import ConfigError, load_settings
-from qwen_gateway.quota import Lease, Limits, Quotas, Refusal, open_quotas
+from qwen_gateway.quota import Lease, Limits, Refusal, open_quotas
 
 from .conftest import ThrowawayRedis
 
@@ -257,7 +257,7 @@ async def test_redis_stopped_and_restarted(throwaway_redis: ThrowawayRedis) -> N
         assert await b.admit(OWNER, limits) is None
         assert (await a.check())["status"] == "up" and not a.degraded
 
-        throwaway_redis.stop()
+        await throwaway_redis.stop()
         # in-process limits meanwhile: each process its own window of 4
         got = [await a.admit(OWNER, limits) for _ in range(5)]
         assert got[:4] == [None] * 4 and isinstance(got[4], Refusal)
