@@ -37,6 +37,7 @@ __all__ = [
     "Quotas",
     "RedisStore",
     "Refusal",
+    "SlotRequest",
     "open_quotas",
 ]
 
@@ -122,11 +123,29 @@ def _until_midnight(now: float) -> float:
     return 86400.0 - (now % 86400.0)
 
 
+@dataclass(frozen=True, slots=True)
+class SlotRequest:
+    """A lease to take in the same step as an admission (one round trip instead of two)."""
+
+    pool: str
+    lease: str
+    cap: int
+    ttl: float
+
+
 class Store(Protocol):
-    """One place limits are held (Redis or this process). ``now`` is wall-clock seconds (days are UTC)."""
+    """One place limits are held (Redis or this process). ``now`` is wall-clock seconds (days are UTC).
+
+    ``admit`` counts a request unless a limit refuses it; with ``slot`` it also takes that lease when one is
+    free, and answers ``Refusal("upstream")`` for a counted request whose lease is not free yet."""
 
     async def admit(
-        self, owner: str, rpm: int | None, daily: Mapping[str, float], now: float
+        self,
+        owner: str,
+        rpm: int | None,
+        daily: Mapping[str, float],
+        now: float,
+        slot: SlotRequest | None = None,
     ) -> Refusal | None: ...
 
     async def acquire(self, pool: str, lease: str, cap: int, ttl: float) -> bool: ...
@@ -136,6 +155,14 @@ class Store(Protocol):
     async def release(self, pool: str, lease: str) -> None: ...
 
     async def add_usage(self, owner: str, day: str, amounts: Mapping[str, float]) -> None: ...
+
+    async def write(
+        self,
+        releases: list[tuple[str, str]],
+        usage: Mapping[tuple[str, str], Mapping[str, float]],
+    ) -> None:
+        """Give leases back (pool, lease) and add usage ((owner, day) -> amounts), in one step."""
+        ...
 
     async def usage(self, owner: str, day: str) -> dict[str, float]: ...
 
@@ -160,7 +187,12 @@ class MemoryStore:
         self._names: dict[str, str] = {}
 
     async def admit(
-        self, owner: str, rpm: int | None, daily: Mapping[str, float], now: float
+        self,
+        owner: str,
+        rpm: int | None,
+        daily: Mapping[str, float],
+        now: float,
+        slot: SlotRequest | None = None,
     ) -> Refusal | None:
         used = self._usage.get((owner, _day(now)), {})
         for kind, limit in daily.items():
@@ -176,6 +208,8 @@ class MemoryStore:
             return Refusal("rpm", end - mono, rpm)
         self._windows[owner] = (end, count + 1)
         self._add((owner, _day(now)), {"requests": 1})
+        if slot is not None and not await self.acquire(slot.pool, slot.lease, slot.cap, slot.ttl):
+            return Refusal("upstream", 0.0, slot.cap)
         return None
 
     def _live(self, pool: str) -> dict[str, float]:
@@ -215,6 +249,16 @@ class MemoryStore:
     async def add_usage(self, owner: str, day: str, amounts: Mapping[str, float]) -> None:
         self._add((owner, day), amounts)
 
+    async def write(
+        self,
+        releases: list[tuple[str, str]],
+        usage: Mapping[tuple[str, str], Mapping[str, float]],
+    ) -> None:
+        for pool, lease in releases:
+            await self.release(pool, lease)
+        for key, amounts in usage.items():
+            self._add(key, amounts)
+
     async def usage(self, owner: str, day: str) -> dict[str, float]:
         return dict(self._usage.get((owner, day), {}))
 
@@ -230,10 +274,12 @@ class MemoryStore:
 
 # ------------------------------------------------------------------------------------------ Redis
 
-# KEYS: rpm window, usage hash. ARGV: rpm limit (-1 none), usage ttl (s), then kind, limit pairs.
-# Returns false when admitted, else {kind, retry ms}; daily kinds return retry -1 (the caller knows midnight).
+# KEYS: rpm window, usage hash, pool (or any key when no slot). ARGV: rpm limit (-1 none), usage ttl (s), slot cap
+# (-1 no slot), lease, lease ttl (ms), then kind, limit pairs. Returns false when admitted (and the lease taken),
+# {'upstream', 0} when admitted without a free lease, else {kind, retry ms} (daily kinds: -1, the caller knows
+# midnight) and nothing counted.
 _ADMIT = """
-for i = 3, #ARGV, 2 do
+for i = 6, #ARGV, 2 do
   local used = tonumber(redis.call('HGET', KEYS[2], ARGV[i]) or '0')
   if used >= tonumber(ARGV[i + 1]) then return {ARGV[i], -1} end
 end
@@ -247,6 +293,15 @@ end
 if redis.call('INCR', KEYS[1]) == 1 then redis.call('PEXPIRE', KEYS[1], 60000) end
 redis.call('HINCRBY', KEYS[2], 'requests', 1)
 redis.call('EXPIRE', KEYS[2], ARGV[2])
+local cap = tonumber(ARGV[3])
+if cap >= 0 then
+  local t = redis.call('TIME')
+  local now = t[1] * 1000 + math.floor(t[2] / 1000)
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+  if redis.call('ZCARD', KEYS[3]) >= cap then return {'upstream', 0} end
+  redis.call('ZADD', KEYS[3], now + tonumber(ARGV[5]), ARGV[4])
+  redis.call('PEXPIRE', KEYS[3], tonumber(ARGV[5]) * 2)
+end
 return false
 """
 
@@ -287,18 +342,28 @@ class RedisStore:
         return f"{self._prefix}usage:{owner}:{day}"
 
     async def admit(
-        self, owner: str, rpm: int | None, daily: Mapping[str, float], now: float
+        self,
+        owner: str,
+        rpm: int | None,
+        daily: Mapping[str, float],
+        now: float,
+        slot: SlotRequest | None = None,
     ) -> Refusal | None:
         args: list[Any] = [-1 if rpm is None else rpm, USAGE_TTL_DAYS * 86400]
+        args += [-1, "", 0] if slot is None else [slot.cap, slot.lease, int(slot.ttl * 1000)]
         for kind, limit in daily.items():
             args += [kind, repr(float(limit))]
-        keys = [f"{self._prefix}rpm:{owner}", self._usage_key(owner, _day(now))]
+        rpm_key = f"{self._prefix}rpm:{owner}"
+        pool_key = rpm_key if slot is None else self._pool_key(slot.pool)
+        keys = [rpm_key, self._usage_key(owner, _day(now)), pool_key]
         out = await self._admit(keys=keys, args=args)
         if not out:
             return None
         kind = out[0].decode() if isinstance(out[0], bytes) else str(out[0])
         if kind == "rpm":
             return Refusal("rpm", int(out[1]) / 1000, float(rpm or 0))
+        if kind == "upstream":
+            return Refusal("upstream", 0.0, float(slot.cap if slot else 0))
         return Refusal(kind, _until_midnight(now), daily[kind])  # type: ignore[arg-type]
 
     def _pool_key(self, pool: str) -> str:
@@ -315,14 +380,24 @@ class RedisStore:
         await self._redis.zrem(self._pool_key(pool), lease)
 
     async def add_usage(self, owner: str, day: str, amounts: Mapping[str, float]) -> None:
-        key = self._usage_key(owner, day)
+        await self.write([], {(owner, day): amounts})
+
+    async def write(
+        self,
+        releases: list[tuple[str, str]],
+        usage: Mapping[tuple[str, str], Mapping[str, float]],
+    ) -> None:
         async with self._redis.pipeline(transaction=True) as pipe:
-            for kind, amount in amounts.items():
-                if float(amount).is_integer():
-                    pipe.hincrby(key, kind, int(amount))
-                else:
-                    pipe.hincrbyfloat(key, kind, float(amount))
-            pipe.expire(key, USAGE_TTL_DAYS * 86400)
+            for pool, lease in releases:
+                pipe.zrem(self._pool_key(pool), lease)
+            for (owner, day), amounts in usage.items():
+                key = self._usage_key(owner, day)
+                for kind, amount in amounts.items():
+                    if float(amount).is_integer():
+                        pipe.hincrby(key, kind, int(amount))
+                    else:
+                        pipe.hincrbyfloat(key, kind, float(amount))
+                pipe.expire(key, USAGE_TTL_DAYS * 86400)
             await pipe.execute()
 
     async def usage(self, owner: str, day: str) -> dict[str, float]:
@@ -386,7 +461,10 @@ class Quotas:
         self.redis_down = False
         self._unsynced: dict[tuple[str, str], dict[str, float]] = {}
         self._named: set[tuple[str, str]] = set()
-        self._pending: asyncio.Queue[tuple[str, str, dict[str, float]]] = asyncio.Queue(10000)
+        #: recorded usage, and leases to give back, for :meth:`run_writer`
+        self._pending: asyncio.Queue[tuple[str, str, dict[str, float]] | Lease] = asyncio.Queue(
+            10000
+        )
 
     # ---------------------------------------------------------------- store choice
     @property
@@ -440,6 +518,29 @@ class Quotas:
         refusal, _ = await self._run(lambda s: s.admit(owner, limits.rpm, wanted, now))
         return refusal  # type: ignore[no-any-return]
 
+    async def admit_upstream(
+        self, owner: str, limits: Limits, daily: tuple[str, ...] = ()
+    ) -> Lease | Refusal:
+        """:meth:`admit` and :meth:`upstream_slot` in one step (one Redis round trip when a slot is free): the
+        upstream lease of an admitted request, or why it is refused. A request admitted while every upstream
+        session is busy waits for one (up to ``upstream_wait``), counted."""
+        cap = self.max_upstream
+        if cap is None:
+            refusal = await self.admit(owner, limits, daily)
+            return refusal if refusal is not None else Lease(_UPSTREAM_POOL, "", self._memory)
+        now = self._clock()
+        wanted = limits.daily(daily)
+        lease = Lease(_UPSTREAM_POOL, secrets.token_hex(8), self._memory)
+        slot = SlotRequest(lease.pool, lease.id, cap, LEASE_SECONDS)
+        refusal, store = await self._run(lambda s: s.admit(owner, limits.rpm, wanted, now, slot))
+        if refusal is None:
+            lease.store = store
+            lease.renewer = asyncio.create_task(self._renew(lease), name="quota-lease")
+            return lease
+        if refusal.kind != "upstream":
+            return refusal  # type: ignore[no-any-return]
+        return await self._wait_slot(lease, cap)
+
     async def open_session(self, owner: str, limits: Limits) -> Lease | Refusal:
         """A voice session of ``owner`` starts: a lease (renewed until :meth:`release`) or a refusal."""
         cap = limits.sessions
@@ -459,6 +560,9 @@ class Quotas:
         lease = Lease(_UPSTREAM_POOL, secrets.token_hex(8), self._memory)
         if cap is None:
             return lease
+        return await self._wait_slot(lease, cap)
+
+    async def _wait_slot(self, lease: Lease, cap: int) -> Lease | Refusal:
         deadline = time.monotonic() + self.upstream_wait
         delay = 0.02
         while True:
@@ -500,12 +604,15 @@ class Quotas:
         except Exception as exc:  # Redis away: the lease expires on its own
             log.debug("lease not released: %s", type(exc).__name__)
 
-    @asynccontextmanager
-    async def holding(self, lease: Lease) -> AsyncIterator[Lease]:
+    def release_soon(self, lease: Lease | None) -> None:
+        """:meth:`release` off the caller's path (by the usage writer, in order with the usage recorded)."""
+        if lease is None or lease.renewer is None:
+            return
+        lease.renewer.cancel()
         try:
-            yield lease
-        finally:
-            await self.release(lease)
+            self._pending.put_nowait(lease)
+        except asyncio.QueueFull:  # the lease expires on its own
+            log.error("lease not released: the usage queue is full")
 
     # ---------------------------------------------------------------- usage
     def record(self, owner: str, amounts: Mapping[str, float]) -> None:
@@ -520,19 +627,49 @@ class Quotas:
             log.error("usage not recorded: the usage queue is full")
 
     async def run_writer(self) -> None:
-        """Write recorded usage (runs for the life of the service)."""
+        """Write recorded usage and give leases back (runs for the life of the service). What has piled up is
+        written in one step: one Redis round trip for a batch, however many requests ended meanwhile."""
         while True:
-            owner, day, amounts = await self._pending.get()
+            batch = [await self._pending.get()]
+            while len(batch) < 256 and not self._pending.empty():
+                batch.append(self._pending.get_nowait())
             try:
-                _, store = await self._run(
-                    lambda s, o=owner, d=day, a=amounts: s.add_usage(o, d, a)
-                )
-                if store is self._memory and self._redis is not None:
-                    unsynced = self._unsynced.setdefault((owner, day), {})
+                await self._write(batch)
+            except Exception:  # a bug: never let the writer die
+                log.exception("usage not written")
+            finally:
+                for _ in batch:
+                    self._pending.task_done()
+
+    async def _write(self, batch: list[tuple[str, str, dict[str, float]] | Lease]) -> None:
+        usage: dict[tuple[str, str], dict[str, float]] = {}
+        by_store: dict[int, tuple[Store, list[tuple[str, str]]]] = {}
+        for item in batch:
+            if isinstance(item, Lease):
+                if item.renewer is not None:
+                    await asyncio.wait([item.renewer])
+                    item.renewer = None
+                    by_store.setdefault(id(item.store), (item.store, []))[1].append(
+                        (item.pool, item.id)
+                    )
+                continue
+            owner, day, amounts = item
+            counters = usage.setdefault((owner, day), {})
+            for kind, amount in amounts.items():
+                counters[kind] = counters.get(kind, 0.0) + amount
+        for store, leases in by_store.values():
+            try:
+                async with asyncio.timeout(REDIS_TIMEOUT):
+                    await store.write(leases, {})
+            except Exception as exc:  # Redis away: those leases expire on their own
+                log.debug("leases not released: %s", type(exc).__name__)
+        if usage:
+            _, store = await self._run(lambda s: s.write([], usage))
+            if store is self._memory and self._redis is not None:
+                for key, amounts in usage.items():
+                    unsynced = self._unsynced.setdefault(key, {})
                     for kind, amount in amounts.items():
                         unsynced[kind] = unsynced.get(kind, 0.0) + amount
-            finally:
-                self._pending.task_done()
 
     async def flush(self) -> None:
         """Wait until the usage recorded so far is written."""

@@ -19,7 +19,7 @@ import logging
 import secrets
 import time
 import unicodedata
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import msgspec
@@ -134,6 +134,35 @@ def _user_text(messages: list[Any]) -> str:
     return ""
 
 
+class _Closing:
+    """The SSE body: ``body`` relayed; on ``aclose`` (Quart calls it once the response ends, also when the
+    body was never iterated, e.g. the client left first) the upstream stream is closed and the upstream slot
+    given back, which the generator's own ``finally`` cannot do when it never started."""
+
+    def __init__(
+        self,
+        body: AsyncIterator[bytes],
+        stream: Any,
+        release: Callable[[], None],
+    ) -> None:
+        self._body = body
+        self._stream = stream
+        self._release = release
+
+    def __aiter__(self) -> _Closing:
+        return self
+
+    async def __anext__(self) -> bytes:
+        return await anext(self._body)
+
+    async def aclose(self) -> None:
+        try:
+            await self._body.aclose()  # type: ignore[attr-defined]
+            await self._stream.aclose()
+        finally:
+            self._release()
+
+
 class _BadConversationId(ValueError):
     """The caller named a conversation id that cannot be one (it is echoed in a header)."""
 
@@ -215,21 +244,17 @@ def chat_blueprint() -> Blueprint:
         # the conversation is the caller's: another key naming the same id has another conversation
         owner = svc.keys.owner(token)
         quotas = svc.quotas
-        refusal = await quotas.admit(owner, caller_limits(token), ("tokens",))
-        if refusal is None:
-            slot = await quotas.upstream_slot()
-        if refusal is not None or isinstance(slot, Refusal):
-            refused = refusal if refusal is not None else slot
-            assert isinstance(refused, Refusal)
-            log.info("limit reached", extra={"fields": {"limit": refused.kind}})
-            return limit_response(refused)
+        slot = await quotas.admit_upstream(owner, caller_limits(token), ("tokens",))
+        if isinstance(slot, Refusal):
+            log.info("limit reached", extra={"fields": {"limit": slot.kind}})
+            return limit_response(slot)
         name = svc.keys.policy(token).name
         if name:
             await quotas.name_owner(name, owner)
         try:
             return await _complete(svc, body, token, owner, conversation_id, images, slot)
         except BaseException:
-            await quotas.release(slot)
+            quotas.release_soon(slot)
             raise
 
     async def _complete(
@@ -266,7 +291,7 @@ def chat_blueprint() -> Blueprint:
                 )
                 return upstream_error_response(exc, caller_key=passthrough)
             finally:
-                await quotas.release(slot)
+                quotas.release_soon(slot)
             record.from_response(result)
             return Response(_encode(result), content_type="application/json", headers=extra_headers)
 
@@ -283,7 +308,7 @@ def chat_blueprint() -> Blueprint:
             first = None
         except UpstreamError as exc:
             await stream.aclose()
-            await quotas.release(slot)
+            quotas.release_soon(slot)
             log.info("upstream error", extra={"fields": {"status": exc.status, "code": exc.code}})
             return upstream_error_response(exc, caller_key=passthrough)
 
@@ -319,12 +344,12 @@ def chat_blueprint() -> Blueprint:
                 raise
             finally:
                 await stream.aclose()
-                await quotas.release(slot)
+                quotas.release_soon(slot)
             if not done_sent:
                 yield _DONE
 
         resp = Response(
-            relay(),
+            _Closing(relay(), stream, lambda: quotas.release_soon(slot)),
             content_type="text/event-stream; charset=utf-8",
             headers={**_SSE_HEADERS, **extra_headers},
         )

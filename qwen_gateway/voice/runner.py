@@ -292,14 +292,12 @@ class VoiceRunner:
         slot = None
         try:
             if quotas is not None:
-                refusal = await quotas.admit(
+                got = await quotas.admit_upstream(
                     self._info.owner,
                     self._quota_limits,
                     ("tokens", "tts_chars", "audio_seconds"),
                 )
-                if refusal is None:
-                    got = await quotas.upstream_slot()
-                    refusal, slot = (got, None) if isinstance(got, Refusal) else (None, got)
+                refusal, slot = (got, None) if isinstance(got, Refusal) else (None, got)
                 if refusal is not None:
                     log.info(
                         "turn refused: limit reached",
@@ -310,7 +308,7 @@ class VoiceRunner:
             await turn.run()
         finally:
             if quotas is not None:
-                await quotas.release(slot)
+                quotas.release_soon(slot)
                 quotas.record(self._info.owner, turn.usage())
             if isinstance(turn, AudioTurn):
                 turn.close_inbox()

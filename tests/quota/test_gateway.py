@@ -100,6 +100,7 @@ async def test_upstream_cap_refuses_with_server_busy_after_a_short_wait(tmp_path
         await gw.services.quotas.release(held)
         assert (await _chat(gw)).status_code == 200
         assert (await _chat(gw, stream=True)).status_code == 200  # slots are given back
+        assert (await _chat(gw)).status_code == 200  # also by a streamed answer
 
 
 async def test_usage_needs_an_admin_key_and_reports_the_day(tmp_path: Path) -> None:

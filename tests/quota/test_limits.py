@@ -277,3 +277,35 @@ async def test_redis_stopped_and_restarted(throwaway_redis: ThrowawayRedis) -> N
         assert not a.degraded and (await a.check())["status"] == "up"
         day = dt.datetime.now(dt.UTC).strftime("%Y%m%d")
         assert (await b.usage(OWNER, day))["tokens"] == 7  # written to Redis once it answered
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+async def test_admission_and_upstream_slot_in_one_step(
+    backend: str, redis_url: str, prefix: str
+) -> None:
+    url = redis_url if backend == "redis" else ""
+    async with open_quotas(
+        Limits(), redis_url=url, prefix=prefix, max_upstream=1, upstream_wait=0.2
+    ) as q:
+        limits = Limits(rpm=3, tokens_per_day=10)
+        first = await q.admit_upstream(OWNER, limits, ("tokens",))
+        assert isinstance(first, Lease) and first.renewer is not None
+        busy = await q.admit_upstream(
+            OWNER, limits, ("tokens",)
+        )  # counted, then no free slot in time
+        assert isinstance(busy, Refusal) and busy.kind == "upstream"
+        q.release_soon(first)
+        await q.flush()
+        second = await q.admit_upstream(OWNER, limits, ("tokens",))
+        assert isinstance(second, Lease)
+        q.release_soon(second)
+        refused = await q.admit_upstream(
+            OWNER, limits, ("tokens",)
+        )  # the 4th request in the minute
+        assert isinstance(refused, Refusal) and refused.kind == "rpm"
+        q.record(OWNER, {"tokens": 10})
+        await q.flush()
+        assert isinstance(await q.admit_upstream("k_" + "12" * 16, limits), Lease)
+        spent = await q.admit_upstream(OWNER, Limits(tokens_per_day=10), ("tokens",))
+        assert isinstance(spent, Refusal) and spent.kind == "tokens"
+        assert not q.degraded
