@@ -37,6 +37,9 @@ async def _serve(endpoint: Endpoint) -> Response | None:
     if not caller_allowed(shake.token):
         return unauthorized()  # an HTTP 401 instead of the upgrade
     limits = caller_limits(shake.token)
+    name = svc.keys.policy(shake.token).name
+    if name:
+        await svc.quotas.name_owner(name, shake.info.owner)  # for usage queries by name
     await websocket.accept()
     session = await svc.quotas.open_session(shake.info.owner, limits)
     if isinstance(session, Refusal):
