@@ -9,7 +9,7 @@ client, in this process, the simulator answering at once) with limits off, in-pr
 interleaved, p50 of each. "Added p50" is the difference with limits off. Figures only, no assertions.
 
 Redis: ``QG_BENCH_REDIS_URL`` (default: ``QG_TEST_REDIS_URL`` or redis://127.0.0.1:6379/9), a random key prefix,
-deleted afterwards. Sizes: QG_BENCH_QUOTA_N (checks per store), QG_BENCH_QUOTA_REQUESTS (requests per round).
+deleted afterwards. Sizes: QG_BENCH_QUOTA_N (checks per store), QG_BENCH_QUOTA_REQUESTS (requests per round), QG_BENCH_QUOTA_ROUNDS.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ REDIS_URL = os.environ.get(
 )
 N = int(os.environ.get("QG_BENCH_QUOTA_N", "3000"))
 REQUESTS = int(os.environ.get("QG_BENCH_QUOTA_REQUESTS", "300"))
-ROUNDS = 3
+ROUNDS = int(os.environ.get("QG_BENCH_QUOTA_ROUNDS", "5"))
 BIG = 10**12
 LIMITS = Limits(
     rpm=BIG, sessions=BIG, tokens_per_day=BIG, tts_chars_per_day=BIG, audio_seconds_per_day=BIG
