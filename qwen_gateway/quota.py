@@ -26,7 +26,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol
 
 __all__ = [
@@ -152,6 +152,8 @@ class Store(Protocol):
 
     async def renew(self, pool: str, lease: str, ttl: float) -> None: ...
 
+    async def renew_many(self, leases: list[tuple[str, str]], ttl: float) -> None: ...
+
     async def release(self, pool: str, lease: str) -> None: ...
 
     async def add_usage(self, owner: str, day: str, amounts: Mapping[str, float]) -> None: ...
@@ -230,6 +232,10 @@ class MemoryStore:
         leases = self._pools.get(pool, {})
         if lease in leases:
             leases[lease] = self._clock() + ttl
+
+    async def renew_many(self, leases: list[tuple[str, str]], ttl: float) -> None:
+        for pool, lease in leases:
+            await self.renew(pool, lease, ttl)
 
     async def release(self, pool: str, lease: str) -> None:
         leases = self._pools.get(pool)
@@ -376,6 +382,14 @@ class RedisStore:
     async def renew(self, pool: str, lease: str, ttl: float) -> None:
         await self._renew(keys=[self._pool_key(pool)], args=[lease, int(ttl * 1000)])
 
+    async def renew_many(self, leases: list[tuple[str, str]], ttl: float) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for pool, lease in leases:
+                await self._renew(
+                    keys=[self._pool_key(pool)], args=[lease, int(ttl * 1000)], client=pipe
+                )
+            await pipe.execute()
+
     async def release(self, pool: str, lease: str) -> None:
         await self._redis.zrem(self._pool_key(pool), lease)
 
@@ -420,12 +434,13 @@ class RedisStore:
 
 @dataclass
 class Lease:
-    """A held session or upstream slot; :meth:`Quotas.release` gives it back."""
+    """A session or upstream slot; :meth:`Quotas.release` gives it back. ``held``: taken and not given back
+    yet (renewed meanwhile by :meth:`Quotas.run_renewer`); False for a lease under no cap."""
 
     pool: str
     id: str
     store: Store
-    renewer: asyncio.Task[None] | None = field(default=None, repr=False)
+    held: bool = False
 
 
 _SESSIONS_POOL = "sessions:"
@@ -461,6 +476,7 @@ class Quotas:
         self.redis_down = False
         self._unsynced: dict[tuple[str, str], dict[str, float]] = {}
         self._named: set[tuple[str, str]] = set()
+        self._held: dict[str, Lease] = {}
         #: recorded usage, and leases to give back, for :meth:`run_writer`
         self._pending: asyncio.Queue[tuple[str, str, dict[str, float]] | Lease] = asyncio.Queue(
             10000
@@ -534,8 +550,7 @@ class Quotas:
         slot = SlotRequest(lease.pool, lease.id, cap, LEASE_SECONDS)
         refusal, store = await self._run(lambda s: s.admit(owner, limits.rpm, wanted, now, slot))
         if refusal is None:
-            lease.store = store
-            lease.renewer = asyncio.create_task(self._renew(lease), name="quota-lease")
+            self._hold(lease, store)
             return lease
         if refusal.kind != "upstream":
             return refusal  # type: ignore[no-any-return]
@@ -550,8 +565,7 @@ class Quotas:
         ok, store = await self._run(lambda s: s.acquire(lease.pool, lease.id, cap, LEASE_SECONDS))
         if not ok:
             return Refusal("sessions", 5.0, cap)
-        lease.store = store
-        lease.renewer = asyncio.create_task(self._renew(lease), name="quota-lease")
+        self._hold(lease, store)
         return lease
 
     async def upstream_slot(self) -> Lease | Refusal:
@@ -570,8 +584,7 @@ class Quotas:
                 lambda s: s.acquire(lease.pool, lease.id, cap, LEASE_SECONDS)
             )
             if ok:
-                lease.store = store
-                lease.renewer = asyncio.create_task(self._renew(lease), name="quota-lease")
+                self._hold(lease, store)
                 return lease
             left = deadline - time.monotonic()
             if left <= 0:
@@ -579,25 +592,42 @@ class Quotas:
             await asyncio.sleep(min(delay, left) * (0.5 + secrets.randbelow(1000) / 1000))
             delay = min(delay * 2, 0.25)
 
-    async def _renew(self, lease: Lease) -> None:
+    def _hold(self, lease: Lease, store: Store) -> None:
+        lease.store = store
+        lease.held = True
+        self._held[lease.id] = lease
+
+    def _unhold(self, lease: Lease | None) -> bool:
+        """Stop renewing ``lease``; False when it was not held (no cap, or already given back)."""
+        if lease is None or not lease.held:
+            return False
+        lease.held = False
+        self._held.pop(lease.id, None)
+        return True
+
+    async def run_renewer(self) -> None:
+        """Renew every held lease, a third of a lease's life apart (runs for the life of the service): one step
+        per store for all of them, instead of a task per lease."""
         while True:
             await asyncio.sleep(LEASE_SECONDS / 3)
-            try:
-                async with asyncio.timeout(REDIS_TIMEOUT):
-                    await lease.store.renew(lease.pool, lease.id, LEASE_SECONDS)
-            except Exception as exc:  # Redis away: the lease expires there; nothing else to do
-                log.debug("lease not renewed: %s", type(exc).__name__)
+            by_store: dict[int, tuple[Store, list[tuple[str, str]]]] = {}
+            for lease in list(self._held.values()):
+                by_store.setdefault(id(lease.store), (lease.store, []))[1].append(
+                    (lease.pool, lease.id)
+                )
+            for store, leases in by_store.values():
+                try:
+                    async with asyncio.timeout(REDIS_TIMEOUT * 4):
+                        await store.renew_many(leases, LEASE_SECONDS)
+                except (
+                    Exception
+                ) as exc:  # Redis away: those leases expire there; nothing else to do
+                    log.debug("leases not renewed: %s", type(exc).__name__)
 
     async def release(self, lease: Lease | None) -> None:
         """Give a session or upstream slot back (never raises)."""
-        if lease is None:
+        if lease is None or not self._unhold(lease):
             return
-        if lease.renewer is not None:
-            lease.renewer.cancel()
-            await asyncio.wait([lease.renewer])
-            lease.renewer = None
-        else:
-            return  # nothing was taken (no cap)
         try:
             async with asyncio.timeout(REDIS_TIMEOUT):
                 await lease.store.release(lease.pool, lease.id)
@@ -606,9 +636,8 @@ class Quotas:
 
     def release_soon(self, lease: Lease | None) -> None:
         """:meth:`release` off the caller's path (by the usage writer, in order with the usage recorded)."""
-        if lease is None or lease.renewer is None:
+        if lease is None or not self._unhold(lease):
             return
-        lease.renewer.cancel()
         try:
             self._pending.put_nowait(lease)
         except asyncio.QueueFull:  # the lease expires on its own
@@ -646,12 +675,9 @@ class Quotas:
         by_store: dict[int, tuple[Store, list[tuple[str, str]]]] = {}
         for item in batch:
             if isinstance(item, Lease):
-                if item.renewer is not None:
-                    await asyncio.wait([item.renewer])
-                    item.renewer = None
-                    by_store.setdefault(id(item.store), (item.store, []))[1].append(
-                        (item.pool, item.id)
-                    )
+                by_store.setdefault(id(item.store), (item.store, []))[1].append(
+                    (item.pool, item.id)
+                )
                 continue
             owner, day, amounts = item
             counters = usage.setdefault((owner, day), {})
@@ -736,9 +762,10 @@ async def open_quotas(
     client = redis_client(redis_url) if redis_url else None
     store = RedisStore(client, prefix) if client is not None else None
     quotas = Quotas(defaults, store, max_upstream=max_upstream, upstream_wait=upstream_wait)
-    # The writer is owned here (cancelled and awaited on exit) rather than by a TaskGroup, so that an error of the
-    # body leaves as itself, not wrapped in an ExceptionGroup.
+    # The writer and the renewer are owned here (cancelled and awaited on exit) rather than by a TaskGroup, so
+    # that an error of the body leaves as itself, not wrapped in an ExceptionGroup.
     writer = asyncio.create_task(quotas.run_writer(), name="quota-usage-writer")
+    renewer = asyncio.create_task(quotas.run_renewer(), name="quota-lease-renewer")
     try:
         try:
             yield quotas
@@ -749,7 +776,8 @@ async def open_quotas(
             except TimeoutError:
                 log.warning("usage not all written at shutdown")
             writer.cancel()
-            await asyncio.wait([writer])
+            renewer.cancel()
+            await asyncio.wait([writer, renewer])
     finally:
         if client is not None:
             await client.aclose()

@@ -98,7 +98,7 @@ async def test_upstream_cap_waits_briefly_then_refuses() -> None:
 async def test_no_upstream_cap_takes_nothing() -> None:
     async with open_quotas(Limits()) as q:
         slots = [await q.upstream_slot() for _ in range(50)]
-        assert all(isinstance(s, Lease) and s.renewer is None for s in slots)
+        assert all(isinstance(s, Lease) and not s.held for s in slots)
 
 
 # ------------------------------------------------------------------------------------------ keys file
@@ -289,7 +289,7 @@ async def test_admission_and_upstream_slot_in_one_step(
     ) as q:
         limits = Limits(rpm=3, tokens_per_day=10)
         first = await q.admit_upstream(OWNER, limits, ("tokens",))
-        assert isinstance(first, Lease) and first.renewer is not None
+        assert isinstance(first, Lease) and first.held
         busy = await q.admit_upstream(
             OWNER, limits, ("tokens",)
         )  # counted, then no free slot in time
@@ -309,3 +309,28 @@ async def test_admission_and_upstream_slot_in_one_step(
         spent = await q.admit_upstream(OWNER, Limits(tokens_per_day=10), ("tokens",))
         assert isinstance(spent, Refusal) and spent.kind == "tokens"
         assert not q.degraded
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+async def test_held_leases_are_renewed_and_dead_ones_expire(
+    backend: str, redis_url: str, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from qwen_gateway import quota
+
+    monkeypatch.setattr(quota, "LEASE_SECONDS", 0.6)  # renewed every 0.2 s
+    url = redis_url if backend == "redis" else ""
+    async with open_quotas(Limits(), redis_url=url, prefix=prefix) as q:
+        limits = Limits(sessions=1)
+        held = await q.open_session(OWNER, limits)
+        assert isinstance(held, Lease)
+        await asyncio.sleep(1.5)  # well past one lease's life: kept alive by the renewer
+        assert isinstance(await q.open_session(OWNER, limits), Refusal)
+        await q.release(held)
+        # a lease whose holder died (taken, never renewed nor released) is free again after its life
+        store = held.store
+        assert await store.acquire("sessions:" + OWNER, "dead-holder", 1, 0.6)
+        assert isinstance(await q.open_session(OWNER, limits), Refusal)
+        await asyncio.sleep(0.8)
+        again = await q.open_session(OWNER, limits)
+        assert isinstance(again, Lease)
+        await q.release(again)
