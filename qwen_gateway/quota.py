@@ -660,6 +660,9 @@ class Quotas:
         written in one step: one Redis round trip for a batch, however many requests ended meanwhile."""
         while True:
             batch = [await self._pending.get()]
+            await asyncio.sleep(
+                0
+            )  # what the same request records right after (its usage) joins the batch
             while len(batch) < 256 and not self._pending.empty():
                 batch.append(self._pending.get_nowait())
             try:
@@ -683,19 +686,21 @@ class Quotas:
             counters = usage.setdefault((owner, day), {})
             for kind, amount in amounts.items():
                 counters[kind] = counters.get(kind, 0.0) + amount
-        for store, leases in by_store.values():
-            try:
-                async with asyncio.timeout(REDIS_TIMEOUT):
-                    await store.write(leases, {})
-            except Exception as exc:  # Redis away: those leases expire on their own
-                log.debug("leases not released: %s", type(exc).__name__)
-        if usage:
-            _, store = await self._run(lambda s: s.write([], usage))
-            if store is self._memory and self._redis is not None:
-                for key, amounts in usage.items():
-                    unsynced = self._unsynced.setdefault(key, {})
-                    for kind, amount in amounts.items():
-                        unsynced[kind] = unsynced.get(kind, 0.0) + amount
+        shared: list[tuple[str, str]] = []
+        if self._redis is not None and id(self._redis) in by_store:
+            shared = by_store.pop(id(self._redis))[1]
+        for store, leases in by_store.values():  # in-process leases
+            await store.write(leases, {})
+        if not usage and not shared:
+            return
+        # One step for the shared store: its leases and the usage (leases held on Redis are left to expire
+        # when Redis is away meanwhile).
+        _, store = await self._run(lambda s: s.write(shared if s is self._redis else [], usage))
+        if store is self._memory and self._redis is not None:
+            for key, amounts in usage.items():
+                unsynced = self._unsynced.setdefault(key, {})
+                for kind, amount in amounts.items():
+                    unsynced[kind] = unsynced.get(kind, 0.0) + amount
 
     async def flush(self) -> None:
         """Wait until the usage recorded so far is written."""
