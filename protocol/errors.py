@@ -52,7 +52,9 @@ class ErrorCode(enum.StrEnum):
     unauthorized: missing or wrong gateway key.
     upstream_error: the model service failed.
     upstream_timeout: the model service did not answer in time.
-    rate_limited: too many requests; retry later.
+    rate_limited: too many requests (or concurrent sessions) for this key; retry after ``retry_after`` seconds.
+    quota_exceeded: a daily quota of this key (chat tokens, speech characters, recognised audio) is used up.
+    server_busy: every upstream session of the gateway is busy; retry after ``retry_after`` seconds.
     internal_error: a bug on the server (the connection is closed, 1011).
     shutting_down: the server is stopping (a deploy, a scale-down): a turn still running when its grace period
         ended was cut short; the connection is closed (1001 going away). Reconnect (to another instance).
@@ -81,6 +83,8 @@ class ErrorCode(enum.StrEnum):
     UPSTREAM_ERROR = "upstream_error"
     UPSTREAM_TIMEOUT = "upstream_timeout"
     RATE_LIMITED = "rate_limited"
+    QUOTA_EXCEEDED = "quota_exceeded"
+    SERVER_BUSY = "server_busy"
     INTERNAL_ERROR = "internal_error"
     SHUTTING_DOWN = "shutting_down"
 

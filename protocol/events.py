@@ -221,3 +221,5 @@ class ErrorEvent(Event, frozen=True, kw_only=True):
     message: str
     code: ErrorCode | UnsetType = UNSET
     turn_id: TurnId | UnsetType = UNSET
+    #: with ``rate_limited``, ``quota_exceeded`` and ``server_busy``: seconds to wait before trying again
+    retry_after: Annotated[int, Meta(ge=0)] | UnsetType = UNSET

@@ -1,7 +1,8 @@
 """Gateway API keys: ``Authorization: Bearer <key>`` (or ``?token=`` on WebSocket handshakes from browsers).
 
 Keys come from ``QG_API_KEYS`` (comma-separated) and/or ``QG_API_KEYS_FILE`` (one SHA-256 hex digest per line,
-``#`` comments allowed). Only digests are kept in memory; a presented key is hashed and compared with every
+``#`` comments allowed, optionally followed by ``field=value`` words: a ``name``, limit overrides and ``admin``,
+see :func:`parse_key_line`). Only digests are kept in memory; a presented key is hashed and compared with every
 digest in constant time. Keys are never logged.
 
 A caller also *owns* the conversations it writes: :meth:`KeyChecker.owner` names it by a keyed hash of its key
@@ -14,13 +15,86 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import ConfigError, Settings
 from .storage.history import ANONYMOUS_OWNER
 
-__all__ = ["KeyChecker", "bearer_token", "check_bind", "is_loopback"]
+__all__ = ["KeyChecker", "KeyPolicy", "bearer_token", "check_bind", "is_loopback", "parse_key_line"]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPolicy:
+    """What the keys file says of one key beyond its digest.
+
+    Attributes:
+        name: a label for usage queries and logs ("" when none).
+        limits: overrides of the default limits (``Limits`` field -> value; None lifts a limit).
+        admin: the key may read every key's usage (``GET /v1/usage``).
+    """
+
+    name: str = ""
+    limits: Mapping[str, int | float | None] = field(default_factory=dict)
+    admin: bool = False
+
+
+#: Keys-file words after the digest: word -> (``Limits`` field, type of its value).
+_LIMIT_FIELDS: Mapping[str, tuple[str, type]] = {
+    "rpm": ("rpm", int),
+    "sessions": ("sessions", int),
+    "tokens_per_day": ("tokens_per_day", int),
+    "tts_chars_per_day": ("tts_chars_per_day", int),
+    "audio_seconds_per_day": ("audio_seconds_per_day", float),
+}
+_NAME = re.compile(r"^[A-Za-z0-9._:@-]{1,64}$")
+
+
+def parse_key_line(line: str, n: int = 0) -> tuple[bytes, KeyPolicy] | None:
+    """One keys-file line: ``<sha256 hex> [name=NAME] [rpm=N] [sessions=N] [tokens_per_day=N]
+    [tts_chars_per_day=N] [audio_seconds_per_day=X] [admin]`` (a limit ``none`` lifts the default); None for a
+    blank or comment line. Raises :class:`ConfigError` naming the line."""
+    words = line.split("#", 1)[0].split()
+    if not words:
+        return None
+    try:
+        raw = bytes.fromhex(words[0])
+    except ValueError:
+        raw = b""
+    if len(raw) != 32:
+        raise ConfigError(
+            f"QG_API_KEYS_FILE line {n}: expected a SHA-256 hex digest (64 hex characters)"
+        )
+    name, admin, limits = "", False, {}
+    for word in words[1:]:
+        key, eq, value = word.partition("=")
+        if key == "admin" and (not eq or value.lower() in ("1", "true", "yes", "on")):
+            admin = True
+        elif key == "name" and _NAME.match(value):
+            name = value
+        elif key in _LIMIT_FIELDS and eq:
+            target, kind = _LIMIT_FIELDS[key]
+            if value.lower() == "none":
+                limits[target] = None
+                continue
+            try:
+                number = kind(value)
+            except ValueError:
+                number = -1
+            if number < 0:
+                raise ConfigError(
+                    f"QG_API_KEYS_FILE line {n}: {key}={value!r}: expected a number >= 0 or none"
+                )
+            limits[target] = number
+        else:
+            raise ConfigError(
+                f"QG_API_KEYS_FILE line {n}: unknown field {word[:40]!r} (expected name=, "
+                f"{'=, '.join(_LIMIT_FIELDS)}= or admin)"
+            )
+    return raw, KeyPolicy(name=name, limits=limits, admin=admin)
 
 
 def bearer_token(authorization: str | None) -> str | None:
@@ -56,8 +130,10 @@ class KeyChecker:
         enabled: bool,
         passthrough: bool = False,
         owner_secret: bytes | None = None,
+        policies: Mapping[bytes, KeyPolicy] | None = None,
     ) -> None:
         self._digests = digests
+        self._policies = dict(policies or {})
         self.enabled = enabled
         self.passthrough = passthrough
         if owner_secret is not None and len(owner_secret) < 32:
@@ -75,26 +151,42 @@ class KeyChecker:
     @classmethod
     def from_settings(cls, settings: Settings, *, owner_secret: bytes | None = None) -> KeyChecker:
         digests = [hashlib.sha256(k.encode()).digest() for k in settings.api_keys]
+        policies: dict[bytes, KeyPolicy] = {}
         if settings.api_keys_file:
             for n, line in enumerate(Path(settings.api_keys_file).read_text().splitlines(), 1):
-                line = line.split("#", 1)[0].strip()
-                if not line:
+                parsed = parse_key_line(line, n)
+                if parsed is None:
                     continue
-                try:
-                    raw = bytes.fromhex(line)
-                except ValueError:
-                    raw = b""
-                if len(raw) != 32:
-                    raise ConfigError(
-                        f"QG_API_KEYS_FILE line {n}: expected a SHA-256 hex digest (64 hex characters)"
-                    )
+                raw, policy = parsed
                 digests.append(raw)
+                if policy != KeyPolicy():
+                    policies[raw] = policy
         return cls(
             digests,
             enabled=settings.auth,
             passthrough=settings.key_passthrough,
             owner_secret=owner_secret,
+            policies=policies,
         )
+
+    def policy(self, key: str | None) -> KeyPolicy:
+        """The keys file's name, limit overrides and admin flag of ``key`` (an empty policy for other keys).
+        Call it for admitted keys only (the lookup is not constant time)."""
+        if not key or not self._policies:
+            return _NO_POLICY
+        digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
+        return self._policies.get(digest, _NO_POLICY)
+
+    def named(self, name: str) -> KeyPolicy | None:
+        """The policy of the key named ``name`` in the keys file, if any."""
+        for policy in self._policies.values():
+            if policy.name == name:
+                return policy
+        return None
+
+    def is_admin(self, key: str | None) -> bool:
+        """``key`` is a configured key flagged ``admin`` in the keys file."""
+        return self.matches(key) and self.policy(key).admin
 
     @property
     def has_keys(self) -> bool:
@@ -132,6 +224,9 @@ class KeyChecker:
             key.encode(), key=self._owner_key, digest_size=16, person=_OWNER_PERSON
         )
         return "k_" + mac.hexdigest()
+
+
+_NO_POLICY = KeyPolicy()
 
 
 def is_loopback(host: str) -> bool:

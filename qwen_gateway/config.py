@@ -224,6 +224,31 @@ class Settings:
     #: bitrate of the MP3 sent to voice clients
     mp3_bitrate_kbps: int = field(default=64, metadata={"env": "QG_MP3_BITRATE_KBPS"})
 
+    # --- quotas and limits per key (docs: README "Quotas and limits"); None = no limit ---
+    #: Redis shared by every gateway process ("" = limits held in this process only)
+    redis_url: str = _secret("QG_REDIS_URL")
+    #: prefix of every Redis key of this deployment
+    redis_prefix: str = field(default="qg:", metadata={"env": "QG_REDIS_PREFIX"})
+    limit_rpm: int | None = field(default=None, metadata={"env": "QG_LIMIT_RPM"})
+    limit_sessions: int | None = field(default=None, metadata={"env": "QG_LIMIT_SESSIONS"})
+    limit_tokens_per_day: int | None = field(
+        default=None, metadata={"env": "QG_LIMIT_TOKENS_PER_DAY"}
+    )
+    limit_tts_chars_per_day: int | None = field(
+        default=None, metadata={"env": "QG_LIMIT_TTS_CHARS_PER_DAY"}
+    )
+    limit_audio_seconds_per_day: float | None = field(
+        default=None, metadata={"env": "QG_LIMIT_AUDIO_SECONDS_PER_DAY"}
+    )
+    #: the most concurrent upstream sessions (chat calls, voice turns) of the whole deployment
+    max_upstream_sessions: int | None = field(
+        default=None, metadata={"env": "QG_MAX_UPSTREAM_SESSIONS"}
+    )
+    #: longest wait for a free upstream session before refusing (``server_busy``)
+    upstream_queue_seconds: float = field(
+        default=5.0, metadata={"env": "QG_UPSTREAM_QUEUE_SECONDS"}
+    )
+
     # --- upstream timeouts (seconds) ---
     #: seconds to connect to an upstream
     connect_timeout: float = field(default=10.0, metadata={"env": "QG_CONNECT_TIMEOUT"})
@@ -315,6 +340,19 @@ class Settings:
         return self.data_dir / "objects"
 
     @property
+    def default_limits(self) -> Any:
+        """The limits of every key without overrides (``QG_LIMIT_*``): a :class:`qwen_gateway.quota.Limits`."""
+        from .quota import Limits
+
+        return Limits(
+            rpm=self.limit_rpm,
+            sessions=self.limit_sessions,
+            tokens_per_day=self.limit_tokens_per_day,
+            tts_chars_per_day=self.limit_tts_chars_per_day,
+            audio_seconds_per_day=self.limit_audio_seconds_per_day,
+        )
+
+    @property
     def auth_enabled(self) -> bool:
         return self.auth
 
@@ -344,6 +382,10 @@ _FALSE = {"0", "false", "no", "off"}
 
 def _convert(name: str, raw: str, target: Any) -> Any:
     raw = raw.strip()
+    if target in ("int | None", "float | None"):
+        if raw.lower() in ("none", "unlimited"):
+            return None
+        return _convert(name, raw, target.split(" ", 1)[0])
     if target in (int, "int"):
         try:
             return int(raw)
@@ -442,6 +484,25 @@ def validate(settings: Settings) -> Settings:
             f"QG_MP3_BITRATE_KBPS={settings.mp3_bitrate_kbps}: MP3 at TTS_SAMPLE_RATE="
             f"{settings.speech_sample_rate} takes one of {', '.join(map(str, rates))}"
         )
+    for name in (
+        "limit_rpm",
+        "limit_sessions",
+        "limit_tokens_per_day",
+        "limit_tts_chars_per_day",
+        "limit_audio_seconds_per_day",
+        "max_upstream_sessions",
+    ):
+        value = getattr(settings, name)
+        if value is not None and value < 0:
+            raise ConfigError(f"{env[name]}={value}: must be >= 0 (unset: no limit)")
+    if settings.max_upstream_sessions == 0:
+        raise ConfigError("QG_MAX_UPSTREAM_SESSIONS=0: must be at least 1 (unset: no cap)")
+    if settings.upstream_queue_seconds < 0:
+        raise ConfigError(
+            f"QG_UPSTREAM_QUEUE_SECONDS={settings.upstream_queue_seconds}: must be >= 0"
+        )
+    if settings.redis_url:
+        _check_url("QG_REDIS_URL", settings.redis_url, ("redis", "rediss"))
     if settings.history_tokens < 0:
         raise ConfigError(f"QG_HISTORY_TOKENS={settings.history_tokens}: must be >= 0")
     if settings.history_turns < 0:

@@ -1,10 +1,10 @@
 """The gateway's long-lived services, built once and passed into :func:`qwen_gateway.app.create_app`.
 
 ``async with open_services(settings) as services:`` builds everything (the DashScope simulator first when the
-gateway runs keyless, then the shared HTTP client, the upstream providers, the history store, the outbox drainer and
-the object store) inside one ``TaskGroup``, and closes them in reverse order on exit. Nothing here is global.
-The :class:`~qwen_gateway.metrics.Metrics` object is built here too, and handed to what counts: the providers are
-wrapped to count upstream calls, their backoff counts retries, the outbox reports its drain lag.
+gateway runs keyless, then the shared HTTP client, the upstream providers, the history store, the outbox drainer,
+the object store and the quotas) inside one ``TaskGroup``, and closes them in reverse order on exit. Nothing here is
+global. The :class:`~qwen_gateway.metrics.Metrics` object is built here too, and handed to what counts: the
+providers are wrapped to count upstream calls, their backoff counts retries, the outbox reports its drain lag.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import httpx
 from .auth import KeyChecker
 from .config import Settings
 from .metrics import Metrics, instrument_providers
+from .quota import Quotas, open_quotas
 
 if TYPE_CHECKING:
     from .providers.dashscope import Providers
@@ -39,6 +40,7 @@ class Services:
     providers: Providers
     storage: Storage
     metrics: Metrics
+    quotas: Quotas
     simulator: Any = None  # the in-process DashScope simulator when running keyless
     #: this process's number under ``serve --workers N`` (None: a single process)
     worker_id: int | None = None
@@ -111,6 +113,15 @@ async def open_services(
         storage = await stack.enter_async_context(build_storage(settings))
         if metrics.enabled:
             storage.outbox.on_stored = metrics.outbox_drained
+        quotas = await stack.enter_async_context(
+            open_quotas(
+                settings.default_limits,
+                redis_url=settings.redis_url,
+                prefix=settings.redis_prefix,
+                max_upstream=settings.max_upstream_sessions,
+                upstream_wait=settings.upstream_queue_seconds,
+            )
+        )
         yield Services(
             settings=settings,
             keys=keys,
@@ -118,6 +129,7 @@ async def open_services(
             providers=providers,
             storage=storage,
             metrics=metrics,
+            quotas=quotas,
             simulator=simulator,
         )
 

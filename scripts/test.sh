@@ -5,7 +5,12 @@ cd "$(dirname "$0")/.."
 BIN=.venv/bin
 
 eval "$(bash scripts/mariadb.sh start)"
-if [ -n "${QG_TEST_DB_PIDFILE:-}" ]; then trap 'bash scripts/mariadb.sh stop' EXIT; fi
+eval "$(bash scripts/redis.sh start)"
+cleanup() {
+  if [ -n "${QG_TEST_DB_PIDFILE:-}" ]; then bash scripts/mariadb.sh stop; fi
+  if [ -n "${QG_TEST_REDIS_PIDFILE:-}" ]; then bash scripts/redis.sh stop; fi
+}
+trap cleanup EXIT
 [ -x scripts/browser.sh ] && eval "$(bash scripts/browser.sh)"
 
 set +e

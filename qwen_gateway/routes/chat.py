@@ -19,7 +19,7 @@ import logging
 import secrets
 import time
 import unicodedata
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import msgspec
@@ -32,12 +32,15 @@ from ..errors import UpstreamError
 from ..logs import upstream_fields
 from ..metrics import UPSTREAM_WAIT
 from ..providers import RelayBatch
+from ..quota import Lease, Refusal
 from ..storage import TurnRecord, TurnStatus
 from .common import (
     authorized,
     caller_allowed,
+    caller_limits,
     error_response,
     is_json,
+    limit_response,
     not_json,
     read_body,
     services,
@@ -133,6 +136,35 @@ def _user_text(messages: list[Any]) -> str:
     return ""
 
 
+class _Closing:
+    """The SSE body: ``body`` relayed; on ``aclose`` (Quart calls it once the response ends, also when the
+    body was never iterated, e.g. the client left first) the upstream stream is closed and the upstream slot
+    given back, which the generator's own ``finally`` cannot do when it never started."""
+
+    def __init__(
+        self,
+        body: AsyncIterator[bytes],
+        stream: Any,
+        release: Callable[[], None],
+    ) -> None:
+        self._body = body
+        self._stream = stream
+        self._release = release
+
+    def __aiter__(self) -> _Closing:
+        return self
+
+    async def __anext__(self) -> bytes:
+        return await anext(self._body)
+
+    async def aclose(self) -> None:
+        try:
+            await self._body.aclose()  # type: ignore[attr-defined]
+            await self._stream.aclose()
+        finally:
+            self._release()
+
+
 class _BadConversationId(ValueError):
     """The caller named a conversation id that cannot be one (it is echoed in a header)."""
 
@@ -171,11 +203,9 @@ def chat_blueprint() -> Blueprint:
     async def completions() -> Response:
         svc = services()
         settings = svc.settings
-        passthrough = settings.key_passthrough
         token = bearer_token(request.headers.get("Authorization"))
         if not caller_allowed(token):
             return unauthorized()
-        caller_key = token if passthrough else None  # pass-through: the caller's own DashScope key
 
         raw = await read_body(settings.max_body_bytes)
         if raw is None:
@@ -215,6 +245,38 @@ def chat_blueprint() -> Blueprint:
             return error_response(400, str(exc), code="invalid_value", param=exc.param)
         # the conversation is the caller's: another key naming the same id has another conversation
         owner = svc.keys.owner(token)
+        quotas = svc.quotas
+        slot = await quotas.admit_upstream(owner, caller_limits(token), ("tokens",))
+        if isinstance(slot, Refusal):
+            log.info("limit reached", extra={"fields": {"limit": slot.kind}})
+            if svc.metrics.enabled:
+                svc.metrics.quota_refused(slot.kind)
+            return limit_response(slot)
+        name = svc.keys.policy(token).name
+        if name:
+            await quotas.name_owner(name, owner)
+        try:
+            return await _complete(svc, body, token, owner, conversation_id, images, slot)
+        except BaseException:
+            quotas.release_soon(slot)
+            raise
+
+    async def _complete(
+        svc: Any,
+        body: dict[str, Any],
+        token: str | None,
+        owner: str,
+        conversation_id: str,
+        images: bool,
+        slot: Lease,
+    ) -> Response:
+        """The upstream call of an admitted request; ``slot`` (an upstream session) is released when the
+        answer has been relayed."""
+        settings = svc.settings
+        passthrough = settings.key_passthrough
+        caller_key = token if passthrough else None
+        messages = body["messages"]
+        quotas = svc.quotas
         request_id: str = g.request_id
         chat = svc.providers.vlm if images else svc.providers.chat
         started = time.perf_counter()
@@ -233,6 +295,7 @@ def chat_blueprint() -> Blueprint:
                 return upstream_error_response(exc, caller_key=passthrough)
             finally:  # X-Gateway-Overhead-Ms: the whole upstream call is not the gateway's time
                 request.scope[UPSTREAM_WAIT] = time.perf_counter() - waited
+                quotas.release_soon(slot)
             record.from_response(result)
             return Response(_encode(result), content_type="application/json", headers=extra_headers)
 
@@ -250,6 +313,7 @@ def chat_blueprint() -> Blueprint:
             first = None
         except UpstreamError as exc:
             await stream.aclose()
+            quotas.release_soon(slot)
             log.info("upstream error", extra=_upstream_error_fields(exc))
             return upstream_error_response(exc, caller_key=passthrough)
         finally:  # X-Gateway-Overhead-Ms: the upstream's time to its first bytes is not the gateway's
@@ -287,11 +351,12 @@ def chat_blueprint() -> Blueprint:
                 raise
             finally:
                 await stream.aclose()
+                quotas.release_soon(slot)
             if not done_sent:
                 yield _DONE
 
         resp = Response(
-            relay(),
+            _Closing(relay(), stream, lambda: quotas.release_soon(slot)),
             content_type="text/event-stream; charset=utf-8",
             headers={**_SSE_HEADERS, **extra_headers},
         )
@@ -394,6 +459,7 @@ class _Recorder:
 
     def _submit(self) -> None:
         prompt, completion, total = self.usage or (0, 0, 0)
+        self.svc.quotas.record(self.owner, {"tokens": total})
         first = self.first_token_ms
         try:
             # Checked once, by the outbox (a record breaking its constraints raises ValueError there).

@@ -8,13 +8,16 @@ from typing import Any
 from quart import Response, current_app, request
 
 from ..auth import bearer_token
+from ..quota import Limits, Refusal
 
 __all__ = [
     "authorized",
     "caller_allowed",
+    "caller_limits",
     "error_response",
     "is_json",
     "lifecycle",
+    "limit_response",
     "not_json",
     "read_body",
     "services",
@@ -98,6 +101,32 @@ def caller_allowed(token: str | None) -> bool:
     if svc.settings.key_passthrough:
         return bool(token)
     return bool(svc.keys.check(token))
+
+
+def caller_limits(token: str | None) -> Limits:
+    """The limits of a caller presenting ``token``: the defaults (``QG_LIMIT_*``) with its keys-file overrides."""
+    svc = services()
+    overrides = svc.keys.policy(token).limits
+    return svc.settings.default_limits.merged(overrides)  # type: ignore[no-any-return]
+
+
+def limit_response(refusal: Refusal) -> Response:
+    """The HTTP answer to a request refused by a limit: 429 ``rate_limit_exceeded`` (a rate or concurrency limit)
+    or ``insufficient_quota`` (a daily quota), 503 ``server_busy`` (no upstream session free); ``Retry-After``."""
+    headers = {"Retry-After": str(refusal.retry_seconds)}
+    if refusal.kind == "upstream":
+        return error_response(
+            503, refusal.message(), code="server_busy", type="server_error", headers=headers
+        )
+    if refusal.is_quota:
+        return error_response(
+            429,
+            refusal.message(),
+            code="insufficient_quota",
+            type="insufficient_quota",
+            headers=headers,
+        )
+    return error_response(429, refusal.message(), code="rate_limit_exceeded", headers=headers)
 
 
 def is_json(mimetype: str) -> bool:

@@ -7,7 +7,8 @@ no drain has begun; from the ``SIGTERM`` on it answers 503 (``draining``) and ne
 ``/health`` answers 503 with ``status`` ``draining``.
 
 ``status`` is ``healthy`` when everything answers, ``degraded`` when only the history database is away (turns are
-then kept in the durable journal and nothing is lost, so the node still serves: 200), and ``unhealthy`` (503) when a
+then kept in the durable journal and nothing is lost, so the node still serves: 200) or when Redis is configured but
+away (the quotas are then held in this process only: ``checks.quota``), and ``unhealthy`` (503) when a
 required dependency is down (the local journal or the object store).
 """
 
@@ -48,8 +49,8 @@ def health_blueprint() -> Blueprint:
     async def health() -> Response:
         svc = services()
         storage = svc.storage
-        database, objects = await asyncio.gather(
-            _probe(storage.history.ping()), _probe(storage.objects.ping())
+        database, objects, quota = await asyncio.gather(
+            _probe(storage.history.ping()), _probe(storage.objects.ping()), svc.quotas.check()
         )
         database["engine"] = "mysql" if svc.settings.uses_mysql else "sqlite"
         objects["engine"] = "oss" if svc.settings.uses_oss else "local"
@@ -58,6 +59,8 @@ def health_blueprint() -> Blueprint:
             "database": database,
             "objects": objects,
             "journal": journal,
+            # "local": limits held in this process only (no QG_REDIS_URL); "down": Redis away, same meanwhile
+            "quota": quota,
             "upstream": {
                 "status": "simulated" if svc.settings.upstream_simulated else "configured",
                 "mode": "simulated" if svc.settings.upstream_simulated else "dashscope",
@@ -67,7 +70,7 @@ def health_blueprint() -> Blueprint:
             status, code = "draining", 503
         elif objects["status"] != "up":
             status, code = "unhealthy", 503
-        elif database["status"] != "up":
+        elif database["status"] != "up" or quota["status"] == "down":
             status, code = "degraded", 200
         else:
             status, code = "healthy", 200

@@ -4,6 +4,10 @@ The handshake needs a gateway key when keys are configured (``Authorization: Bea
 ``?token=``) and is answered 401 before the upgrade otherwise. In pass-through mode (``QG_KEY_PASSTHROUGH``) the
 caller's key is its own DashScope key: it must be present, and the upstream judges it. A ``?conversation_id=``
 names one of the caller's own conversations (see ``KeyChecker.owner``).
+
+Limits (``qwen_gateway.quota``): a connection is one voice session of its key; over the key's concurrent sessions
+it gets an ``error`` event ``rate_limited`` and is closed (1013). Each turn is checked when it starts (see
+``VoiceRunner``): a refused turn gets an ``error`` event and the connection stays open.
 """
 
 from __future__ import annotations
@@ -12,8 +16,11 @@ from typing import Any, cast
 
 from quart import Blueprint, Response, g, websocket
 
-from ..voice.runner import Endpoint, handshake, serve_voice
-from .common import caller_allowed, lifecycle, services, unauthorized
+from protocol import encode_event
+
+from ..quota import Refusal
+from ..voice.runner import Endpoint, handshake, refusal_event, serve_voice
+from .common import caller_allowed, caller_limits, lifecycle, services, unauthorized
 
 __all__ = ["voice_ws_blueprint"]
 
@@ -29,10 +36,30 @@ async def _serve(endpoint: Endpoint) -> Response | None:
     )
     if not caller_allowed(shake.token):
         return unauthorized()  # an HTTP 401 instead of the upgrade
+    limits = caller_limits(shake.token)
+    name = svc.keys.policy(shake.token).name
+    if name:
+        await svc.quotas.name_owner(name, shake.info.owner)  # for usage queries by name
     await websocket.accept()
-    await serve_voice(
-        cast(Any, websocket)._get_current_object(), svc, endpoint, shake.info, lifecycle()
-    )
+    session = await svc.quotas.open_session(shake.info.owner, limits)
+    if isinstance(session, Refusal):
+        # Over the key's concurrent sessions: say why, then close with 1013 (try again later).
+        if svc.metrics.enabled:
+            svc.metrics.quota_refused(session.kind)
+        await websocket.send(encode_event(refusal_event(session)))
+        await websocket.close(1013, "too many concurrent sessions for this key")
+        return None
+    try:
+        await serve_voice(
+            cast(Any, websocket)._get_current_object(),
+            svc,
+            endpoint,
+            shake.info,
+            limits,
+            lifecycle(),
+        )
+    finally:
+        await svc.quotas.release(session)
     return None
 
 

@@ -148,6 +148,7 @@ class AnswerResult:
         error: the first upstream failure, if any.
         segments_total: segments the answer was cut into.
         segments_sent: segments handed to TTS (all of them spoken when ``spoken``).
+        tts_chars: characters handed to TTS (the spoken text, counted against the key's daily quota).
         audio_chunks: ``audio_stream`` data events sent.
         audio_bytes: MP3 bytes sent.
         pcm_samples: PCM samples received from TTS (and encoded).
@@ -163,6 +164,7 @@ class AnswerResult:
     error: BaseException | None = None
     segments_total: int = 0
     segments_sent: int = 0
+    tts_chars: int = 0
     audio_chunks: int = 0
     audio_bytes: int = 0
     pcm_samples: int = 0
@@ -356,6 +358,7 @@ class AnswerSpeaker:
                 async with asyncio.timeout(timeout):
                     await tts.send_text(segment)
                 self.result.segments_sent += 1
+                self.result.tts_chars += len(segment)
                 if not self.result.tts_started:
                     await self._emit(TtsStarted(message=MSG_TTS_STARTED, turn_id=self._turn_id))
                     self.result.tts_started = True

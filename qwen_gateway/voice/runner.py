@@ -23,6 +23,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from msgspec import UNSET
+
 from protocol import Action as SessionAction
 from protocol import (
     AudioSession,
@@ -30,6 +32,7 @@ from protocol import (
     CancelReason,
     CancelTurn,
     Close,
+    ErrorCode,
     ErrorEvent,
     FeedAudio,
     Limits,
@@ -48,11 +51,21 @@ from ..auth import bearer_token
 from ..config import Settings
 from ..lifecycle import Lifecycle
 from ..logs import bind
+from ..quota import Limits as QuotaLimits
+from ..quota import Quotas, Refusal
 from ..ws import CloseInfo, WebSocketLike, WsConnection, WsLimits
 from .memory import ConversationMemory
 from .turn import AudioTurn, SessionInfo, TurnDeps, VlmTurn, VoiceConfig, error_code
 
-__all__ = ["Endpoint", "Handshake", "VoiceRunner", "handshake", "serve_voice", "session_limits"]
+__all__ = [
+    "Endpoint",
+    "Handshake",
+    "VoiceRunner",
+    "handshake",
+    "refusal_event",
+    "serve_voice",
+    "session_limits",
+]
 
 log = logging.getLogger("qwen_gateway.voice.runner")
 
@@ -64,6 +77,27 @@ _CONVERSATION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 def _error_frame(code: str, message: str) -> str:
     return encode_event(ErrorEvent(message=message, code=error_code(code)))
+
+
+#: The ``error`` code of a refused turn or session, by what refused it.
+_REFUSAL_CODES = {
+    "rpm": ErrorCode.RATE_LIMITED,
+    "sessions": ErrorCode.RATE_LIMITED,
+    "upstream": ErrorCode.SERVER_BUSY,
+    "tokens": ErrorCode.QUOTA_EXCEEDED,
+    "tts_chars": ErrorCode.QUOTA_EXCEEDED,
+    "audio_seconds": ErrorCode.QUOTA_EXCEEDED,
+}
+
+
+def refusal_event(refusal: Refusal, turn_id: int | None = None) -> ErrorEvent:
+    """The ``error`` event of a turn (or session) refused by a limit; the connection stays open."""
+    return ErrorEvent(
+        message=refusal.message(),
+        code=_REFUSAL_CODES[refusal.kind],
+        turn_id=UNSET if turn_id is None else turn_id,
+        retry_after=refusal.retry_seconds,
+    )
 
 
 def session_limits(settings: Settings, endpoint: Endpoint) -> Limits:
@@ -135,6 +169,9 @@ class VoiceRunner:
         info: the session.
         limits: the protocol limits.
         memory: the conversation carried from turn to turn.
+        quotas: the key's limits are checked before each turn starts (it counts as one request and spends the
+            daily quotas) and its usage recorded when it ends; an upstream session is held while it runs.
+        quota_limits: the caller's limits.
         clock: monotonic seconds.
         lifecycle: the server's; when it drains, the connection is closed once idle, and a turn still running at
             the end of the grace period is cut short (``shutting_down``). None: never drained.
@@ -149,9 +186,13 @@ class VoiceRunner:
         limits: Limits,
         memory: ConversationMemory,
         *,
+        quotas: Quotas | None = None,
+        quota_limits: QuotaLimits | None = None,
         clock: Callable[[], float] = time.monotonic,
         lifecycle: Lifecycle | None = None,
     ) -> None:
+        self._quotas = quotas
+        self._quota_limits = quota_limits or QuotaLimits()
         self._conn = conn
         self._lifecycle = lifecycle
         self._endpoint = endpoint
@@ -309,7 +350,26 @@ class VoiceRunner:
         if metrics is not None:
             metrics.turns_active.labels(endpoint).inc()
         outcome = "failed"
+        quotas = self._quotas
+        slot = None
         try:
+            if quotas is not None:
+                got = await quotas.admit_upstream(
+                    self._info.owner,
+                    self._quota_limits,
+                    ("tokens", "tts_chars", "audio_seconds"),
+                )
+                refusal, slot = (got, None) if isinstance(got, Refusal) else (None, got)
+                if refusal is not None:
+                    log.info(
+                        "turn refused: limit reached",
+                        extra={"fields": {"turn_id": turn.turn_id, "limit": refusal.kind}},
+                    )
+                    if metrics is not None:
+                        metrics.quota_refused(refusal.kind)
+                    outcome = "refused"
+                    await self.emit(refusal_event(refusal, turn.turn_id))
+                    return
             await turn.run()
             outcome = "completed"
         except asyncio.CancelledError:
@@ -322,6 +382,9 @@ class VoiceRunner:
             if self._lifecycle is not None:
                 self._lifecycle.turn_ended()
             self._turn_ended.set()
+            if quotas is not None:
+                quotas.release_soon(slot)
+                quotas.record(self._info.owner, turn.usage())
             if isinstance(turn, AudioTurn):
                 turn.close_inbox()
             if self._turn is turn:
@@ -348,9 +411,11 @@ async def serve_voice(
     services: Any,
     endpoint: Endpoint,
     info: SessionInfo,
+    quota_limits: QuotaLimits | None = None,
     lifecycle: Lifecycle | None = None,
 ) -> CloseInfo:
-    """Run an accepted voice WebSocket until it ends (see :class:`VoiceRunner`).
+    """Run an accepted voice WebSocket until it ends (see :class:`VoiceRunner`); ``quota_limits``: the caller's
+    limits, checked by ``services.quotas`` at each turn.
 
     Raises:
         asyncio.CancelledError: the client went away; every turn and upstream connection was closed.
@@ -377,7 +442,17 @@ async def serve_voice(
         metrics.ws_total.labels(endpoint).inc()
         metrics.ws_active.labels(endpoint).inc()
     conn = WsConnection(websocket, WsLimits.from_settings(settings), error_frame=error_frame)
-    runner = VoiceRunner(conn, endpoint, deps, info, limits, memory, lifecycle=lifecycle)
+    runner = VoiceRunner(
+        conn,
+        endpoint,
+        deps,
+        info,
+        limits,
+        memory,
+        lifecycle=lifecycle,
+        quotas=getattr(services, "quotas", None),
+        quota_limits=quota_limits,
+    )
     log.info("voice connection open", extra={"fields": {"endpoint": endpoint}})
     counted = lifecycle.connection() if lifecycle is not None else contextlib.nullcontext()
     with counted:

@@ -234,6 +234,7 @@ class _Progress:
     answer_done: bool = False  # the answer stage returned (its ``finished`` was sent)
     chat_started_at: float | None = None
     saved: bool = False  # the turn's record went to the outbox (or is being sent there)
+    audio_seconds: float = 0.0  # the audio recognition ran on
 
 
 class _Turn:
@@ -335,6 +336,16 @@ class _Turn:
             + (now - r.first_pcm_at)  # type: ignore[operator]
         )
         metrics.turn_gateway_share(self.channel, share)
+
+    def usage(self) -> dict[str, float]:
+        """What the turn spent so far: chat ``tokens``, ``tts_chars`` spoken, ``audio_seconds`` recognised."""
+        result = self._p.answer.result if self._p.answer is not None else None
+        usage = result.usage if result is not None else None
+        return {
+            "tokens": usage.total_tokens if usage is not None else 0,
+            "tts_chars": result.tts_chars if result is not None else 0,
+            "audio_seconds": round(self._p.audio_seconds, 3),
+        }
 
     # ------------------------------------------------------------------ shared steps
     def _held_answer_events(self) -> tuple[asyncio.Event, Emit]:
@@ -679,6 +690,8 @@ class AudioTurn(_Turn):
             group.create_task(self._recognise(to_recogniser, store), name="turn-recognise")
             transcript = await self._transcript
             duration = _duration(self._upload, self._format)
+            if transcript is not None:
+                p.audio_seconds = duration
             too_long = self._too_long(duration) if transcript else None
             if too_long is not None:
                 transcript = None
@@ -935,6 +948,7 @@ class VlmTurn(_Turn):
                 transcript = await self._recognise_bytes(info, audio_stored)
                 if transcript is not None:
                     p.transcript_at = self._clock()
+                    p.audio_seconds = duration
                 too_long = self._too_long(duration) if transcript else None
                 if too_long is not None:
                     transcript = None

@@ -50,7 +50,9 @@ export type ServerMessage =
  * unauthorized: missing or wrong gateway key.
  * upstream_error: the model service failed.
  * upstream_timeout: the model service did not answer in time.
- * rate_limited: too many requests; retry later.
+ * rate_limited: too many requests (or concurrent sessions) for this key; retry after `retry_after` seconds.
+ * quota_exceeded: a daily quota of this key (chat tokens, speech characters, recognised audio) is used up.
+ * server_busy: every upstream session of the gateway is busy; retry after `retry_after` seconds.
  * internal_error: a bug on the server (the connection is closed, 1011).
  * shutting_down: the server is stopping (a deploy, a scale-down): a turn still running when its grace period
  *     ended was cut short; the connection is closed (1001 going away). Reconnect (to another instance).
@@ -68,8 +70,10 @@ export type ErrorCode =
   | "invalid_json"
   | "invalid_message"
   | "packet_too_large"
+  | "quota_exceeded"
   | "rate_limited"
   | "send_timeout"
+  | "server_busy"
   | "shutting_down"
   | "storage_error"
   | "too_many_turns"
@@ -376,6 +380,7 @@ export interface ErrorEnvelope {
 export interface ErrorEvent {
   code?: ErrorCode;
   message: string;
+  retry_after?: number;
   /**
    * Turn number within the connection (1, 2, ...); a barge-in starts a new turn.
    */
