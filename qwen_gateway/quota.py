@@ -745,12 +745,19 @@ class Quotas:
 def redis_client(url: str) -> Any:
     """An asyncio Redis client for ``url`` with short timeouts (the gateway never waits long on limits)."""
     from redis.asyncio import Redis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+    from redis.exceptions import ConnectionError as RedisConnectionError
 
+    # One immediate retry on a fresh connection when a pooled one turns out dead (Redis restarted): without it,
+    # the first command of each process after a restart fails and a second of in-process limits follows.
     return Redis.from_url(
         url,
         socket_timeout=REDIS_TIMEOUT,
         socket_connect_timeout=REDIS_TIMEOUT,
         health_check_interval=0,
+        retry=Retry(NoBackoff(), 1),
+        retry_on_error=[RedisConnectionError],
     )
 
 
