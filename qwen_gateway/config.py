@@ -108,6 +108,8 @@ class Settings:
     upload_idle_timeout: float = field(default=30.0, metadata={"env": "QG_UPLOAD_IDLE_TIMEOUT"})
     ws_send_timeout: float = field(default=15.0, metadata={"env": "QG_WS_SEND_TIMEOUT"})
     ws_receive_queue: int = field(default=16, metadata={"env": "QG_WS_RECEIVE_QUEUE"})
+    #: negotiate permessage-deflate on the WebSockets (inflation is then bounded by the message limit)
+    ws_compression: bool = field(default=False, metadata={"env": "QG_WS_COMPRESSION"})
     history_turns: int = field(default=10, metadata={"env": "QG_HISTORY_TURNS"})
     #: voice chat context budget: previous turns are dropped (oldest first) beyond about this many tokens
     history_tokens: int = field(default=4000, metadata={"env": "QG_HISTORY_TOKENS"})

@@ -194,6 +194,8 @@ def chat_blueprint() -> Blueprint:
             )
         except msgspec.DecodeError as exc:
             return error_response(400, f"Invalid JSON body: {exc}", code="invalid_json")
+        except RecursionError:  # msgspec's answer to JSON nested deeper than the interpreter allows
+            return error_response(400, "Invalid JSON body: nested too deeply", code="invalid_json")
 
         messages = body["messages"]
         images = _has_images(messages)

@@ -1,0 +1,230 @@
+"""Small fixes to Hypercorn 0.18 (and wsproto 1.3) internals that no configuration reaches.
+
+Each fix names the internal it replaces; :func:`install` applies them once per process (idempotent) and
+:func:`configure` puts the gateway's settings on a Hypercorn ``Config``. Tests in
+``tests/gateway/test_hypercorn_fixes.py`` drive each one through a real socket.
+
+Internals patched (check them when Hypercorn or wsproto is upgraded):
+
+``hypercorn.protocol.h11.WSStream`` and ``hypercorn.protocol.h2.WSStream``
+    replaced by :class:`GatewayWSStream`, a subclass overriding ``_accept``, ``_handle_events`` and ``handle``:
+
+    * **compression** (``QG_WS_COMPRESSION``): Hypercorn always accepts a client's ``permessage-deflate``
+      offer. Off (the default), the offer is declined; on, the negotiated ``wsproto.extensions.
+      PerMessageDeflate`` becomes a :class:`BoundedPerMessageDeflate` that inflates at most
+      ``websocket_max_message_size`` bytes of one message (the rest of the input is never inflated) and fails
+      the connection with 1009 beyond. wsproto's own inflates each received chunk whole: 1 MiB of deflated
+      zeros became 1 GiB in one call.
+    * **failing the connection** (RFC 6455 §7.1.7): when wsproto cannot parse the stream (invalid UTF-8 in a
+      text message: 1007, a protocol error: 1002, a failed inflation: 1007/1009) Hypercorn dropped the TCP
+      connection without a close frame (the client saw 1006). The close frame with wsproto's code is now sent
+      first.
+    * **oversized messages**: beyond ``websocket_max_message_size`` Hypercorn sent close 1009 but kept
+      buffering the rest of the message and stopped reading events at the first chunk of every read, so the
+      client's answering close frame could stay unread and the socket open until the client gave up. Now the
+      rest of the message is dropped, the client's close frame completes the handshake, and without one the
+      stream is closed after ``qg_ws_close_timeout`` seconds.
+
+``hypercorn.asyncio.tcp_server.TCPServer._read_data``
+    wrapped: once the peer has closed (EOF) the keep-alive idle timer is stopped. Hypercorn left it running,
+    and its task group waited for it before closing the socket: every HTTP client that closed a keep-alive
+    connection left a CLOSE-WAIT socket for ``keep_alive_timeout`` seconds.
+
+``hypercorn.asyncio.tcp_server.TCPServer._close``
+    wrapped: an ``OSError`` while closing (``ETIMEDOUT`` after the kernel dropped a stuck client under
+    ``TCP_USER_TIMEOUT``, say) is one INFO line, not an unhandled-exception traceback at ERROR.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import zlib
+from typing import Any
+
+from hypercorn.asyncio import tcp_server
+from hypercorn.config import Config
+from hypercorn.protocol import h2 as hypercorn_h2
+from hypercorn.protocol import h11 as hypercorn_h11
+from hypercorn.protocol.events import StreamClosed
+from hypercorn.protocol.ws_stream import FrameTooLargeError, WSStream
+from wsproto.connection import Connection, ConnectionState
+from wsproto.events import CloseConnection, Message, Ping
+from wsproto.extensions import PerMessageDeflate
+from wsproto.frame_protocol import CloseReason, Opcode
+
+__all__ = ["BoundedPerMessageDeflate", "GatewayWSStream", "configure", "install"]
+
+log = logging.getLogger("qwen_gateway.server")
+
+#: Seconds granted to a client to answer our close frame before its stream is closed anyway (default).
+CLOSE_TIMEOUT = 5.0
+
+
+def configure(config: Config, *, compression: bool, close_timeout: float = CLOSE_TIMEOUT) -> None:
+    """Put the gateway's WebSocket settings on ``config`` (read by :class:`GatewayWSStream`)."""
+    config.qg_ws_compression = compression  # type: ignore[attr-defined]
+    config.qg_ws_close_timeout = close_timeout  # type: ignore[attr-defined]
+
+
+class BoundedPerMessageDeflate(PerMessageDeflate):
+    """wsproto's ``permessage-deflate`` whose inflation of one message stops at ``max_message`` bytes.
+
+    ``zlib``'s ``max_length`` bounds each call, so a compression bomb costs at most ``max_message`` bytes of
+    memory and the time to inflate them; beyond, the connection fails with 1009 (``MESSAGE_TOO_BIG``).
+    """
+
+    max_message: int = 16 * 1024 * 1024
+    _inflated: int = 0
+
+    @classmethod
+    def bound(cls, connection: Connection, max_message: int) -> None:
+        """Make the negotiated ``PerMessageDeflate`` of ``connection`` (if any) a bounded one, in place."""
+        for ext in connection._proto.extensions:
+            if type(ext) is PerMessageDeflate:
+                # Same state, bounded inbound methods (the instance is shared by wsproto's encoder and
+                # decoder, so it is changed in place rather than replaced).
+                ext.__class__ = cls
+                assert isinstance(ext, cls)
+                ext.max_message = max_message
+                ext._inflated = 0
+
+    def frame_inbound_header(
+        self, proto: Any, opcode: Opcode, rsv: Any, payload_length: int
+    ) -> Any:
+        if opcode is not Opcode.CONTINUATION and not opcode.iscontrol():
+            self._inflated = 0  # a new message
+        return super().frame_inbound_header(proto, opcode, rsv, payload_length)
+
+    def _inflate(self, data: bytes) -> bytes | CloseReason:
+        assert self._decompressor is not None
+        room = self.max_message - self._inflated
+        try:
+            out = self._decompressor.decompress(data, room + 1)
+        except zlib.error:
+            return CloseReason.INVALID_FRAME_PAYLOAD_DATA
+        self._inflated += len(out)
+        if len(out) > room or self._decompressor.unconsumed_tail:
+            return CloseReason.MESSAGE_TOO_BIG
+        return out
+
+    def frame_inbound_payload_data(self, proto: Any, data: bytes) -> bytes | CloseReason:
+        if not self._inbound_compressed or not self._inbound_is_compressible:
+            return data
+        return self._inflate(bytes(data))
+
+    def frame_inbound_complete(self, proto: Any, fin: bool) -> bytes | CloseReason | None:
+        if not fin or not self._inbound_is_compressible or not self._inbound_compressed:
+            return super().frame_inbound_complete(proto, fin)
+        data = self._inflate(b"\x00\x00\xff\xff")
+        if isinstance(data, CloseReason):
+            return data
+        no_context_takeover = (
+            self.server_no_context_takeover if proto.client else self.client_no_context_takeover
+        )
+        if no_context_takeover:
+            self._decompressor = None
+        self._inbound_compressed = None
+        return data
+
+
+class GatewayWSStream(WSStream):
+    """Hypercorn's WebSocket stream with the fixes listed in the module docstring."""
+
+    _peer_gone: asyncio.Event | None = None
+
+    async def handle(self, event: Any) -> None:
+        await super().handle(event)
+        if self.closed and self._peer_gone is not None:
+            self._peer_gone.set()
+
+    async def _accept(self, message: Any) -> None:
+        handshake = self.handshake
+        if not getattr(self.config, "qg_ws_compression", False):
+            handshake.extensions = None  # the client's permessage-deflate offer is declined
+        else:
+            accept = handshake.accept
+            limit = self.config.websocket_max_message_size
+
+            def bounded_accept(subprotocol: Any, headers: Any) -> Any:
+                status, out, connection = accept(subprotocol, headers)
+                BoundedPerMessageDeflate.bound(connection, limit)  # before any frame is parsed
+                return status, out, connection
+
+            handshake.accept = bounded_accept  # type: ignore[method-assign,assignment]
+        await super()._accept(message)
+
+    async def _handle_events(self) -> None:
+        for event in self.connection.events():
+            if isinstance(event, Message):
+                if self.connection.state is not ConnectionState.OPEN:
+                    continue  # we sent our close frame: the rest of the message is not kept
+                try:
+                    self.buffer.extend(event)
+                except FrameTooLargeError:
+                    self.buffer.clear()
+                    await self._send_wsproto_event(
+                        CloseConnection(code=CloseReason.MESSAGE_TOO_BIG)
+                    )
+                    self._peer_gone = asyncio.Event()
+                    self.task_group.spawn(self._close_unanswered)
+                    continue
+                if event.message_finished:
+                    await self.app_put(self.buffer.to_message())  # type: ignore[misc]
+                    self.buffer.clear()
+            elif isinstance(event, Ping):
+                await self._send_wsproto_event(event.response())
+            elif isinstance(event, CloseConnection):
+                state = self.connection.state
+                if state is ConnectionState.REMOTE_CLOSING:
+                    await self._send_wsproto_event(event.response())
+                elif state is ConnectionState.OPEN:
+                    # Not a close frame from the client: wsproto failed to parse the stream. Fail the
+                    # connection (RFC 6455 §7.1.7): our close frame with its code, then the TCP connection.
+                    await self._send_wsproto_event(CloseConnection(code=event.code))
+                await self.send(StreamClosed(stream_id=self.stream_id))
+                return
+
+    async def _close_unanswered(self) -> None:
+        """Close the stream if the client does not answer our close frame in time."""
+        timeout = float(getattr(self.config, "qg_ws_close_timeout", CLOSE_TIMEOUT))
+        gone = self._peer_gone
+        assert gone is not None
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await gone.wait()
+        if not self.closed:
+            log.info("websocket close not answered: connection closed")
+            await self.send(StreamClosed(stream_id=self.stream_id))
+
+
+_original_read_data = tcp_server.TCPServer._read_data
+_original_close = tcp_server.TCPServer._close
+
+
+async def _read_data(self: tcp_server.TCPServer) -> None:
+    try:
+        await _original_read_data(self)
+    finally:
+        # The peer is gone: nothing will use the keep-alive timer, and Hypercorn's task group would wait
+        # for it (keep_alive_timeout seconds) before closing the socket.
+        await self.idle_task.stop()
+
+
+async def _close(self: tcp_server.TCPServer) -> None:
+    try:
+        await _original_close(self)
+    except OSError as exc:
+        log.info(
+            "client connection dropped",
+            extra={"fields": {"error": type(exc).__name__, "errno": exc.errno}},
+        )
+
+
+def install() -> None:
+    """Apply the fixes (once per process; later calls do nothing)."""
+    hypercorn_h11.WSStream = GatewayWSStream  # type: ignore[attr-defined]
+    hypercorn_h2.WSStream = GatewayWSStream  # type: ignore[attr-defined]
+    tcp_server.TCPServer._read_data = _read_data  # type: ignore[method-assign]
+    tcp_server.TCPServer._close = _close  # type: ignore[method-assign]
