@@ -7,7 +7,7 @@ Each fix names the internal it replaces; :func:`install` applies them once per p
 Internals patched (check them when Hypercorn or wsproto is upgraded):
 
 ``hypercorn.protocol.h11.WSStream`` and ``hypercorn.protocol.h2.WSStream``
-    replaced by :class:`GatewayWSStream`, a subclass overriding ``_accept``, ``_handle_events`` and ``handle``:
+    replaced by :class:`GatewayWSStream`, a subclass overriding ``_accept`` and ``_handle_events``:
 
     * **compression** (``QG_WS_COMPRESSION``): Hypercorn always accepts a client's ``permessage-deflate``
       offer. Off (the default), the offer is declined; on, the negotiated ``wsproto.extensions.
@@ -20,25 +20,30 @@ Internals patched (check them when Hypercorn or wsproto is upgraded):
       connection without a close frame (the client saw 1006). The close frame with wsproto's code is now sent
       first.
     * **oversized messages**: beyond ``websocket_max_message_size`` Hypercorn sent close 1009 but kept
-      buffering the rest of the message and stopped reading events at the first chunk of every read, so the
-      client's answering close frame could stay unread and the socket open until the client gave up. Now the
-      rest of the message is dropped, the client's close frame completes the handshake, and without one the
-      stream is closed after ``qg_ws_close_timeout`` seconds.
+      buffering the rest of the message, stopped reading events at the first chunk of every read, and never
+      closed the stream itself: the client's answering close frame could stay unread and the socket open
+      until the client gave up. Now the rest of the message is dropped and the connection closed (below).
+
+``hypercorn.asyncio.tcp_server.TCPServer._close``
+    wrapped, twice:
+
+    * **lingering close**: while the client may still send (the server ends a connection: a WebSocket close
+      frame, ``Connection: close``), Hypercorn closed the socket at once; data arriving afterwards made the
+      kernel answer with a reset, which also discards what the client had not read yet (a WebSocket client
+      still sending lost our close frame and saw 1006). Now the write side is shut (FIN) and what the client
+      still sends is read and dropped until it closes too, for at most ``qg_linger_timeout`` seconds.
+    * an ``OSError`` while closing (``ETIMEDOUT`` after the kernel dropped a stuck client under
+      ``TCP_USER_TIMEOUT``, say) is one INFO line, not an unhandled-exception traceback at ERROR.
 
 ``hypercorn.asyncio.tcp_server.TCPServer._read_data``
     wrapped: once the peer has closed (EOF) the keep-alive idle timer is stopped. Hypercorn left it running,
     and its task group waited for it before closing the socket: every HTTP client that closed a keep-alive
-    connection left a CLOSE-WAIT socket for ``keep_alive_timeout`` seconds.
-
-``hypercorn.asyncio.tcp_server.TCPServer._close``
-    wrapped: an ``OSError`` while closing (``ETIMEDOUT`` after the kernel dropped a stuck client under
-    ``TCP_USER_TIMEOUT``, say) is one INFO line, not an unhandled-exception traceback at ERROR.
+    connection left a CLOSE-WAIT socket for ``keep_alive_timeout`` seconds. (It also ends a lingering close.)
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import zlib
 from typing import Any
@@ -58,14 +63,14 @@ __all__ = ["BoundedPerMessageDeflate", "GatewayWSStream", "configure", "install"
 
 log = logging.getLogger("qwen_gateway.server")
 
-#: Seconds granted to a client to answer our close frame before its stream is closed anyway (default).
-CLOSE_TIMEOUT = 5.0
+#: Seconds a closing connection keeps reading (and dropping) what the client still sends (default).
+LINGER_TIMEOUT = 2.0
 
 
-def configure(config: Config, *, compression: bool, close_timeout: float = CLOSE_TIMEOUT) -> None:
-    """Put the gateway's WebSocket settings on ``config`` (read by :class:`GatewayWSStream`)."""
+def configure(config: Config, *, compression: bool, linger_timeout: float = LINGER_TIMEOUT) -> None:
+    """Put the gateway's settings on ``config`` (read by :class:`GatewayWSStream` and the TCP fixes)."""
     config.qg_ws_compression = compression  # type: ignore[attr-defined]
-    config.qg_ws_close_timeout = close_timeout  # type: ignore[attr-defined]
+    config.qg_linger_timeout = linger_timeout  # type: ignore[attr-defined]
 
 
 class BoundedPerMessageDeflate(PerMessageDeflate):
@@ -132,13 +137,6 @@ class BoundedPerMessageDeflate(PerMessageDeflate):
 class GatewayWSStream(WSStream):
     """Hypercorn's WebSocket stream with the fixes listed in the module docstring."""
 
-    _peer_gone: asyncio.Event | None = None
-
-    async def handle(self, event: Any) -> None:
-        await super().handle(event)
-        if self.closed and self._peer_gone is not None:
-            self._peer_gone.set()
-
     async def _accept(self, message: Any) -> None:
         handshake = self.handshake
         if not getattr(self.config, "qg_ws_compression", False):
@@ -167,9 +165,8 @@ class GatewayWSStream(WSStream):
                     await self._send_wsproto_event(
                         CloseConnection(code=CloseReason.MESSAGE_TOO_BIG)
                     )
-                    self._peer_gone = asyncio.Event()
-                    self.task_group.spawn(self._close_unanswered)
-                    continue
+                    await self.send(StreamClosed(stream_id=self.stream_id))  # a lingering close
+                    return
                 if event.message_finished:
                     await self.app_put(self.buffer.to_message())  # type: ignore[misc]
                     self.buffer.clear()
@@ -186,33 +183,40 @@ class GatewayWSStream(WSStream):
                 await self.send(StreamClosed(stream_id=self.stream_id))
                 return
 
-    async def _close_unanswered(self) -> None:
-        """Close the stream if the client does not answer our close frame in time."""
-        timeout = float(getattr(self.config, "qg_ws_close_timeout", CLOSE_TIMEOUT))
-        gone = self._peer_gone
-        assert gone is not None
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                await gone.wait()
-        if not self.closed:
-            log.info("websocket close not answered: connection closed")
-            await self.send(StreamClosed(stream_id=self.stream_id))
-
 
 _original_read_data = tcp_server.TCPServer._read_data
 _original_close = tcp_server.TCPServer._close
 
 
 async def _read_data(self: tcp_server.TCPServer) -> None:
+    self._qg_reading = True  # type: ignore[attr-defined]
     try:
         await _original_read_data(self)
     finally:
+        self._qg_reading = False  # type: ignore[attr-defined]
+        linger = getattr(self, "_qg_linger", None)
+        if linger is not None:
+            linger.cancel()
         # The peer is gone: nothing will use the keep-alive timer, and Hypercorn's task group would wait
         # for it (keep_alive_timeout seconds) before closing the socket.
         await self.idle_task.stop()
 
 
 async def _close(self: tcp_server.TCPServer) -> None:
+    if getattr(self, "_qg_reading", False):
+        # Closing while the client may still send: shut our side, let the reader drop what still comes
+        # until the client closes (EOF ends _read_data, then Hypercorn closes) or the linger time is over.
+        if getattr(self, "_qg_linger", None) is not None:
+            return  # already lingering
+        try:
+            self.writer.write_eof()
+        except (NotImplementedError, OSError, RuntimeError):
+            pass  # TLS, or already gone: close at once
+        else:
+            seconds = float(getattr(self.config, "qg_linger_timeout", LINGER_TIMEOUT))
+            loop = asyncio.get_running_loop()
+            self._qg_linger = loop.call_later(seconds, self.writer.close)  # type: ignore[attr-defined]
+            return
     try:
         await _original_close(self)
     except OSError as exc:

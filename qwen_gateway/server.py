@@ -49,13 +49,13 @@ def hypercorn_config(settings: Settings, sock: socket.socket) -> Config:
     config.loglevel = "WARNING"
     config.keep_alive_timeout = 75
     config.graceful_timeout = 5
-    # Hypercorn closes over-large WebSocket messages with 1009 (the closing handshake is then completed, or
-    # the stream closed after a few seconds); our own codec limits are lower (a typed error event).
+    # Hypercorn closes over-large WebSocket messages with 1009; our own codec limits are lower (a typed error
+    # event, then 1009).
     config.websocket_max_message_size = max(settings.max_frame_bytes * 2, 64 * 1024)
     hypercorn_fixes.configure(
         config,
         compression=settings.ws_compression,
-        close_timeout=min(hypercorn_fixes.CLOSE_TIMEOUT, settings.ws_send_timeout),
+        linger_timeout=min(hypercorn_fixes.LINGER_TIMEOUT, settings.ws_send_timeout),
     )
     config.h11_max_incomplete_size = 64 * 1024
     return config

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import dataclasses
 import errno
 import logging
@@ -196,7 +197,24 @@ async def test_oversized_message_completes_the_closing_handshake(tmp_path: Path)
                 await ws.wait_closed()
 
 
-async def test_oversized_message_without_an_answer_is_closed_after_the_close_timeout(
+async def test_a_client_still_sending_after_our_close_still_gets_the_close_frame(
+    tmp_path: Path,
+) -> None:
+    # Without the lingering close, the data arriving after the server closed made the kernel reset the
+    # connection, and the reset discarded the close frame the client had not read yet (1006).
+    async with _server(tmp_path) as (_, port):
+        ws = await RawWs.open(port)
+        await ws.send(_frame(0x1, b'{"a": "\xff"}'))  # invalid UTF-8 in a text frame
+        more = _frame(0x1, b"more " * 1000)
+        with contextlib.suppress(ConnectionError):
+            for _ in range(100):  # the client goes on sending, reading nothing
+                await ws.send(more)
+                await asyncio.sleep(0.002)
+        assert await ws.close_code() == CloseReason.INVALID_FRAME_PAYLOAD_DATA
+        ws.close()
+
+
+async def test_oversized_message_without_an_answer_is_closed_after_the_linger_time(
     tmp_path: Path,
 ) -> None:
     async with _server(tmp_path, ws_send_timeout=0.5) as (_, port):
