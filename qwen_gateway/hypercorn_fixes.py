@@ -7,7 +7,8 @@ Each fix names the internal it replaces; :func:`install` applies them once per p
 Internals patched (check them when Hypercorn or wsproto is upgraded):
 
 ``hypercorn.protocol.h11.WSStream`` and ``hypercorn.protocol.h2.WSStream``
-    replaced by :class:`GatewayWSStream`, a subclass overriding ``_accept`` and ``_handle_events``:
+    replaced by :class:`GatewayWSStream`, a subclass overriding ``handle``, ``app_send``, ``_accept`` and
+    ``_handle_events``:
 
     * **compression** (``QG_WS_COMPRESSION``): Hypercorn always accepts a client's ``permessage-deflate``
       offer. Off (the default), the offer is declined; on, the negotiated ``wsproto.extensions.
@@ -18,32 +19,33 @@ Internals patched (check them when Hypercorn or wsproto is upgraded):
     * **failing the connection** (RFC 6455 §7.1.7): when wsproto cannot parse the stream (invalid UTF-8 in a
       text message: 1007, a protocol error: 1002, a failed inflation: 1007/1009) Hypercorn dropped the TCP
       connection without a close frame (the client saw 1006). The close frame with wsproto's code is now sent
-      first.
+      first, and the connection closes after the linger time (below).
     * **oversized messages**: beyond ``websocket_max_message_size`` Hypercorn sent close 1009 but kept
       buffering the rest of the message, stopped reading events at the first chunk of every read, and never
       closed the stream itself: the client's answering close frame could stay unread and the socket open
-      until the client gave up. Now the rest of the message is dropped and the connection closed (below).
+      until the client gave up. Now the rest of the message is dropped, the client's close frame completes
+      the handshake and closes the connection, and without one it closes after the linger time.
+    * **lingering close**: after our close frame (the application's or one of the above) Hypercorn closed the
+      TCP connection at once; data the client was still sending then made the kernel answer with a reset,
+      which also discards what the client had not read yet (a client still sending lost our close frame and
+      saw 1006). Now the stream stays open, dropping what still arrives, until the client's close frame
+      (RFC 6455 §7.1.1: the server closes the TCP connection after the handshake) or the TCP close, for at
+      most ``qg_linger_timeout`` seconds.
 
 ``hypercorn.asyncio.tcp_server.TCPServer._close``
-    wrapped, twice:
-
-    * **lingering close**: while the client may still send (the server ends a connection: a WebSocket close
-      frame, ``Connection: close``), Hypercorn closed the socket at once; data arriving afterwards made the
-      kernel answer with a reset, which also discards what the client had not read yet (a WebSocket client
-      still sending lost our close frame and saw 1006). Now the write side is shut (FIN) and what the client
-      still sends is read and dropped until it closes too, for at most ``qg_linger_timeout`` seconds.
-    * an ``OSError`` while closing (``ETIMEDOUT`` after the kernel dropped a stuck client under
-      ``TCP_USER_TIMEOUT``, say) is one INFO line, not an unhandled-exception traceback at ERROR.
+    wrapped: an ``OSError`` while closing (``ETIMEDOUT`` after the kernel dropped a stuck client under
+    ``TCP_USER_TIMEOUT``, say) is one INFO line, not an unhandled-exception traceback at ERROR.
 
 ``hypercorn.asyncio.tcp_server.TCPServer._read_data``
     wrapped: once the peer has closed (EOF) the keep-alive idle timer is stopped. Hypercorn left it running,
     and its task group waited for it before closing the socket: every HTTP client that closed a keep-alive
-    connection left a CLOSE-WAIT socket for ``keep_alive_timeout`` seconds. (It also ends a lingering close.)
+    connection left a CLOSE-WAIT socket for ``keep_alive_timeout`` seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import zlib
 from typing import Any
@@ -52,8 +54,8 @@ from hypercorn.asyncio import tcp_server
 from hypercorn.config import Config
 from hypercorn.protocol import h2 as hypercorn_h2
 from hypercorn.protocol import h11 as hypercorn_h11
-from hypercorn.protocol.events import StreamClosed
-from hypercorn.protocol.ws_stream import FrameTooLargeError, WSStream
+from hypercorn.protocol.events import Body, Data, StreamClosed
+from hypercorn.protocol.ws_stream import ASGIWebsocketState, FrameTooLargeError, WSStream
 from wsproto.connection import Connection, ConnectionState
 from wsproto.events import CloseConnection, Message, Ping
 from wsproto.extensions import PerMessageDeflate
@@ -63,7 +65,7 @@ __all__ = ["BoundedPerMessageDeflate", "GatewayWSStream", "configure", "install"
 
 log = logging.getLogger("qwen_gateway.server")
 
-#: Seconds a closing connection keeps reading (and dropping) what the client still sends (default).
+#: Seconds a closing WebSocket keeps reading (and dropping) what the client still sends (default).
 LINGER_TIMEOUT = 2.0
 
 
@@ -137,6 +139,42 @@ class BoundedPerMessageDeflate(PerMessageDeflate):
 class GatewayWSStream(WSStream):
     """Hypercorn's WebSocket stream with the fixes listed in the module docstring."""
 
+    _failed = False  # wsproto could not parse the stream: what still arrives is dropped unread
+    _lingering: asyncio.Event | None = None  # set once the stream is closed
+
+    async def handle(self, event: Any) -> None:
+        if self._failed and isinstance(event, Body | Data):
+            return
+        await super().handle(event)
+        if self.closed and self._lingering is not None:
+            self._lingering.set()
+
+    async def app_send(self, message: Any) -> None:
+        if (
+            message is None
+            and not self.closed
+            and self.state is ASGIWebsocketState.CLOSED
+            and self.connection.state is ConnectionState.LOCAL_CLOSING
+        ):
+            self._linger()  # the application closed and returned: wait for the client's close frame
+            return
+        await super().app_send(message)
+
+    def _linger(self) -> None:
+        """Close the stream when the client's close frame (or TCP close) comes, or after the linger time."""
+        if self._lingering is None:
+            self._lingering = asyncio.Event()
+            self.task_group.spawn(self._close_after_linger)
+
+    async def _close_after_linger(self) -> None:
+        assert self._lingering is not None
+        seconds = float(getattr(self.config, "qg_linger_timeout", LINGER_TIMEOUT))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._lingering.wait()
+        if not self.closed:
+            await self.send(StreamClosed(stream_id=self.stream_id))
+
     async def _accept(self, message: Any) -> None:
         handshake = self.handshake
         if not getattr(self.config, "qg_ws_compression", False):
@@ -165,8 +203,8 @@ class GatewayWSStream(WSStream):
                     await self._send_wsproto_event(
                         CloseConnection(code=CloseReason.MESSAGE_TOO_BIG)
                     )
-                    await self.send(StreamClosed(stream_id=self.stream_id))  # a lingering close
-                    return
+                    self._linger()
+                    continue
                 if event.message_finished:
                     await self.app_put(self.buffer.to_message())  # type: ignore[misc]
                     self.buffer.clear()
@@ -176,10 +214,15 @@ class GatewayWSStream(WSStream):
                 state = self.connection.state
                 if state is ConnectionState.REMOTE_CLOSING:
                     await self._send_wsproto_event(event.response())
-                elif state is ConnectionState.OPEN:
+                elif state is not ConnectionState.CLOSED:
                     # Not a close frame from the client: wsproto failed to parse the stream. Fail the
-                    # connection (RFC 6455 §7.1.7): our close frame with its code, then the TCP connection.
-                    await self._send_wsproto_event(CloseConnection(code=event.code))
+                    # connection (RFC 6455 §7.1.7): our close frame with its code (unless one was sent),
+                    # then, after the linger time or the client's TCP close, the TCP connection.
+                    if state is ConnectionState.OPEN:
+                        await self._send_wsproto_event(CloseConnection(code=event.code))
+                    self._failed = True
+                    self._linger()
+                    return
                 await self.send(StreamClosed(stream_id=self.stream_id))
                 return
 
@@ -189,34 +232,15 @@ _original_close = tcp_server.TCPServer._close
 
 
 async def _read_data(self: tcp_server.TCPServer) -> None:
-    self._qg_reading = True  # type: ignore[attr-defined]
     try:
         await _original_read_data(self)
     finally:
-        self._qg_reading = False  # type: ignore[attr-defined]
-        linger = getattr(self, "_qg_linger", None)
-        if linger is not None:
-            linger.cancel()
         # The peer is gone: nothing will use the keep-alive timer, and Hypercorn's task group would wait
         # for it (keep_alive_timeout seconds) before closing the socket.
         await self.idle_task.stop()
 
 
 async def _close(self: tcp_server.TCPServer) -> None:
-    if getattr(self, "_qg_reading", False):
-        # Closing while the client may still send: shut our side, let the reader drop what still comes
-        # until the client closes (EOF ends _read_data, then Hypercorn closes) or the linger time is over.
-        if getattr(self, "_qg_linger", None) is not None:
-            return  # already lingering
-        try:
-            self.writer.write_eof()
-        except (NotImplementedError, OSError, RuntimeError):
-            pass  # TLS, or already gone: close at once
-        else:
-            seconds = float(getattr(self.config, "qg_linger_timeout", LINGER_TIMEOUT))
-            loop = asyncio.get_running_loop()
-            self._qg_linger = loop.call_later(seconds, self.writer.close)  # type: ignore[attr-defined]
-            return
     try:
         await _original_close(self)
     except OSError as exc:
