@@ -333,10 +333,20 @@ def _openapi() -> dict[str, Any]:
                         "text/event-stream": {
                             "schema": {
                                 "type": "string",
-                                "description": "Server-sent events: `data: <ChatCompletionChunk>` "
-                                "lines separated by a blank line; the last is `data: [DONE]`.",
+                                "contentMediaType": "text/event-stream",
+                                "description": "Server-sent events, each `data: <JSON>` and a blank "
+                                "line: every event's JSON is a `ChatCompletionChunk` (the usage "
+                                "chunk has `choices: []`), or an `ErrorResponse` when the upstream "
+                                "fails after the first byte; the last event is `data: [DONE]`.",
+                                "pattern": r"^(data: [^\n]+\n\n)*$",
                             },
-                            "x-sse-data": _ref(_COMPONENTS, "ChatCompletionChunk"),
+                            "x-sse-data": {
+                                "oneOf": [
+                                    _ref(_COMPONENTS, "ChatCompletionChunk"),
+                                    _ref(_COMPONENTS, "ErrorResponse"),
+                                    {"const": "[DONE]"},
+                                ]
+                            },
                         },
                     },
                 },
