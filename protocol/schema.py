@@ -331,21 +331,32 @@ def _openapi() -> dict[str, Any]:
                     "content": {
                         **_json("ChatCompletion"),
                         "text/event-stream": {
+                            # One event of the stream (OpenAPI 3.2's `itemSchema` reading of `schema`).
                             "schema": {
-                                "type": "string",
-                                "contentMediaType": "text/event-stream",
-                                "description": "Server-sent events, each `data: <JSON>` and a blank "
-                                "line: every event's JSON is a `ChatCompletionChunk` (the usage "
-                                "chunk has `choices: []`), or an `ErrorResponse` when the upstream "
-                                "fails after the first byte; the last event is `data: [DONE]`.",
-                                "pattern": r"^(data: [^\n]+\n\n)*$",
-                            },
-                            "x-sse-data": {
-                                "oneOf": [
-                                    _ref(_COMPONENTS, "ChatCompletionChunk"),
-                                    _ref(_COMPONENTS, "ErrorResponse"),
-                                    {"const": "[DONE]"},
-                                ]
+                                "type": "object",
+                                "description": "One server-sent event, `data: <JSON>` and a blank "
+                                "line: a `ChatCompletionChunk` (the usage chunk has `choices: []`), "
+                                "or an `ErrorResponse` when the upstream fails after the first byte; "
+                                "the last event's data is `[DONE]`.",
+                                "properties": {
+                                    "event": {"const": "message"},
+                                    "data": {
+                                        "anyOf": [
+                                            {"const": "[DONE]"},
+                                            {
+                                                "type": "string",
+                                                "contentMediaType": "application/json",
+                                                "contentSchema": {
+                                                    "anyOf": [
+                                                        _ref(_COMPONENTS, "ChatCompletionChunk"),
+                                                        _ref(_COMPONENTS, "ErrorResponse"),
+                                                    ]
+                                                },
+                                            },
+                                        ]
+                                    },
+                                },
+                                "required": ["data"],
                             },
                         },
                     },
