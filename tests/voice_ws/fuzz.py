@@ -29,7 +29,7 @@ Kind = Literal["text", "raw_text", "binary"]
 SERVER_MESSAGE_LIMIT = 512 * 1024
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Frame:
     kind: Kind
     data: str | bytes

@@ -201,6 +201,7 @@ def _report(session: Session, live: Live) -> None:
     assert not bad, bad
 
 
+@pytest.mark.timeout(scaled(120, 1800))
 def test_fuzz_audio(live: Live) -> None:
     session = _fuzz(live, "audio", audio_batches(live.wav))
     _report(session, live)
@@ -209,6 +210,7 @@ def test_fuzz_audio(live: Live) -> None:
     assert {"invalid_json", "invalid_message", "binary_frame"} <= session.errors.keys()
 
 
+@pytest.mark.timeout(scaled(120, 1800))
 def test_fuzz_vlm(live: Live) -> None:
     session = _fuzz(live, "vlm", vlm_batches(live.wav, live.image))
     _report(session, live)
