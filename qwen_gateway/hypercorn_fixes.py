@@ -32,9 +32,11 @@ Internals patched (check them when Hypercorn or wsproto is upgraded):
       (RFC 6455 §7.1.1: the server closes the TCP connection after the handshake) or the TCP close, for at
       most ``qg_linger_timeout`` seconds.
 
-``hypercorn.asyncio.tcp_server.TCPServer._close``
-    wrapped: an ``OSError`` while closing (``ETIMEDOUT`` after the kernel dropped a stuck client under
-    ``TCP_USER_TIMEOUT``, say) is one INFO line, not an unhandled-exception traceback at ERROR.
+``hypercorn.asyncio.tcp_server.TCPServer._close`` and ``TCPServer.protocol_send``
+    wrapped: an ``OSError`` while writing or closing (``ETIMEDOUT`` after the kernel dropped a stuck client
+    under ``TCP_USER_TIMEOUT``, say) ends the connection like the ``ConnectionError`` Hypercorn expects, with
+    one INFO line per connection, not unhandled-exception tracebacks at ERROR ("Error in ASGI Framework"
+    from the application's last send, and the server callback's own).
 
 ``hypercorn.asyncio.tcp_server.TCPServer._read_data``
     wrapped: once the peer has closed (EOF) the keep-alive idle timer is stopped. Hypercorn left it running,
@@ -52,6 +54,7 @@ from typing import Any
 
 from hypercorn.asyncio import tcp_server
 from hypercorn.config import Config
+from hypercorn.events import Closed
 from hypercorn.protocol import h2 as hypercorn_h2
 from hypercorn.protocol import h11 as hypercorn_h11
 from hypercorn.protocol.events import Body, Data, StreamClosed
@@ -218,6 +221,7 @@ class GatewayWSStream(WSStream):
 
 _original_read_data = tcp_server.TCPServer._read_data
 _original_close = tcp_server.TCPServer._close
+_original_protocol_send = tcp_server.TCPServer.protocol_send
 
 
 async def _read_data(self: tcp_server.TCPServer) -> None:
@@ -229,14 +233,28 @@ async def _read_data(self: tcp_server.TCPServer) -> None:
         await self.idle_task.stop()
 
 
-async def _close(self: tcp_server.TCPServer) -> None:
-    try:
-        await _original_close(self)
-    except OSError as exc:
+def _dropped(self: tcp_server.TCPServer, exc: OSError) -> None:
+    if not getattr(self, "_qg_dropped", False):
+        self._qg_dropped = True  # type: ignore[attr-defined]
         log.info(
             "client connection dropped",
             extra={"fields": {"error": type(exc).__name__, "errno": exc.errno}},
         )
+
+
+async def _protocol_send(self: tcp_server.TCPServer, event: Any) -> None:
+    try:
+        await _original_protocol_send(self, event)
+    except OSError as exc:  # Hypercorn handles ConnectionError only; ETIMEDOUT is an OSError too
+        _dropped(self, exc)
+        await self.protocol.handle(Closed())
+
+
+async def _close(self: tcp_server.TCPServer) -> None:
+    try:
+        await _original_close(self)
+    except OSError as exc:
+        _dropped(self, exc)
 
 
 def install() -> None:
@@ -245,3 +263,4 @@ def install() -> None:
     hypercorn_h2.WSStream = GatewayWSStream  # type: ignore[attr-defined]
     tcp_server.TCPServer._read_data = _read_data  # type: ignore[method-assign]
     tcp_server.TCPServer._close = _close  # type: ignore[method-assign]
+    tcp_server.TCPServer.protocol_send = _protocol_send  # type: ignore[method-assign]

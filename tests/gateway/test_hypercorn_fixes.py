@@ -336,3 +336,38 @@ async def test_a_client_dropped_by_the_kernel_is_one_info_line(
         (logging.INFO, "client connection dropped")
     ]
     assert not any(r.exc_info for r in caplog.records)
+
+
+async def test_a_write_to_a_dropped_client_ends_the_connection_quietly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from hypercorn.asyncio.tcp_server import TCPServer
+    from hypercorn.events import Closed, RawData
+
+    hypercorn_fixes.install()
+
+    class DroppedWriter:
+        def write(self, data: bytes) -> None:
+            pass
+
+        async def drain(self) -> None:
+            raise TimeoutError(errno.ETIMEDOUT, "Connection timed out")
+
+    class Protocol:
+        def __init__(self) -> None:
+            self.events: list[Any] = []
+
+        async def handle(self, event: Any) -> None:
+            self.events.append(event)
+
+    server = TCPServer.__new__(TCPServer)
+    server.writer = DroppedWriter()  # type: ignore[assignment]
+    server.send_lock = asyncio.Lock()
+    server.protocol = Protocol()  # type: ignore[assignment]
+    caplog.set_level(logging.DEBUG)
+    # Hypercorn let the OSError escape into the application ("Error in ASGI Framework", a traceback).
+    await server.protocol_send(RawData(data=b"x"))
+    await server.protocol_send(RawData(data=b"y"))
+    assert [type(e) for e in server.protocol.events] == [Closed, Closed]  # type: ignore[attr-defined]
+    records = [r for r in caplog.records if r.name == "qwen_gateway.server"]
+    assert [r.getMessage() for r in records] == ["client connection dropped"]  # once
