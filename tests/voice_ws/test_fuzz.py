@@ -114,7 +114,11 @@ class Session:
             url = self.live.gw.ws_url(f"/v1/chat/{self.endpoint}")
             self.stack = contextlib.ExitStack()
             self.ws = self.stack.enter_context(
-                connect(url, additional_headers=AUTH, max_size=None, close_timeout=10)
+                # max_queue=None: the client's reader never stops, so pauses between batches (hypothesis
+                # generating) never make the server evict us as a client that reads nothing (4008).
+                connect(
+                    url, additional_headers=AUTH, max_size=None, max_queue=None, close_timeout=10
+                )
             )
             assert "connected" in self._event(self.ws.recv(timeout=10))
         return self.ws
