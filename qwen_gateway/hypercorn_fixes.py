@@ -30,7 +30,8 @@ Internals patched (check them when Hypercorn or wsproto is upgraded):
       which also discards what the client had not read yet (a client still sending lost our close frame and
       saw 1006). Now the stream stays open, dropping what still arrives, until the client's close frame
       (RFC 6455 §7.1.1: the server closes the TCP connection after the handshake) or the TCP close, for at
-      most ``qg_linger_timeout`` seconds.
+      most ``qg_linger_timeout`` seconds (``FAILED_LINGER`` after a parse failure, where the client's close
+      frame cannot be recognised).
 
 ``hypercorn.asyncio.tcp_server.TCPServer._close`` and ``TCPServer.protocol_send``
     wrapped: an ``OSError`` while writing or closing (``ETIMEDOUT`` after the kernel dropped a stuck client
@@ -70,6 +71,8 @@ log = logging.getLogger("qwen_gateway.server")
 
 #: Seconds a closing WebSocket keeps reading (and dropping) what the client still sends (default).
 LINGER_TIMEOUT = 2.0
+#: ... and after a stream wsproto could not parse (1002, 1007), where the client's close frame goes unseen.
+FAILED_LINGER = 0.25
 
 
 def configure(config: Config, *, compression: bool, linger_timeout: float = LINGER_TIMEOUT) -> None:
@@ -161,6 +164,10 @@ class GatewayWSStream(WSStream):
     async def _close_after_linger(self) -> None:
         assert self._lingering is not None
         seconds = float(getattr(self.config, "qg_linger_timeout", LINGER_TIMEOUT))
+        if self._failed:
+            # The client's close frame cannot be recognised in a stream wsproto gave up on: give the client
+            # the time to read ours, not the whole linger time (it waits for us to close the TCP connection).
+            seconds = min(seconds, FAILED_LINGER)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
                 await self._lingering.wait()
