@@ -7,7 +7,7 @@ Each fix names the internal it replaces; :func:`install` applies them once per p
 Internals patched (check them when Hypercorn or wsproto is upgraded):
 
 ``hypercorn.protocol.h11.WSStream`` and ``hypercorn.protocol.h2.WSStream``
-    replaced by :class:`GatewayWSStream`, a subclass overriding ``handle``, ``_accept`` and
+    replaced by :class:`GatewayWSStream`, a subclass overriding ``handle``, ``app_send``, ``_accept`` and
     ``_handle_events``:
 
     * **compression** (``QG_WS_COMPRESSION``): Hypercorn always accepts a client's ``permessage-deflate``
@@ -25,7 +25,8 @@ Internals patched (check them when Hypercorn or wsproto is upgraded):
       closed the stream itself: the client's answering close frame could stay unread and the socket open
       until the client gave up. Now the rest of the message is dropped, the client's close frame completes
       the handshake and closes the connection, and without one it closes after the linger time.
-    * **lingering close**: after our close frame for one of the above, Hypercorn closed the
+    * **lingering close**: after our close frame (one of the above, or, on servers configured by
+      :func:`configure`, the application's own: ``app_send``), Hypercorn closed the
       TCP connection at once; data the client was still sending then made the kernel answer with a reset,
       which also discards what the client had not read yet (a client still sending lost our close frame and
       saw 1006). Now the stream stays open, dropping what still arrives, until the client's close frame
@@ -59,7 +60,7 @@ from hypercorn.events import Closed
 from hypercorn.protocol import h2 as hypercorn_h2
 from hypercorn.protocol import h11 as hypercorn_h11
 from hypercorn.protocol.events import Body, Data, StreamClosed
-from hypercorn.protocol.ws_stream import FrameTooLargeError, WSStream
+from hypercorn.protocol.ws_stream import ASGIWebsocketState, FrameTooLargeError, WSStream
 from wsproto.connection import Connection, ConnectionState
 from wsproto.events import CloseConnection, Message, Ping
 from wsproto.extensions import PerMessageDeflate
@@ -154,6 +155,18 @@ class GatewayWSStream(WSStream):
         await super().handle(event)
         if self.closed and self._lingering is not None:
             self._lingering.set()
+
+    async def app_send(self, message: Any) -> None:
+        if (
+            message is None
+            and not self.closed
+            and self.state is ASGIWebsocketState.CLOSED
+            and self.connection.state is ConnectionState.LOCAL_CLOSING
+            and hasattr(self.config, "qg_linger_timeout")  # servers configured by the gateway only
+        ):
+            self._linger()  # the application closed and returned: wait for the client's close frame
+            return
+        await super().app_send(message)
 
     def _linger(self) -> None:
         """Close the stream when the client's close frame (or TCP close) comes, or after the linger time."""
