@@ -79,7 +79,7 @@ class TextPart(_Open, tag_field="type", tag="text", frozen=True, kw_only=True):
 class ImageUrl(_Open, frozen=True, kw_only=True):
     """An image by ``http(s)://`` URL or ``data:image/...;base64,...`` URL."""
 
-    url: str
+    url: Annotated[str, Meta(pattern="^(https?://|data:)")]
     detail: Literal["auto", "low", "high"] | UnsetType | None = UNSET
 
 
@@ -150,14 +150,18 @@ class SystemMessage(_Open, tag_field="role", tag="system", frozen=True, kw_only=
 
 
 class DeveloperMessage(_Open, tag_field="role", tag="developer", frozen=True, kw_only=True):
-    """Instructions for the model (OpenAI's newer name for system)."""
+    """Instructions for the model (OpenAI's newer name for system; sent upstream as ``system``)."""
 
     content: str | list[TextPart]
     name: str | UnsetType | None = UNSET
 
 
 class UserMessage(_Open, tag_field="role", tag="user", frozen=True, kw_only=True):
-    """What the user said: text, or content parts (text, images, audio, video)."""
+    """What the user said: text, or content parts (text, images, audio, video).
+
+    Text parts alone are sent to the model as their text joined by newlines. Image, video and audio parts
+    need a model that takes them (a vision or Omni model; without ``model`` the gateway picks
+    ``QWEN_VLM_MODEL`` for images): a text-only model refuses them with 400."""
 
     content: str | list[ContentPart]
     name: str | UnsetType | None = UNSET
@@ -249,7 +253,9 @@ class NamedToolChoice(_Open, frozen=True, kw_only=True):
 
 ToolChoice = Literal["none", "auto", "required"] | NamedToolChoice
 
-Temperature = Annotated[float, Meta(ge=0, le=2, description="Sampling temperature, 0 to 2.")]
+Temperature = Annotated[
+    float, Meta(ge=0, lt=2, description="Sampling temperature, from 0 up to (not including) 2.")
+]
 TopP = Annotated[float, Meta(gt=0, le=1, description="Nucleus sampling mass, above 0 up to 1.")]
 Penalty = Annotated[float, Meta(ge=-2, le=2, description="-2 to 2.")]
 PositiveInt = Annotated[int, Meta(ge=1)]
@@ -272,10 +278,10 @@ class ChatCompletionRequest(_Open, frozen=True, kw_only=True):
     max_tokens: PositiveInt | UnsetType | None = UNSET
     max_completion_tokens: PositiveInt | UnsetType | None = UNSET
     stop: str | list[str] | UnsetType | None = UNSET
-    seed: int | UnsetType | None = UNSET
+    seed: Annotated[int, Meta(ge=0, le=2**31 - 1)] | UnsetType | None = UNSET
     presence_penalty: Penalty | UnsetType | None = UNSET
     frequency_penalty: Penalty | UnsetType | None = UNSET
-    n: Annotated[int, Meta(ge=1, le=128)] | UnsetType | None = UNSET
+    n: Annotated[int, Meta(ge=1, le=4)] | UnsetType | None = UNSET
     response_format: ResponseFormat | UnsetType | None = UNSET
     tools: list[Tool] | UnsetType | None = UNSET
     tool_choice: ToolChoice | UnsetType | None = UNSET

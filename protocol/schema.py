@@ -334,12 +334,33 @@ def _openapi() -> dict[str, Any]:
                     "content": {
                         **_json("ChatCompletion"),
                         "text/event-stream": {
+                            # One event of the stream (OpenAPI 3.2's `itemSchema` reading of `schema`).
                             "schema": {
-                                "type": "string",
-                                "description": "Server-sent events: `data: <ChatCompletionChunk>` "
-                                "lines separated by a blank line; the last is `data: [DONE]`.",
+                                "type": "object",
+                                "description": "One server-sent event, `data: <JSON>` and a blank "
+                                "line: a `ChatCompletionChunk` (the usage chunk has `choices: []`), "
+                                "or an `ErrorResponse` when the upstream fails after the first byte; "
+                                "the last event's data is `[DONE]`.",
+                                "properties": {
+                                    "event": {"const": "message"},
+                                    "data": {
+                                        "anyOf": [
+                                            {"const": "[DONE]"},
+                                            {
+                                                "type": "string",
+                                                "contentMediaType": "application/json",
+                                                "contentSchema": {
+                                                    "anyOf": [
+                                                        _ref(_COMPONENTS, "ChatCompletionChunk"),
+                                                        _ref(_COMPONENTS, "ErrorResponse"),
+                                                    ]
+                                                },
+                                            },
+                                        ]
+                                    },
+                                },
+                                "required": ["data"],
                             },
-                            "x-sse-data": _ref(_COMPONENTS, "ChatCompletionChunk"),
                         },
                     },
                 },

@@ -12,7 +12,8 @@ binary frame                      ``binary_frame``
 larger than ``max_frame_bytes``   ``frame_too_large``
 not UTF-8 / not JSON              ``invalid_json``
 JSON but not an object, missing   ``invalid_message``
-or mistyped field
+or mistyped field, nested too
+deeply for the decoder
 a ``type`` the endpoint lacks     ``unexpected_message``
 ``seq``/``total`` out of range,   ``bad_sequence``
 ``seq`` > ``total``
@@ -101,8 +102,14 @@ _prefixes: dict[str, bytes] = {}
 _CONSTRAINT = re.compile(r"Expected `int` [<>]=")
 
 
-def _remote(exc: msgspec.MsgspecError) -> RemoteProtocolError:
-    """Convert a msgspec decoding error to the protocol's error (see the table in the module docstring)."""
+def _remote(exc: msgspec.MsgspecError | RecursionError) -> RemoteProtocolError:
+    """Convert a msgspec decoding error to the protocol's error (see the table in the module docstring).
+
+    msgspec raises ``RecursionError`` for JSON nested deeper than the interpreter's recursion limit allows:
+    a document too deep to be a message, so ``invalid_message``.
+    """
+    if isinstance(exc, RecursionError):
+        return RemoteProtocolError(ErrorCode.INVALID_MESSAGE, "JSON nested too deeply")
     text = str(exc)
     if not isinstance(exc, msgspec.ValidationError):
         return RemoteProtocolError(ErrorCode.INVALID_JSON, f"not a JSON document: {text}")
@@ -190,7 +197,7 @@ def decode_audio_client(frame: str | bytes, limits: Limits = AUDIO_LIMITS) -> Au
                 f"/v1/chat/audio takes audio packets and cancel, not type {kind!r}",
             )
         packet = _audio_packet.decode(data)
-    except msgspec.MsgspecError as exc:
+    except (msgspec.MsgspecError, RecursionError) as exc:
         raise _remote(exc) from None
     _check_packet(packet.seq, packet.total, packet.data, limits)
     return packet
@@ -206,7 +213,7 @@ def decode_vlm_client(frame: str | bytes, limits: Limits = VLM_LIMITS) -> VlmCli
     data = _text_frame(frame, limits)
     try:
         message = _vlm_client.decode(data)
-    except msgspec.MsgspecError as exc:
+    except (msgspec.MsgspecError, RecursionError) as exc:
         raise _remote(exc) from None
     if isinstance(message, VlmAudioPacket | VlmImagePacket):
         _check_packet(message.seq, message.total, message.data, limits)
@@ -242,7 +249,7 @@ def decode_event(frame: str | bytes, registry: EventRegistry) -> Event:
     """
     try:
         envelope = _envelope.decode(_utf8(frame))
-    except msgspec.MsgspecError as exc:
+    except (msgspec.MsgspecError, RecursionError) as exc:
         raise _remote(exc) from None
     if len(envelope) != 1:
         raise RemoteProtocolError(
@@ -257,7 +264,7 @@ def decode_event(frame: str | bytes, registry: EventRegistry) -> Event:
         )
     try:
         event: Event = decoder.decode(body)
-    except msgspec.MsgspecError as exc:
+    except (msgspec.MsgspecError, RecursionError) as exc:
         raise _remote(exc) from None
     return event
 
@@ -288,7 +295,7 @@ def decode_json(data: str | bytes, type: type[T]) -> T:
         decoder = _decoders[type] = msgspec.json.Decoder(type)
     try:
         value: T = decoder.decode(_utf8(data))
-    except msgspec.MsgspecError as exc:
+    except (msgspec.MsgspecError, RecursionError) as exc:
         raise _remote(exc) from None
     return value
 
@@ -321,7 +328,7 @@ def decode_chat_request(data: str | bytes) -> ParsedChatRequest:
     body = decode_json(data, dict[str, Any])
     try:
         request = msgspec.convert(body, ChatCompletionRequest)
-    except msgspec.MsgspecError as exc:
+    except (msgspec.MsgspecError, RecursionError) as exc:
         raise _remote(exc) from None
     return ParsedChatRequest(request, body)
 

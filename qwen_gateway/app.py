@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from quart import Quart, Response, g, redirect, request, websocket
+from quart import Quart, Response, g, has_websocket_context, redirect, request, websocket
 from quart.asgi import ASGIWebsocketConnection
 from quart.wrappers import Websocket
 from werkzeug.exceptions import HTTPException
@@ -214,16 +214,22 @@ def create_app(settings: Settings, services: Services, lifecycle: Lifecycle | No
 
     @app.errorhandler(HTTPException)
     async def _http_error(exc: HTTPException) -> Response:
+        # Also raised for a WebSocket handshake (an unknown path, say): answered before the upgrade.
+        current = websocket if has_websocket_context() else request
         status = exc.code or 500
         messages = {
-            404: f"Unknown path: {request.path}",
-            405: f"Method {request.method} is not allowed on {request.path}",
+            404: f"Unknown path: {current.path}",
+            405: f"Method {current.method} is not allowed on {current.path}",
             413: f"Request body too large (limit {settings.max_body_bytes} bytes)",
         }
         codes = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
-        return error_response(
+        resp = error_response(
             status, messages.get(status, exc.description or exc.name), code=codes.get(status)
         )
+        allow = dict(exc.get_headers()).get("Allow")
+        if allow:
+            resp.headers["Allow"] = allow  # 405: the methods the path takes (RFC 9110 §15.5.6)
+        return resp
 
     @app.errorhandler(Exception)
     async def _internal(exc: Exception) -> Response:

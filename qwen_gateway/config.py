@@ -215,6 +215,8 @@ class Settings:
     ws_send_timeout: float = field(default=15.0, metadata={"env": "QG_WS_SEND_TIMEOUT"})
     #: WebSocket messages buffered per connection before TCP slows the sender
     ws_receive_queue: int = field(default=16, metadata={"env": "QG_WS_RECEIVE_QUEUE"})
+    #: negotiate permessage-deflate on the WebSockets (inflation is then bounded by the message limit)
+    ws_compression: bool = field(default=False, metadata={"env": "QG_WS_COMPRESSION"})
     #: previous turns given to a voice turn's chat as context
     history_turns: int = field(default=10, metadata={"env": "QG_HISTORY_TURNS"})
     #: voice chat context budget: previous turns are dropped (oldest first) beyond about this many tokens

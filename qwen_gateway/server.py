@@ -14,6 +14,7 @@ from typing import Any
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
+from . import hypercorn_fixes
 from .config import Settings
 from .ws import set_unread_timeout
 
@@ -70,7 +71,11 @@ def listen(host: str, port: int, backlog: int = 1024) -> socket.socket:
 
 
 def hypercorn_config(settings: Settings, sock: socket.socket) -> Config:
-    """Hypercorn settings for the gateway, serving on the already-listening ``sock`` (whose options it sets)."""
+    """Hypercorn settings for the gateway, serving on the already-listening ``sock`` (whose options it sets).
+
+    Also installs the gateway's fixes to Hypercorn internals (:mod:`qwen_gateway.hypercorn_fixes`).
+    """
+    hypercorn_fixes.install()
     # A client that reads nothing cannot be evicted through ASGI (the close waits behind a blocked drain):
     # let the kernel drop connections whose peer acknowledges nothing for longer than the send timeout.
     # (A value the caller already set on the socket is kept.)
@@ -87,8 +92,14 @@ def hypercorn_config(settings: Settings, sock: socket.socket) -> Config:
     config.loglevel = "WARNING"
     config.keep_alive_timeout = 75
     config.graceful_timeout = 5
-    # Hypercorn closes over-large WebSocket messages with 1009; our own codec limits are lower.
+    # Hypercorn closes over-large WebSocket messages with 1009; our own codec limits are lower (a typed error
+    # event, then 1009).
     config.websocket_max_message_size = max(settings.max_frame_bytes * 2, 64 * 1024)
+    hypercorn_fixes.configure(
+        config,
+        compression=settings.ws_compression,
+        linger_timeout=min(hypercorn_fixes.LINGER_TIMEOUT, settings.ws_send_timeout),
+    )
     config.h11_max_incomplete_size = 64 * 1024
     return config
 

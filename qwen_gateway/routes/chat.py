@@ -52,6 +52,38 @@ __all__ = ["chat_blueprint", "upstream_error_response"]
 log = logging.getLogger("qwen_gateway.routes.chat")
 
 _decode_request = msgspec.json.Decoder(ChatCompletionRequest).decode
+
+
+def _for_dashscope(messages: list[Any]) -> list[Any]:
+    """OpenAI message forms DashScope refuses, in the form it takes: the ``developer`` role is ``system``,
+    and content given as text parts only is that text (text-only models take only a string)."""
+    out = []
+    for message in messages:
+        if isinstance(message, dict):
+            content = message.get("content")
+            if message.get("role") == "developer":
+                message = {**message, "role": "system"}
+            if (
+                isinstance(content, list)
+                and content
+                and all(isinstance(p, dict) and p.get("type") == "text" for p in content)
+            ):
+                message = {**message, "content": "\n".join(str(p.get("text", "")) for p in content)}
+        out.append(message)
+    return out
+
+
+def _whole_numbers(value: Any) -> Any:
+    """``value`` with every float that is a whole number (``1.0``) turned into an int, at any depth."""
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else value
+    if isinstance(value, dict):
+        return {k: _whole_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_whole_numbers(v) for v in value]
+    return value
+
+
 _SSE_HEADERS = {
     "Cache-Control": "no-cache",
     "X-Accel-Buffering": "no",
@@ -218,16 +250,26 @@ def chat_blueprint() -> Blueprint:
         if not is_json(request.mimetype):
             return not_json()
         try:
-            _decode_request(raw)
-            body: dict[str, Any] = msgspec.json.decode(raw)
+            try:
+                _decode_request(raw)
+                body: dict[str, Any] = msgspec.json.decode(raw)
+            except msgspec.ValidationError as exc:
+                if "got `float`" not in str(exc):
+                    raise
+                # JSON has one number type: 1.0 is the integer 1 (as in JSON Schema, hence in our
+                # OpenAPI document). Whole floats become ints, then the request is checked again.
+                body = _whole_numbers(msgspec.json.decode(raw))
+                msgspec.convert(body, ChatCompletionRequest)
         except msgspec.ValidationError as exc:
             return error_response(
                 400, f"Invalid request: {exc}", code="invalid_value", param=_param(exc)
             )
         except msgspec.DecodeError as exc:
             return error_response(400, f"Invalid JSON body: {exc}", code="invalid_json")
+        except RecursionError:  # msgspec's answer to JSON nested deeper than the interpreter allows
+            return error_response(400, "Invalid JSON body: nested too deeply", code="invalid_json")
 
-        messages = body["messages"]
+        messages = body["messages"] = _for_dashscope(body["messages"])
         images = _has_images(messages)
         if not body.get("model"):
             body["model"] = settings.vlm_model if images else settings.chat_model

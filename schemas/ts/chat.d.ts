@@ -67,7 +67,7 @@ export interface TextPart {
   type: "text";
 }
 /**
- * Instructions for the model (OpenAI's newer name for system).
+ * Instructions for the model (OpenAI's newer name for system; sent upstream as `system`).
  */
 export interface DeveloperMessage {
   content: string | TextPart[];
@@ -76,6 +76,10 @@ export interface DeveloperMessage {
 }
 /**
  * What the user said: text, or content parts (text, images, audio, video).
+ *
+ * Text parts alone are sent to the model as their text joined by newlines. Image, video and audio parts
+ * need a model that takes them (a vision or Omni model; without `model` the gateway picks
+ * `QWEN_VLM_MODEL` for images): a text-only model refuses them with 400.
  */
 export interface UserMessage {
   content: string | (TextPart | ImageUrlPart | InputAudioPart | VideoUrlPart | VideoPart)[];

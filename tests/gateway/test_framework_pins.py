@@ -139,6 +139,37 @@ def test_hypercorn_config_attributes_we_set_exist() -> None:
         config = hypercorn_config(Settings(), sock)
     ours = set(vars(config))
     assert ours, "hypercorn_config set nothing"
-    # Each must be a field Config declares (``bind`` is a property keeping its value in ``_bind``).
-    unknown = {name for name in ours if not hasattr(Config, name.removeprefix("_"))}
+    # Each must be a field Config declares (``bind`` is a property keeping its value in ``_bind``); ``qg_*`` are
+    # our own, read by qwen_gateway/hypercorn_fixes.py.
+    unknown = {
+        name
+        for name in ours
+        if not name.startswith("qg_") and not hasattr(Config, name.removeprefix("_"))
+    }
     assert not unknown, f"Hypercorn Config has no {sorted(unknown)}: the setting would do nothing"
+
+
+def test_hypercorn_and_wsproto_internals_that_hypercorn_fixes_relies_on() -> None:
+    """``qwen_gateway/hypercorn_fixes.py`` subclasses Hypercorn's WebSocket stream and wsproto's deflate extension
+    and wraps TCPServer methods: every private name it uses must still be there."""
+    import inspect
+
+    from hypercorn.asyncio.tcp_server import TCPServer
+    from hypercorn.protocol import h2 as hypercorn_h2
+    from hypercorn.protocol import h11 as hypercorn_h11
+    from hypercorn.protocol.ws_stream import ASGIWebsocketState, FrameTooLargeError, WSStream
+    from wsproto.connection import Connection, ConnectionType
+    from wsproto.extensions import PerMessageDeflate
+
+    for name in ("handle", "app_send", "_accept", "_handle_events", "_send_wsproto_event"):
+        assert inspect.iscoroutinefunction(getattr(WSStream, name)), name
+    assert hypercorn_h11.WSStream is not None and hypercorn_h2.WSStream is not None
+    assert {"HANDSHAKE", "CONNECTED", "CLOSED"} <= set(ASGIWebsocketState.__members__)
+    assert issubclass(FrameTooLargeError, Exception)
+    for name in ("_read_data", "_close", "protocol_send"):
+        assert inspect.iscoroutinefunction(getattr(TCPServer, name)), name
+    deflate = PerMessageDeflate()
+    for attr in ("_decompressor", "_inbound_compressed", "_inbound_is_compressible"):
+        assert hasattr(deflate, attr), attr
+    connection = Connection(ConnectionType.SERVER, extensions=[deflate])
+    assert isinstance(connection._proto.extensions, list)

@@ -346,3 +346,28 @@ def test_sse_helpers() -> None:
     assert encode_sse(b'{"x":1}') == b'data: {"x":1}\n\n'
     assert SSE_DONE == b"data: [DONE]\n\n"
     assert "你".encode() in encode_json(chunk)
+
+
+@pytest.mark.parametrize(
+    "inner",
+    [
+        "[" * 5_000 + "]" * 5_000,
+        "[" * 100_000 + "]" * 100_000,
+        '{"a":' * 5_000 + "1" + "}" * 5_000,
+        '{"a":' * 30_000 + "1" + "}" * 30_000,
+    ],
+    ids=["array-5k", "array-100k", "object-5k", "object-30k"],
+)
+def test_deeply_nested_json_is_invalid_message_everywhere(inner: str) -> None:
+    # msgspec raises RecursionError for these: it must surface as the protocol's typed error.
+    frames = [
+        (decode_audio_client, f'{{"seq": 1, "total": 1, "data": "", "x": {inner}}}'),
+        (decode_vlm_client, f'{{"type": "end", "x": {inner}}}'),
+        (lambda f: decode_json(f, dict[str, Any]), f'{{"x": {inner}}}'),
+        (decode_chat_request, f'{{"messages": [], "x": {inner}}}'),
+    ]
+    for decode, frame in frames:
+        with pytest.raises(RemoteProtocolError) as info:
+            decode(frame)
+        assert info.value.code is ErrorCode.INVALID_MESSAGE
+        assert "nested too deeply" in info.value.message
