@@ -257,6 +257,15 @@ Temperature = Annotated[
     float, Meta(ge=0, lt=2, description="Sampling temperature, from 0 up to (not including) 2.")
 ]
 TopP = Annotated[float, Meta(gt=0, le=1, description="Nucleus sampling mass, above 0 up to 1.")]
+#: ``user`` names the conversation (echoed in the ``X-Conversation-Id`` header): no control characters.
+ConversationId = Annotated[
+    str,
+    Meta(
+        pattern="^[^\\x00-\\x1f\\x7f-\\x9f]*$",
+        description="The conversation to continue (a new one when longer than 128 characters); no control "
+        "characters.",
+    ),
+]
 Penalty = Annotated[float, Meta(ge=-2, le=2, description="-2 to 2.")]
 PositiveInt = Annotated[int, Meta(ge=1)]
 NonNegativeInt = Annotated[int, Meta(ge=0)]
@@ -288,7 +297,7 @@ class ChatCompletionRequest(_Open, frozen=True, kw_only=True):
     parallel_tool_calls: bool | UnsetType | None = UNSET
     logprobs: bool | UnsetType | None = UNSET
     top_logprobs: Annotated[int, Meta(ge=0, le=20)] | UnsetType | None = UNSET
-    user: str | UnsetType | None = UNSET
+    user: ConversationId | UnsetType | None = UNSET
     modalities: list[Literal["text", "audio"]] | UnsetType | None = UNSET
     audio: dict[str, Any] | UnsetType | None = UNSET
     # DashScope extras (top-level keys on the wire; ``extra_body`` in the OpenAI SDK)
