@@ -238,20 +238,28 @@ def _choices(values: Iterable[object]) -> str:
     return ", ".join(str(v) for v in values)
 
 
+_P = TypeVar("_P", AsrProtocol, TtsProtocol)
+
+
+def _forced(kind: type[_P], value: str, variable: str) -> _P | None:
+    """The protocol an override variable names (None when unset)."""
+    if not value:
+        return None
+    try:
+        return kind(value)
+    except ValueError:
+        raise CatalogueError(
+            f"{variable}={value!r}: expected one of {_choices(p.value for p in kind)}"
+        ) from None
+
+
 def asr_model(name: str, protocol: str = "") -> AsrModel:
     """The recognition model ``name`` (``QWEN_AUDIO_RECOGNIZE_MODEL``), or with ``protocol`` (``QG_ASR_PROTOCOL``)
     an unknown one, or a known one sent down another protocol on purpose.
 
     Raises :class:`CatalogueError` naming the variable and the accepted values.
     """
-    forced: AsrProtocol | None = None
-    if protocol:
-        try:
-            forced = AsrProtocol(protocol)
-        except ValueError:
-            raise CatalogueError(
-                f"QG_ASR_PROTOCOL={protocol!r}: expected one of {_choices(p.value for p in AsrProtocol)}"
-            ) from None
+    forced = _forced(AsrProtocol, protocol, "QG_ASR_PROTOCOL")
     found = _find(name, ASR_MODELS, ASR_FAMILIES)
     if found is None:
         if forced is None:
@@ -274,14 +282,7 @@ def tts_model(name: str, protocol: str = "", *, sample_rate: int = 0) -> TtsMode
 
     Raises :class:`CatalogueError` naming the variable and the accepted values.
     """
-    forced: TtsProtocol | None = None
-    if protocol:
-        try:
-            forced = TtsProtocol(protocol)
-        except ValueError:
-            raise CatalogueError(
-                f"QG_TTS_PROTOCOL={protocol!r}: expected one of {_choices(p.value for p in TtsProtocol)}"
-            ) from None
+    forced = _forced(TtsProtocol, protocol, "QG_TTS_PROTOCOL")
     found = _find(name, TTS_MODELS, TTS_FAMILIES)
     if found is None:
         if forced is None:
