@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ from tests.storage.conftest import MariaDB, fake_oss, free_port, mariadb  # noqa
 
 ROOT = Path(__file__).resolve().parents[2]
 
-__all__ = ["GatewayProcess", "MariaDB", "free_port", "start_gateway"]
+__all__ = ["GatewayProcess", "MariaDB", "distinct_free_ports", "free_port", "start_gateway"]
 
 
 class GatewayProcess:
@@ -78,6 +79,19 @@ class GatewayProcess:
 
 
 @contextlib.contextmanager
+def distinct_free_ports(count: int) -> list[int]:
+    """``count`` different loopback ports nobody listens on. Each probe socket is held until all are picked:
+    ports picked one after another may repeat while the first process has not bound its port yet."""
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
 def start_gateway(
     tmp_path: Path, name: str, env: dict[str, str], *argv: str, port: int | None = None
 ) -> Iterator[GatewayProcess]:

@@ -25,7 +25,7 @@ from tests.fakes.oss import FakeOss
 from tests.storage.conftest import OSS_AK, OSS_BUCKET, OSS_REGION, OSS_SK
 from tests.voice_ws.conftest import Client, packets, wav_bytes
 
-from .conftest import GatewayProcess, MariaDB, start_gateway
+from .conftest import GatewayProcess, MariaDB, distinct_free_ports, start_gateway
 
 UPSTREAM_KEY = "sk-upstream-two-processes"
 GATEWAY_KEY = "gk-two-processes"
@@ -114,11 +114,16 @@ async def test_one_conversation_through_two_processes(
     ) as sim:
         env = gateway_env(sim, mariadb, database, fake_oss)
         with ExitStack() as stack:
+            port_a, port_b = distinct_free_ports(2)  # both start at once: no port picked twice
             a = stack.enter_context(
-                start_gateway(tmp_path, "a", {**env, "QG_DATA_DIR": str(tmp_path / "a" / "data")})
+                start_gateway(
+                    tmp_path, "a", {**env, "QG_DATA_DIR": str(tmp_path / "a" / "data")}, port=port_a
+                )
             )
             b = stack.enter_context(
-                start_gateway(tmp_path, "b", {**env, "QG_DATA_DIR": str(tmp_path / "b" / "data")})
+                start_gateway(
+                    tmp_path, "b", {**env, "QG_DATA_DIR": str(tmp_path / "b" / "data")}, port=port_b
+                )
             )
             health_a, health_b = await asyncio.gather(a.wait_healthy(), b.wait_healthy())
             assert health_a["status"] == health_b["status"] == "healthy"
