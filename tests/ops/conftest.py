@@ -78,7 +78,6 @@ class GatewayProcess:
         self._out.close()
 
 
-@contextlib.contextmanager
 def distinct_free_ports(count: int) -> list[int]:
     """``count`` different loopback ports nobody listens on. Each probe socket is held until all are picked:
     ports picked one after another may repeat while the first process has not bound its port yet."""
@@ -92,6 +91,7 @@ def distinct_free_ports(count: int) -> list[int]:
             sock.close()
 
 
+@contextlib.contextmanager
 def start_gateway(
     tmp_path: Path, name: str, env: dict[str, str], *argv: str, port: int | None = None
 ) -> Iterator[GatewayProcess]:
