@@ -16,8 +16,6 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-import msgspec
-
 from .asgi import Disconnected, WebSocket, dumps
 from .audio import synthesize
 from .corpus import count_tokens
@@ -26,7 +24,7 @@ from .handshake import serve_socket
 from .models import TTS_RATES, base_name
 from .records import ConnectionRecord, TtsResponseRecord, TtsSessionRecord
 from .state import SimulatorState
-from .wsconn import Close, ConnectionDone, Drop, Pacer, Stall, Writer, event_id
+from .wsconn import Close, ConnectionDone, Drop, Pacer, Stall, Writer, client_event, event_id
 
 __all__ = ["handle_realtime"]
 
@@ -161,18 +159,9 @@ class _RealtimeSession:
                 message = await self.ws.receive()
             if self.closing:
                 continue
-            if isinstance(message, bytes):
-                await self._error(
-                    "invalid_value", "Binary frames are not supported; send JSON events."
-                )
-                continue
-            try:
-                event = msgspec.json.decode(message)
-            except msgspec.DecodeError:
-                await self._error("invalid_json", "The event is not valid JSON.")
-                continue
-            if not isinstance(event, dict):
-                await self._error("invalid_json", "The event must be a JSON object.")
+            event = client_event(message)
+            if isinstance(event, tuple):
+                await self._error(*event)
                 continue
             await self._dispatch(event)
 

@@ -22,15 +22,13 @@ from array import array
 from collections.abc import Coroutine, Mapping
 from typing import Any, ClassVar
 
-import msgspec
-
 from .asgi import Disconnected, WebSocket, dumps
 from .audio import make_clock
 from .faults import Fault
 from .records import ConnectionRecord, RealtimeAsrSessionRecord, RealtimeItemRecord
 from .state import SimulatorState
 from .transcripts import RecognitionUpdate, StreamingRecognition
-from .wsconn import Close, ConnectionDone, Drop, Stall, Writer, event_id
+from .wsconn import Close, ConnectionDone, Drop, Stall, Writer, client_event, event_id
 
 __all__ = ["STREAM_FAULTS", "RealtimeInputSession", "SessionProblem"]
 
@@ -249,18 +247,9 @@ class RealtimeInputSession:
                 message = await self.ws.receive()
             if self.closing:
                 continue
-            if isinstance(message, bytes):
-                await self.error(
-                    "invalid_value", "Binary frames are not supported; send JSON events."
-                )
-                continue
-            try:
-                event = msgspec.json.decode(message)
-            except msgspec.DecodeError:
-                await self.error("invalid_json", "The event is not valid JSON.")
-                continue
-            if not isinstance(event, dict):
-                await self.error("invalid_json", "The event must be a JSON object.")
+            event = client_event(message)
+            if isinstance(event, tuple):
+                await self.error(*event)
                 continue
             await self._dispatch(event)
 

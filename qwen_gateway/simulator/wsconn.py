@@ -13,11 +13,23 @@ import asyncio
 import secrets
 from collections import deque
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import Any, NoReturn
+
+import msgspec
 
 from .asgi import WebSocket
 
-__all__ = ["Close", "ConnectionDone", "Drop", "Item", "Pacer", "Stall", "Writer", "event_id"]
+__all__ = [
+    "Close",
+    "ConnectionDone",
+    "Drop",
+    "Item",
+    "Pacer",
+    "Stall",
+    "Writer",
+    "client_event",
+    "event_id",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,3 +163,17 @@ class Pacer:
 def event_id(prefix: str = "event_") -> str:
     """A DashScope-looking random id (``event_``, ``resp_``, ``item_``, ``sess_`` + 21 letters/digits)."""
     return prefix + secrets.token_urlsafe(16)[:21].replace("-", "x").replace("_", "y")
+
+
+def client_event(message: str | bytes) -> dict[str, Any] | tuple[str, str]:
+    """A realtime socket's client frame as its JSON event, or the ``(code, message)`` of the ``error`` event a
+    frame that is not one gets (binary, not JSON, not an object)."""
+    if isinstance(message, bytes):
+        return "invalid_value", "Binary frames are not supported; send JSON events."
+    try:
+        event = msgspec.json.decode(message)
+    except msgspec.DecodeError:
+        return "invalid_json", "The event is not valid JSON."
+    if not isinstance(event, dict):
+        return "invalid_json", "The event must be a JSON object."
+    return event
