@@ -59,10 +59,6 @@ class ApiError(Exception):
         self.param = param
 
 
-class _ClientGone(Exception):
-    pass
-
-
 @dataclass
 class _Plan:
     """A validated request."""
@@ -98,25 +94,14 @@ async def handle_chat(state: SimulatorState, req: HttpRequest) -> None:
             reason = "rejected"
             return
         call = _ChatCall(state, req, rec)
-        try:
-            async with asyncio.TaskGroup() as tg:
-                watcher = tg.create_task(_watch(req))
-                try:
-                    reason = await call.run()
-                finally:
-                    watcher.cancel()
-        except* _ClientGone:
-            reason = "complete" if rec.completed else "client"
+        outcome = await req.unless_disconnected(call.run())
+        # None: the client went away
+        reason = outcome if outcome is not None else ("complete" if rec.completed else "client")
     except asyncio.CancelledError:
         reason = "shutdown"
         raise
     finally:
         log.close(conn, reason, status=rec.status)
-
-
-async def _watch(req: HttpRequest) -> None:
-    await req.wait_disconnect()
-    raise _ClientGone
 
 
 async def _send_error(
