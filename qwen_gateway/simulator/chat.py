@@ -15,6 +15,7 @@ import re
 import struct
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -474,7 +475,9 @@ class _ChatCall:
     def _tool_call_id(self) -> str:
         return f"call_{self.rec.request_id.replace('-', '')[:24]}"
 
-    def _tool_events(self, tool: ToolCallScript, chunk: Any) -> list[bytes]:
+    def _tool_events(
+        self, tool: ToolCallScript, chunk: Callable[[dict[str, Any]], bytes]
+    ) -> list[bytes]:
         """A tool call as DashScope streams it: the id, type and name with empty arguments, then the arguments
         in pieces of a few characters."""
 
