@@ -36,6 +36,7 @@ __all__ = [
     "InputConverter",
     "OutputConverter",
     "Resampler",
+    "WireEncoder",
     "WireFormat",
     "wire_bytes",
     "wire_format",
@@ -282,3 +283,59 @@ class OutputConverter:
         if self._encoder is None or not pcm:
             return pcm
         return self._encoder.encode(pcm)
+
+
+class WireEncoder:
+    """PCM at one rate -> the client's wire bytes, shaped as the answer stage's ``AudioEncoder``.
+
+    The same duck type as :class:`~qwen_gateway.voice.mp3.Mp3Encoder` (``sample_rate``, ``samples_in``,
+    ``finished``, ``encode``, ``flush``), so the realtime endpoint can pass
+    ``lambda rate: WireEncoder(fmt, rate)`` as ``new_encoder``. One encoder per answer (and per TTS rate).
+    """
+
+    __slots__ = ("_bytes_in", "_converter", "_finished", "_sample_rate", "bytes_out")
+
+    def __init__(self, fmt: WireFormat, sample_rate: int) -> None:
+        _check_rate(sample_rate)
+        self._converter = OutputConverter(fmt)
+        self._sample_rate = sample_rate
+        self._bytes_in = 0
+        self._finished = False
+        self.bytes_out = 0
+
+    @property
+    def sample_rate(self) -> int:
+        """The PCM's rate (the wire's rate is ``fmt.sample_rate``)."""
+        return self._sample_rate
+
+    @property
+    def samples_in(self) -> int:
+        """Whole PCM samples accepted so far."""
+        return self._bytes_in // 2
+
+    @property
+    def finished(self) -> bool:
+        """True once :meth:`flush` was called."""
+        return self._finished
+
+    def encode(self, pcm: bytes) -> bytes:
+        """Convert more PCM; the wire bytes ready so far (possibly empty).
+
+        Raises:
+            RuntimeError: called after :meth:`flush`.
+        """
+        if self._finished:
+            raise RuntimeError("WireEncoder.encode() after flush()")
+        self._bytes_in += len(pcm)
+        out = self._converter.feed(pcm, self._sample_rate)
+        self.bytes_out += len(out)
+        return out
+
+    def flush(self) -> bytes:
+        """End the stream: the last wire bytes; ``b""`` when called again."""
+        if self._finished:
+            return b""
+        self._finished = True
+        out = self._converter.flush()
+        self.bytes_out += len(out)
+        return out

@@ -17,6 +17,7 @@ from qwen_gateway.voice.convert import (
     InputConverter,
     OutputConverter,
     Resampler,
+    WireEncoder,
     WireFormat,
     wire_bytes,
     wire_format,
@@ -295,3 +296,20 @@ def test_output_at_the_client_rate_is_passed_through() -> None:
     pcm = noise(2401, 3)
     conv = OutputConverter(PCM)
     assert conv.feed(pcm[:1001], 24000) + conv.feed(pcm[1001:], 24000) + conv.flush() == pcm
+
+
+@pytest.mark.parametrize("fmt", [PCM, PCMU, PCMA])
+def test_wire_encoder_is_an_audio_encoder_for_the_answer_stage(fmt: WireFormat) -> None:
+    pcm = sine(440, 16000, 0.5)
+    enc = WireEncoder(fmt, 16000)
+    assert enc.sample_rate == 16000 and enc.samples_in == 0 and not enc.finished
+    wire = enc.encode(pcm[:1001]) + enc.encode(pcm[1001:])
+    assert enc.samples_in == len(pcm) // 2
+    wire += enc.flush()
+    assert enc.finished and enc.flush() == b""
+    assert enc.bytes_out == len(wire)
+    conv = OutputConverter(fmt)
+    assert wire == conv.feed(pcm, 16000) + conv.flush()
+    assert abs(wire_ms(fmt, len(wire)) - 500) <= 1
+    with pytest.raises(RuntimeError):
+        enc.encode(pcm)
