@@ -259,3 +259,18 @@ def test_resampler_used_for_24k_keeps_speech_where_it_was() -> None:
     a = SpeechDetector(VadSettings(), 24000).feed(pcm24)
     b = SpeechDetector(VadSettings(), 16000).feed(pcm16)
     assert [type(e) for e in a] == [SpeechStarted] and a == b
+
+
+@pytest.mark.parametrize("rate", [0, -16000, 10**7])
+def test_bad_sample_rates_are_value_errors(rate: int) -> None:
+    with pytest.raises(ValueError):
+        SpeechDetector(VadSettings(), sample_rate=rate)
+
+
+@pytest.mark.parametrize("gap_sd", [0, 1, 3, 8])
+def test_room_noise_after_a_mute_is_not_speech(gap_sd: float) -> None:
+    """A client's mute sends (near-)digital silence; when the room's -40 dBFS noise comes back, WebRTC alone
+    calls it speech for seconds. Frames under SILENCE_RMS are kept from it, so nothing is detected."""
+    audio = noise(1000, 300, seed=1) + noise(300, gap_sd, seed=2) + noise(4000, 300, seed=3)
+    for threshold in THRESHOLDS:
+        assert SpeechDetector(VadSettings(threshold=threshold)).feed(audio) == []
