@@ -48,7 +48,7 @@ from ..providers.base import RecognitionResult, RecognitionSession, Recognizer
 from ..providers.dashscope.catalogue import CatalogueError
 from ..quota import Limits as QuotaLimits
 from ..quota import Quotas, Refusal
-from ..storage.history import TurnRecord
+from ..storage.history import TurnRecord, TurnStatus
 from ..storage.outbox import Outbox
 from ..voice.recognition import collect_transcript
 from ..voice.turn import SessionInfo
@@ -147,6 +147,8 @@ class _Active:
     task: asyncio.Task[None]
     cancel_reason: Literal["turn_detected", "client_cancelled"] | None = None
     first_audio_at: float | None = None
+    #: why the response is cut short when the connection itself ends (stored as the row's error code)
+    end_code: str = "client_gone"
 
 
 class CascadeSession:
@@ -282,15 +284,15 @@ class CascadeSession:
         return None
 
     async def _speech_started(self, step: Started) -> None:
-        vad = self.state.turn_detection
-        if self._active is not None and vad is not None and vad.interrupt_response:
-            await self._cancel_response("turn_detected")  # barge-in
         item_id = self.conversation.new_id()
         utterance = self._new_utterance(item_id)
         self._utterance = utterance
         await self.send(
             rt.InputAudioBufferSpeechStarted(audio_start_ms=step.audio_start_ms, item_id=item_id)
         )
+        vad = self.state.turn_detection
+        if self._active is not None and vad is not None and vad.interrupt_response:
+            await self._cancel_response("turn_detected")  # barge-in
         await utterance.put(step.audio)
 
     async def _speech_stopped(self, audio_end_ms: int) -> None:
@@ -655,8 +657,9 @@ class CascadeSession:
                 outcome = "completed"
             except asyncio.CancelledError:
                 reason = active.cancel_reason
-                if reason is None:
-                    raise  # the connection is going away
+                if reason is None:  # the connection is going away: journal what was said, no events
+                    self._journal(run, "interrupted", active.end_code, run.heard())
+                    raise
                 current = asyncio.current_task()
                 if current is not None:
                     current.uncancel()
@@ -716,42 +719,47 @@ class CascadeSession:
         ):
             metrics.turn_stage(ENDPOINT, stage, None if at is None else at - start)
 
-    async def _save(
-        self,
-        run: ResponseRun,
-        response: rt.Response,
-        reason: str | None,
-    ) -> None:
+    async def _save(self, run: ResponseRun, response: rt.Response, reason: str | None) -> None:
         """The response as a history row (``channel: realtime``) through the outbox."""
-        outbox = self._cfg.outbox
-        result = run.result
-        if outbox is None or result is None:
+        if reason is not None:
+            self._journal(run, "interrupted", reason, run.assistant_text())
             return
-        status = (
-            "interrupted"
-            if reason is not None
-            else "completed"
-            if response.status in ("completed", "incomplete")
-            else "failed"
-        )
+        details = response.status_details
+        error = details.error if details is not None else None
+        code = error.code if isinstance(error, rt.ErrorDetail) else None
+        failed = response.status not in ("completed", "incomplete")
+        record = self._record(run, "failed" if failed else "completed", code, run.assistant_text())
+        if record is None or self._cfg.outbox is None:
+            return
+        try:
+            await self._cfg.outbox.submit(record)
+        except (StorageError, ValueError, RuntimeError) as exc:
+            log.error("realtime turn not saved: %s", type(exc).__name__)
+
+    def _journal(self, run: ResponseRun, status: TurnStatus, code: str | None, text: str) -> None:
+        """Journal a row without waiting (a cancelled response)."""
+        record = self._record(run, status, code, text)
+        if record is None or self._cfg.outbox is None:
+            return
+        try:
+            self._cfg.outbox.submit_nowait(record)
+        except (StorageError, ValueError, RuntimeError) as exc:
+            log.error("realtime turn not saved: %s", type(exc).__name__)
+
+    def _record(
+        self, run: ResponseRun, status: TurnStatus, code: str | None, assistant: str
+    ) -> TurnRecord | None:
+        result = run.result
+        if result is None:
+            return None
         usage = result.usage
-        code = (
-            reason
-            if reason is not None
-            else (
-                response.status_details.error.code
-                if response.status_details is not None
-                and isinstance(response.status_details.error, rt.ErrorDetail)
-                else None
-            )
-        )
-        record = TurnRecord.new(
+        return TurnRecord.new(
             owner=self._info.owner,
             conversation_id=self._info.conversation_id,
             channel="realtime",
-            model=self.state.model[:128],
+            model=self.state.model,
             user_content=self._last_user_text,
-            assistant_content=run.assistant_text(),
+            assistant_content=assistant,
             status=status,
             error_code=code,
             request_id=self._info.request_id,
@@ -760,13 +768,6 @@ class CascadeSession:
             completion_tokens=usage.completion_tokens if usage else 0,
             total_tokens=usage.total_tokens if usage else 0,
         )
-        try:
-            if reason is not None:
-                outbox.submit_nowait(record)
-            else:
-                await outbox.submit(record)
-        except (StorageError, ValueError, RuntimeError) as exc:
-            log.error("realtime turn not saved: %s", type(exc).__name__)
 
     async def _rate_limits(self) -> None:
         """``rate_limits.updated``: the caller's daily token quota and what is left of it, when it has one."""
@@ -807,6 +808,7 @@ class CascadeSession:
                     w.cancel()
                 await asyncio.gather(*waits, return_exceptions=True)
         if self._active is not None:
+            self._active.end_code = "shutting_down"
             self._active.task.cancel()
             await asyncio.wait([self._active.task])
         await self._shut_down()

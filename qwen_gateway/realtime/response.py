@@ -397,7 +397,7 @@ class ResponseRun:
         body = chat_body(self.session, self.conversation, self.params)
         return await self.speaker.run(body)
 
-    def _heard(self) -> str:
+    def heard(self) -> str:
         """The assistant's text the client heard, in proportion to the audio sent (see the module docstring)."""
         result = self.result
         if self.message is None or result is None:
@@ -422,7 +422,7 @@ class ResponseRun:
         cancelled = reason is not None
         events: list[Any] = []
         if self.message is not None:
-            text = self._heard() if cancelled else self.message.text
+            text = self.heard() if cancelled else self.message.text
             status = "incomplete" if cancelled else "completed"
             item = self._message_item(status, text)
             self.conversation.update(item)
