@@ -194,7 +194,6 @@ class CascadeSession:
         self._turns = 0
         self._events = 0
         self._last_user_text = ""
-        self._last_user_at: float | None = None
 
     # ------------------------------------------------------------------ sending
     async def send(self, events: Any) -> None:
@@ -477,7 +476,6 @@ class CascadeSession:
             )
             if transcript:
                 self._last_user_text = transcript
-                self._last_user_at = utterance.committed_at
         await self.send(events)
         if not utterance.transcript.done():
             utterance.transcript.set_result(transcript)
@@ -500,7 +498,6 @@ class CascadeSession:
         stored, previous = added
         if isinstance(stored, rt.MessageItem) and stored.role == "user":
             self._last_user_text = item_text(stored)
-            self._last_user_at = self._clock()
         await self.send(
             [
                 rt.ConversationItemAdded(item=stored, previous_item_id=previous),
@@ -628,6 +625,7 @@ class CascadeSession:
         slot = None
         outcome = "failed"
         started = False
+        asked_at = self._clock()
         try:
             transcripts = [await u.transcript for u in wait_for]
             if skip_if_silent and not any(transcripts):
@@ -651,7 +649,6 @@ class CascadeSession:
             if self._lifecycle is not None:
                 self._lifecycle.turn_started()
             reason: Literal["turn_detected", "client_cancelled"] | None = None
-            chat_at = self._clock()
             try:
                 await run.answer()
                 outcome = "completed"
@@ -668,7 +665,7 @@ class CascadeSession:
                 response = await run.close(reason)
                 await self._save(run, response, reason)
                 await self._rate_limits()
-            self._observe(run, chat_at)
+            self._observe(run, asked_at, wait_for)
         except TimeoutError:
             log.warning(
                 "closing events of a response took too long",
@@ -704,20 +701,38 @@ class CascadeSession:
         if active is not None:
             active.first_audio_at = self._clock()
 
-    def _observe(self, run: ResponseRun, chat_at: float) -> None:
-        metrics, result = self._metrics, run.result
-        if metrics is None or result is None:
+    def _observe(self, run: ResponseRun, asked_at: float, heard: list[Utterance]) -> None:
+        """The response's stages from the end of the user's speech (its commit; ``response.create`` when it
+        waited for no audio), and the gateway's own share of the time to its first audio: transcript -> chat
+        request, first sentence -> TTS, first PCM -> first audio frame written."""
+        metrics, result, active = self._metrics, run.result, self._active
+        if metrics is None or result is None or active is None:
             return
-        start = self._last_user_at if self._last_user_at is not None else chat_at
-        active = self._active
-        first_sent = active.first_audio_at if active is not None else None
+        committed = [u.committed_at for u in heard if u.committed_at is not None]
+        transcribed = [u.transcript_at for u in heard if u.transcript_at is not None]
+        start = max(committed) if committed else asked_at
+        transcript_at = max(transcribed) if transcribed else asked_at
+        first_sent = active.first_audio_at or None
         for stage, at in (
+            ("recognition", transcript_at if transcribed else None),
             ("first_token", result.first_token_at),
             ("first_tts_audio", result.first_pcm_at),
-            ("first_audio_sent", first_sent or None),
+            ("first_audio_sent", first_sent),
             ("total", self._clock()),
         ):
             metrics.turn_stage(ENDPOINT, stage, None if at is None else at - start)
+        marks = (
+            run.chat_started_at,
+            result.first_segment_at,
+            result.first_tts_text_at,
+            result.first_pcm_at,
+            first_sent,
+        )
+        if None in marks:
+            return
+        chat_at, segment_at, tts_at, pcm_at, sent_at = marks
+        share = (chat_at - transcript_at) + (tts_at - segment_at) + (sent_at - pcm_at)  # type: ignore[operator]
+        metrics.turn_gateway_share(ENDPOINT, share)
 
     async def _save(self, run: ResponseRun, response: rt.Response, reason: str | None) -> None:
         """The response as a history row (``channel: realtime``) through the outbox."""

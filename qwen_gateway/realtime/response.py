@@ -221,6 +221,8 @@ class ResponseRun:
     speaker: AnswerSpeaker | None = None
     failure: BaseException | None = None
     created: bool = False
+    #: when the chat request went out (metrics)
+    chat_started_at: float | None = None
     _outputs: int = 0
 
     @property
@@ -395,6 +397,7 @@ class ResponseRun:
             speak=self.audio_out,
         )
         body = chat_body(self.session, self.conversation, self.params)
+        self.chat_started_at = self.deps.clock()
         return await self.speaker.run(body)
 
     def heard(self) -> str:
