@@ -564,3 +564,65 @@ def test_a_period_sentence_waits_only_for_the_next_words_first_character(
         assert spoken("".join(said)) == spoken(sanitize("".join(sentences[:k]))), seg.pending
         feed(sentence[1:])
     assert spoken("".join(said + seg.flush())) == spoken(sanitize(" ".join(sentences)))
+
+
+# --------------------------------------------------------------------------------------------------
+# properties: the segments are the cleaned text, cut where the text (not the deltas) says
+# --------------------------------------------------------------------------------------------------
+
+#: The stops that release a segment the moment they arrive, so that marks after them are dropped.
+STOPS_AT_ONCE = "。！？；｡!?;"
+
+
+def is_subsequence(needle: str, haystack: str) -> bool:
+    it = iter(haystack)
+    return all(c in it for c in needle)
+
+
+def non_space(text: str) -> str:
+    return "".join(c for c in text if not c.isspace())
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    text=st.one_of(st.text(max_size=200), MARKDOWN, PLAIN, PAUSE_TEXT),
+    seed=st.integers(0, 2**32),
+    max_piece=st.integers(1, 12),
+    first_min=st.integers(1, 10),
+    min_chars=st.integers(1, 15),
+    max_chars=st.integers(30, 120),
+)
+def test_segments_are_the_cleaned_text_less_spaces_and_marks(
+    text: str, seed: int, max_piece: int, first_min: int, min_chars: int, max_chars: int
+) -> None:
+    # Joined, the segments are sanitize(text) in order, less whitespace and some punctuation (a leading
+    # pause, the marks after a stop that left at once, punctuation-only pieces): nothing added or moved.
+    seg = SpeechSegmenter(min_chars, max_chars, first_min_chars=first_min)
+    said = "".join(stream(text, split_points(text, seed, max_piece), seg))
+    clean = sanitize(text)
+    assert is_subsequence(non_space(said), non_space(clean))
+    assert spoken(said) == spoken(clean)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    text=st.one_of(st.text(max_size=200), MARKDOWN, PLAIN, PAUSE_TEXT),
+    seed=st.integers(0, 2**32),
+    max_piece=st.integers(1, 12),
+    first_min=st.integers(1, 10),
+    min_chars=st.integers(1, 15),
+    max_chars=st.integers(30, 120),
+)
+def test_without_stops_that_leave_at_once_any_split_gives_the_same_segments(
+    text: str, seed: int, max_piece: int, first_min: int, min_chars: int, max_chars: int
+) -> None:
+    # Every undecided boundary waits for the text that decides it, so the cuts depend on the text alone;
+    # only a stop released at once (its later marks dropped) depends on where a delta ends.
+    text = "".join(c for c in text if c not in STOPS_AT_ONCE)
+
+    def cut(sizes: list[int]) -> list[str]:
+        return stream(text, sizes, SpeechSegmenter(min_chars, max_chars, first_min_chars=first_min))
+
+    whole = cut([len(text) or 1])
+    for sizes in ([1], split_points(text, seed, max_piece)):
+        assert cut(sizes) == whole
