@@ -131,9 +131,9 @@ class SpeechSegmenter:
         while i < len(buf):
             if i >= self._max:
                 return self._forced_cut(buf, last_pause, last_space)
-            boundary = _boundary_at(buf, i, final) if buf[i] in _RULES else None
+            c = buf[i]
+            boundary = _boundary_at(buf, i, final) if c in _RULES else None
             if boundary is None:
-                c = buf[i]
                 if c.isalnum():
                     count += 1
                 elif c == " ":
@@ -381,7 +381,11 @@ def _boundary_at(buf: str, i: int, final: bool) -> Boundary | None:
         j = i + 1
         while j < len(buf) and buf[j] in rule.takes:
             j += 1
-        verdict = next((v for holds, v in _CONTEXT_OF[rule.kind] if holds(buf, i, j)), Verdict.CUT)
+        verdict = Verdict.CUT
+        for holds, context_verdict in _CONTEXT_OF[rule.kind]:
+            if holds(buf, i, j):
+                verdict = context_verdict
+                break
         if verdict is not Verdict.ELLIPSIS:
             break
         rule = _ELLIPSIS
