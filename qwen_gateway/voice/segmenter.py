@@ -9,11 +9,12 @@ delta, and so does a first segment ending at ``，、：`` or at an ASCII ``,`` 
 ``:`` after a label: ``Note:``); one ending with ``.`` leaves with the first character of the next word
 (``Paris. I``), which tells it from ``etc. and``.
 
-Which character ends a sentence or makes a pause, and in which context, is one table: :data:`_RULES` gives each
-mark its kind and what it takes along (the marks and closing quotes after a full stop, the rest of a run of
-dots), :data:`_CONTEXT` the contexts that make a mark no boundary or keep it undecided until more text arrives
-(``3.14``, ``Mr.``, ``etc. and``, ``example.com/a?b``, ``1,000``). :func:`_boundary_at` reads them, and
-:class:`SpeechSegmenter` decides where to cut from what it says.
+Which character ends a sentence or makes a pause, and in which context, is data rather than code spread over
+functions: :data:`_RULES` maps each mark to its kind, what it allows (a sentence end or a pause) and what it takes
+along (the marks and closing quotes after a full stop, the rest of a run of dots); the small ordered table
+:data:`_CONTEXT` lists the contexts that make a mark no boundary or keep it undecided until more text arrives
+(``3.14``, ``Mr.``, ``etc. and``, ``example.com/a?b``, ``1,000``). One function, :func:`_boundary_at`, reads
+both; :class:`SpeechSegmenter` decides from its answer where to cut.
 """
 
 from __future__ import annotations
