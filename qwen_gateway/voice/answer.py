@@ -54,7 +54,7 @@ from protocol import (
 from ..errors import UpstreamError, UpstreamTimeout
 from ..providers.base import ChatModel, Synthesizer, ToolCallDelta, Usage
 from .mp3 import Mp3Encoder
-from .text import SpeechSegmenter
+from .segmenter import SpeechSegmenter
 
 __all__ = [
     "MAX_AUDIO_CHUNK",
