@@ -66,7 +66,7 @@ def cascade_config(services: Services) -> CascadeConfig:
         read_timeout=settings.read_timeout,
         cleanup_timeout=voice.cleanup_timeout,
         max_audio_seconds=settings.max_audio_seconds,
-        max_frame_bytes=max(settings.max_frame_bytes, 1024 * 1024),
+        max_frame_bytes=settings.max_frame_bytes,
         system_prompt=settings.default_system_prompt,
     )
 
