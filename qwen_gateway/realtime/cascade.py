@@ -124,10 +124,31 @@ class Utterance:
     sent_so_far: str = ""  # what transcription deltas carried
     deadline: asyncio.Timeout | None = None
     task: asyncio.Task[None] | None = None
+    #: the longest wait for more audio while the user speaks, and for the results once the audio ended
+    read_timeout: float = 60.0
 
-    async def put(self, pcm: bytes) -> None:
-        self.audio_bytes += len(pcm)
+    #: recognition has ended (failed, or cleared): audio for it is dropped
+    closed: bool = False
+
+    async def put(self, pcm: bytes | None) -> None:
+        """More audio (None: the end) for the recogniser; waits while the recogniser is behind."""
+        if self.closed:
+            return
+        if pcm is not None:
+            self.audio_bytes += len(pcm)
+            self.extend_deadline()
         await self.queue.put(pcm)
+
+    def close(self) -> None:
+        """Recognition ended: drop what waits in the queue (a reader blocked on it goes on)."""
+        self.closed = True
+        while not self.queue.empty():
+            self.queue.get_nowait()
+
+    def extend_deadline(self) -> None:
+        """Bound the recognition from now: ``read_timeout`` for more audio or for the last results."""
+        if self.deadline is not None:
+            self.deadline.reschedule(asyncio.get_running_loop().time() + self.read_timeout)
 
 
 async def _feed(rec: RecognitionSession, queue: asyncio.Queue[bytes | None]) -> None:
@@ -312,7 +333,7 @@ class CascadeSession:
         if utterance is None:
             return
         await self._committed(utterance)
-        await utterance.queue.put(None)
+        await utterance.put(None)
 
     async def _committed(self, utterance: Utterance) -> None:
         item = rt.MessageItem(
@@ -325,11 +346,7 @@ class CascadeSession:
         stored, previous = added
         utterance.committed = True
         utterance.committed_at = self._clock()
-        if utterance.deadline is not None:
-            # From now on the recogniser only has to finish: bound that.
-            utterance.deadline.reschedule(
-                asyncio.get_running_loop().time() + self._cfg.read_timeout
-            )
+        utterance.extend_deadline()  # from now on the recogniser only has to finish
         self._pending.append(utterance)
         await self.send(
             [
@@ -355,7 +372,7 @@ class CascadeSession:
         await self._committed(utterance)
         for start in range(0, len(audio), _FEED_BYTES):
             await utterance.put(audio[start : start + _FEED_BYTES])
-        await utterance.queue.put(None)
+        await utterance.put(None)
         return None
 
     async def _clear(self, event: rt.InputAudioBufferClear) -> rt.RealtimeError | None:
@@ -372,7 +389,10 @@ class CascadeSession:
     def _new_utterance(self, item_id: str) -> Utterance:
         loop = asyncio.get_running_loop()
         utterance = Utterance(
-            item_id, asyncio.Queue(maxsize=_UTTERANCE_QUEUE), loop.create_future()
+            item_id,
+            asyncio.Queue(maxsize=_UTTERANCE_QUEUE),
+            loop.create_future(),
+            read_timeout=self._cfg.read_timeout,
         )
         utterance.task = self._conn.spawn(
             self._recognise(utterance, self._recognizer), name=f"realtime-asr-{item_id}"
@@ -392,8 +412,7 @@ class CascadeSession:
         try:
             async with asyncio.timeout(None) as deadline:
                 utterance.deadline = deadline
-                if utterance.committed:
-                    deadline.reschedule(asyncio.get_running_loop().time() + self._cfg.read_timeout)
+                utterance.extend_deadline()
                 async with (
                     recognizer.session(
                         format="pcm", sample_rate=RECOGNITION_RATE, api_key=self._info.api_key
@@ -406,6 +425,7 @@ class CascadeSession:
             failure = eg.exceptions[0]
         finally:
             utterance.deadline = None
+            utterance.close()
         utterance.transcript_at = self._clock()
         seconds = round(utterance.audio_bytes / 2 / RECOGNITION_RATE, 3)
         if self._quotas is not None:

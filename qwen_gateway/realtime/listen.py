@@ -127,7 +127,10 @@ class InputAudio:
         self._utterance_bytes = 0
 
     def take(self) -> bytes:
-        """Manual mode: the buffered audio (the buffer is emptied)."""
+        """Manual mode: the buffered audio, the converter's tail included (the buffer is emptied)."""
+        tail = self._converter.flush()
+        self._fed += len(tail)
+        self._buffer += tail
         data = bytes(self._buffer)
         self._buffer.clear()
         return data
@@ -144,12 +147,14 @@ class InputAudio:
         Raises:
             BufferFull: manual mode, the buffer would exceed ``max_ms`` (the chunk was dropped).
         """
+        if self._detector is None:
+            incoming_ms = len(data) // self.fmt.sample_width * 1000 // self.fmt.sample_rate
+            if self.buffered_ms + incoming_ms > self.max_ms:
+                raise BufferFull(f"the input audio buffer holds at most {self.max_ms} ms")
         pcm = self._converter.feed(data)
         if not pcm:
             return []
         if self._detector is None:
-            if self._ms(len(self._buffer) + len(pcm)) > self.max_ms:
-                raise BufferFull(f"the input audio buffer holds at most {self.max_ms} ms")
             self._fed += len(pcm)
             self._buffer += pcm
             return []

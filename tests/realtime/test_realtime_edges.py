@@ -12,7 +12,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from qwen_gateway.simulator import SimulatorConfig
+from qwen_gateway.simulator import Fault, SimulatorConfig
 from tests.realtime.harness import VALIDATOR, realtime, silence, speech
 from tests.voice_ws.conftest import GATEWAY_KEY, UPSTREAM_KEY, gateway
 
@@ -213,3 +213,21 @@ async def test_a_client_leaving_mid_answer_closes_every_upstream(tmp_path: Path)
         )
         assert row.status == "interrupted" and row.error_code == "client_gone"
         assert row.user_content == "讲" and row.channel == "realtime"
+
+
+async def test_a_failed_recognition_is_reported_and_the_next_turn_works(tmp_path: Path) -> None:
+    async with gateway(tmp_path) as gw, realtime(gw) as s:
+        gw.sim.set_reply(ANSWER)
+        gw.sim.faults.add(Fault.task_failed("asr", after=0, code="InternalError"))
+        await s.send_audio(speech() + silence(1.2))
+        events = await s.until("conversation.item.input_audio_transcription.failed")
+        (failed,) = s.of("conversation.item.input_audio_transcription.failed", events)
+        assert failed["item_id"] == s.of("input_audio_buffer.committed", events)[0]["item_id"]
+        assert failed["error"]["code"] == "upstream_error"
+        done = await s.until("conversation.item.done")
+        assert done[-1]["item"]["content"][0]["transcript"] is None
+        # nothing was heard: no answer; the next utterance is answered
+        await s.send_audio(speech() + silence(1.2))
+        events = await s.until("response.done")
+        assert len(s.of("response.created")) == 1
+        assert s.of("response.done", events)[0]["response"]["status"] == "completed"
