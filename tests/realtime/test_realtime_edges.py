@@ -231,3 +231,38 @@ async def test_a_failed_recognition_is_reported_and_the_next_turn_works(tmp_path
         events = await s.until("response.done")
         assert len(s.of("response.created")) == 1
         assert s.of("response.done", events)[0]["response"]["status"] == "completed"
+
+
+async def test_a_foreign_page_cannot_open_a_session(tmp_path: Path) -> None:
+    async with gateway(tmp_path) as gw:
+        url = gw.ws_url("/v1/realtime", model="qwen-plus")
+        offered = ["realtime", f"openai-insecure-api-key.{GATEWAY_KEY}"]
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(url, subprotocols=offered, origin="https://evil.example"):  # type: ignore[arg-type]
+                pass
+        assert refused.value.response.status_code == 403
+        body = json.loads(refused.value.response.body or b"{}")
+        assert body["error"]["code"] == "origin_not_allowed"
+
+
+async def test_an_unknown_chat_model_fails_its_response_and_the_session_stays(
+    tmp_path: Path,
+) -> None:
+    async with gateway(tmp_path) as gw, realtime(gw, model="no-such-model") as s:
+        await s.conn.conversation.item.create(
+            item={
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_text", "text": "hi"}],
+            }
+        )
+        await s.conn.response.create()
+        events = await s.until("response.done")
+        (error,) = s.of("error", events)
+        assert (
+            error["error"]["type"] == "server_error" and "chat failed" in error["error"]["message"]
+        )
+        response = s.of("response.done", events)[0]["response"]
+        assert response["status"] == "failed"
+        assert response["status_details"]["error"]["code"] == error["error"]["code"]
+        assert gw.sim.log.chat_requests[-1].body["model"] == "no-such-model"
