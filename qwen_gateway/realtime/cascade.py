@@ -170,6 +170,8 @@ class _Active:
     first_audio_at: float | None = None
     #: why the response is cut short when the connection itself ends (stored as the row's error code)
     end_code: str = "client_gone"
+    #: the answer has ended and its closing events are being sent: nothing left to cancel
+    closing: bool = False
 
 
 class CascadeSession:
@@ -624,7 +626,7 @@ class CascadeSession:
     async def _cancel_response(self, reason: Literal["turn_detected", "client_cancelled"]) -> None:
         """Stop the running response at once and wait until it has sent its ``response.done``."""
         active = self._active
-        if active is None or active.task.done():
+        if active is None or active.task.done() or active.closing:
             return
         active.cancel_reason = reason
         if reason == "turn_detected" and self._metrics is not None:
@@ -635,6 +637,8 @@ class CascadeSession:
         )
         active.task.cancel()
         await asyncio.wait([active.task])
+        if self._active is active:  # cancelled before it began: its own cleanup never ran
+            self._active = None
 
     async def _respond(
         self, run: ResponseRun, wait_for: list[Utterance], skip_if_silent: bool
@@ -681,6 +685,7 @@ class CascadeSession:
                 if current is not None:
                     current.uncancel()
                 outcome = "cancelled"
+            active.closing = True
             async with asyncio.timeout(self._cfg.cleanup_timeout):
                 response = await run.close(reason)
                 await self._save(run, response, reason)
@@ -842,10 +847,12 @@ class CascadeSession:
                 for w in waits:
                     w.cancel()
                 await asyncio.gather(*waits, return_exceptions=True)
-        if self._active is not None:
-            self._active.end_code = "shutting_down"
-            self._active.task.cancel()
-            await asyncio.wait([self._active.task])
+        if (active := self._active) is not None:
+            active.end_code = "shutting_down"
+            active.task.cancel()
+            await asyncio.wait([active.task])
+            if self._active is active:
+                self._active = None
         await self._shut_down()
 
     async def _shut_down(self) -> None:
