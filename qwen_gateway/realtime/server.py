@@ -36,8 +36,8 @@ def backend_for(model: str) -> Backend:
     """The backend that serves ``model``: the seam between the two.
 
     A Qwen-Omni realtime model of the catalogue goes to the Omni pass-through (``qwen_gateway/realtime/omni.py``,
-    built separately: until it is wired here every model is served by the cascade); any other name is a chat
-    model of the cascade.
+    built separately, fed through :class:`~.passthrough.ClientEventPump`; until it is wired here every model is
+    served by the cascade); any other name is a chat model of the cascade.
     """
     return "cascade"
 
