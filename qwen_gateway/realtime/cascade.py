@@ -48,8 +48,9 @@ from ..providers.base import RecognitionResult, RecognitionSession, Recognizer
 from ..providers.dashscope.catalogue import CatalogueError
 from ..quota import Limits as QuotaLimits
 from ..quota import Quotas, Refusal
-from ..storage.history import TurnRecord, TurnStatus
+from ..storage.history import HistoryStore, TurnRecord, TurnStatus
 from ..storage.outbox import Outbox
+from ..voice.memory import ConversationMemory
 from ..voice.recognition import collect_transcript
 from ..voice.turn import SessionInfo
 from ..ws import WsConnection
@@ -94,6 +95,8 @@ class CascadeConfig:
         max_audio_seconds: the longest utterance (server VAD commits it there) or manual buffer.
         max_frame_bytes: the largest client frame.
         system_prompt: the instructions of a new session.
+        history / history_turns / history_tokens: a resumed conversation (``?conversation_id=``) starts with
+            its recent turns as items (the chat context budget of the voice endpoints).
     """
 
     response: ResponseDeps
@@ -104,6 +107,9 @@ class CascadeConfig:
     max_audio_seconds: float = 300.0
     max_frame_bytes: int = 1024 * 1024
     system_prompt: str = ""
+    history: HistoryStore | None = None
+    history_turns: int = 10
+    history_tokens: int = 4000
 
 
 # ---------------------------------------------------------------------------------------------- utterances
@@ -239,10 +245,33 @@ class CascadeSession:
 
     # ------------------------------------------------------------------ the connection's callbacks
     async def on_open(self) -> None:
-        """``session.created``; the drain watch."""
+        """A resumed conversation's recent turns; ``session.created``; the drain watch."""
         if self._lifecycle is not None:
             self._conn.spawn(self._drain_watch(self._lifecycle), name="realtime-drain")
+        await self._resume()
         await self.send(rt.SessionCreated(session=self.state.view()))
+
+    async def _resume(self) -> None:
+        """A conversation the client named (``?conversation_id=``) goes on: its recent turns (the caller's own,
+        within the voice endpoints' context budget) become the first items, without events."""
+        info, cfg = self._info, self._cfg
+        if cfg.history is None or info.conversation_id == f"conv-{info.session_id}":
+            return
+        memory = ConversationMemory(
+            cfg.history,
+            info.conversation_id,
+            owner=info.owner,
+            max_turns=cfg.history_turns,
+            max_tokens=cfg.history_tokens,
+        )
+        for message in await memory.context():
+            part = rt.ContentPart(
+                type="input_text" if message["role"] == "user" else "output_text",
+                text=message["content"],
+            )
+            self.conversation.add(rt.MessageItem(role=message["role"], content=[part]))  # type: ignore[arg-type]
+            if message["role"] == "user":
+                self._last_user_text = message["content"]
 
     async def on_frame(self, frame: str | bytes) -> None:
         """Decode one client frame and handle it; a bad one gets an ``error`` event, the connection stays."""

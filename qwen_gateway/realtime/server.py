@@ -68,6 +68,9 @@ def cascade_config(services: Services) -> CascadeConfig:
         max_audio_seconds=settings.max_audio_seconds,
         max_frame_bytes=settings.max_frame_bytes,
         system_prompt=settings.default_system_prompt,
+        history=services.storage.history,
+        history_turns=voice.history_turns,
+        history_tokens=voice.history_tokens,
     )
 
 

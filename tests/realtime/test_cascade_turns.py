@@ -368,3 +368,49 @@ async def test_beta_session_fields_work_too(tmp_path: Path) -> None:
         assert session["audio"]["output"]["format"]["type"] == "audio/pcmu"
         assert session["audio"]["input"]["turn_detection"] is None
         assert session["output_modalities"] == ["audio"]
+
+
+async def test_a_resumed_conversation_starts_with_its_recent_turns(tmp_path: Path) -> None:
+    async with gateway(tmp_path) as gw:
+        gw.sim.set_reply(ANSWER)
+        query = {"conversation_id": "conv-rt-resume"}
+        async with realtime(gw, extra_query=query) as s:
+            await s.conn.conversation.item.create(
+                item={
+                    "type": "message",
+                    "role": "user",
+                    "content": [{"type": "input_text", "text": "天气？"}],
+                }
+            )
+            await s.conn.response.create()
+            await s.until("response.done")
+        await gw.services.storage.outbox.drained()
+        async with realtime(gw, extra_query=query) as s:
+            await s.conn.conversation.item.create(
+                item={
+                    "type": "message",
+                    "role": "user",
+                    "content": [{"type": "input_text", "text": "明天呢？"}],
+                }
+            )
+            await s.conn.response.create()
+            await s.until("response.done")
+        messages = [m for m in gw.sim.log.chat_requests[-1].messages if m["role"] != "system"]
+        assert messages == [
+            {"role": "user", "content": "天气？"},
+            {"role": "assistant", "content": ANSWER},
+            {"role": "user", "content": "明天呢？"},
+        ]
+        # another conversation starts empty
+        async with realtime(gw) as s:
+            await s.conn.conversation.item.create(
+                item={
+                    "type": "message",
+                    "role": "user",
+                    "content": [{"type": "input_text", "text": "你好"}],
+                }
+            )
+            await s.conn.response.create()
+            await s.until("response.done")
+        messages = [m for m in gw.sim.log.chat_requests[-1].messages if m["role"] != "system"]
+        assert messages == [{"role": "user", "content": "你好"}]
