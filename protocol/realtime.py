@@ -109,6 +109,7 @@ __all__ = [
     "ResponseOutputTextDone",
     "ResponseParams",
     "ResponseStatusDetails",
+    "SemanticVad",
     "ServerEvent",
     "ServerVad",
     "Session",
@@ -170,6 +171,21 @@ class ServerVad(
     idle_timeout_ms: int | UnsetType | None = UNSET
 
 
+class SemanticVad(
+    msgspec.Struct, frozen=True, omit_defaults=True, tag_field="type", tag="semantic_vad"
+):
+    """OpenAI's semantic turn detection. The gateway runs it as server VAD whose end-of-turn pause follows
+    ``eagerness`` (see ``protocol.realtime_session.SEMANTIC_SILENCE_MS``); ``session.updated`` shows the
+    ``server_vad`` it runs."""
+
+    eagerness: Literal["low", "medium", "high", "auto"] | UnsetType = UNSET
+    create_response: bool | UnsetType = UNSET
+    interrupt_response: bool | UnsetType = UNSET
+
+
+TurnDetection: TypeAlias = ServerVad | SemanticVad
+
+
 class TranscriptionConfig(msgspec.Struct, frozen=True, omit_defaults=True):
     """Transcription of the input audio; ``model`` picks the recogniser from the model catalogue (the
     configured one when absent)."""
@@ -184,7 +200,7 @@ class AudioInputConfig(msgspec.Struct, frozen=True, omit_defaults=True):
 
     format: AudioFormat | UnsetType = UNSET
     transcription: TranscriptionConfig | UnsetType | None = UNSET
-    turn_detection: ServerVad | UnsetType | None = UNSET
+    turn_detection: TurnDetection | UnsetType | None = UNSET
     noise_reduction: dict[str, Any] | UnsetType | None = UNSET
 
 
@@ -243,7 +259,7 @@ class SessionConfig(msgspec.Struct, frozen=True, omit_defaults=True):
     input_audio_format: BetaFormatName | UnsetType = UNSET
     output_audio_format: BetaFormatName | UnsetType = UNSET
     voice: ShortText | UnsetType = UNSET
-    turn_detection: ServerVad | UnsetType | None = UNSET
+    turn_detection: TurnDetection | UnsetType | None = UNSET
     input_audio_transcription: TranscriptionConfig | UnsetType | None = UNSET
     max_response_output_tokens: MaxTokens | UnsetType | None = UNSET
 

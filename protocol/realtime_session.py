@@ -35,6 +35,7 @@ from .realtime import (
     Item,
     MessageItem,
     RealtimeError,
+    SemanticVad,
     ServerVad,
     Session,
     SessionConfig,
@@ -45,6 +46,7 @@ from .realtime import (
 __all__ = [
     "DEFAULT_FORMAT",
     "DEFAULT_VAD",
+    "SEMANTIC_SILENCE_MS",
     "Conversation",
     "SessionState",
     "VadConfig",
@@ -97,6 +99,9 @@ class VadConfig:
 
 
 DEFAULT_VAD: Final = VadConfig()
+
+#: ``semantic_vad`` is run as server VAD: its ``eagerness`` -> the pause (ms) that ends a turn.
+SEMANTIC_SILENCE_MS: Final = {"low": 1200, "medium": 700, "auto": 700, "high": 400}
 
 
 def _format(given: AudioFormat, param: str) -> AudioFormat | RealtimeError:
@@ -197,6 +202,16 @@ class SessionState:
             elif isinstance(inp.turn_detection, ServerVad):
                 base = self.turn_detection or DEFAULT_VAD
                 changes["turn_detection"] = base.merged(inp.turn_detection)
+            elif isinstance(inp.turn_detection, SemanticVad):
+                semantic = inp.turn_detection
+                eagerness = semantic.eagerness if isinstance(semantic.eagerness, str) else "auto"
+                changes["turn_detection"] = DEFAULT_VAD.merged(
+                    ServerVad(
+                        silence_duration_ms=SEMANTIC_SILENCE_MS[eagerness],
+                        create_response=semantic.create_response,
+                        interrupt_response=semantic.interrupt_response,
+                    )
+                )
             if inp.transcription is None:
                 changes["transcription_model"] = None
             elif isinstance(inp.transcription, TranscriptionConfig):

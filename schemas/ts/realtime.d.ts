@@ -93,7 +93,7 @@ export interface SessionConfig {
    * @maxItems 128
    */
   tools?: FunctionTool[];
-  turn_detection?: ServerVad | null;
+  turn_detection?: (ServerVad | SemanticVad) | null;
   type?: "realtime";
   voice?: string;
 }
@@ -108,7 +108,7 @@ export interface AudioInputConfig {
   format?: AudioFormat;
   noise_reduction?: {} | null;
   transcription?: TranscriptionConfig | null;
-  turn_detection?: ServerVad | null;
+  turn_detection?: (ServerVad | SemanticVad) | null;
 }
 /**
  * An audio format: `audio/pcm` (16-bit mono little-endian; `rate` 24000 unless asked otherwise),
@@ -139,6 +139,17 @@ export interface ServerVad {
   silence_duration_ms?: number;
   threshold?: number;
   type: "server_vad";
+}
+/**
+ * OpenAI's semantic turn detection. The gateway runs it as server VAD whose end-of-turn pause follows
+ * `eagerness` (see `protocol.realtime_session.SEMANTIC_SILENCE_MS`); `session.updated` shows the
+ * `server_vad` it runs.
+ */
+export interface SemanticVad {
+  create_response?: boolean;
+  eagerness?: "auto" | "high" | "low" | "medium";
+  interrupt_response?: boolean;
+  type: "semantic_vad";
 }
 /**
  * Output audio: its format and the voice.

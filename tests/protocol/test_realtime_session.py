@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from protocol import realtime as rt
-from protocol.realtime_session import Conversation, SessionState, heard_text, user_text_item
+from protocol.realtime_session import (
+    SEMANTIC_SILENCE_MS,
+    Conversation,
+    SessionState,
+    heard_text,
+    user_text_item,
+)
 
 
 def state() -> SessionState:
@@ -142,3 +148,20 @@ def test_heard_text_in_proportion() -> None:
     assert heard_text("abcd", 0, 1000) == ""
     assert heard_text("abcd", 2000, 1000) == "abcd"
     assert heard_text("abcd", 10, 0) == "abcd"
+
+
+def test_semantic_vad_runs_as_server_vad_paced_by_eagerness() -> None:
+    s = state().apply(
+        rt.SessionConfig(
+            audio=rt.AudioConfig(
+                input=rt.AudioInputConfig(
+                    turn_detection=rt.SemanticVad(eagerness="high", interrupt_response=False)
+                )
+            )
+        )
+    )
+    assert isinstance(s, SessionState) and s.turn_detection is not None
+    assert s.turn_detection.silence_duration_ms == SEMANTIC_SILENCE_MS["high"]
+    assert s.turn_detection.interrupt_response is False and s.turn_detection.create_response
+    view = s.view().audio.input
+    assert isinstance(view, rt.AudioInputConfig) and isinstance(view.turn_detection, rt.ServerVad)
