@@ -28,6 +28,8 @@ each utterance spends its recognised seconds. Metrics use the ``realtime`` endpo
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import dataclasses
 import datetime as dt
 import logging
@@ -50,6 +52,7 @@ from ..quota import Limits as QuotaLimits
 from ..quota import Quotas, Refusal
 from ..storage.history import HistoryStore, TurnRecord, TurnStatus
 from ..storage.outbox import Outbox
+from ..voice.convert import InputConverter
 from ..voice.memory import ConversationMemory
 from ..voice.recognition import collect_transcript
 from ..voice.turn import SessionInfo
@@ -488,13 +491,7 @@ class CascadeSession:
     ) -> None:
         if utterance in self._pending:
             self._pending.remove(utterance)
-        item = rt.MessageItem(
-            role="user",
-            content=[rt.ContentPart(type="input_audio", transcript=transcript)],
-            id=utterance.item_id,
-            object="realtime.item",
-            status="completed",
-        )
+        item = _with_transcript(self.conversation.get(utterance.item_id), transcript)
         events: list[Any] = []
         if failure is not None:
             detail = failure.message if isinstance(failure, UpstreamError) else "no result in time"
@@ -518,7 +515,7 @@ class CascadeSession:
                     usage=rt.TranscriptionUsage(seconds=seconds),
                 )
             )
-        if self.conversation.get(utterance.item_id) is not None:  # not deleted meanwhile
+        if item is not None:  # (not deleted meanwhile)
             self.conversation.update(item)
             events.append(
                 rt.ConversationItemDone(
@@ -534,19 +531,34 @@ class CascadeSession:
     # ------------------------------------------------------------------ conversation items
     async def _item_create(self, event: rt.ConversationItemCreate) -> rt.RealtimeError | None:
         item = event.item
-        if isinstance(item, rt.MessageItem) and item.role == "assistant":
-            # beta ``text`` / ``audio`` parts of the assistant are its output_text / output_audio
-            parts = [
-                msgspec.structs.replace(p, type="output_" + p.type)
-                if p.type in ("text", "audio")
-                else p
-                for p in item.content
-            ]
+        audio = b""
+        if isinstance(item, rt.MessageItem):
+            parts: list[rt.ContentPart] = []
+            for p in item.content:
+                if item.role == "assistant" and p.type in ("text", "audio"):
+                    p = msgspec.structs.replace(p, type="output_" + p.type)  # beta names
+                if p.type == "input_audio" and isinstance(p.audio, str) and p.audio:
+                    if not isinstance(p.transcript, str) or not p.transcript:
+                        try:
+                            audio += base64.b64decode(p.audio, validate=True)
+                        except binascii.Error:
+                            return rt.RealtimeError(
+                                "invalid_base64",
+                                "the audio of an input_audio part is not base64",
+                                param="item.content",
+                            )
+                    p = msgspec.structs.replace(p, audio=msgspec.UNSET)  # not kept, not echoed
+                parts.append(p)
             item = msgspec.structs.replace(item, content=parts)
         added = self.conversation.add(item, event.previous_item_id)
         if isinstance(added, rt.RealtimeError):
             return added
         stored, previous = added
+        if audio:
+            # user audio in an item: recognised like a committed buffer, its transcript in .completed
+            await self.send(rt.ConversationItemAdded(item=stored, previous_item_id=previous))
+            await self._recognise_item(str(stored.id), audio)
+            return None
         if isinstance(stored, rt.MessageItem) and stored.role == "user":
             self._last_user_text = item_text(stored)
         await self.send(
@@ -556,6 +568,18 @@ class CascadeSession:
             ]
         )
         return None
+
+    async def _recognise_item(self, item_id: str, audio: bytes) -> None:
+        """Recognise the audio of an item the client created (in the session's input format)."""
+        converter = InputConverter(wire_of(self.state.input_format), RECOGNITION_RATE)
+        pcm = converter.feed(audio) + converter.flush()
+        utterance = self._new_utterance(item_id)
+        utterance.committed = True
+        utterance.committed_at = self._clock()
+        self._pending.append(utterance)
+        for start in range(0, len(pcm), _FEED_BYTES):
+            await utterance.put(pcm[start : start + _FEED_BYTES])
+        await utterance.put(None)
 
     async def _item_truncate(self, event: rt.ConversationItemTruncate) -> rt.RealtimeError | None:
         active = self._active
@@ -891,6 +915,17 @@ class CascadeSession:
             )
         )
         self._conn.close(1001, "server shutting down")
+
+
+def _with_transcript(item: rt.Item | None, transcript: str | None) -> rt.MessageItem | None:
+    """A user audio item with its transcript (None: the item is gone)."""
+    if not isinstance(item, rt.MessageItem):
+        return None
+    parts = [
+        msgspec.structs.replace(p, transcript=transcript) if p.type == "input_audio" else p
+        for p in item.content
+    ]
+    return msgspec.structs.replace(item, content=parts, status="completed")
 
 
 _HANDLERS: dict[type[Any], Callable[[CascadeSession, Any], Any]] = {

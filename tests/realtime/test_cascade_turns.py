@@ -3,6 +3,7 @@ by server VAD, a manual commit, a text-only answer, barge-in, a tool round trip,
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 from pathlib import Path
@@ -414,3 +415,38 @@ async def test_a_resumed_conversation_starts_with_its_recent_turns(tmp_path: Pat
             await s.until("response.done")
         messages = [m for m in gw.sim.log.chat_requests[-1].messages if m["role"] != "system"]
         assert messages == [{"role": "user", "content": "你好"}]
+
+
+async def test_a_user_audio_item_is_recognised_then_answered(tmp_path: Path) -> None:
+    async with gateway(tmp_path) as gw, realtime(gw) as s:
+        gw.sim.set_reply(ANSWER)
+        audio = base64.b64encode(speech()).decode()
+        await s.conn.conversation.item.create(
+            item={
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_audio", "audio": audio}],
+            }
+        )
+        await s.conn.response.create()
+        events = await s.until("response.done")
+        order(
+            s,
+            events,
+            "conversation.item.added",
+            "conversation.item.input_audio_transcription.completed",
+            "conversation.item.done",
+            "response.created",
+            "response.done",
+        )
+        (added,) = s.of("conversation.item.added", events)[:1]
+        assert "audio" not in added["item"]["content"][0]  # not echoed
+        transcript = s.of("conversation.item.input_audio_transcription.completed", events)[0][
+            "transcript"
+        ]
+        assert transcript
+        assert (
+            s.of("conversation.item.done", events)[0]["item"]["content"][0]["transcript"]
+            == transcript
+        )
+        assert gw.sim.log.chat_requests[-1].messages[-1] == {"role": "user", "content": transcript}
