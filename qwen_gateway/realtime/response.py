@@ -18,7 +18,8 @@ The text said before a tool call is spoken; the call ends the answer (nothing af
 
 A response cancelled (barge-in, ``response.cancel``) stops at once: cancelling the task cancels the answer stage,
 which closes the chat and TTS upstreams. :meth:`ResponseRun.close` then ends it with ``status: cancelled``; its
-assistant item keeps the text in proportion to the audio sent (``heard_text``: the text handed to TTS times the
+assistant item keeps the text in proportion to the audio sent (``heard_text``: the answer's text as far as TTS was
+given it, counted in the characters TTS got (the cleaner's output, so an estimate for text with markup), times the
 audio sent over the audio that text takes, estimated from the audio produced so far or the speaking pace,
 whichever is longer).
 """
