@@ -29,6 +29,7 @@ from .chat import (
     HealthResponse,
     ModelList,
 )
+from .device import HANDSHAKE_PARAMETERS
 from .events import Cancel, EventRegistry
 from .vlm import VLM_EVENTS, VlmAudioPacket, VlmEnd, VlmImagePacket
 
@@ -192,6 +193,19 @@ def _chat_schema() -> dict[str, Any]:
 # --------------------------------------------------------------------------- AsyncAPI 3.0
 
 
+def _handshake_query() -> dict[str, Any]:
+    """The device options of the handshake (query parameters; all optional, each additive)."""
+    return {
+        "type": "object",
+        "description": "Optional handshake parameters for devices; with none, the seed's behaviour. A "
+        "value the gateway does not take is answered HTTP 400 before the upgrade (`invalid_parameter`).",
+        "properties": {
+            name: {"type": "string", "description": text}
+            for name, text in HANDSHAKE_PARAMETERS.items()
+        },
+    }
+
+
 def _asyncapi() -> dict[str, Any]:
     schemas: dict[str, Any] = _components(
         [t for c in _CHANNELS for t in (*c.client, *c.events.types())], _COMPONENTS
@@ -223,6 +237,7 @@ def _asyncapi() -> dict[str, Any]:
             "address": channel.path,
             "title": channel.title,
             "description": channel.description,
+            "bindings": {"ws": {"query": _handshake_query(), "bindingVersion": "0.1.0"}},
             "messages": {
                 key: {"$ref": f"#/components/messages/{key}"} for key in [*client_keys, *envelopes]
             },

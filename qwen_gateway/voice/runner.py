@@ -44,6 +44,7 @@ from protocol import (
     VlmSession,
     decode_audio_client,
     decode_vlm_client,
+    device_options,
     encode_event,
 )
 
@@ -138,10 +139,16 @@ def handshake(
 
     Options (query parameters): ``token`` (browsers cannot set headers), ``conversation_id`` (resume one of the
     caller's conversations; default: a new one per connection), ``format`` (declared upload format, e.g.
-    ``pcm;rate=16000``), ``events=extended`` (events beyond the seed's, such as ``transcription_partial``).
+    ``pcm;rate=16000``), ``events=extended`` (events beyond the seed's, such as ``transcription_partial``), and
+    the device options (``audio_format``, ``sample_rate``, ``frame_ms``, ``pace``, ``mode``, ``silence_ms``:
+    :mod:`protocol.device`).
     ``owner_of`` names the owner of a caller presenting a key (``KeyChecker.owner``): the conversation is the
     owner's, so another caller naming the same id has another conversation.
+
+    Raises:
+        HandshakeError: a device option has a value the gateway does not take (answered 400, no upgrade).
     """
+    device = device_options(args)
     token = bearer_token(authorization) or (args.get("token") or None)
     session_id = str(uuid.uuid4())
     conversation = args.get("conversation_id", "")
@@ -155,6 +162,7 @@ def handshake(
         declared_format=args.get("format") or None,
         extended="extended" in args.get("events", "").split(","),
         request_id=request_id,
+        device=device,
     )
     return Handshake(token, info)
 

@@ -57,6 +57,7 @@ from protocol import (
     ChatChunk,
     ChatStarted,
     ChatTtsComplete,
+    DeviceOptions,
     ErrorCode,
     ErrorEvent,
     Event,
@@ -76,18 +77,23 @@ from ..storage.history import TurnRecord, TurnStatus
 from ..storage.objects import CONTENT_TYPES, ObjectKind, ObjectStore, StoredObject
 from ..storage.outbox import Outbox
 from .answer import (
+    AnswerEvents,
     AnswerResult,
     AnswerSpeaker,
     AnswerTuning,
+    AudioEncoder,
+    DeviceAnswerEvents,
     Emit,
     SeedAnswerEvents,
     error_code_for,
     upstream_error_event,
 )
 from .decode import PcmDecoder, UndecodableAudio, plan
+from .encoders import encoder_factory
 from .formats import SNIFF_BYTES, AudioFormatInfo, UnknownAudioFormat, audio_duration, sniff
 from .images import ImageFormat, UnknownImageFormat, sniff_image
 from .memory import ConversationMemory
+from .pacing import PacedEmit
 
 __all__ = [
     "AudioTurn",
@@ -210,6 +216,7 @@ class SessionInfo:
         declared_format: the client's declared upload format (``?format=pcm;rate=16000``), if any.
         extended: the client opted in to events beyond the seed's (``?events=extended``).
         request_id: the handshake's request id (in stored turns).
+        device: the answer's audio format, pacing and upload mode asked at the handshake (default: the seed's).
     """
 
     session_id: str
@@ -219,6 +226,7 @@ class SessionInfo:
     declared_format: str | None = None
     extended: bool = False
     request_id: str = ""
+    device: DeviceOptions = field(default_factory=DeviceOptions)
 
 
 @dataclass(slots=True)
@@ -461,16 +469,31 @@ class _Turn:
             "stream": True,
             "stream_options": {"include_usage": True},
         }
+        device = self._session.device
+        events: AnswerEvents = SeedAnswerEvents(chunk_event, self.turn_id)
+        new_encoder: Callable[[int], AudioEncoder] | None = None
+        keep = self._cfg.store_reply_audio
+        if device.output is not None:
+            output = device.output
+            rate = output.sample_rate or self._deps.synthesizer.sample_rate
+            events = DeviceAnswerEvents(events, output, rate)  # type: ignore[arg-type]
+            new_encoder = encoder_factory(output, mp3_bitrate_kbps=self._cfg.answer.bitrate_kbps)
+            keep = keep and output.format == "mp3"  # the stored answer is an MP3 file
+        answer_emit = emit or self._emit
+        if device.pace_lead_ms is not None:
+            # Only the answer's own events are paced: a cancelled turn's ``finished`` leaves at once.
+            answer_emit = PacedEmit(answer_emit, device.pace_lead_ms, clock=self._clock)
         speaker = AnswerSpeaker(
             chat=chat,
             synthesizer=self._deps.synthesizer,
-            emit=emit or self._emit,
-            events=SeedAnswerEvents(chunk_event, self.turn_id),
+            emit=answer_emit,
+            events=events,
             turn_id=self.turn_id,
             tuning=self._cfg.answer,
             api_key=self._session.api_key,
             clock=self._clock,
-            keep_audio=self._cfg.store_reply_audio,
+            keep_audio=keep,
+            new_encoder=new_encoder,
         )
         self._p.answer = speaker
         self._p.chat_started_at = self._clock()
