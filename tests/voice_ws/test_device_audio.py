@@ -4,6 +4,7 @@ exactly ``frame_ms``, ``seq`` counts the turn's audio events; bad values are a 4
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
@@ -138,3 +139,79 @@ async def test_bad_values_are_400_before_the_upgrade(
 
             error = json.loads(response.body)["error"]
             assert error["code"] == "invalid_parameter" and error["param"] == param
+
+
+# ------------------------------------------------------------------------------------------ paced delivery
+
+
+async def timed_turn(c: Any, audio: bytes) -> list[tuple[float, dict[str, Any]]]:
+    """Upload ``audio``, receive up to ``audio_complete``; every event with its arrival time (client clock)."""
+    loop = asyncio.get_running_loop()
+    await c.send_all(packets(audio))
+    arrivals: list[tuple[float, dict[str, Any]]] = []
+    while True:
+        event = await c.recv(20)
+        arrivals.append((loop.time(), event))
+        if "audio_complete" in event:
+            return arrivals
+
+
+async def test_paced_audio_never_runs_ahead_of_playback(tmp_path: Path) -> None:
+    lead, frame = 300, 60
+    async with gateway(tmp_path) as gw:
+        audio = wav_bytes(1.0)
+        gw.sim.register_transcript(audio, QUESTION)
+        gw.sim.set_reply(ANSWER)
+        query = {"audio_format": "opus", "frame_ms": str(frame), "pace": "realtime"}
+        async with client(gw, query=query) as c:
+            await c.recv()
+            arrivals = await timed_turn(c, audio)
+    data = [
+        (at, e["audio_stream"])
+        for at, e in arrivals
+        if e.get("audio_stream", {}).get("event") == "data"
+    ]
+    (finished_at,) = [
+        at for at, e in arrivals if e.get("audio_stream", {}).get("event") == "finished"
+    ]
+    assert len(data) * frame > 2 * lead, (
+        "the answer must outlast the lead for this test to mean anything"
+    )
+    start = data[0][0]  # the device starts playing when the first frame arrives
+    total = 0.0
+    for at, body in data:
+        total += body["duration_ms"]
+        ahead = total - (at - start) * 1000
+        # lead + one frame; 30 ms for the first frame's own delivery time, which the device's clock includes
+        assert ahead <= lead + frame + 30, (ahead, body["seq"])
+    # the last frame is never cut by finished: it leaves after the last frame's playback time minus the lead
+    assert (finished_at - start) * 1000 >= total - lead - 30
+
+
+async def test_barge_in_while_paced_stops_the_audio_at_once(tmp_path: Path) -> None:
+    async with gateway(tmp_path) as gw:
+        audio, second = wav_bytes(1.0), wav_bytes(1.0, seed=7)
+        gw.sim.register_transcript(audio, QUESTION)
+        gw.sim.register_transcript(second, "再说一遍")
+        gw.sim.set_reply(
+            "".join(f"这是第{i}句比较长的回答内容，用来测试打断。" for i in range(1, 12))
+        )
+        query = {"audio_format": "opus", "frame_ms": "20", "pace": "100"}
+        async with client(gw, query=query) as c:
+            await c.recv()
+            await c.send_all(packets(audio))
+            while True:  # wait until the pacing holds the answer back
+                event = await c.recv()
+                if event.get("audio_stream", {}).get("seq") == 10:
+                    break
+            gw.sim.set_reply("好的。")  # the second answer is short
+            await c.send_all(packets(second))
+            got = await c.until("audio_stream:finished")
+            turn_one = [
+                e["audio_stream"] for e in got if e.get("audio_stream", {}).get("turn_id") == 1
+            ]
+            assert turn_one[-1]["event"] == "finished"
+            # at most what was already on its way: the pacing held the rest, and it is dropped
+            assert len(turn_one) < 10
+            await c.until("audio_complete")
+        assert [b["turn_id"] for b in c.bodies("audio_complete")] == [2]
