@@ -33,6 +33,7 @@ from av.audio.codeccontext import AudioCodecContext
 
 from protocol import OutputAudio
 
+from .convert import Resampler
 from .mp3 import Mp3Encoder
 
 __all__ = [
@@ -85,11 +86,7 @@ class _Identity:
 
 
 def _resampler(in_rate: int, out_rate: int) -> _Resample:
-    if in_rate == out_rate:
-        return _Identity()
-    from .convert import Resampler  # soxr, streaming
-
-    return Resampler(in_rate, out_rate)
+    return _Identity() if in_rate == out_rate else Resampler(in_rate, out_rate)
 
 
 def _opus_context(ctx: Any, rate: int, frame_ms: int, bitrate_kbps: int) -> None:

@@ -35,6 +35,8 @@ class PacedEmit:
         lead_ms: how far ahead of playback audio may be sent.
         clock: seconds (the loop's monotonic clock by default).
         sleep: waits that many seconds (``asyncio.sleep`` by default).
+        flushed: returns once the events emitted so far are on the wire; the playback clock then starts when
+            the first audio event is, not when it was queued behind other events (None: when it was queued).
     """
 
     def __init__(
@@ -44,8 +46,10 @@ class PacedEmit:
         *,
         clock: Callable[[], float],
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        flushed: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._emit = emit
+        self._flushed = flushed
         self._clock = clock
         self._sleep = sleep
         self.schedule = PlaybackSchedule(lead_ms)
@@ -62,6 +66,8 @@ class PacedEmit:
         if kind is AudioStreamData and event.duration_ms is not UNSET:
             await self._until(self.schedule.audio_due(self._clock()))
             await self._emit(event)
+            if self.schedule.started_at is None and self._flushed is not None:
+                await self._flushed()
             self.schedule.sent(event.duration_ms, self._clock())
         elif kind is AudioStreamFinished:
             await self._until(self.schedule.end_due(self._clock()))

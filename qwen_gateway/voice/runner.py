@@ -240,6 +240,13 @@ class VoiceRunner:
         elif kind is ErrorEvent and self._metrics is not None:
             self._metrics.error("ws", str(event.code or "error"))
 
+    async def flushed(self) -> None:
+        """Return once the events queued so far have been handed to the server (or the connection is closing)."""
+        sent = asyncio.Event()
+        await self._conn.after_sent(sent.set)
+        if not self._conn.closing:
+            await sent.wait()
+
     async def on_open(self) -> None:
         """Send ``connected`` and start the upload-deadline timer."""
         self._conn.spawn(self._ticker(), name="voice-ticker")
@@ -294,7 +301,14 @@ class VoiceRunner:
                     await self._turn.complete(action.size, action.packets)
             elif isinstance(action, StartTurn):
                 self._start(
-                    AudioTurn(self._deps, self._info, self._memory, action.turn_id, self.emit)
+                    AudioTurn(
+                        self._deps,
+                        self._info,
+                        self._memory,
+                        action.turn_id,
+                        self.emit,
+                        flushed=self.flushed,
+                    )
                 )
             elif isinstance(action, StartVlmTurn):
                 self._start(
@@ -306,6 +320,7 @@ class VoiceRunner:
                         self.emit,
                         audio=action.audio,
                         image=action.image,
+                        flushed=self.flushed,
                     )
                 )
             elif isinstance(action, CancelTurn):

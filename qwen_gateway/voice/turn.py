@@ -36,7 +36,7 @@ import base64
 import logging
 import posixpath
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -258,8 +258,11 @@ class _Turn:
         memory: ConversationMemory,
         turn_id: int,
         emit: Emit,
+        *,
+        flushed: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.turn_id = turn_id
+        self._flushed = flushed
         self._deps = deps
         self._cfg = deps.config
         self._session = session
@@ -482,7 +485,9 @@ class _Turn:
         answer_emit = emit or self._emit
         if device.pace_lead_ms is not None:
             # Only the answer's own events are paced: a cancelled turn's ``finished`` leaves at once.
-            answer_emit = PacedEmit(answer_emit, device.pace_lead_ms, clock=self._clock)
+            answer_emit = PacedEmit(
+                answer_emit, device.pace_lead_ms, clock=self._clock, flushed=self._flushed
+            )
         speaker = AnswerSpeaker(
             chat=chat,
             synthesizer=self._deps.synthesizer,
@@ -666,8 +671,10 @@ class AudioTurn(_Turn):
         memory: ConversationMemory,
         turn_id: int,
         emit: Emit,
+        *,
+        flushed: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        super().__init__(deps, session, memory, turn_id, emit)
+        super().__init__(deps, session, memory, turn_id, emit, flushed=flushed)
         self._inbox: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=self._cfg.audio_queue)
         self._upload = bytearray()
         self._packets = 0
@@ -940,8 +947,9 @@ class VlmTurn(_Turn):
         *,
         audio: bytes,
         image: bytes,
+        flushed: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        super().__init__(deps, session, memory, turn_id, emit)
+        super().__init__(deps, session, memory, turn_id, emit, flushed=flushed)
         self._audio = audio
         self._image = image
 

@@ -173,3 +173,20 @@ def test_device_events_describe_each_chunk_and_count() -> None:
         60.0,
     )
     assert first.turn_id == 2
+
+
+@pytest.mark.parametrize(("in_rate", "out_rate"), [(24000, 16000), (24000, 48000), (22050, 8000)])
+def test_resampled_formats_keep_the_duration(in_rate: int, out_rate: int) -> None:
+    pcm = tone(1.1, in_rate)
+    seconds = len(pcm) / 2 / in_rate
+    chunks = feed(PcmEncoder(in_rate, out_rate=out_rate), pcm)
+    out = b"".join(c.data for c in chunks)
+    assert abs(len(out) / 2 / out_rate - seconds) < 2 / out_rate + 1e-9
+    opus = feed(OpusPacketEncoder(in_rate, out_rate=out_rate, frame_ms=20), pcm)
+    assert all(packet_ms(c.data) == 20 for c in opus)
+    assert 0 <= len(opus) * 0.020 - 0.0065 - seconds < 0.020 + 1e-9
+    ogg = b"".join(
+        c.data for c in feed(OggOpusEncoder(in_rate, out_rate=out_rate, frame_ms=20), pcm)
+    )
+    samples, rate = _ogg_samples(ogg)
+    assert abs(samples / rate - seconds) < 0.020

@@ -117,3 +117,20 @@ async def test_cancelling_stops_the_pacing_at_once() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert len(sent) == 2
+
+
+async def test_the_playback_clock_starts_when_the_first_audio_is_on_the_wire() -> None:
+    t = FakeTime()
+    sent: list[float] = []
+
+    async def emit(event: Any) -> None:
+        sent.append(t.now)
+
+    async def flushed() -> None:
+        t.now += 0.040  # queued behind other events for 40 ms
+
+    paced = PacedEmit(emit, 60, clock=t.clock, sleep=t.sleep, flushed=flushed)
+    for i in range(1, 4):
+        await paced(audio(i))
+    # frame 2 goes at once (60 ms lead), frame 3 once frame 1 played: 60 ms after it reached the wire
+    assert sent[2] == pytest.approx(100.0 + 0.040 + 0.060)
