@@ -2,7 +2,7 @@
  * Do not edit: run `make schemas`. */
 
 /**
- * Voice chat: the client uploads one utterance as base64 packets (seq 1..total); the server streams the recognised text, the answer and its speech (MP3) back. seq 1 of a new upload starts a new utterance and interrupts a running answer; {"type": "cancel"} interrupts it explicitly.
+ * Voice chat: the client uploads one utterance as base64 packets (seq 1..total); the server streams the recognised text, the answer and its speech (MP3) back. seq 1 of a new upload starts a new utterance and interrupts a running answer; {"type": "cancel"} interrupts it explicitly. With mode=stream at the handshake, open-microphone packets (no total) and {"type": "end"} are taken too.
  */
 export type QwenGatewayV1ChatAudio = ClientMessage | ServerMessage;
 /**
@@ -127,6 +127,7 @@ export interface Connected {
  * A packet was accepted; `received` counts the distinct packets of the upload so far.
  *
  * `duplicate` (additive) is true when the packet repeated one already received (nothing changed).
+ * `total` is 0 for an open-microphone upload (`mode=stream`), whose number of packets is not known.
  */
 export interface PacketAckEnvelope {
   packet_ack: PacketAck;
@@ -135,6 +136,7 @@ export interface PacketAckEnvelope {
  * A packet was accepted; `received` counts the distinct packets of the upload so far.
  *
  * `duplicate` (additive) is true when the packet repeated one already received (nothing changed).
+ * `total` is 0 for an open-microphone upload (`mode=stream`), whose number of packets is not known.
  */
 export interface PacketAck {
   duplicate?: boolean;
@@ -147,7 +149,7 @@ export interface PacketAck {
    */
   seq: number;
   /**
-   * Number of packets in this upload; the same in every packet of the upload.
+   * Number of packets in this upload; 0 for an open-microphone upload (mode=stream).
    */
   total: number;
   /**
