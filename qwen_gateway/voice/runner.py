@@ -43,6 +43,7 @@ from protocol import (
     UploadComplete,
     VlmSession,
     decode_audio_client,
+    decode_stream_client,
     decode_vlm_client,
     device_options,
     encode_event,
@@ -218,7 +219,11 @@ class VoiceRunner:
             else VlmSession(info.session_id, limits)
         )
         self._decode: Callable[[str | bytes, Limits], Any] = (
-            decode_audio_client if endpoint == "audio" else decode_vlm_client
+            decode_vlm_client
+            if endpoint == "vlm"
+            else decode_stream_client
+            if info.device.stream
+            else decode_audio_client
         )
         self._lock = asyncio.Lock()
         self._deadline_armed = asyncio.Event()
@@ -308,6 +313,9 @@ class VoiceRunner:
                         action.turn_id,
                         self.emit,
                         flushed=self.flushed,
+                        speech_ended=self._speech_end_of(action.turn_id)
+                        if self._info.device.stream
+                        else None,
                     )
                 )
             elif isinstance(action, StartVlmTurn):
@@ -366,6 +374,22 @@ class VoiceRunner:
         self._turn = turn
         self._task = self._conn.spawn(self._run_turn(turn), name=f"voice-turn-{turn.turn_id}")
         log.info("turn started", extra={"fields": {"turn_id": turn.turn_id}})
+
+    def _speech_end_of(self, turn_id: int) -> Callable[[], None]:
+        """What turn ``turn_id`` calls when the VAD heard the end of its open-microphone speech: the machine
+        completes the upload (in a task of its own: the turn's upload reader must not wait for the lock)."""
+        machine = self.machine
+        assert isinstance(machine, AudioSession)
+
+        async def ended() -> None:
+            async with self._lock:
+                if machine.state.name != "CLOSED":
+                    await self._execute(machine.speech_ended(turn_id))
+
+        def report() -> None:
+            self._conn.spawn(ended(), name=f"voice-speech-end-{turn_id}")
+
+        return report
 
     async def _execute_locked(self, actions: list[SessionAction]) -> None:
         async with self._lock:

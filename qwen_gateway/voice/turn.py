@@ -93,6 +93,7 @@ from .encoders import encoder_factory
 from .formats import SNIFF_BYTES, AudioFormatInfo, UnknownAudioFormat, audio_duration, sniff
 from .images import ImageFormat, UnknownImageFormat, sniff_image
 from .memory import ConversationMemory
+from .openmic import SpeechEndWatch
 from .pacing import PacedEmit
 
 __all__ = [
@@ -673,8 +674,12 @@ class AudioTurn(_Turn):
         emit: Emit,
         *,
         flushed: Callable[[], Awaitable[None]] | None = None,
+        speech_ended: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(deps, session, memory, turn_id, emit, flushed=flushed)
+        # Open-microphone uploads: the VAD watches the upload and calls this once the speech ended.
+        self._speech_ended = speech_ended
+        self._watch: SpeechEndWatch | None = None
         self._inbox: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=self._cfg.audio_queue)
         self._upload = bytearray()
         self._packets = 0
@@ -795,6 +800,8 @@ class AudioTurn(_Turn):
             self._upload += chunk
             if len(self._upload) >= SNIFF_BYTES:
                 self._head.set()
+            if self._speech_ended is not None:
+                self._watch_speech(chunk)
             await to_recogniser.put(chunk)
         self._p.completed_at = self._clock()
         self._head.set()
@@ -803,6 +810,26 @@ class AudioTurn(_Turn):
             # From now on the recogniser only has to finish: bound that.
             self._deadline.reschedule(asyncio.get_running_loop().time() + self._cfg.read_timeout)
         await to_recogniser.put(None)
+
+    def _watch_speech(self, chunk: bytes) -> None:
+        """Open microphone: run the VAD over the upload (from its first :data:`SNIFF_BYTES` on)."""
+        watch = self._watch
+        if watch is None:
+            if len(self._upload) < SNIFF_BYTES:
+                return
+            try:
+                info = sniff(self._upload[:SNIFF_BYTES], self._session.declared_format)
+                watch = self._watch = SpeechEndWatch(info, self._session.device.silence_ms)
+            except UnknownAudioFormat:
+                self._speech_ended = None  # the recogniser's path reports it
+                return
+            chunk = bytes(self._upload)
+        if watch.feed(chunk) and self._speech_ended is not None:
+            log.info(
+                "end of speech heard",
+                extra={"fields": {"turn_id": self.turn_id, "at_ms": watch.ended_at_ms}},
+            )
+            self._speech_ended()
 
     async def _store_upload(self) -> None:
         """Once the upload is complete (and its format known), store it and send ``transcription_started``."""
