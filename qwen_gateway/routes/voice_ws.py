@@ -40,6 +40,10 @@ async def _serve(endpoint: Endpoint) -> Response | None:
     except HandshakeError as exc:
         # A bad device option (audio_format, pace, mode ...): an HTTP 400 instead of the upgrade.
         return error_response(400, exc.message, code="invalid_parameter", param=exc.param)
+    if endpoint == "vlm" and shake.info.device.stream:
+        # The VLM question is complete at its end already; open-microphone turns are the audio endpoint's.
+        message = "mode=stream is for /v1/chat/audio; /v1/chat/vlm turns start on end"
+        return error_response(400, message, code="invalid_parameter", param="mode")
     if not caller_allowed(shake.token):
         return unauthorized()  # an HTTP 401 instead of the upgrade
     limits = caller_limits(shake.token)

@@ -386,22 +386,24 @@ class Mp3ChunkEncoder(_Framed):
 
 ChunkEncoderType = OpusPacketEncoder | OggOpusEncoder | PcmEncoder | Mp3ChunkEncoder
 
+#: How each format's encoder is made: (PCM rate, asked format, MP3 bitrate) -> encoder.
+_MAKERS: dict[str, Callable[[int, OutputAudio, int], ChunkEncoderType]] = {
+    "opus": lambda rate, out, _: OpusPacketEncoder(
+        rate, out_rate=out.sample_rate or rate, frame_ms=out.frame_ms or 60
+    ),
+    "ogg_opus": lambda rate, out, _: OggOpusEncoder(
+        rate, out_rate=out.sample_rate or rate, frame_ms=out.frame_ms or 60
+    ),
+    "pcm": lambda rate, out, _: PcmEncoder(rate, out_rate=out.sample_rate or rate),
+    "mp3": lambda rate, out, kbps: Mp3ChunkEncoder(
+        rate, out_rate=out.sample_rate, bitrate_kbps=kbps
+    ),
+}
+
 
 def encoder_factory(
     output: OutputAudio, *, mp3_bitrate_kbps: int
 ) -> Callable[[int], ChunkEncoderType]:
     """The ``new_encoder`` of an answer in ``output``'s format: PCM rate -> encoder."""
-
-    def new(sample_rate: int) -> ChunkEncoderType:
-        out_rate = output.sample_rate or sample_rate
-        if output.format == "opus":
-            return OpusPacketEncoder(sample_rate, out_rate=out_rate, frame_ms=output.frame_ms or 60)
-        if output.format == "ogg_opus":
-            return OggOpusEncoder(sample_rate, out_rate=out_rate, frame_ms=output.frame_ms or 60)
-        if output.format == "pcm":
-            return PcmEncoder(sample_rate, out_rate=out_rate)
-        return Mp3ChunkEncoder(
-            sample_rate, out_rate=output.sample_rate, bitrate_kbps=mp3_bitrate_kbps
-        )
-
-    return new
+    make = _MAKERS[output.format]
+    return lambda sample_rate: make(sample_rate, output, mp3_bitrate_kbps)

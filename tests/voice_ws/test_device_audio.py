@@ -116,6 +116,16 @@ async def test_vlm_takes_the_format_too(tmp_path: Path) -> None:
         assert events and all(e["format"] == "opus" and e["frame_ms"] == 20 for e in events)
 
 
+async def test_stream_mode_is_for_the_audio_endpoint(tmp_path: Path) -> None:
+    async with gateway(tmp_path) as gw:
+        with pytest.raises(InvalidStatus) as info:
+            async with client(gw, "vlm", query={"mode": "stream"}):
+                pass
+        assert info.value.response.status_code == 400
+        async with client(gw, "audio", query={"mode": "stream"}) as c:
+            assert "connected" in await c.recv()
+
+
 @pytest.mark.parametrize(
     ("query", "param"),
     [
