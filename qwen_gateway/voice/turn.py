@@ -474,13 +474,14 @@ class _Turn:
             "stream_options": {"include_usage": True},
         }
         device = self._session.device
-        events: AnswerEvents = SeedAnswerEvents(chunk_event, self.turn_id)
+        seed = SeedAnswerEvents(chunk_event, self.turn_id)
+        events: AnswerEvents = seed
         new_encoder: Callable[[int], AudioEncoder] | None = None
         keep = self._cfg.store_reply_audio
         if device.output is not None:
             output = device.output
             rate = output.sample_rate or self._deps.synthesizer.sample_rate
-            events = DeviceAnswerEvents(events, output, rate)  # type: ignore[arg-type]
+            events = DeviceAnswerEvents(seed, output, rate)
             new_encoder = encoder_factory(output, mp3_bitrate_kbps=self._cfg.answer.bitrate_kbps)
             keep = keep and output.format == "mp3"  # the stored answer is an MP3 file
         answer_emit = emit or self._emit
