@@ -94,6 +94,23 @@ async def test_pcm_at_the_asked_rate(tmp_path: Path) -> None:
         assert sum(e["duration_ms"] for e in events) == pytest.approx(len(pcm) / 2 / rate * 1000)
 
 
+async def test_mp3_with_the_format_fields(tmp_path: Path) -> None:
+    async with gateway(tmp_path) as gw:
+        c = await one_turn(gw, {"audio_format": "mp3", "sample_rate": "16000"})
+        events = data_events(c)
+        mp3 = b"".join(base64.b64decode(e["data"]) for e in events)
+        with av.open(io.BytesIO(mp3), format="mp3") as container:
+            frames = list(container.decode(audio=0))
+        assert {f.sample_rate for f in frames} == {16000}
+        seconds = sum(f.samples for f in frames) / 16000
+        # LAME's delay and padding (no Xing header to trim them): at most 576 + two 576-sample frames
+        assert 0 <= seconds - synthesised_seconds(gw) <= 3 * 576 / 16000
+        assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+        assert sum(e["duration_ms"] for e in events) / 1000 == pytest.approx(
+            synthesised_seconds(gw), abs=0.001
+        )
+
+
 async def test_seed_clients_get_the_seed_events(tmp_path: Path) -> None:
     async with gateway(tmp_path) as gw:
         c = await one_turn(gw, {})
