@@ -387,7 +387,8 @@ class VoiceRunner:
                     await self._execute(machine.speech_ended(turn_id))
 
         def report() -> None:
-            self._conn.spawn(ended(), name=f"voice-speech-end-{turn_id}")
+            with contextlib.suppress(RuntimeError):  # the connection is ending: nothing to complete
+                self._conn.spawn(ended(), name=f"voice-speech-end-{turn_id}")
 
         return report
 
