@@ -59,7 +59,7 @@ from ..voice.turn import SessionInfo
 from ..ws import WsConnection
 from .audio import wire_of
 from .listen import Audio, BufferFull, InputAudio, Started, Stopped
-from .response import ResponseDeps, ResponseRun
+from .response import ResponseDeps, ResponseRun, model_not_found
 
 __all__ = ["RECOGNITION_RATE", "CascadeConfig", "CascadeSession"]
 
@@ -743,6 +743,9 @@ class CascadeSession:
                 response = await run.close(reason)
                 await self._save(run, response, reason)
                 await self._rate_limits()
+            if model_not_found(run.failure):
+                # the session's model does not exist upstream: no response can ever succeed
+                self._conn.close(1008, "unknown model")
             self._observe(run, asked_at, wait_for)
         except TimeoutError:
             log.warning(

@@ -44,7 +44,14 @@ from ..voice.answer import AnswerResult, AnswerSpeaker, AnswerTuning, error_code
 from ..voice.convert import WireEncoder, WireFormat, wire_ms
 from .audio import wire_of
 
-__all__ = ["RealtimeAnswerEvents", "ResponseDeps", "ResponseRun", "chat_body", "paced_ms"]
+__all__ = [
+    "RealtimeAnswerEvents",
+    "ResponseDeps",
+    "ResponseRun",
+    "chat_body",
+    "model_not_found",
+    "paced_ms",
+]
 
 log = logging.getLogger("qwen_gateway.realtime.response")
 
@@ -194,7 +201,15 @@ class RealtimeAnswerEvents:
         return events
 
 
+def model_not_found(exc: BaseException | None) -> bool:
+    """The upstream does not know the session's model (the session cannot answer at all)."""
+    return isinstance(exc, UpstreamError) and exc.code == "model_not_found"
+
+
 def _upstream_error(stage: str, exc: BaseException) -> rt.RealtimeError:
+    if model_not_found(exc):
+        assert isinstance(exc, UpstreamError)
+        return rt.RealtimeError("model_not_found", f"{stage} failed: {exc.message}", param="model")
     detail = exc.message if isinstance(exc, UpstreamError) else type(exc).__name__
     if isinstance(exc, TimeoutError):
         detail = "no answer in time"
