@@ -7,5 +7,6 @@ Two backends, chosen by the ``model`` of the handshake (see :mod:`qwen_gateway.r
   the negotiated format;
 * **Qwen-Omni** (``omni.py``, its own module): a pass-through session to DashScope's realtime endpoint.
 
-The wire types and the pure session rules are in :mod:`protocol.realtime` and :mod:`protocol.realtime_session`.
+The wire types and the pure session rules are in :mod:`protocol.realtime` and :mod:`protocol.realtime_session`;
+:mod:`.server` serves a connection (the backend seam: :func:`.server.backend_for`, :mod:`.passthrough`).
 """

@@ -19,7 +19,8 @@ from ..logs import bind
 from ..quota import Limits as QuotaLimits
 from ..voice.turn import SessionInfo, VoiceConfig
 from ..ws import CloseInfo, WebSocketLike, WsConnection, WsLimits
-from .cascade import ENDPOINT, CascadeConfig, CascadeSession
+from .cascade import CascadeConfig, CascadeSession
+from .ledger import ENDPOINT
 from .response import ResponseDeps
 
 if TYPE_CHECKING:
