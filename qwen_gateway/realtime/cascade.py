@@ -59,7 +59,13 @@ from .audio import wire_of
 from .ledger import Ledger
 from .listen import Audio, BufferFull, InputAudio, Started, Stopped
 from .response import ResponseDeps, ResponseRun, model_not_found
-from .utterance import RECOGNITION_RATE, Utterance, recognise, with_transcript
+from .utterance import (
+    RECOGNITION_RATE,
+    Utterance,
+    recognise,
+    recogniser_rate,
+    with_transcript,
+)
 
 __all__ = ["RECOGNITION_RATE", "CascadeConfig", "CascadeSession"]
 
@@ -240,11 +246,11 @@ class CascadeSession:
                 return rt.RealtimeError(
                     "invalid_value", str(exc), param="session.audio.input.transcription.model"
                 )
-            if not recognizer.streaming:
+            if not recognizer.streaming or recogniser_rate(recognizer) is None:
                 return rt.RealtimeError(
                     "invalid_value",
-                    f"{recognizer.model} recognises stored files, not a live stream: "
-                    "choose a streaming model",
+                    f"{recognizer.model} does not recognise a live stream of 8 or 16 kHz PCM "
+                    "(a file-recognition model?): choose a streaming model",
                     param="session.audio.input.transcription.model",
                 )
             self._recognizer = recognizer

@@ -17,9 +17,18 @@ from protocol import realtime as rt
 
 from ..errors import UpstreamError
 from ..providers.base import RecognitionSession, Recognizer
+from ..voice.convert import Resampler
 from ..voice.recognition import OnTranscript, collect_transcript
 
-__all__ = ["RECOGNITION_RATE", "UTTERANCE_QUEUE", "Utterance", "recognise", "with_transcript"]
+__all__ = [
+    "RECOGNISER_RATES",
+    "RECOGNITION_RATE",
+    "UTTERANCE_QUEUE",
+    "Utterance",
+    "recognise",
+    "recogniser_rate",
+    "with_transcript",
+]
 
 #: The recogniser's input: pcm16 mono at 16 kHz (every streaming recogniser of the catalogue takes it).
 RECOGNITION_RATE = 16000
@@ -104,9 +113,24 @@ class Utterance:
         return ""
 
 
-async def _feed(rec: RecognitionSession, queue: asyncio.Queue[bytes | None]) -> None:
+#: The PCM rates a recogniser may be fed, best first (the utterance's 16 kHz is resampled for an 8 kHz model).
+RECOGNISER_RATES = (RECOGNITION_RATE, 8000)
+
+
+def recogniser_rate(recognizer: Recognizer) -> int | None:
+    """The rate ``recognizer`` takes pcm16 at (None: it takes none of :data:`RECOGNISER_RATES`)."""
+    return next((r for r in RECOGNISER_RATES if recognizer.accepts("pcm", r)), None)
+
+
+async def _feed(
+    rec: RecognitionSession, queue: asyncio.Queue[bytes | None], resampler: Resampler | None
+) -> None:
     while (chunk := await queue.get()) is not None:
-        await rec.feed(chunk)
+        data = resampler.process(chunk) if resampler is not None else chunk
+        if data:
+            await rec.feed(data)
+    if resampler is not None and (tail := resampler.flush()):
+        await rec.feed(tail)
     await rec.finish()
 
 
@@ -120,17 +144,17 @@ async def recognise(
     """Recognise the utterance while its audio arrives: (transcript, None), or (None, the upstream failure)."""
     transcript: str | None = None
     failure: BaseException | None = None
+    rate = recogniser_rate(recognizer) or RECOGNITION_RATE
+    resampler = Resampler(RECOGNITION_RATE, rate) if rate != RECOGNITION_RATE else None
     try:
         async with asyncio.timeout(None) as deadline:
             utterance.deadline = deadline
             utterance.extend_deadline()
             async with (
-                recognizer.session(
-                    format="pcm", sample_rate=RECOGNITION_RATE, api_key=api_key
-                ) as rec,
+                recognizer.session(format="pcm", sample_rate=rate, api_key=api_key) as rec,
                 asyncio.TaskGroup() as group,
             ):
-                group.create_task(_feed(rec, utterance.queue), name="realtime-asr-feed")
+                group.create_task(_feed(rec, utterance.queue, resampler), name="realtime-asr-feed")
                 transcript = await collect_transcript(rec, on_update)
     except* (UpstreamError, TimeoutError) as eg:
         failure = eg.exceptions[0]

@@ -184,6 +184,20 @@ async def test_the_transcription_model_picks_the_recogniser(tmp_path: Path) -> N
             "transcript"
         ]
         assert len(gw.sim.log.realtime_asr_sessions) == before + 1
+        # an 8 kHz model gets the utterance at 8 kHz (the simulator refuses any other rate for it)
+        await s.conn.session.update(
+            session={
+                "type": "realtime",
+                "audio": {"input": {"transcription": {"model": "paraformer-realtime-8k-v2"}}},
+            }
+        )
+        await s.until("session.updated")
+        await s.send_audio(speech() + silence(1.2))
+        events = await s.until("conversation.item.done")
+        assert not s.of("conversation.item.input_audio_transcription.failed", events)
+        (completed,) = s.of("conversation.item.input_audio_transcription.completed", events)
+        assert completed["transcript"]
+        assert gw.sim.log.asr_sessions[-1].model == "paraformer-realtime-8k-v2"
 
 
 async def test_a_client_leaving_mid_answer_closes_every_upstream(tmp_path: Path) -> None:
