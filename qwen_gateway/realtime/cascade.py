@@ -88,6 +88,7 @@ class CascadeConfig:
         max_audio_seconds: the longest utterance (server VAD commits it there) or manual buffer.
         max_frame_bytes: the largest client frame.
         system_prompt: the instructions of a new session.
+        max_turns: responses one connection may have (``QG_MAX_TURNS``); beyond: ``too_many_turns``, close 1008.
         history / history_turns / history_tokens: a resumed conversation (``?conversation_id=``) starts with
             its recent turns as items (the chat context budget of the voice endpoints).
     """
@@ -100,6 +101,7 @@ class CascadeConfig:
     max_audio_seconds: float = 300.0
     max_frame_bytes: int = 1024 * 1024
     system_prompt: str = ""
+    max_turns: int = 200
     history: HistoryStore | None = None
     history_turns: int = 10
     history_tokens: int = 4000
@@ -573,6 +575,9 @@ class CascadeSession:
         if self._lifecycle is not None and self._lifecycle.draining:
             self._conn.spawn(self._shut_down(), name="realtime-refuse")
             return
+        if self._turns >= self._cfg.max_turns:
+            self._conn.spawn(self._too_many_turns(), name="realtime-refuse")
+            return
         self._turns += 1
         run = ResponseRun(
             id=self.conversation.new_id("resp"),
@@ -704,6 +709,15 @@ class CascadeSession:
             if self._active is active:
                 self._active = None
         await self._shut_down()
+
+    async def _too_many_turns(self) -> None:
+        await self.error(
+            rt.RealtimeError(
+                "too_many_turns",
+                f"this connection had its {self._cfg.max_turns} responses (QG_MAX_TURNS): reconnect",
+            )
+        )
+        self._conn.close(1008, "too many turns")
 
     async def _shut_down(self) -> None:
         await self.error(

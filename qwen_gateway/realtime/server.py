@@ -69,6 +69,7 @@ def cascade_config(services: Services) -> CascadeConfig:
         max_audio_seconds=settings.max_audio_seconds,
         max_frame_bytes=settings.max_frame_bytes,
         system_prompt=settings.default_system_prompt,
+        max_turns=settings.max_turns_per_connection,
         history=services.storage.history,
         history_turns=voice.history_turns,
         history_tokens=voice.history_tokens,

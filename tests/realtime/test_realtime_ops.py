@@ -123,3 +123,25 @@ async def test_a_busy_session_finishes_its_response_before_the_drain_closes_it(
             while True:
                 await s.recv()
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+
+
+async def test_responses_beyond_the_turn_limit_close_the_connection(tmp_path: Path) -> None:
+    async with gateway(tmp_path, max_turns_per_connection=1) as gw, realtime(gw) as s:
+        gw.sim.set_reply(ANSWER)
+        await s.conn.conversation.item.create(
+            item={
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_text", "text": "hi"}],
+            }
+        )
+        await s.conn.response.create()
+        await s.until("response.done")
+        await s.conn.response.create()
+        (error,) = s.of("error", await s.until("error"))
+        assert error["error"]["code"] == "too_many_turns"
+        assert len(s.of("response.created")) == 1
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                await s.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
