@@ -436,9 +436,13 @@ export function sleep(ms) {
 
 // ---------------------------------------------------------------- inspector and latencies
 
-/** Latencies measured by the page, in milliseconds from the end of the upload (or the request). */
+/**
+ * Latencies measured by the page, in milliseconds from the end of the upload (or the request; on the realtime
+ * page, from the end of speech).
+ */
 export const LATENCY_LABELS = /** @type {const} */ ({
   upload: "Upload",
+  transcript: "First transcript",
   recognition: "Recognition",
   first_token: "First token",
   first_audio: "First audio",
@@ -586,6 +590,28 @@ export class Inspector {
   }
 
   /**
+   * Log an event that comes in runs (microphone appends, audio deltas): consecutive ones of the same name and
+   * direction share one row, which counts them (`data-count`) and shows the latest one's detail.
+   * @param {"in" | "out"} dir
+   * @param {string} name
+   * @param {string} detail
+   */
+  logRun(dir, name, detail) {
+    const last = this.tbody.lastElementChild;
+    if (last instanceof HTMLTableRowElement && last.dataset.run && last.dataset.event === name && last.dataset.dir === dir) {
+      const count = Number(last.dataset.count ?? "1") + 1;
+      last.dataset.count = String(count);
+      const d = last.querySelector(".d");
+      if (d) d.textContent = `×${count} · ${detail}`;
+      return;
+    }
+    this.log(dir, name, detail);
+    const row = /** @type {HTMLTableRowElement} */ (this.tbody.lastElementChild);
+    row.dataset.run = "1";
+    row.dataset.count = "1";
+  }
+
+  /**
    * Log a received event, summarised (audio payloads shown as their size).
    * @param {WireEvent} ev
    */
@@ -609,11 +635,12 @@ export class Inspector {
 /**
  * A short one-line view of an event body: base64 payloads become their decoded size.
  * @param {EventBody} body
+ * @param {readonly string[]} [binaryKeys] the fields that hold base64 payloads
  */
-export function summarize(body) {
+export function summarize(body, binaryKeys = ["data"]) {
   const view = /** @type {Record<string, unknown>} */ ({});
   for (const [k, v] of Object.entries(body)) {
-    if (k === "data" && typeof v === "string" && v.length > 64) view[k] = `<${Math.floor((v.length * 3) / 4)} B base64>`;
+    if (binaryKeys.includes(k) && typeof v === "string" && v.length > 64) view[k] = `<${Math.floor((v.length * 3) / 4)} B base64>`;
     else view[k] = v;
   }
   const text = JSON.stringify(view);
