@@ -15,6 +15,7 @@ import re
 import struct
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,10 +60,6 @@ class ApiError(Exception):
         self.param = param
 
 
-class _ClientGone(Exception):
-    pass
-
-
 @dataclass
 class _Plan:
     """A validated request."""
@@ -98,25 +95,14 @@ async def handle_chat(state: SimulatorState, req: HttpRequest) -> None:
             reason = "rejected"
             return
         call = _ChatCall(state, req, rec)
-        try:
-            async with asyncio.TaskGroup() as tg:
-                watcher = tg.create_task(_watch(req))
-                try:
-                    reason = await call.run()
-                finally:
-                    watcher.cancel()
-        except* _ClientGone:
-            reason = "complete" if rec.completed else "client"
+        outcome = await req.unless_disconnected(call.run())
+        # None: the client went away
+        reason = outcome if outcome is not None else ("complete" if rec.completed else "client")
     except asyncio.CancelledError:
         reason = "shutdown"
         raise
     finally:
         log.close(conn, reason, status=rec.status)
-
-
-async def _watch(req: HttpRequest) -> None:
-    await req.wait_disconnect()
-    raise _ClientGone
 
 
 async def _send_error(
@@ -489,7 +475,9 @@ class _ChatCall:
     def _tool_call_id(self) -> str:
         return f"call_{self.rec.request_id.replace('-', '')[:24]}"
 
-    def _tool_events(self, tool: ToolCallScript, chunk: Any) -> list[bytes]:
+    def _tool_events(
+        self, tool: ToolCallScript, chunk: Callable[[dict[str, Any]], bytes]
+    ) -> list[bytes]:
         """A tool call as DashScope streams it: the id, type and name with empty arguments, then the arguments
         in pieces of a few characters."""
 
