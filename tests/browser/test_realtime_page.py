@@ -18,12 +18,15 @@ import itertools
 import json
 import re
 import time
+import typing
 import wave
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from openai.types.realtime import RealtimeClientEvent, RealtimeServerEvent
+from pydantic import BaseModel, ValidationError
 
 from qwen_gateway.simulator.audio import synthesize
 
@@ -43,6 +46,19 @@ TAIL_SECONDS = 12.0
 #: How long a page-level wait may take before the test fails (not a measurement: a bound on a hang).
 WAIT_S = 30.0
 PCM_RATE = 24000
+
+
+def _models(union: Any) -> dict[str, type[BaseModel]]:
+    """The official SDK's event models by their ``type``."""
+    members = typing.get_args(typing.get_args(union)[0])
+    return {typing.get_args(m.model_fields["type"].annotation)[0]: m for m in members}
+
+
+#: What the page sends, and what the test plays as the server, must parse as the ``openai`` SDK's models.
+CLIENT_EVENTS = _models(RealtimeClientEvent)
+SERVER_EVENTS = _models(RealtimeServerEvent)
+USAGE = {"type": "duration", "seconds": 1.1}
+SESSION = {"type": "realtime", "model": "qwen-plus", "output_modalities": ["audio"]}
 
 
 def speech_wav(path: Path) -> Path:
@@ -176,11 +192,14 @@ def test_two_spoken_turns_are_heard(context: BrowserContext, artifacts: Path) ->
 
 
 class FakeRealtime:
-    """The server side of the page's WebSocket, played by the test: records what the page sends."""
+    """The server side of the page's WebSocket, played by the test: records what the page sends (and whether
+    each event parses as the ``openai`` SDK's ``RealtimeClientEvent``); what it plays must parse as the SDK's
+    ``RealtimeServerEvent``."""
 
     def __init__(self, page: Page) -> None:
         self.page = page
         self.sent: list[dict[str, Any]] = []
+        self.invalid: list[str] = []
         self.ws: WebSocketRoute | None = None
         self.url = ""
         page.route_web_socket(re.compile(r".*/v1/realtime(\?.*)?$"), self._connect)
@@ -188,14 +207,25 @@ class FakeRealtime:
     def _connect(self, ws: WebSocketRoute) -> None:
         self.ws = ws
         self.url = ws.url
-        ws.on_message(lambda m: self.sent.append(json.loads(m)))
-        ws.send(json.dumps({"type": "session.created", "event_id": "evt_s0", "session": {}}))
+        ws.on_message(self._received)
+        self.send("session.created", session=SESSION)
+
+    def _received(self, message: str | bytes) -> None:
+        event = json.loads(message)
+        self.sent.append(event)
+        model = CLIENT_EVENTS.get(event.get("type"))
+        try:
+            if model is None:
+                raise ValueError("not an event of the SDK")
+            model.model_validate(event)
+        except (ValidationError, ValueError) as exc:
+            self.invalid.append(f"{event.get('type')}: {exc}")
 
     def send(self, type_: str, **fields: Any) -> None:
         assert self.ws is not None, "the page did not connect"
-        self.ws.send(
-            json.dumps({"type": type_, "event_id": f"evt_{time.monotonic_ns()}", **fields})
-        )
+        event = {"type": type_, "event_id": f"evt_{time.monotonic_ns()}", **fields}
+        SERVER_EVENTS[type_].model_validate(event)
+        self.ws.send(json.dumps(event))
 
     def types(self) -> list[str]:
         return [m.get("type", "") for m in self.sent]
@@ -217,7 +247,7 @@ def start(page: Page) -> FakeRealtime:
     server = FakeRealtime(page)
     page.click("#session")
     server.wait_sent("session.update")
-    server.send("session.updated", session={})
+    server.send("session.updated", session=SESSION)
     return server
 
 
@@ -230,6 +260,7 @@ def user_turn(server: FakeRealtime, item: str, transcript: str) -> None:
         item_id=item,
         content_index=0,
         transcript=transcript,
+        usage=USAGE,
     )
 
 
@@ -306,12 +337,15 @@ def test_session_update_declares_vad_formats_and_tools(context: BrowserContext) 
     for a in appends:
         pcm = base64.b64decode(a["audio"], validate=True)
         assert pcm and len(pcm) % 2 == 0
-    # One inspector row counts the appends instead of one row each.
-    rows = page.locator("#inspector tr[data-event='input_audio_buffer.append']")
-    assert rows.count() == 1
-    assert int(rows.first.get_attribute("data-count") or 0) >= 3
+    # A run of appends shares one inspector row that counts them, instead of a row each.
+    counts = page.eval_on_selector_all(
+        "#inspector tr[data-event='input_audio_buffer.append']",
+        "rows => rows.map(r => Number(r.dataset.count))",
+    )
+    assert sum(counts) >= 3 and len(counts) < sum(counts), counts
     page.click("#session")
     page.wait_for_selector("#session[aria-pressed='false']")
+    assert not server.invalid, server.invalid
     assert not problems.errors, problems.report()
 
 
@@ -408,6 +442,7 @@ def test_tool_round_trip_runs_on_the_page(context: BrowserContext, artifacts: Pa
     assert page.locator(".msg.tool").count() == 2
     assert page.locator("#error").is_hidden()
     shoot(page, artifacts, "realtime-tools")
+    assert not server.invalid, server.invalid
     assert not problems.errors, problems.report()
 
 
@@ -480,6 +515,7 @@ def test_speaking_over_an_answer_stops_it_and_truncates_to_what_was_heard(
         item_id="item_u2",
         content_index=0,
         transcript="Actually, just say hi.",
+        usage=USAGE,
     )
     spoken_answer(server, "resp_2", "item_a2", "Hi!", seconds=0.5)
     page.wait_for_function(
@@ -493,6 +529,7 @@ def test_speaking_over_an_answer_stops_it_and_truncates_to_what_was_heard(
     # Only one truncate: the second answer was not interrupted.
     assert server.types().count("conversation.item.truncate") == 1
     shoot(page, artifacts, "realtime-barge-in")
+    assert not server.invalid, server.invalid
     assert not problems.errors, problems.report()
 
 
