@@ -29,6 +29,7 @@ from openai.types.realtime import RealtimeClientEvent, RealtimeServerEvent
 from pydantic import BaseModel, ValidationError
 
 from qwen_gateway.simulator.audio import synthesize
+from qwen_gateway.voice.vad import SpeechDetector, SpeechStarted, SpeechStopped, VadSettings
 
 from .conftest import CHROMIUM_ARGS
 from .support import QUESTION_WAV, Gateway, new_context, watch
@@ -347,6 +348,32 @@ def test_session_update_declares_vad_formats_and_tools(context: BrowserContext) 
     page.wait_for_selector("#session[aria-pressed='false']")
     assert not server.invalid, server.invalid
     assert not problems.errors, problems.report()
+
+
+def test_the_microphone_stream_holds_two_turns_for_the_gateway_vad(context: BrowserContext) -> None:
+    """The page's appends (Chromium's fake microphone through the page's capture path) are 24 kHz PCM16 in
+    which the gateway's own server VAD finds the WAV's two questions."""
+    page = open_page(context)
+    server = start(page)
+    wanted = 2 * PCM_RATE * 7  # 7 s: a loop's speech, gap, speech and a second of its silence
+    pcm = bytearray()
+
+    def enough() -> bool:
+        while server.sent and len(pcm) < wanted:
+            event = server.sent.pop(0)
+            if event["type"] == "input_audio_buffer.append":
+                pcm.extend(base64.b64decode(event["audio"]))
+        return len(pcm) >= wanted
+
+    server.wait_for("streamed 7 s of microphone audio", enough)
+    page.click("#session")
+    detector = SpeechDetector(VadSettings(), sample_rate=PCM_RATE)
+    events = detector.feed(bytes(pcm))
+    starts = [e.audio_start_ms for e in events if isinstance(e, SpeechStarted)]
+    stops = [e.audio_end_ms for e in events if isinstance(e, SpeechStopped)]
+    assert len(starts) >= 2 and len(stops) >= 1, events
+    # The two questions are told apart by the 1.5 s pause between them.
+    assert starts[1] - stops[0] >= 1000, events
 
 
 def test_the_key_goes_as_the_browser_subprotocol(context: BrowserContext, gateway: Gateway) -> None:
