@@ -451,6 +451,9 @@ export const LATENCY_LABELS = /** @type {const} */ ({
 
 /** @typedef {keyof typeof LATENCY_LABELS} LatencyName */
 
+/** How far back (in rows) `Inspector.logRun` looks for the row of the same run. */
+const RUN_LOOKBACK = 4;
+
 /**
  * The event inspector: every event sent or received, with its arrival time (ms since the turn started),
  * and the measured latencies of the current turn.
@@ -590,25 +593,32 @@ export class Inspector {
   }
 
   /**
-   * Log an event that comes in runs (microphone appends, audio deltas): consecutive ones of the same name and
-   * direction share one row, which counts them (`data-count`) and shows the latest one's detail.
+   * Log an event that comes in runs (microphone appends, audio and transcript deltas): the events of a run share
+   * one row, which counts them (`data-count`), shows the latest one's detail and the time span. Runs of a few
+   * kinds may interleave (audio and transcript deltas of one answer): a row takes its run's next event while it
+   * is among the last `RUN_LOOKBACK` rows and only other runs came after it.
    * @param {"in" | "out"} dir
    * @param {string} name
    * @param {string} detail
    */
   logRun(dir, name, detail) {
-    const last = this.tbody.lastElementChild;
-    if (last instanceof HTMLTableRowElement && last.dataset.run && last.dataset.event === name && last.dataset.dir === dir) {
-      const count = Number(last.dataset.count ?? "1") + 1;
-      last.dataset.count = String(count);
-      const d = last.querySelector(".d");
-      if (d) d.textContent = `×${count} · ${detail}`;
-      return;
+    let row = this.tbody.lastElementChild;
+    for (let i = 0; i < RUN_LOOKBACK && row instanceof HTMLTableRowElement && row.dataset.run; i++) {
+      if (row.dataset.event === name && row.dataset.dir === dir) {
+        const count = Number(row.dataset.count ?? "1") + 1;
+        row.dataset.count = String(count);
+        const d = row.querySelector(".d");
+        if (d) d.textContent = `×${count} · ${detail}`;
+        const t = row.querySelector("td.t");
+        if (t) t.textContent = `+${row.dataset.t}–${Math.round(performance.now() - this.turnStart)} ms`;
+        return;
+      }
+      row = row.previousElementSibling;
     }
     this.log(dir, name, detail);
-    const row = /** @type {HTMLTableRowElement} */ (this.tbody.lastElementChild);
-    row.dataset.run = "1";
-    row.dataset.count = "1";
+    const added = /** @type {HTMLTableRowElement} */ (this.tbody.lastElementChild);
+    added.dataset.run = "1";
+    added.dataset.count = "1";
   }
 
   /**

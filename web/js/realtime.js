@@ -91,7 +91,14 @@ export function sessionUpdate(opts) {
 }
 
 /** Events that arrive in runs: one inspector row counts them. */
-const RUNS = new Set(["input_audio_buffer.append", "response.output_audio.delta"]);
+const RUNS = new Set([
+  "input_audio_buffer.append",
+  "response.output_audio.delta",
+  "response.output_audio_transcript.delta",
+  "response.output_text.delta",
+  "conversation.item.input_audio_transcription.delta",
+  "response.function_call_arguments.delta",
+]);
 /** Fields holding base64 audio, shown as their size. */
 const BINARY_FIELDS = ["audio", "delta"];
 
