@@ -4,7 +4,20 @@
 // an AudioContext, speaking over it stops it at once and truncates the item to what was heard, the page's two
 // tools run when the model calls them, and the inspector shows every event with the turn's latencies.
 
-import { $, GatewayError, Inspector, authHeaders, getKey, initPage, probeKey, showError, summarize, toBase64, fromBase64 } from "./common.js";
+import {
+  $,
+  GatewayError,
+  Inspector,
+  authHeaders,
+  fromBase64,
+  getKey,
+  initPage,
+  probeKey,
+  renderAnswer,
+  showError,
+  summarize,
+  toBase64,
+} from "./common.js";
 import { Recorder, floatToInt16, resample } from "./media.js";
 import { PcmPlayer } from "./pcm-player.js";
 import { TOOLS, runTool } from "./realtime-tools.js";
@@ -24,6 +37,7 @@ export const OMNI_MODELS = ["qwen3-omni-flash-realtime"];
  * @property {string} [response_id]
  * @property {string} [delta]
  * @property {string} [transcript]
+ * @property {string} [text]
  * @property {string} [call_id]
  * @property {string} [name]
  * @property {string} [arguments]
@@ -135,6 +149,8 @@ export class RealtimePage {
     this.userMsgs = new Map();
     /** @type {Map<string, HTMLElement>} answers by response id */
     this.answers = new Map();
+    /** @type {Map<string, string>} the text of each answer (by response id), shown with light formatting */
+    this.answerText = new Map();
     /** @type {Map<string, string>} the response each assistant item belongs to */
     this.itemResponse = new Map();
     /** @type {Map<string, HTMLElement>} tool calls by call id */
@@ -456,16 +472,19 @@ export class RealtimePage {
     if (!ev.response_id) return;
     const el = this.answer(ev.response_id);
     if (ev.item_id) el.dataset.itemId ??= ev.item_id;
-    el.textContent = (el.textContent ?? "") + (ev.delta ?? "");
+    const text = (this.answerText.get(ev.response_id) ?? "") + (ev.delta ?? "");
+    this.answerText.set(ev.response_id, text);
+    renderAnswer(el, text);
     if (this.turnResponses.has(ev.response_id)) this.inspector.measure("first_token");
   }
 
   /** @param {ServerEvent} ev */
   onAnswerDone(ev) {
-    if (!ev.response_id || typeof ev.transcript !== "string") return;
-    const el = this.answer(ev.response_id);
-    // the final transcript, unless speech cut the answer short (then what streamed stays)
-    if (!el.dataset.truncatedMs && ev.transcript) el.textContent = ev.transcript;
+    const text = ev.transcript ?? ev.text;
+    if (!ev.response_id || typeof text !== "string" || !text) return;
+    // The server's final text; for an answer cut short by speech, the part that was spoken.
+    this.answerText.set(ev.response_id, text);
+    renderAnswer(this.answer(ev.response_id), text);
   }
 
   /** @param {ServerEvent} ev */
