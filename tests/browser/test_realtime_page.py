@@ -13,14 +13,19 @@ speech again, then a long silence (Chromium loops the file; the test stops the s
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import concurrent.futures
+import dataclasses
 import itertools
 import json
 import re
+import threading
 import time
 import typing
 import wave
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +33,7 @@ import pytest
 from openai.types.realtime import RealtimeClientEvent, RealtimeServerEvent
 from pydantic import BaseModel, ValidationError
 
+from qwen_gateway.simulator import Simulator, SimulatorConfig
 from qwen_gateway.simulator.audio import synthesize
 from qwen_gateway.voice.vad import SpeechDetector, SpeechStarted, SpeechStopped, VadSettings
 
@@ -47,6 +53,8 @@ TAIL_SECONDS = 12.0
 #: How long a page-level wait may take before the test fails (not a measurement: a bound on a hang).
 WAIT_S = 30.0
 PCM_RATE = 24000
+UPSTREAM_KEY = "sk-upstream-browser-test"
+SCRIPTED_KEY = "sk-scripted-gateway-key"
 
 
 def _models(union: Any) -> dict[str, type[BaseModel]]:
@@ -187,6 +195,129 @@ def test_two_spoken_turns_are_heard(context: BrowserContext, artifacts: Path) ->
     for latency in ("transcript", "first_audio"):
         assert page.inner_text(f"[data-latency='{latency}']").strip().endswith(("ms", "s"))
     assert not problems.errors, problems.report()
+
+
+# --------------------------------------------------------------------------- a tool call scripted upstream
+
+
+@dataclass
+class ScriptedGateway:
+    """A gateway served in a thread of this process, in front of a simulator the test can script."""
+
+    gateway: Gateway
+    sim: Simulator
+    loop: asyncio.AbstractEventLoop
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` in the gateway's event loop (the simulator's state lives there) and return its result."""
+
+        async def run() -> Any:
+            return fn()
+
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout=WAIT_S)
+
+
+@pytest.fixture(scope="module")
+def scripted(
+    tmp_path_factory: pytest.TempPathFactory, artifacts: Path
+) -> Iterator[ScriptedGateway]:
+    """The subprocess gateway's simulator cannot be reached from a test, so this test serves its own gateway
+    (in a thread, as tests/api does) in front of a simulator whose tool calls it scripts."""
+    from qwen_gateway.app import create_app
+    from qwen_gateway.config import load_settings
+    from qwen_gateway.server import serving
+    from qwen_gateway.services import open_services
+
+    started: concurrent.futures.Future[ScriptedGateway] = concurrent.futures.Future()
+    data_dir = tmp_path_factory.mktemp("scripted-gateway")
+
+    async def serve(stop: asyncio.Event) -> None:
+        config = SimulatorConfig(api_key=UPSTREAM_KEY, tts_realtime_factor=0.2)
+        async with Simulator(config, host="127.0.0.1", port=0) as sim:
+            base = load_settings(dict(sim.env), dotenv=None, data_dir=data_dir)
+            settings = dataclasses.replace(
+                base, qwen_api_key=UPSTREAM_KEY, api_keys=(SCRIPTED_KEY,)
+            )
+            async with open_services(settings) as services:
+                app = create_app(services.settings, services)
+                async with serving(app, services.settings) as base_url:
+                    gw = Gateway(base_url, SCRIPTED_KEY, artifacts / "gateway.log", proc=None)
+                    started.set_result(ScriptedGateway(gw, sim, asyncio.get_running_loop()))
+                    await stop.wait()
+
+    stop_holder: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+
+    def run() -> None:
+        async def main() -> None:
+            stop = asyncio.Event()
+            stop_holder.append((asyncio.get_running_loop(), stop))
+            try:
+                await serve(stop)
+            except BaseException as exc:
+                if not started.done():
+                    started.set_exception(exc)
+                raise
+
+        asyncio.run(main())
+
+    thread = threading.Thread(target=run, name="scripted-gateway", daemon=True)
+    thread.start()
+    try:
+        yield started.result(timeout=60)
+    finally:
+        if stop_holder:
+            loop, stop = stop_holder[0]
+            loop.call_soon_threadsafe(stop.set)
+        thread.join(timeout=30)
+
+
+def test_a_tool_call_of_the_model_runs_on_the_page_and_the_answer_goes_on(
+    browser: Browser, scripted: ScriptedGateway, artifacts: Path
+) -> None:
+    """The model (the simulator, scripted) calls ``calculate`` on the first spoken question; the page runs it,
+    sends ``function_call_output`` and ``response.create``; the model gets the result and the answer is heard."""
+    scripted.call(lambda: scripted.sim.set_tool_call("calculate", '{"expression": "12 * 7"}'))
+    context = new_context(browser, scripted.gateway, scripted.gateway.key)
+    try:
+        page = open_page(context)
+        problems = watch(page)
+        page.click("#session")
+        tool = page.locator(".msg.tool[data-output]")
+        tool.wait_for(timeout=60_000)
+        assert json.loads(tool.get_attribute("data-output") or "") == {
+            "expression": "12 * 7",
+            "result": 84,
+        }
+        # The answer after the tool call is heard (then the WAV's second question may cut it short).
+        page.wait_for_function(
+            """() => { const tool = document.querySelector('.msg.tool');
+                 let el = tool.nextElementSibling;
+                 for (; el; el = el.nextElementSibling)
+                   if (el.matches('.msg.assistant[data-status]') && Number(el.dataset.playedMs) > 0) return true;
+                 return !document.querySelector('#error').hidden; }""",
+            timeout=60_000,
+        )
+        page.click("#session")
+        assert page.locator("#error").is_hidden(), page.inner_text("#error")
+        sent: list[str] = page.eval_on_selector_all(
+            "#inspector tbody tr[data-dir='out']", "rows => rows.map(r => r.dataset.event)"
+        )
+        assert "conversation.item.create" in sent and "response.create" in sent, sent
+        assert "response.function_call_arguments.done" in received(page)
+        # The model's next request carried the page's result as the tool message of that call.
+        requests = scripted.call(lambda: list(scripted.sim.log.chat_requests))
+        tool_messages = [
+            m
+            for r in requests
+            for m in r.messages
+            if isinstance(m, dict) and m.get("role") == "tool"
+        ]
+        assert tool_messages, [r.messages for r in requests]
+        assert json.loads(tool_messages[0]["content"])["result"] == 84
+        shoot(page, artifacts, "realtime-tool-call")
+        assert not problems.errors, problems.report()
+    finally:
+        context.close()
 
 
 # --------------------------------------------------------------------------- the page alone
