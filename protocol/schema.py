@@ -30,6 +30,7 @@ from .chat import (
     ModelList,
 )
 from .events import Cancel, EventRegistry
+from .realtime import CLIENT_EVENT_TYPES, SERVER_EVENT_TYPES
 from .vlm import VLM_EVENTS, VlmAudioPacket, VlmEnd, VlmImagePacket
 
 __all__ = ["CONTRACT_VERSION", "generate", "write_schemas"]
@@ -72,6 +73,19 @@ _VLM = _Channel(
     VLM_EVENTS,
 )
 _CHANNELS = (_AUDIO, _VLM)
+
+#: ``/v1/realtime``: OpenAI's Realtime protocol, every message an object tagged by ``type`` (no envelope).
+_REALTIME_KEY = "realtime"
+_REALTIME_PATH = "/v1/realtime"
+_REALTIME_TITLE = "qwen-gateway /v1/realtime"
+_REALTIME_DESCRIPTION = (
+    "OpenAI's Realtime protocol (GA event names; the beta session fields and DashScope's "
+    "input_image_buffer.append are accepted too) in front of a cascade (streaming recognition with server "
+    "VAD, any chat model, TTS) or Qwen-Omni: `?model=` picks the backend. Every frame is a JSON text frame "
+    "with a `type`; errors follow OpenAI's shape, `error.event_id` naming the offending client event."
+)
+_REALTIME_CLIENT: tuple[type[msgspec.Struct], ...] = tuple(CLIENT_EVENT_TYPES.values())
+_REALTIME_SERVER: tuple[type[msgspec.Struct], ...] = SERVER_EVENT_TYPES
 
 _HTTP_TYPES: tuple[type[msgspec.Struct], ...] = (
     ChatCompletionRequest,
@@ -177,6 +191,27 @@ def _channel_schema(channel: _Channel) -> dict[str, Any]:
     }
 
 
+def _realtime_schema() -> dict[str, Any]:
+    defs = _components([*_REALTIME_CLIENT, *_REALTIME_SERVER], _DEFS)
+    defs["ClientMessage"] = {
+        "title": "ClientMessage",
+        "description": f"Any event a client sends on {_REALTIME_PATH}.",
+        "oneOf": [_ref(_DEFS, t.__name__) for t in _REALTIME_CLIENT],
+    }
+    defs["ServerMessage"] = {
+        "title": "ServerMessage",
+        "description": f"Any event the server sends on {_REALTIME_PATH}, told apart by `type`.",
+        "oneOf": [_ref(_DEFS, t.__name__) for t in _REALTIME_SERVER],
+    }
+    return {
+        "$schema": _DIALECT,
+        "title": _REALTIME_TITLE,
+        "description": _REALTIME_DESCRIPTION,
+        "oneOf": [_ref(_DEFS, "ClientMessage"), _ref(_DEFS, "ServerMessage")],
+        "$defs": defs,
+    }
+
+
 def _chat_schema() -> dict[str, Any]:
     return {
         "$schema": _DIALECT,
@@ -241,13 +276,15 @@ def _asyncapi() -> dict[str, Any]:
             "channel": {"$ref": f"#/channels/{channel.key}"},
             "messages": [{"$ref": f"#/channels/{channel.key}/messages/{key}"} for key in envelopes],
         }
+    _realtime_channel(schemas, messages, channels, operations)
     return {
         "asyncapi": "3.0.0",
         "info": {
             "title": "qwen-gateway voice WebSockets",
             "version": CONTRACT_VERSION,
-            "description": "The two WebSocket endpoints of qwen-gateway. Every frame is a UTF-8 JSON "
-            "text frame. Events the gateway sends are objects with exactly one key, the event name. "
+            "description": "The WebSocket endpoints of qwen-gateway. Every frame is a UTF-8 JSON "
+            "text frame. On the two voice endpoints, events the gateway sends are objects with exactly one "
+            "key, the event name; on /v1/realtime (OpenAI's Realtime protocol) every event carries a `type`. "
             "The `error` event carries a machine-readable `code`; additive fields (`turn_id`, "
             "`timings`, `duplicate`, `format`) are left out when not set.",
         },
@@ -283,6 +320,62 @@ def _asyncapi() -> dict[str, Any]:
                 },
             },
         },
+    }
+
+
+def _asyncapi_discriminators(node: Any) -> Any:
+    """AsyncAPI's ``discriminator`` is the property's name, not OpenAPI's ``{"propertyName", "mapping"}``."""
+    if isinstance(node, dict):
+        return {
+            k: v["propertyName"]
+            if k == "discriminator" and isinstance(v, dict)
+            else _asyncapi_discriminators(v)
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_asyncapi_discriminators(v) for v in node]
+    return node
+
+
+def _realtime_channel(
+    schemas: dict[str, Any],
+    messages: dict[str, Any],
+    channels: dict[str, Any],
+    operations: dict[str, Any],
+) -> None:
+    """Add ``/v1/realtime`` to the AsyncAPI document (its events are tagged objects, not envelopes)."""
+    components = _asyncapi_discriminators(
+        _components([*_REALTIME_CLIENT, *_REALTIME_SERVER], _COMPONENTS)
+    )
+    for name, component in components.items():
+        if schemas.setdefault(name, component) != component:
+            raise ValueError(f"two different components named {name}")
+    client = [t.__name__ for t in _REALTIME_CLIENT]
+    server = [t.__name__ for t in _REALTIME_SERVER]
+    for key in [*client, *server]:
+        messages[key] = {
+            "name": key,
+            "title": key,
+            "summary": schemas[key].get("description", key).split("\n")[0],
+            "payload": _ref(_COMPONENTS, key),
+        }
+    channels[_REALTIME_KEY] = {
+        "address": _REALTIME_PATH,
+        "title": _REALTIME_TITLE,
+        "description": _REALTIME_DESCRIPTION,
+        "messages": {key: {"$ref": f"#/components/messages/{key}"} for key in [*client, *server]},
+    }
+    operations[f"{_REALTIME_KEY}ReceiveClientMessage"] = {
+        "action": "receive",
+        "title": f"Events the gateway receives on {_REALTIME_PATH}",
+        "channel": {"$ref": f"#/channels/{_REALTIME_KEY}"},
+        "messages": [{"$ref": f"#/channels/{_REALTIME_KEY}/messages/{key}"} for key in client],
+    }
+    operations[f"{_REALTIME_KEY}SendEvent"] = {
+        "action": "send",
+        "title": f"Events the gateway sends on {_REALTIME_PATH}",
+        "channel": {"$ref": f"#/channels/{_REALTIME_KEY}"},
+        "messages": [{"$ref": f"#/channels/{_REALTIME_KEY}/messages/{key}"} for key in server],
     }
 
 
@@ -432,6 +525,7 @@ def generate() -> dict[str, str]:
         "chat.schema.json": _chat_schema(),
         "audio.schema.json": _channel_schema(_AUDIO),
         "vlm.schema.json": _channel_schema(_VLM),
+        "realtime.schema.json": _realtime_schema(),
         "asyncapi.json": _asyncapi(),
         "openapi.json": _openapi(),
     }

@@ -5,7 +5,7 @@
 queue of segments:
 
 * **chat**: streams the completion; every content delta goes out at once as a text event and into a
-  :class:`~qwen_gateway.voice.text.SpeechSegmenter`; each segment it releases (the first one early, then sentence
+  :class:`~qwen_gateway.voice.segmenter.SpeechSegmenter`; each segment it releases (the first one early, then sentence
   by sentence) is queued for TTS; fragments of tool calls go out as tool-call events and are collected in
   :attr:`AnswerResult.tool_calls` (the text said before a call is spoken; the call ends the answer);
 * **TTS feeder**: opens one synthesis session at once (its handshake overlaps the chat's first token), announces
@@ -54,7 +54,7 @@ from protocol import (
 from ..errors import UpstreamError, UpstreamTimeout
 from ..providers.base import ChatModel, Synthesizer, ToolCallDelta, Usage
 from .mp3 import Mp3Encoder
-from .text import SpeechSegmenter
+from .segmenter import SpeechSegmenter
 
 __all__ = [
     "MAX_AUDIO_CHUNK",
@@ -299,6 +299,8 @@ class AnswerSpeaker:
         keep_audio_limit: most bytes kept; an answer whose audio grows beyond it keeps none.
         new_encoder: makes the encoder for PCM at a rate (default: MP3 at ``tuning.bitrate_kbps``); raises
             ``ValueError`` for a rate it cannot take.
+        speak: False for a text-only answer (``/v1/realtime`` with ``output_modalities: ["text"]``): no
+            synthesis session is opened and nothing is segmented; the text and tool-call events go out as usual.
     """
 
     def __init__(
@@ -315,12 +317,14 @@ class AnswerSpeaker:
         keep_audio: bool = False,
         keep_audio_limit: int = MAX_KEPT_AUDIO,
         new_encoder: Callable[[int], AudioEncoder] | None = None,
+        speak: bool = True,
     ) -> None:
         self._chat = chat
         self._synth = synthesizer
         self._emit = emit
         self._events = events
         self._new_encoder_for = new_encoder or self._mp3_encoder
+        self._speak = speak
         self._turn_id = turn_id
         self._tuning = tuning
         self._api_key = api_key
@@ -351,7 +355,8 @@ class AnswerSpeaker:
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._chat_stage(body, segments), name="answer-chat")
-                group.create_task(self._speech_stage(segments), name="answer-tts")
+                if self._speak:
+                    group.create_task(self._speech_stage(segments), name="answer-tts")
         finally:
             # LAME's native state (about 250 KiB) goes now, not whenever a reference cycle holding this
             # speaker (an exception's traceback, say) is collected.
@@ -398,7 +403,7 @@ class AnswerSpeaker:
                 parts.append(delta.content)
                 result.text = "".join(parts)
                 # Speech first: a segment this delta completes goes to TTS before the text event.
-                for segment in segmenter.feed(delta.content):
+                for segment in segmenter.feed(delta.content) if self._speak else ():
                     await self._segment(segment, segments)
                 await self._send(self._events.text(delta.content, result.text))
             result.chat_ok = True
@@ -408,9 +413,10 @@ class AnswerSpeaker:
         finally:
             await _aclose(stream)
         # What was said so far is still spoken, also after a chat failure.
-        for segment in segmenter.flush():
+        for segment in segmenter.flush() if self._speak else ():
             await self._segment(segment, segments)
-        await segments.put(None)
+        if self._speak:
+            await segments.put(None)
 
     def _tool_fragment(self, fragment: ToolCallDelta) -> None:
         calls = self.result.tool_calls

@@ -71,7 +71,14 @@ from protocol import (
 from ..config import Settings
 from ..errors import StorageError, UpstreamError
 from ..metrics import Metrics
-from ..providers.base import AudioFormat, ChatModel, RecognitionSession, Recognizer, Synthesizer
+from ..providers.base import (
+    AudioFormat,
+    ChatModel,
+    RecognitionResult,
+    RecognitionSession,
+    Recognizer,
+    Synthesizer,
+)
 from ..storage.history import TurnRecord, TurnStatus
 from ..storage.objects import CONTENT_TYPES, ObjectKind, ObjectStore, StoredObject
 from ..storage.outbox import Outbox
@@ -88,6 +95,7 @@ from .decode import PcmDecoder, UndecodableAudio, plan
 from .formats import SNIFF_BYTES, AudioFormatInfo, UnknownAudioFormat, audio_duration, sniff
 from .images import ImageFormat, UnknownImageFormat, sniff_image
 from .memory import ConversationMemory
+from .recognition import collect_transcript
 
 __all__ = [
     "AudioTurn",
@@ -413,25 +421,15 @@ class _Turn:
 
     async def _collect(self, rec: RecognitionSession) -> str:
         """Read ``rec``'s results to their end; send opt-in partial events; return the final transcript."""
-        finals: dict[int, str] = {}
-        partials: dict[int, str] = {}
-        results = rec.results()
-        partial_events = self._session.extended and _PARTIAL_EVENT is not None
-        async for result in results:
-            if result.is_final:
-                finals[result.sentence_id] = result.text
-                partials.pop(result.sentence_id, None)
-            else:
-                partials[result.sentence_id] = result.text
-            if partial_events:
-                await self._emit(
-                    _PARTIAL_EVENT(
-                        text=_joined(finals, partials),
-                        is_final=result.is_final,
-                        turn_id=self.turn_id,
-                    )
-                )
-        return _joined(finals, partials).strip()
+        if not (self._session.extended and _PARTIAL_EVENT is not None):
+            return await collect_transcript(rec)
+
+        async def partial(text: str, result: RecognitionResult) -> None:
+            await self._emit(
+                _PARTIAL_EVENT(text=text, is_final=result.is_final, turn_id=self.turn_id)
+            )
+
+        return await collect_transcript(rec, partial)
 
     def _chat_messages(self, context: list[dict[str, str]], user: Any) -> list[dict[str, Any]]:
         messages: list[dict[str, Any]] = []
@@ -604,11 +602,6 @@ def _outcome(result: AnswerResult) -> tuple[TurnStatus, str | None]:
     if result.error is not None:
         code = getattr(result.error, "code", None) or str(error_code_for(result.error))
     return status, code
-
-
-def _joined(finals: dict[int, str], partials: dict[int, str]) -> str:
-    ids = sorted(finals.keys() | partials.keys())
-    return "".join(finals.get(i, partials.get(i, "")) for i in ids)
 
 
 def _duration(data: bytes | bytearray, info: AudioFormatInfo | None) -> float:

@@ -87,7 +87,9 @@ async def providers(settings: Settings) -> AsyncIterator[Providers]:
         await built.aclose()
 
 
-async def speak(providers: Providers, body: dict[str, Any]) -> tuple[AnswerSpeaker, list[Recorded]]:
+async def speak(
+    providers: Providers, body: dict[str, Any], *, voice: bool = True
+) -> tuple[AnswerSpeaker, list[Recorded]]:
     sent: list[Recorded] = []
 
     async def emit(event: Recorded) -> None:
@@ -102,6 +104,7 @@ async def speak(providers: Providers, body: dict[str, Any]) -> tuple[AnswerSpeak
         tuning=AnswerTuning(read_timeout=10.0),
         clock=time.monotonic,
         new_encoder=PcmPassThrough,
+        speak=voice,
     )
     await speaker.run({"model": "qwen-plus", "stream": True, **body})
     return speaker, sent
@@ -151,3 +154,17 @@ async def test_a_chat_failure_is_reported_through_the_events(
     assert [e.value for e in sent if e.kind == "error"] == ["chat"]
     assert [e.kind for e in sent][-1] == "finished"
     assert not speaker.result.chat_ok
+
+
+async def test_a_text_only_answer_opens_no_synthesis(sim: Simulator, providers: Providers) -> None:
+    sim.set_reply("只要文字。不要声音。")
+    speaker, sent = await speak(
+        providers, {"messages": [{"role": "user", "content": "hi"}]}, voice=False
+    )
+    kinds = [e.kind for e in sent]
+    assert "".join(e.value[0] for e in sent if e.kind == "text") == "只要文字。不要声音。"
+    assert "speech" not in kinds and "audio" not in kinds and kinds[-1] == "finished"
+    result = speaker.result
+    assert result.chat_ok and result.tts_chars == 0 and result.segments_total == 0
+    log = sim.log
+    assert log.tts_sessions == [] and log.cosyvoice_sessions == [] and log.http_tts_requests == []
