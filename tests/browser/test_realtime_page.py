@@ -139,6 +139,29 @@ def user_transcripts(page: Page) -> list[str]:
     return texts
 
 
+def explain(page: Page) -> str:
+    """What the page shows, for a failure message: its error, its answers, its last events."""
+    rows = page.eval_on_selector_all(
+        "#inspector tbody tr[data-event]",
+        "rows => rows.slice(-60).map(r => `${r.dataset.dir} ${r.dataset.event} ${r.dataset.count || ''}`)",
+    )
+    error = page.inner_text("#error") if page.locator("#error").is_visible() else None
+    return (
+        f"error: {error}\nanswers: {answers(page)}\nusers: {user_transcripts(page)}\nevents: {rows}"
+    )
+
+
+def wait_until(page: Page, what: str, js: str, timeout_ms: float = 60_000) -> None:
+    """Wait for ``js`` to hold in the page (a bound on a hang, not a measurement); fail saying what the page
+    shows."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_function(js, timeout=timeout_ms)
+    except PlaywrightTimeout:
+        pytest.fail(f"{what} never happened\n{explain(page)}", pytrace=False)
+
+
 def received(page: Page) -> list[str]:
     names: list[str] = page.eval_on_selector_all(
         "#inspector tbody tr[data-dir='in']", "rows => rows.map(r => r.dataset.event)"
@@ -155,13 +178,15 @@ def test_two_spoken_turns_are_heard(context: BrowserContext, artifacts: Path) ->
     page.click("#session")
     # Two answers finished and each heard (its transcript shown, its audio played on the AudioContext), or an
     # error shown: whichever comes first.
-    page.wait_for_function(
+    wait_until(
+        page,
+        "two answers heard",
         """() => !document.querySelector('#error').hidden ||
                  [...document.querySelectorAll('#conversation .msg.assistant[data-status]')]
                    .filter(e => e.textContent && Number(e.dataset.playedMs || 0) > 0).length >= 2""",
-        timeout=90_000,
+        timeout_ms=90_000,
     )
-    assert page.locator("#error").is_hidden(), page.inner_text("#error")
+    assert page.locator("#error").is_hidden(), explain(page)
     page.click("#session")  # stop before the looping WAV asks again
     page.wait_for_selector("#session[aria-pressed='false']")
     shoot(page, artifacts, "realtime")
@@ -282,23 +307,26 @@ def test_a_tool_call_of_the_model_runs_on_the_page_and_the_answer_goes_on(
         page = open_page(context)
         problems = watch(page)
         page.click("#session")
+        wait_until(
+            page, "the tool call", "() => !!document.querySelector('.msg.tool[data-output]')"
+        )
         tool = page.locator(".msg.tool[data-output]")
-        tool.wait_for(timeout=60_000)
         assert json.loads(tool.get_attribute("data-output") or "") == {
             "expression": "12 * 7",
             "result": 84,
         }
         # The answer after the tool call is heard (then the WAV's second question may cut it short).
-        page.wait_for_function(
+        wait_until(
+            page,
+            "an answer heard after the tool call",
             """() => { const tool = document.querySelector('.msg.tool');
                  let el = tool.nextElementSibling;
                  for (; el; el = el.nextElementSibling)
                    if (el.matches('.msg.assistant[data-status]') && Number(el.dataset.playedMs) > 0) return true;
                  return !document.querySelector('#error').hidden; }""",
-            timeout=60_000,
         )
         page.click("#session")
-        assert page.locator("#error").is_hidden(), page.inner_text("#error")
+        assert page.locator("#error").is_hidden(), explain(page)
         sent: list[str] = page.eval_on_selector_all(
             "#inspector tbody tr[data-dir='out']", "rows => rows.map(r => r.dataset.event)"
         )

@@ -29,26 +29,17 @@ export const PATH = "/v1/realtime";
 export const OMNI_MODELS = ["qwen3-omni-flash-realtime"];
 
 /**
- * @typedef {{ type?: string, id?: string, call_id?: string, name?: string, arguments?: string, role?: string }} RealtimeItem
- * @typedef {object} ServerEvent the fields of the server events this page reads
- * @property {string} type
- * @property {string} [event_id]
- * @property {string} [item_id]
- * @property {string} [response_id]
- * @property {string} [delta]
- * @property {string} [transcript]
- * @property {string} [text]
- * @property {string} [call_id]
- * @property {string} [name]
- * @property {string} [arguments]
- * @property {number} [audio_end_ms]
- * @property {RealtimeItem} [item]
- * @property {{ id?: string, status?: string, output?: RealtimeItem[] }} [response]
- * @property {{ type?: string, code?: string | null, message?: string, event_id?: string | null }} [error]
- * @typedef {{ type: string, event_id?: string, [field: string]: unknown }} ClientEvent
+ * @typedef {import("../../schemas/ts/realtime").ServerMessage} ServerMessage
+ * @typedef {import("../../schemas/ts/realtime").ClientMessage} ClientMessage
+ * @typedef {import("../../schemas/ts/realtime").SessionUpdate} SessionUpdate
  * @typedef {{ call_id: string, output: string }} ToolOutput
- * @typedef {(ev: ServerEvent) => void} Handler
  */
+/**
+ * The server event of type `T`.
+ * @template {ServerMessage["type"]} T
+ * @typedef {Extract<ServerMessage, { type: T }>} EventOf
+ */
+/** @typedef {{ [T in ServerMessage["type"]]?: (ev: EventOf<T>) => void }} Handlers what each server event does */
 
 /**
  * The WebSocket URL of the endpoint for `model`. The key does not go in the URL: browsers send it as the
@@ -74,7 +65,7 @@ export function subprotocols(key) {
  * The `session.update` the page sends first: audio/pcm at 24 kHz both ways, server VAD that answers and lets
  * speech interrupt, input transcription, and the page's tools.
  * @param {{ instructions: string, silenceMs: number, threshold: number }} opts
- * @returns {ClientEvent}
+ * @returns {SessionUpdate}
  */
 export function sessionUpdate(opts) {
   return {
@@ -166,29 +157,29 @@ export class RealtimePage {
     this.calls = new Set();
     /** @type {ReturnType<typeof setInterval> | null} */
     this.timer = null;
-    /** @type {Map<string, Handler>} what each server event does */
-    this.handlers = new Map(/** @type {[string, Handler][]} */ ([
-      ["session.created", () => this.setStatus("Connected: configuring the session…")],
-      ["session.updated", () => this.setStatus("Listening: just talk.")],
-      ["input_audio_buffer.speech_started", (ev) => this.onSpeechStarted(ev)],
-      ["input_audio_buffer.speech_stopped", (ev) => this.onSpeechStopped(ev)],
-      ["input_audio_buffer.committed", (ev) => this.userMsg(ev.item_id)],
-      ["conversation.item.input_audio_transcription.delta", (ev) => this.onUserDelta(ev)],
-      ["conversation.item.input_audio_transcription.completed", (ev) => this.onUserDone(ev)],
-      ["conversation.item.input_audio_transcription.failed", (ev) => this.onUserFailed(ev)],
-      ["response.created", (ev) => this.onResponseCreated(ev)],
-      ["response.output_item.added", (ev) => this.onItemAdded(ev)],
-      ["response.output_item.done", (ev) => this.onItemDone(ev)],
-      ["response.output_audio_transcript.delta", (ev) => this.onAnswerDelta(ev)],
-      ["response.output_text.delta", (ev) => this.onAnswerDelta(ev)],
-      ["response.output_audio_transcript.done", (ev) => this.onAnswerDone(ev)],
-      ["response.output_text.done", (ev) => this.onAnswerDone(ev)],
-      ["response.output_audio.delta", (ev) => this.onAudio(ev)],
-      ["response.function_call_arguments.done", (ev) => this.onCall(ev.response_id, ev.call_id, ev.name, ev.arguments)],
-      ["conversation.item.truncated", (ev) => this.onTruncated(ev)],
-      ["response.done", (ev) => this.onResponseDone(ev)],
-      ["error", (ev) => this.onError(ev)],
-    ]));
+    /** @type {Handlers} */
+    this.handlers = {
+      "session.created": () => this.setStatus("Connected: configuring the session…"),
+      "session.updated": () => this.setStatus("Listening: just talk."),
+      "input_audio_buffer.speech_started": (ev) => this.onSpeechStarted(ev),
+      "input_audio_buffer.speech_stopped": () => this.onSpeechStopped(),
+      "input_audio_buffer.committed": (ev) => void this.userMsg(ev.item_id),
+      "conversation.item.input_audio_transcription.delta": (ev) => this.onUserDelta(ev),
+      "conversation.item.input_audio_transcription.completed": (ev) => this.onUserDone(ev),
+      "conversation.item.input_audio_transcription.failed": (ev) => this.onUserFailed(ev),
+      "response.created": (ev) => this.onResponseCreated(ev),
+      "response.output_item.added": (ev) => this.onItemAdded(ev),
+      "response.output_item.done": (ev) => this.onItemDone(ev),
+      "response.output_audio_transcript.delta": (ev) => this.onAnswerDelta(ev),
+      "response.output_text.delta": (ev) => this.onAnswerDelta(ev),
+      "response.output_audio_transcript.done": (ev) => this.onAnswerDone(ev.response_id, ev.transcript),
+      "response.output_text.done": (ev) => this.onAnswerDone(ev.response_id, ev.text),
+      "response.output_audio.delta": (ev) => this.onAudio(ev),
+      "response.function_call_arguments.done": (ev) => this.onCall(ev.response_id, ev.call_id, ev.name, ev.arguments),
+      "conversation.item.truncated": (ev) => this.onTruncated(ev),
+      "response.done": (ev) => this.onResponseDone(ev),
+      error: (ev) => this.onError(ev),
+    };
     els.button.addEventListener("click", () => (this.running ? this.stop("Stopped.") : void this.start()));
     document.addEventListener("qg-key-changed", () => {
       if (this.running) this.stop("The key changed: press Start again.");
@@ -294,7 +285,7 @@ export class RealtimePage {
 
   /**
    * Send one client event (with an `event_id`, so an `error` can name it) and log it.
-   * @param {ClientEvent} event
+   * @param {ClientMessage} event
    */
   send(event) {
     const ws = this.ws;
@@ -302,7 +293,7 @@ export class RealtimePage {
     this.sent += 1;
     const withId = { event_id: `evt_page_${this.sent}`, ...event };
     ws.send(JSON.stringify(withId));
-    const detail = summarize(withId, BINARY_FIELDS);
+    const detail = summarize(/** @type {{ [k: string]: unknown }} */ (withId), BINARY_FIELDS);
     if (RUNS.has(event.type)) this.inspector.logRun("out", event.type, detail);
     else this.inspector.log("out", event.type, detail);
   }
@@ -320,19 +311,23 @@ export class RealtimePage {
 
   /** @param {string} text */
   onMessage(text) {
-    /** @type {ServerEvent} */
-    let ev;
+    /** @type {unknown} */
+    let parsed;
     try {
-      ev = JSON.parse(text);
+      parsed = JSON.parse(text);
     } catch {
       this.inspector.log("in", "(not json)", text.slice(0, 240));
       return;
     }
-    const type = typeof ev?.type === "string" ? ev.type : "(no type)";
-    const detail = summarize(/** @type {{ [k: string]: unknown }} */ (/** @type {unknown} */ (ev)), type === "response.output_audio.delta" ? BINARY_FIELDS : []);
+    const body = /** @type {{ [k: string]: unknown }} */ (parsed && typeof parsed === "object" ? parsed : { value: parsed });
+    const type = typeof body.type === "string" ? body.type : "(no type)";
+    const detail = summarize(body, type === "response.output_audio.delta" ? BINARY_FIELDS : []);
     if (RUNS.has(type)) this.inspector.logRun("in", type, detail);
     else this.inspector.log("in", type, detail);
-    this.handlers.get(type)?.(ev);
+    const handler = /** @type {((ev: ServerMessage) => void) | undefined} */ (
+      Object.hasOwn(this.handlers, type) ? this.handlers[/** @type {ServerMessage["type"]} */ (type)] : undefined
+    );
+    handler?.(/** @type {ServerMessage} */ (parsed));
   }
 
   /** Refresh what the page shows of playback (played milliseconds per answer, the status). */
@@ -349,7 +344,7 @@ export class RealtimePage {
 
   // ------------------------------------------------------------------ the user's turn
 
-  /** @param {ServerEvent} ev */
+  /** @param {EventOf<"input_audio_buffer.speech_started">} ev */
   onSpeechStarted(ev) {
     this.bargeIn();
     this.speechEnded = false;
@@ -378,8 +373,8 @@ export class RealtimePage {
     }
   }
 
-  /** @param {ServerEvent} _ev */
-  onSpeechStopped(_ev) {
+  /** The end of speech: latencies are measured from here. */
+  onSpeechStopped() {
     this.speechEnded = true;
     this.inspector.startClock();
     this.setStatus("Thinking…");
@@ -400,14 +395,14 @@ export class RealtimePage {
     return el;
   }
 
-  /** @param {ServerEvent} ev */
+  /** @param {EventOf<"conversation.item.input_audio_transcription.delta">} ev */
   onUserDelta(ev) {
     const el = this.userMsg(ev.item_id);
     el.textContent = (el.textContent ?? "") + (ev.delta ?? "");
     this.inspector.measure("transcript");
   }
 
-  /** @param {ServerEvent} ev */
+  /** @param {EventOf<"conversation.item.input_audio_transcription.completed">} ev */
   onUserDone(ev) {
     const el = this.userMsg(ev.item_id);
     if (typeof ev.transcript === "string") el.textContent = ev.transcript;
@@ -415,7 +410,7 @@ export class RealtimePage {
     this.inspector.measure("transcript");
   }
 
-  /** @param {ServerEvent} ev */
+  /** @param {EventOf<"conversation.item.input_audio_transcription.failed">} ev */
   onUserFailed(ev) {
     const el = this.userMsg(ev.item_id);
     el.dataset.done = "failed";
@@ -424,7 +419,7 @@ export class RealtimePage {
 
   // ------------------------------------------------------------------ the answer
 
-  /** @param {ServerEvent} ev */
+  /** @param {EventOf<"response.created">} ev */
   onResponseCreated(ev) {
     const id = ev.response?.id;
     if (!id) return;
@@ -448,26 +443,26 @@ export class RealtimePage {
     return el;
   }
 
-  /** @param {ServerEvent} ev */
+  /** @param {EventOf<"response.output_item.added">} ev */
   onItemAdded(ev) {
     const item = ev.item;
     if (!item?.id || !ev.response_id) return;
     this.itemResponse.set(item.id, ev.response_id);
-    if (item.type === "function_call") this.toolMsg(item.call_id ?? item.id, item.name ?? "?");
-    else if (item.role === "assistant" || item.type === "message") {
+    if (item.type === "function_call") this.toolMsg(item.call_id ?? item.id, item.name);
+    else if (item.type === "message" && item.role === "assistant") {
       const el = this.answer(ev.response_id);
       el.dataset.itemId ??= item.id;
     }
   }
 
-  /** @param {ServerEvent} ev */
+  /** @param {EventOf<"response.output_item.done">} ev */
   onItemDone(ev) {
     const item = ev.item;
     // A function call whose `function_call_arguments.done` was not seen is run from the finished item.
     if (item?.type === "function_call") this.onCall(ev.response_id, item.call_id, item.name, item.arguments);
   }
 
-  /** @param {ServerEvent} ev */
+  /** @param {EventOf<"response.output_audio_transcript.delta" | "response.output_text.delta">} ev */
   onAnswerDelta(ev) {
     if (!ev.response_id) return;
     const el = this.answer(ev.response_id);
@@ -478,16 +473,19 @@ export class RealtimePage {
     if (this.turnResponses.has(ev.response_id)) this.inspector.measure("first_token");
   }
 
-  /** @param {ServerEvent} ev */
-  onAnswerDone(ev) {
-    const text = ev.transcript ?? ev.text;
-    if (!ev.response_id || typeof text !== "string" || !text) return;
-    // The server's final text; for an answer cut short by speech, the part that was spoken.
-    this.answerText.set(ev.response_id, text);
-    renderAnswer(this.answer(ev.response_id), text);
+  /**
+   * The answer's final text (its audio transcript, or the text of a text-only answer): the server's word; for
+   * an answer cut short by speech, the part that was spoken.
+   * @param {string} responseId
+   * @param {string} text
+   */
+  onAnswerDone(responseId, text) {
+    if (!responseId || typeof text !== "string" || !text) return;
+    this.answerText.set(responseId, text);
+    renderAnswer(this.answer(responseId), text);
   }
 
-  /** @param {ServerEvent} ev */
+  /** @param {EventOf<"response.output_audio.delta">} ev */
   onAudio(ev) {
     if (!ev.item_id || !ev.delta) return;
     if (ev.response_id) {
@@ -500,7 +498,7 @@ export class RealtimePage {
     this.player.enqueue(ev.item_id, pcm);
   }
 
-  /** @param {ServerEvent} ev */
+  /** @param {EventOf<"conversation.item.truncated">} ev */
   onTruncated(ev) {
     if (!ev.item_id) return;
     const response = this.itemResponse.get(ev.item_id);
@@ -508,7 +506,7 @@ export class RealtimePage {
     if (el && typeof ev.audio_end_ms === "number") el.dataset.truncatedMs = String(ev.audio_end_ms);
   }
 
-  /** @param {ServerEvent} ev */
+  /** @param {EventOf<"response.done">} ev */
   onResponseDone(ev) {
     const id = ev.response?.id;
     if (!id) return;
@@ -585,7 +583,7 @@ export class RealtimePage {
 
   // ------------------------------------------------------------------ errors and messages
 
-  /** @param {ServerEvent} ev */
+  /** @param {EventOf<"error">} ev */
   onError(ev) {
     const err = ev.error ?? {};
     const about = err.event_id ? ` (about ${err.event_id})` : "";
