@@ -20,7 +20,7 @@ from typing import Any
 
 import msgspec
 
-from .audio import AUDIO_EVENTS, AudioPacket
+from .audio import AUDIO_EVENTS, AudioEnd, AudioPacket, OpenAudioPacket
 from .chat import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -29,6 +29,7 @@ from .chat import (
     HealthResponse,
     ModelList,
 )
+from .device import HANDSHAKE_PARAMETERS
 from .events import Cancel, EventRegistry
 from .realtime import CLIENT_EVENT_TYPES, SERVER_EVENT_TYPES
 from .vlm import VLM_EVENTS, VlmAudioPacket, VlmEnd, VlmImagePacket
@@ -50,6 +51,9 @@ class _Channel(msgspec.Struct, frozen=True):
     description: str
     client: tuple[type[msgspec.Struct], ...]
     events: EventRegistry
+    #: what a client that opted in at the handshake (mode=stream) may send too: not in ClientMessage, which
+    #: stays the seed's, but in StreamClientMessage
+    stream_client: tuple[type[msgspec.Struct], ...] = ()
 
 
 _AUDIO = _Channel(
@@ -58,9 +62,11 @@ _AUDIO = _Channel(
     "qwen-gateway /v1/chat/audio",
     "Voice chat: the client uploads one utterance as base64 packets (seq 1..total); the server streams "
     "the recognised text, the answer and its speech (MP3) back. seq 1 of a new upload starts a new "
-    'utterance and interrupts a running answer; {"type": "cancel"} interrupts it explicitly.',
+    'utterance and interrupts a running answer; {"type": "cancel"} interrupts it explicitly. With mode=stream '
+    'at the handshake, open-microphone packets (no total) and {"type": "end"} are taken too.',
     (AudioPacket, Cancel),
     AUDIO_EVENTS,
+    (OpenAudioPacket, AudioEnd),
 )
 _VLM = _Channel(
     "vlm",
@@ -168,7 +174,7 @@ def _dump(document: dict[str, Any]) -> str:
 
 
 def _channel_schema(channel: _Channel) -> dict[str, Any]:
-    defs = _components([*channel.client, *channel.events.types()], _DEFS)
+    defs = _components([*channel.client, *channel.stream_client, *channel.events.types()], _DEFS)
     envelopes = _envelopes(channel.events, _DEFS)
     defs.update(envelopes)
     defs["ClientMessage"] = {
@@ -176,6 +182,13 @@ def _channel_schema(channel: _Channel) -> dict[str, Any]:
         "description": f"Any message a client sends on {channel.path}.",
         "oneOf": [_ref(_DEFS, t.__name__) for t in channel.client],
     }
+    if channel.stream_client:
+        defs["StreamClientMessage"] = {
+            "title": "StreamClientMessage",
+            "description": f"Any message a client that asked for mode=stream at the handshake sends on "
+            f"{channel.path}: a ClientMessage, an open-microphone packet or end.",
+            "anyOf": [_ref(_DEFS, t.__name__) for t in (*channel.client, *channel.stream_client)],
+        }
     defs["ServerMessage"] = {
         "title": "ServerMessage",
         "description": f"Any event the server sends on {channel.path}: an object with exactly one key, "
@@ -227,9 +240,23 @@ def _chat_schema() -> dict[str, Any]:
 # --------------------------------------------------------------------------- AsyncAPI 3.0
 
 
+def _handshake_query() -> dict[str, Any]:
+    """The device options of the handshake (query parameters; all optional, each additive)."""
+    return {
+        "type": "object",
+        "description": "Optional handshake parameters for devices; with none, the seed's behaviour. A "
+        "value the gateway does not take is answered HTTP 400 before the upgrade (`invalid_parameter`).",
+        "properties": {
+            name: {"type": "string", "description": text}
+            for name, text in HANDSHAKE_PARAMETERS.items()
+        },
+    }
+
+
 def _asyncapi() -> dict[str, Any]:
     schemas: dict[str, Any] = _components(
-        [t for c in _CHANNELS for t in (*c.client, *c.events.types())], _COMPONENTS
+        [t for c in _CHANNELS for t in (*c.client, *c.stream_client, *c.events.types())],
+        _COMPONENTS,
     )
     messages: dict[str, Any] = {}
     channels: dict[str, Any] = {}
@@ -239,7 +266,7 @@ def _asyncapi() -> dict[str, Any]:
         for name, envelope in envelopes.items():
             if schemas.setdefault(name, envelope) != envelope:
                 raise ValueError(f"two different envelopes named {name}")
-        client_keys = [t.__name__ for t in channel.client]
+        client_keys = [t.__name__ for t in (*channel.client, *channel.stream_client)]
         for key in client_keys:
             messages[key] = {
                 "name": key,
@@ -258,6 +285,7 @@ def _asyncapi() -> dict[str, Any]:
             "address": channel.path,
             "title": channel.title,
             "description": channel.description,
+            "bindings": {"ws": {"query": _handshake_query(), "bindingVersion": "0.1.0"}},
             "messages": {
                 key: {"$ref": f"#/components/messages/{key}"} for key in [*client_keys, *envelopes]
             },
