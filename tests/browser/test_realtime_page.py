@@ -492,6 +492,7 @@ def test_session_update_declares_vad_formats_and_tools(context: BrowserContext) 
         t["type"] == "function" and t["parameters"]["type"] == "object" for t in session["tools"]
     )
     assert "model=" in server.url
+    assert "token=" not in server.url  # the key travels as a subprotocol, never in the URL
     # The microphone streams as appends of 16-bit PCM (whole samples).
     appends = server.wait_sent("input_audio_buffer.append", 3)
     for a in appends:
