@@ -8,8 +8,8 @@ queue of segments:
   (the first one early, then sentence by sentence) is queued for TTS;
 * **TTS feeder**: opens one synthesis session at once (its handshake overlaps the chat's first token), sends
   ``tts_started`` with the first segment and the segments in order, then ``finish()``;
-* **TTS reader**: encodes the PCM as it arrives with one incremental MP3 encoder and sends ``audio_stream``
-  ``data`` events as MP3 bytes come out.
+* **TTS reader**: encodes the PCM as it arrives with one incremental MP3 encoder (in a worker thread, off the
+  event loop) and sends ``audio_stream`` ``data`` events as MP3 bytes come out.
 
 Every event goes through ``emit``, which waits while the client is slow: the TTS reader then stops reading, the
 provider's bounded buffer fills and the upstream is flow-controlled. Nothing is dropped.
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -223,6 +224,8 @@ class AnswerSpeaker:
         self._api_key = api_key
         self._clock = clock
         self._encoder: Mp3Encoder | None = None
+        # An encoder call running in a worker thread (see _lame).
+        self._lame_running: asyncio.Future[bytes] | None = None
         self._tts_failed = False
         self._segments_ended = False  # the chat stage's end marker was taken from the queue
         # The MP3 sent so far, while it is kept (None: not kept, or dropped beyond the limit).
@@ -320,10 +323,12 @@ class AnswerSpeaker:
                 self._synth.session(voice=self._tuning.voice, api_key=self._api_key) as tts,
                 asyncio.TaskGroup() as group,
             ):
-                # Set up the encoder (LAME's set-up takes 0.6 ms) after the handshake, still before any text
-                # (made again at the PCM's own rate if it differs).
+                # Set up the encoder (LAME's set-up takes 0.6 ms, in a worker thread like all of LAME's work)
+                # after the handshake, still before any text (made again at the PCM's own rate if it differs).
                 with contextlib.suppress(ValueError):
-                    self._encoder = self._new_encoder(self._synth.sample_rate)
+                    self._encoder = await asyncio.to_thread(
+                        self._new_encoder, self._synth.sample_rate
+                    )
                 group.create_task(self._feed_tts(tts, segments, started), name="answer-tts-feed")
                 await started.wait()
                 if self.result.tts_started:
@@ -378,13 +383,21 @@ class AnswerSpeaker:
                     continue
                 if self.result.first_pcm_at is None:  # metrics
                     self.result.first_pcm_at = self._clock()
-                if self._encoder is None or self._encoder.sample_rate != chunk.sample_rate:
-                    if self._encoder is not None and self._encoder.samples_in:
-                        await self._send_audio(self._encoder.flush())  # a provider changing rates
-                    self._encoder = self._new_encoder(chunk.sample_rate)
+                encoder = self._encoder
+                if encoder is None or encoder.sample_rate != chunk.sample_rate:
+                    if encoder is not None and encoder.samples_in:
+                        # a provider changing rates
+                        await self._send_audio(await self._lame(encoder.flush))
+                    encoder = self._encoder = await asyncio.to_thread(
+                        self._new_encoder, chunk.sample_rate
+                    )
                     self.result.sample_rate = chunk.sample_rate
                 self.result.pcm_samples += len(chunk.pcm) // 2
-                await self._send_audio(self._encoder.encode(chunk.pcm))
+                # LAME runs in a worker thread (it releases the GIL): the chunks of many sessions often arrive
+                # in one loop iteration, and encoding them all there stalled the loop (see voice/mp3.py).
+                await self._send_audio(
+                    await self._lame(functools.partial(encoder.encode, chunk.pcm))
+                )
         finally:
             await _aclose(audio)
 
@@ -392,8 +405,25 @@ class AnswerSpeaker:
         return Mp3Encoder(sample_rate, bitrate_kbps=self._tuning.bitrate_kbps)
 
     async def _flush_audio(self) -> None:
-        if self._encoder is not None and not self._encoder.finished:
-            await self._send_audio(self._encoder.flush())
+        if self._lame_running is not None:
+            # The reader was cancelled (a TTS failure) while LAME was encoding: its MP3 still goes out first.
+            await self._send_audio(await self._lame_running)
+            self._lame_running = None
+        encoder = self._encoder
+        if encoder is not None and not encoder.finished:
+            await self._send_audio(await self._lame(encoder.flush))
+
+    async def _lame(self, call: Callable[[], bytes]) -> bytes:
+        """Run one of the encoder's calls in a worker thread, off the event loop.
+
+        The call is shielded: if the waiting task is cancelled, LAME finishes anyway (its state has advanced) and
+        :meth:`_flush_audio` sends what it returned, so the stream stays whole.
+        """
+        running = asyncio.get_running_loop().run_in_executor(None, call)
+        self._lame_running = running
+        mp3 = await asyncio.shield(running)
+        self._lame_running = None
+        return mp3
 
     async def _send_audio(self, mp3: bytes) -> None:
         for start in range(0, len(mp3), MAX_AUDIO_CHUNK):
