@@ -111,6 +111,12 @@ async def _next(iterator: AsyncIterator[T], seconds: float) -> T | None:
             return None
 
 
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark a worker thread's outcome as seen (its awaiting task may have been cancelled meanwhile)."""
+    if not future.cancelled():
+        future.exception()
+
+
 async def _aclose(iterator: AsyncIterator[Any]) -> None:
     close = getattr(iterator, "aclose", None)
     if close is not None:
@@ -323,14 +329,17 @@ class AnswerSpeaker:
                 self._synth.session(voice=self._tuning.voice, api_key=self._api_key) as tts,
                 asyncio.TaskGroup() as group,
             ):
-                # Set up the encoder (LAME's set-up takes 0.6 ms, in a worker thread like all of LAME's work)
-                # after the handshake, still before any text (made again at the PCM's own rate if it differs).
-                with contextlib.suppress(ValueError):
-                    self._encoder = await asyncio.to_thread(
-                        self._new_encoder, self._synth.sample_rate
-                    )
+                # Set up the encoder (LAME's set-up takes 0.6 ms) in a worker thread while the feeder waits for
+                # the first segment: neither on the loop nor on the way of the first audio (made again at the
+                # PCM's own rate if it differs).
+                encoder = asyncio.get_running_loop().run_in_executor(
+                    None, self._new_encoder, self._synth.sample_rate
+                )
+                encoder.add_done_callback(_retrieve)
                 group.create_task(self._feed_tts(tts, segments, started), name="answer-tts-feed")
                 await started.wait()
+                with contextlib.suppress(ValueError):
+                    self._encoder = await encoder
                 if self.result.tts_started:
                     await self._read_tts(tts)
         except* (UpstreamError, TimeoutError) as eg:
@@ -393,8 +402,13 @@ class AnswerSpeaker:
                     )
                     self.result.sample_rate = chunk.sample_rate
                 self.result.pcm_samples += len(chunk.pcm) // 2
-                # LAME runs in a worker thread (it releases the GIL): the chunks of many sessions often arrive
-                # in one loop iteration, and encoding them all there stalled the loop (see voice/mp3.py).
+                if not self.result.audio_chunks:
+                    # The first audio is what the user waits for: encoded here, at once (a worker thread may wait
+                    # for the GIL up to the interpreter's switch interval, 5 ms, while the loop is busy).
+                    await self._send_audio(encoder.encode(chunk.pcm))
+                    continue
+                # The rest in a worker thread (lameenc releases the GIL): the chunks of many sessions often
+                # arrive in one loop iteration, and encoding them all there stalled the loop (see voice/mp3.py).
                 await self._send_audio(
                     await self._lame(functools.partial(encoder.encode, chunk.pcm))
                 )
