@@ -10,13 +10,14 @@ Choices:
   16 kHz while the settings say 24 kHz gets an encoder created at 16 kHz: the turn creates the encoder from the
   first :class:`~qwen_gateway.providers.base.PcmChunk`'s ``sample_rate``. That is exact, cheaper than resampling,
   and every browser plays any MPEG-1/2/2.5 rate. A rate change in the middle of a turn is a provider bug.
-* The encoder itself does no I/O and is called synchronously; the voice pipeline calls it from a worker thread
-  (``asyncio.to_thread``). LAME runs at about 270 times real time per core for 24 kHz mono at 64 kbps
-  (0.37 ms per 100 ms TTS chunk), and lameenc releases the GIL while it encodes. That is cheap for one turn
-  but not for many: 100 voices speaking at once are about 100 s of audio a second, 0.4 of a core, and the
-  chunks of many sessions arrive in one event-loop iteration (an upstream's burst, or what piled up during a
-  GC pass): encoded on the loop they held it 40-60 ms at a time. Off the loop the same work costs the loop
-  about 0.05 ms a chunk (the hand-off) and runs on another core.
+* The encoder itself does no I/O and is called synchronously; the voice pipeline calls it from a worker thread,
+  except for a turn's first audio (encoded at once on the loop: a thread may wait up to 5 ms for the GIL).
+  LAME runs at 600-700 times real time on a quiet core for 24 kHz mono at 64 kbps (0.15 ms per 100 ms TTS
+  chunk, up to 0.4 ms on a busy machine), and lameenc releases the GIL while it encodes. That is cheap for one
+  turn but not for many: 100 voices speaking at once are 100 s of audio a second, and the chunks of many
+  sessions arrive in one event-loop iteration (an upstream's burst, or what piled up during a GC pass): encoded
+  on the loop they held it 40-60 ms at a time. Off the loop the same work costs the loop about 0.05 ms a chunk
+  (the hand-off) and runs on another core.
 * Calls are serialised by a lock, so a :meth:`Mp3Encoder.flush` from the loop waits for an ``encode`` still
   running in a worker thread (one whose awaiting task was cancelled) instead of racing it in LAME's state.
 * The stream carries no Xing/LAME header (that header needs the final length, known only at the end), so a
