@@ -10,8 +10,8 @@ queue of segments:
   :attr:`AnswerResult.tool_calls` (the text said before a call is spoken; the call ends the answer);
 * **TTS feeder**: opens one synthesis session at once (its handshake overlaps the chat's first token), announces
   the speech with the first segment and sends the segments in order, then ``finish()``;
-* **TTS reader**: encodes the PCM as it arrives with one incremental encoder and sends audio events as encoded
-  bytes come out.
+* **TTS reader**: encodes the PCM as it arrives with one incremental encoder (MP3 after the first audio in a worker
+  thread, off the event loop) and sends audio events as encoded bytes come out.
 
 What the events are is the endpoint's business (:class:`AnswerEvents`): the seed endpoints send ``chat_chunk`` /
 ``vlm_chat_chunk``, ``tts_started`` and ``audio_stream`` with MP3 (:class:`SeedAnswerEvents`, :class:`Mp3Encoder`);
@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -412,6 +413,8 @@ class AnswerSpeaker:
         self._api_key = api_key
         self._clock = clock
         self._encoder: AudioEncoder | None = None
+        # An encoder call running in a worker thread (see _off_loop).
+        self._encoding: asyncio.Future[bytes] | None = None
         self._tts_failed = False
         self._segments_ended = False  # the chat stage's end marker was taken from the queue
         # The MP3 sent so far, while it is kept (None: not kept, or dropped beyond the limit).
@@ -599,6 +602,14 @@ class AnswerSpeaker:
                 encoder = self._encoder
                 if isinstance(encoder, ChunkEncoder):
                     await self._send_chunks(encoder.encode_chunks(chunk.pcm))
+                elif isinstance(encoder, Mp3Encoder) and self.result.audio_chunks:
+                    # LAME off the loop (it releases the GIL): the chunks of many sessions often arrive in one
+                    # loop iteration, and encoding them all there stalled the loop (docs/benchmarks.md). The
+                    # first audio is what the user waits for: it is encoded at once, below (a worker thread may
+                    # wait up to the switch interval, 5 ms, for the GIL while the loop is busy).
+                    await self._send_audio(
+                        await self._off_loop(functools.partial(encoder.encode, chunk.pcm))
+                    )
                 else:
                     await self._send_audio(encoder.encode(chunk.pcm))
         finally:
@@ -611,6 +622,10 @@ class AnswerSpeaker:
         return Mp3Encoder(sample_rate, bitrate_kbps=self._tuning.bitrate_kbps)
 
     async def _flush_audio(self) -> None:
+        if self._encoding is not None:
+            # The reader was cancelled (a TTS failure) while LAME was encoding: its MP3 still goes out first.
+            await self._send_audio(await self._encoding)
+            self._encoding = None
         encoder = self._encoder
         if encoder is None or encoder.finished:
             return
@@ -618,6 +633,18 @@ class AnswerSpeaker:
             await self._send_chunks(encoder.flush_chunks())
         else:
             await self._send_audio(encoder.flush())
+
+    async def _off_loop(self, call: Callable[[], bytes]) -> bytes:
+        """Run one of the encoder's calls in a worker thread.
+
+        The call is shielded: if the waiting task is cancelled, the encoder finishes anyway (its state has
+        advanced) and :meth:`_flush_audio` sends what it returned, so the stream stays whole.
+        """
+        running = asyncio.get_running_loop().run_in_executor(None, call)
+        self._encoding = running
+        encoded = await asyncio.shield(running)
+        self._encoding = None
+        return encoded
 
     async def _send_chunks(self, chunks: list[AudioChunk]) -> None:
         """One audio event per chunk, as the encoder cut them."""

@@ -10,9 +10,16 @@ Choices:
   16 kHz while the settings say 24 kHz gets an encoder created at 16 kHz: the turn creates the encoder from the
   first :class:`~qwen_gateway.providers.base.PcmChunk`'s ``sample_rate``. That is exact, cheaper than resampling,
   and every browser plays any MPEG-1/2/2.5 rate. A rate change in the middle of a turn is a provider bug.
-* Encoding runs on the event loop. ``bench/bench_mp3.py`` measured LAME at several hundred times real time per
-  core for 24 kHz mono at 64 kbps, i.e. well under a millisecond for a typical 100 ms TTS chunk, which is less
-  than a thread hand-off would cost.
+* The encoder itself does no I/O and is called synchronously; the voice pipeline calls it from a worker thread,
+  except for a turn's first audio (encoded at once on the loop: a thread may wait up to 5 ms for the GIL).
+  LAME runs at 600-700 times real time on a quiet core for 24 kHz mono at 64 kbps (0.15 ms per 100 ms TTS
+  chunk, up to 0.4 ms on a busy machine), and lameenc releases the GIL while it encodes. That is cheap for one
+  turn but not for many: 100 voices speaking at once are 100 s of audio a second, and the chunks of many
+  sessions arrive in one event-loop iteration (an upstream's burst, or what piled up during a GC pass): encoded
+  on the loop they held it 40-60 ms at a time. Off the loop the same work costs the loop about 0.05 ms a chunk
+  (the hand-off) and runs on another core.
+* Calls are serialised by a lock, so a :meth:`Mp3Encoder.flush` from the loop waits for an ``encode`` still
+  running in a worker thread (one whose awaiting task was cancelled) instead of racing it in LAME's state.
 * The stream carries no Xing/LAME header (that header needs the final length, known only at the end), so a
   decoder cannot trim LAME's encoder delay and end padding: a stream of ``n`` PCM samples decodes to
   ``n + ENCODER_DELAY + 576`` samples rounded up to whole frames (``frame_samples``), i.e. its duration is
@@ -20,6 +27,8 @@ Choices:
 """
 
 from __future__ import annotations
+
+import threading
 
 import lameenc  # type: ignore[import-not-found]
 
@@ -79,6 +88,7 @@ class Mp3Encoder:
         self._bytes_out = 0
         self._started = False
         self._finished = False
+        self._lock = threading.Lock()
         self._lame = lameenc.Encoder()
         self._lame.set_channels(channels)
         self._lame.set_in_sample_rate(sample_rate)
@@ -135,33 +145,35 @@ class Mp3Encoder:
         Raises:
             RuntimeError: called after :meth:`flush`.
         """
-        if self._finished:
-            raise RuntimeError("Mp3Encoder.encode() after flush()")
-        data = self._pending + bytes(pcm) if self._pending else bytes(pcm)
-        usable = len(data) - len(data) % self._block
-        self._pending = data[usable:]
-        if not usable:
-            return b""
-        self._samples_in += usable // self._block
-        self._started = True
-        out = bytes(self._lame.encode(data[:usable] if usable < len(data) else data))
-        self._bytes_out += len(out)
-        return out
+        with self._lock:
+            if self._finished:
+                raise RuntimeError("Mp3Encoder.encode() after flush()")
+            data = self._pending + bytes(pcm) if self._pending else bytes(pcm)
+            usable = len(data) - len(data) % self._block
+            self._pending = data[usable:]
+            if not usable:
+                return b""
+            self._samples_in += usable // self._block
+            self._started = True
+            out = bytes(self._lame.encode(data[:usable] if usable < len(data) else data))
+            self._bytes_out += len(out)
+            return out
 
     def flush(self) -> bytes:
         """End the stream: return the last MP3 frames. A dangling partial sample is dropped.
 
         Calling it again returns ``b""``; with no PCM ever fed the stream is empty.
         """
-        if self._finished:
-            return b""
-        self._finished = True
-        self._pending = b""
-        if not self._started:
-            return b""
-        out = bytes(self._lame.flush())
-        self._bytes_out += len(out)
-        return out
+        with self._lock:
+            if self._finished:
+                return b""
+            self._finished = True
+            self._pending = b""
+            if not self._started:
+                return b""
+            out = bytes(self._lame.flush())
+            self._bytes_out += len(out)
+            return out
 
     def __repr__(self) -> str:
         return (
