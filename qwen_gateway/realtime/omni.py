@@ -198,7 +198,7 @@ _REPLIES: Mapping[str, str] = {
     "response.create": "response.created",
 }
 
-#: Client event ids remembered for mapping upstream errors back to them.
+#: Ids remembered: client event ids (to map upstream errors back to them), items announced to the client.
 _ID_MEMORY = 512
 
 
@@ -593,7 +593,7 @@ class OmniBridge:
         self._transcripts: dict[str, str | None] = {}  # user item id -> transcript (None: pending)
         self._responses: dict[str, _Response] = {}
         self._held: list[OmniTurn] = []  # turns whose user transcript is still coming
-        self._items_added: set[str] = set()
+        self._items_added: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._items_open: set[str] = set()  # added, not yet done
 
     # --- life -------------------------------------------------------------------------------------------
@@ -653,6 +653,10 @@ class OmniBridge:
     async def _pump(self, upstream: _Upstream) -> None:
         while (item := await upstream.next_event()) is not None:
             received, event = item
+            if event.get("type") == "response.created":
+                await (
+                    self._release_held()
+                )  # a transcript still missing by the next answer will not come
             try:
                 translated = self._server_event(event, received)
             except UpstreamError as err:
@@ -709,7 +713,7 @@ class OmniBridge:
         item_id = _str(item.get("id"))
         if item_id is None:
             return [out]
-        self._items_added.add(item_id)
+        self._added(item_id)
         if item.get("role") == "user" and item.get("type", "message") == "message":
             text = _text_of_item(item)
             if item_id not in self._transcripts:
@@ -725,6 +729,13 @@ class OmniBridge:
         else:
             self._items_open.add(item_id)
         return events
+
+    def _added(self, item_id: str) -> None:
+        """Remember that ``item_id`` was announced (``conversation.item.added``); the oldest are forgotten."""
+        added = self._items_added
+        added[item_id] = None
+        if len(added) > _ID_MEMORY:
+            added.popitem(last=False)
 
     def _on_transcription(self, out: dict[str, Any], received: float) -> list[dict[str, Any]]:
         item_id = _str(out.get("item_id"))
@@ -761,7 +772,7 @@ class OmniBridge:
             if response is not None:
                 response.item_ids.append(item_id)
             if item_id not in self._items_added:
-                self._items_added.add(item_id)
+                self._added(item_id)
                 self._items_open.add(item_id)
                 events.append(
                     {"type": "conversation.item.added", "previous_item_id": None, "item": item}
