@@ -26,6 +26,7 @@ __all__ = [
     "RelayBatch",
     "SynthesisSession",
     "Synthesizer",
+    "ToolCallDelta",
     "Usage",
     "relay_one_by_one",
 ]
@@ -42,6 +43,17 @@ class Usage:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A fragment of a streamed tool call (OpenAI's ``delta.tool_calls[]``): fragments with the same ``index``
+    belong to one call; the first carries its ``id`` and ``name``, the others more of its ``arguments`` text."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class ChatDelta:
     """One parsed chunk of a streamed chat completion.
 
@@ -54,6 +66,7 @@ class ChatDelta:
         finish_reason: set on the chunk that ends the choice.
         usage: set on the usage chunk (``choices: []``) when the caller asked for usage.
         choice_index: the choice the delta belongs to (``n > 1``).
+        tool_calls: fragments of tool calls the model makes (requests with ``tools``).
     """
 
     raw: bytes
@@ -63,6 +76,7 @@ class ChatDelta:
     finish_reason: str | None = None
     usage: Usage | None = None
     choice_index: int = 0
+    tool_calls: tuple[ToolCallDelta, ...] = ()
 
 
 class RelayBatch(NamedTuple):
@@ -89,7 +103,7 @@ async def relay_one_by_one(
         async for d in stream:
             content = d.content if d.choice_index == 0 else ""
             # a chunk without choices parses to a delta with usage and nothing else
-            bare = not (d.content or d.reasoning or d.role or d.finish_reason)
+            bare = not (d.content or d.reasoning or d.role or d.finish_reason or d.tool_calls)
             usage_only = (0,) if d.usage is not None and bare else ()
             yield RelayBatch([d.raw], content, d.usage, usage_only, False)
 

@@ -7,11 +7,18 @@ only what the protocol needs.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
 import msgspec
+
+_T = TypeVar("_T")
+
+
+class _ClientGone(Exception):
+    """The client of an HTTP exchange disconnected."""
+
 
 __all__ = [
     "DRAIN_SECONDS",
@@ -108,6 +115,27 @@ class HttpRequest:
             message = await self._receive()
             if message["type"] == "http.disconnect":
                 self.disconnected = True
+
+    async def unless_disconnected(self, work: Coroutine[Any, Any, _T]) -> _T | None:
+        """Run ``work`` to its end, or until the client disconnects (``work`` is then cancelled).
+
+        Returns ``work``'s result, or None when the client went away first.
+        """
+        result: _T | None = None
+        try:
+            async with asyncio.TaskGroup() as tg:
+                watcher = tg.create_task(self._gone())
+                try:
+                    result = await work
+                finally:
+                    watcher.cancel()
+        except* _ClientGone:
+            result = None
+        return result
+
+    async def _gone(self) -> None:
+        await self.wait_disconnect()
+        raise _ClientGone
 
     async def start(
         self, status: int, content_type: str, headers: dict[str, str] | None = None

@@ -15,6 +15,7 @@ import re
 import struct
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +27,7 @@ from .corpus import count_tokens, pick_reasoning, pick_reply, tokenize
 from .errors import compat_body, find_family
 from .faults import Fault
 from .records import ChatRequestRecord
-from .state import SimulatorState
+from .state import SimulatorState, ToolCallScript
 
 __all__ = ["handle_chat"]
 
@@ -57,10 +58,6 @@ class ApiError(Exception):
         self.code = code
         self.type = type
         self.param = param
-
-
-class _ClientGone(Exception):
-    pass
 
 
 @dataclass
@@ -98,25 +95,14 @@ async def handle_chat(state: SimulatorState, req: HttpRequest) -> None:
             reason = "rejected"
             return
         call = _ChatCall(state, req, rec)
-        try:
-            async with asyncio.TaskGroup() as tg:
-                watcher = tg.create_task(_watch(req))
-                try:
-                    reason = await call.run()
-                finally:
-                    watcher.cancel()
-        except* _ClientGone:
-            reason = "complete" if rec.completed else "client"
+        outcome = await req.unless_disconnected(call.run())
+        # None: the client went away
+        reason = outcome if outcome is not None else ("complete" if rec.completed else "client")
     except asyncio.CancelledError:
         reason = "shutdown"
         raise
     finally:
         log.close(conn, reason, status=rec.status)
-
-
-async def _watch(req: HttpRequest) -> None:
-    await req.wait_disconnect()
-    raise _ClientGone
 
 
 async def _send_error(
@@ -139,6 +125,7 @@ class _ChatCall:
         self.req = req
         self.rec = rec
         self.arrived = 0.0  # loop time the request was taken up (after an injected delay)
+        self.tool: ToolCallScript | None = None  # the scripted tool call choice 0 makes
 
     async def run(self) -> str:
         state, req, rec = self.state, self.req, self.rec
@@ -179,6 +166,9 @@ class _ChatCall:
         kinds = _STREAM_FAULTS if plan.stream else frozenset({"stall", "drop", "malformed"})
         faults = state.faults.take("chat", kinds, call)
         texts, finish = self._replies(body, plan)
+        self.tool = state.tool_calls.take(body)
+        if self.tool is not None:  # choice 0 says the script's text, then calls the tool
+            texts[0], finish[0] = self.tool.text, "tool_calls"
         rec.replies = texts
         reasoning = pick_reasoning(plan.prompt) if plan.thinking else ""
         rec.reasoning = reasoning
@@ -251,16 +241,26 @@ class _ChatCall:
         wait = self.arrived + generation - asyncio.get_running_loop().time()
         if wait > 0:
             await asyncio.sleep(wait)
-        body = {
-            "choices": [
+        choices: list[dict[str, Any]] = [
+            {
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": reason,
+                "index": i,
+                "logprobs": None,
+            }
+            for i, (text, reason) in enumerate(zip(texts, finish, strict=True))
+        ]
+        if self.tool is not None:
+            choices[0]["message"]["tool_calls"] = [
                 {
-                    "message": {"role": "assistant", "content": text},
-                    "finish_reason": reason,
-                    "index": i,
-                    "logprobs": None,
+                    "id": self._tool_call_id(),
+                    "type": "function",
+                    "index": 0,
+                    "function": {"name": self.tool.name, "arguments": self.tool.arguments},
                 }
-                for i, (text, reason) in enumerate(zip(texts, finish, strict=True))
-            ],
+            ]
+        body = {
+            "choices": choices,
             "object": "chat.completion",
             "usage": self._usage(plan, texts, "") | {"prompt_tokens_details": {"cached_tokens": 0}},
             "created": int(time.time()),
@@ -441,7 +441,7 @@ class _ChatCall:
             )
         tokens = tokenize(text)
         pieces = ["".join(tokens[i : i + n]) for i in range(0, len(tokens), n)]
-        with_text = self.cfg.finish_chunk_with_text and pieces
+        with_text = self.cfg.finish_chunk_with_text and pieces and not (index == 0 and self.tool)
         for j, piece in enumerate(pieces):
             delta: dict[str, Any] = {"content": piece}
             if thinking:
@@ -457,6 +457,8 @@ class _ChatCall:
                     }
                 )
             )
+        if index == 0 and self.tool is not None:
+            events.extend(self._tool_events(self.tool, chunk))
         if not with_text:
             events.append(
                 chunk(
@@ -469,6 +471,36 @@ class _ChatCall:
                 )
             )
         return events
+
+    def _tool_call_id(self) -> str:
+        return f"call_{self.rec.request_id.replace('-', '')[:24]}"
+
+    def _tool_events(
+        self, tool: ToolCallScript, chunk: Callable[[dict[str, Any]], bytes]
+    ) -> list[bytes]:
+        """A tool call as DashScope streams it: the id, type and name with empty arguments, then the arguments
+        in pieces of a few characters."""
+
+        def call(fragment: dict[str, Any]) -> bytes:
+            return chunk(
+                {
+                    "delta": {"content": None, "tool_calls": [{"index": 0, **fragment}]},
+                    "index": 0,
+                    "logprobs": None,
+                    "finish_reason": None,
+                }
+            )
+
+        head = {
+            "id": self._tool_call_id(),
+            "type": "function",
+            "function": {"name": tool.name, "arguments": ""},
+        }
+        args = tool.arguments
+        step = 8
+        return [call(head)] + [
+            call({"function": {"arguments": args[i : i + step]}}) for i in range(0, len(args), step)
+        ]
 
 
 async def _stall(fault: Fault) -> None:

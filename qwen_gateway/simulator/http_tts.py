@@ -69,10 +69,6 @@ class _Refused(Exception):
         self.message = message
 
 
-class _ClientGone(Exception):
-    pass
-
-
 async def handle_http_tts(state: SimulatorState, req: HttpRequest) -> None:
     """Serve one HTTP synthesis request."""
     log = state.log
@@ -88,15 +84,9 @@ async def handle_http_tts(state: SimulatorState, req: HttpRequest) -> None:
             reason = "rejected"
             return
         call = _HttpTtsCall(state, req, rec)
-        try:
-            async with asyncio.TaskGroup() as tg:
-                watcher = tg.create_task(_watch(req))
-                try:
-                    reason = await call.run()
-                finally:
-                    watcher.cancel()
-        except* _ClientGone:
-            reason = "complete" if rec.completed else "client"
+        outcome = await req.unless_disconnected(call.run())
+        # None: the client went away
+        reason = outcome if outcome is not None else ("complete" if rec.completed else "client")
     except asyncio.CancelledError:
         reason = "shutdown"
         raise
@@ -114,11 +104,6 @@ async def handle_tts_audio(state: SimulatorState, req: HttpRequest, audio_id: st
         await req.respond_json(404, body)
         return
     await req.respond(200, wav, "audio/wav")
-
-
-async def _watch(req: HttpRequest) -> None:
-    await req.wait_disconnect()
-    raise _ClientGone
 
 
 async def _refuse(req: HttpRequest, rec: HttpTtsRecord, err: _Refused) -> None:

@@ -22,7 +22,7 @@ from .app import SimulatorApp
 from .config import SimulatorConfig
 from .faults import FaultSet
 from .records import SimulatorLog
-from .state import Reply, SimulatorState
+from .state import Reply, SimulatorState, ToolCallScript
 
 __all__ = ["Simulator"]
 
@@ -188,6 +188,12 @@ class Simulator:
         (``None``: all, until changed); ``None`` returns to the built-in corpus."""
         self._state.replies.set(reply, times)
 
+    def set_tool_call(self, name: str, arguments: str, *, text: str = "") -> None:
+        """The next chat request offering the function ``name`` (in ``tools``) says ``text``, then calls ``name``
+        with ``arguments`` (JSON text, streamed in fragments) and ends with ``finish_reason: "tool_calls"``.
+        Calls set this way are used once each, in order."""
+        self._state.tool_calls.add(ToolCallScript(name, arguments, text))
+
     def register_transcript(self, audio: bytes, text: str) -> str:
         """Recognising exactly ``audio`` (the bytes the recogniser receives) gives ``text``. Returns its key."""
         return self._state.registry.register(audio, text)
@@ -206,4 +212,5 @@ class Simulator:
         self._state.log.clear()
         self._state.faults.clear()
         self._state.replies.set(None)
+        self._state.tool_calls.clear()
         self._state.registry.clear()

@@ -11,7 +11,7 @@ from .faults import FaultSet
 from .records import SimulatorLog
 from .transcripts import TranscriptRegistry
 
-__all__ = ["Reply", "ReplySource", "SimulatorState"]
+__all__ = ["Reply", "ReplySource", "SimulatorState", "ToolCallScript", "ToolCalls"]
 
 #: A fixed reply, or a function of the request body returning one.
 Reply = str | Callable[[dict[str, Any]], str]
@@ -43,6 +43,47 @@ class ReplySource:
         return reply(body) if callable(reply) else reply
 
 
+@dataclass(frozen=True, slots=True)
+class ToolCallScript:
+    """A tool call the model makes: ``name`` with ``arguments`` (JSON text), after saying ``text``."""
+
+    name: str
+    arguments: str
+    text: str = ""
+
+
+class ToolCalls:
+    """Tool calls set by a test: the next chat request that offers a function of that name calls it."""
+
+    def __init__(self) -> None:
+        self._scripts: list[ToolCallScript] = []
+        self.calls = 0
+
+    def add(self, script: ToolCallScript) -> None:
+        self._scripts.append(script)
+
+    def clear(self) -> None:
+        self._scripts.clear()
+
+    def take(self, body: dict[str, Any]) -> ToolCallScript | None:
+        """The call this request answers with (and forget it), or None: no tools offered, ``tool_choice`` is
+        ``"none"``, or nothing scripted for the functions offered."""
+        tools = body.get("tools")
+        if not isinstance(tools, list) or body.get("tool_choice") == "none":
+            return None
+        offered = {
+            t["function"].get("name")
+            for t in tools
+            if isinstance(t, dict) and isinstance(t.get("function"), dict)
+        }
+        for i, script in enumerate(self._scripts):
+            if script.name in offered:
+                del self._scripts[i]
+                self.calls += 1
+                return script
+        return None
+
+
 @dataclass
 class SimulatorState:
     """Everything a handler may read or record. ``base_url`` is set once the port is known."""
@@ -52,6 +93,7 @@ class SimulatorState:
     log: SimulatorLog = field(default_factory=SimulatorLog)
     registry: TranscriptRegistry = field(default_factory=TranscriptRegistry)
     replies: ReplySource = field(default_factory=ReplySource)
+    tool_calls: ToolCalls = field(default_factory=ToolCalls)
     base_url: str = ""
     #: File-ASR tasks by id (:class:`~.file_asr.FileTask`).
     file_tasks: dict[str, Any] = field(default_factory=dict)

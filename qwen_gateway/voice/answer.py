@@ -1,15 +1,21 @@
-"""The spoken answer of one voice turn: streaming chat -> speakable segments -> streaming TTS -> MP3 -> events.
+"""The spoken answer of one turn, for every voice endpoint: streaming chat -> speakable segments -> streaming TTS
+-> audio encoder -> events.
 
 :class:`AnswerSpeaker` runs three concurrent stages under one ``asyncio.TaskGroup``, joined by a small bounded
 queue of segments:
 
-* **chat**: streams the completion; every content delta goes out at once as a chunk event (``chat_chunk`` or
-  ``vlm_chat_chunk``) and into a :class:`~qwen_gateway.voice.text.SpeechSegmenter`; each segment it releases
-  (the first one early, then sentence by sentence) is queued for TTS;
-* **TTS feeder**: opens one synthesis session at once (its handshake overlaps the chat's first token), sends
-  ``tts_started`` with the first segment and the segments in order, then ``finish()``;
-* **TTS reader**: encodes the PCM as it arrives with one incremental MP3 encoder and sends ``audio_stream``
-  ``data`` events as MP3 bytes come out.
+* **chat**: streams the completion; every content delta goes out at once as a text event and into a
+  :class:`~qwen_gateway.voice.text.SpeechSegmenter`; each segment it releases (the first one early, then sentence
+  by sentence) is queued for TTS; fragments of tool calls go out as tool-call events and are collected in
+  :attr:`AnswerResult.tool_calls` (the text said before a call is spoken; the call ends the answer);
+* **TTS feeder**: opens one synthesis session at once (its handshake overlaps the chat's first token), announces
+  the speech with the first segment and sends the segments in order, then ``finish()``;
+* **TTS reader**: encodes the PCM as it arrives with one incremental encoder and sends audio events as encoded
+  bytes come out.
+
+What the events are is the endpoint's business (:class:`AnswerEvents`): the seed endpoints send ``chat_chunk`` /
+``vlm_chat_chunk``, ``tts_started`` and ``audio_stream`` with MP3 (:class:`SeedAnswerEvents`, :class:`Mp3Encoder`);
+``/v1/realtime`` sends its transcript and audio deltas in the negotiated format.
 
 Every event goes through ``emit``, which waits while the client is slow: the TTS reader then stops reading, the
 provider's bounded buffer fills and the upstream is flow-controlled. Nothing is dropped.
@@ -32,8 +38,8 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
 
 from protocol import (
     MSG_TTS_STARTED,
@@ -46,17 +52,21 @@ from protocol import (
 )
 
 from ..errors import UpstreamError, UpstreamTimeout
-from ..providers.base import ChatModel, Synthesizer, Usage
+from ..providers.base import ChatModel, Synthesizer, ToolCallDelta, Usage
 from .mp3 import Mp3Encoder
 from .text import SpeechSegmenter
 
 __all__ = [
     "MAX_AUDIO_CHUNK",
     "MAX_KEPT_AUDIO",
+    "AnswerEvents",
     "AnswerResult",
     "AnswerSpeaker",
     "AnswerTuning",
+    "AudioEncoder",
     "Emit",
+    "SeedAnswerEvents",
+    "ToolCall",
     "error_code_for",
     "upstream_error_event",
 ]
@@ -64,7 +74,7 @@ __all__ = [
 log = logging.getLogger("qwen_gateway.voice.answer")
 
 #: Sends one event to the client; waits while the client is slower than the pipeline.
-Emit = Callable[[Event], Awaitable[None]]
+Emit = Callable[[Any], Awaitable[None]]
 
 #: Largest MP3 payload of one ``audio_stream`` event (base64 makes it 4/3 larger on the wire).
 MAX_AUDIO_CHUNK = 32 * 1024
@@ -116,6 +126,91 @@ async def _aclose(iterator: AsyncIterator[Any]) -> None:
         await close()
 
 
+class AnswerEvents(Protocol):
+    """The events an endpoint sends for what the answer stage does; ``None``: nothing to send."""
+
+    def text(self, delta: str, so_far: str) -> Any | None:
+        """A delta of the answer's text (``so_far`` includes it)."""
+        ...
+
+    def speech_started(self) -> Any | None:
+        """The first segment went to TTS (the seed's ``tts_started``)."""
+        ...
+
+    def audio(self, payload: bytes) -> Any:
+        """Encoded audio, at most :data:`MAX_AUDIO_CHUNK` bytes."""
+        ...
+
+    def finished(self) -> Any | None:
+        """The last event of the answer, always sent (the seed's ``audio_stream`` ``finished``)."""
+        ...
+
+    def error(self, stage: str, exc: BaseException) -> Any | None:
+        """``stage`` (``chat``, ``speech synthesis``) failed with ``exc``; reported once per stage."""
+        ...
+
+    def tool_call(self, fragment: ToolCallDelta) -> Any | None:
+        """A fragment of a tool call the model makes."""
+        ...
+
+
+class AudioEncoder(Protocol):
+    """Encodes the answer's PCM (mono 16-bit) for the client, incrementally: MP3, PCM at another rate, G.711..."""
+
+    @property
+    def sample_rate(self) -> int:
+        """The rate of the PCM it takes."""
+        ...
+
+    @property
+    def samples_in(self) -> int: ...
+
+    @property
+    def finished(self) -> bool: ...
+
+    def encode(self, pcm: bytes) -> bytes: ...
+
+    def flush(self) -> bytes: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SeedAnswerEvents:
+    """The answer's events on ``/v1/chat/audio`` and ``/v1/chat/vlm``: ``chunk_event`` builds ``chat_chunk`` (or
+    ``vlm_chat_chunk``) from (delta, answer so far); audio is ``audio_stream`` with MP3. Tool calls are not part
+    of the seed protocol (its requests offer no tools)."""
+
+    chunk_event: Callable[[str, str], Event]
+    turn_id: int
+
+    def text(self, delta: str, so_far: str) -> Event:
+        return self.chunk_event(delta, so_far)
+
+    def speech_started(self) -> Event:
+        return TtsStarted(message=MSG_TTS_STARTED, turn_id=self.turn_id)
+
+    def audio(self, payload: bytes) -> Event:
+        return AudioStreamData(data=payload, turn_id=self.turn_id)
+
+    def finished(self) -> Event:
+        return AudioStreamFinished(turn_id=self.turn_id)
+
+    def error(self, stage: str, exc: BaseException) -> Event:
+        return upstream_error_event(stage, exc, self.turn_id)
+
+    def tool_call(self, fragment: ToolCallDelta) -> None:
+        return None
+
+
+@dataclass(slots=True)
+class ToolCall:
+    """A tool call the model made, assembled from its fragments."""
+
+    index: int
+    id: str = ""
+    name: str = ""
+    arguments: str = ""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AnswerTuning:
     """Knobs of the answer stage.
@@ -156,6 +251,8 @@ class AnswerResult:
         tts_started: ``tts_started`` was sent.
         first_token_at / first_audio_at: clock times of the first text delta and the first audio event.
         usage: token usage, when the upstream reported it.
+        tool_calls: the tool calls the model made, by index (their arguments complete once ``chat_ok``).
+        finish_reason: why the completion ended (``stop``, ``length``, ``tool_calls`` ...), when it said.
     """
 
     text: str = ""
@@ -177,6 +274,8 @@ class AnswerResult:
     first_segment_at: float | None = None
     first_tts_text_at: float | None = None
     first_pcm_at: float | None = None
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    finish_reason: str | None = None
 
     @property
     def spoken(self) -> bool:
@@ -191,13 +290,15 @@ class AnswerSpeaker:
         chat: the chat (or VLM) model.
         synthesizer: the TTS engine.
         emit: sends an event to the client.
-        chunk_event: builds the chunk event from (delta, answer so far).
-        turn_id: stamped on the events.
+        events: builds the endpoint's events.
+        turn_id: names the turn in logs.
         tuning: timeouts, voice, bitrate, segmenting.
         api_key: upstream key (None: the provider's configured key).
         clock: monotonic seconds.
-        keep_audio: keep the MP3 sent, for :attr:`spoken_audio`.
+        keep_audio: keep the encoded audio sent, for :attr:`spoken_audio`.
         keep_audio_limit: most bytes kept; an answer whose audio grows beyond it keeps none.
+        new_encoder: makes the encoder for PCM at a rate (default: MP3 at ``tuning.bitrate_kbps``); raises
+            ``ValueError`` for a rate it cannot take.
     """
 
     def __init__(
@@ -206,23 +307,25 @@ class AnswerSpeaker:
         chat: ChatModel,
         synthesizer: Synthesizer,
         emit: Emit,
-        chunk_event: Callable[[str, str], Event],
+        events: AnswerEvents,
         turn_id: int,
         tuning: AnswerTuning,
         api_key: str | None = None,
         clock: Callable[[], float],
         keep_audio: bool = False,
         keep_audio_limit: int = MAX_KEPT_AUDIO,
+        new_encoder: Callable[[int], AudioEncoder] | None = None,
     ) -> None:
         self._chat = chat
         self._synth = synthesizer
         self._emit = emit
-        self._chunk_event = chunk_event
+        self._events = events
+        self._new_encoder_for = new_encoder or self._mp3_encoder
         self._turn_id = turn_id
         self._tuning = tuning
         self._api_key = api_key
         self._clock = clock
-        self._encoder: Mp3Encoder | None = None
+        self._encoder: AudioEncoder | None = None
         self._tts_failed = False
         self._segments_ended = False  # the chat stage's end marker was taken from the queue
         # The MP3 sent so far, while it is kept (None: not kept, or dropped beyond the limit).
@@ -241,8 +344,8 @@ class AnswerSpeaker:
     async def run(self, body: Mapping[str, Any]) -> AnswerResult:
         """Stream the completion for ``body`` (an OpenAI request body) and speak it; return what happened.
 
-        Sends chunk events, ``tts_started``, ``audio_stream`` data and always, last, ``audio_stream``
-        ``finished``. Upstream failures are reported as ``error`` events and in the result, never raised.
+        Sends text events, the speech start, audio and always, last, the finished event (see
+        :class:`AnswerEvents`). Upstream failures are reported as error events and in the result, never raised.
         """
         segments: asyncio.Queue[str | None] = asyncio.Queue(maxsize=self._tuning.segment_queue)
         try:
@@ -253,8 +356,12 @@ class AnswerSpeaker:
             # LAME's native state (about 250 KiB) goes now, not whenever a reference cycle holding this
             # speaker (an exception's traceback, say) is collected.
             self._encoder = None
-        await self._emit(AudioStreamFinished(turn_id=self._turn_id))
+        await self._send(self._events.finished())
         return self.result
+
+    async def _send(self, event: Any | None) -> None:
+        if event is not None:
+            await self._emit(event)
 
     def release(self) -> None:
         """Drop the kept MP3 (:attr:`spoken_audio` is empty from now on) and the encoder."""
@@ -277,6 +384,13 @@ class AnswerSpeaker:
             while (delta := await _next(stream, self._tuning.read_timeout)) is not None:
                 if delta.usage is not None:
                     result.usage = delta.usage
+                if delta.choice_index != 0:
+                    continue
+                if delta.finish_reason is not None:
+                    result.finish_reason = delta.finish_reason
+                for fragment in delta.tool_calls:
+                    self._tool_fragment(fragment)
+                    await self._send(self._events.tool_call(fragment))
                 if not delta.content:
                     continue
                 if result.first_token_at is None:
@@ -286,17 +400,27 @@ class AnswerSpeaker:
                 # Speech first: a segment this delta completes goes to TTS before the text event.
                 for segment in segmenter.feed(delta.content):
                     await self._segment(segment, segments)
-                await self._emit(self._chunk_event(delta.content, result.text))
+                await self._send(self._events.text(delta.content, result.text))
             result.chat_ok = True
         except (UpstreamError, TimeoutError) as exc:
             self._fail("chat", exc)
-            await self._emit(upstream_error_event("chat", exc, self._turn_id))
+            await self._send(self._events.error("chat", exc))
         finally:
             await _aclose(stream)
         # What was said so far is still spoken, also after a chat failure.
         for segment in segmenter.flush():
             await self._segment(segment, segments)
         await segments.put(None)
+
+    def _tool_fragment(self, fragment: ToolCallDelta) -> None:
+        calls = self.result.tool_calls
+        call = next((c for c in calls if c.index == fragment.index), None)
+        if call is None:
+            call = ToolCall(fragment.index)
+            calls.append(call)
+        call.id = call.id or fragment.id or ""
+        call.name = call.name or fragment.name or ""
+        call.arguments += fragment.arguments
 
     async def _segment(self, segment: str, segments: asyncio.Queue[str | None]) -> None:
         self.result.segments_total += 1
@@ -337,7 +461,7 @@ class AnswerSpeaker:
             if self.result.segments_total:
                 self.result.tts_ok = False
                 self._fail("speech synthesis", exc)
-                await self._emit(upstream_error_event("speech synthesis", exc, self._turn_id))
+                await self._send(self._events.error("speech synthesis", exc))
             # Let the chat stage go on: take (and drop) the segments it still produces.
             while not self._segments_ended:
                 self._segments_ended = await segments.get() is None
@@ -360,7 +484,7 @@ class AnswerSpeaker:
                 self.result.segments_sent += 1
                 self.result.tts_chars += len(segment)
                 if not self.result.tts_started:
-                    await self._emit(TtsStarted(message=MSG_TTS_STARTED, turn_id=self._turn_id))
+                    await self._send(self._events.speech_started())
                     self.result.tts_started = True
                     started.set()
                 segment = await segments.get()
@@ -388,19 +512,22 @@ class AnswerSpeaker:
         finally:
             await _aclose(audio)
 
-    def _new_encoder(self, sample_rate: int) -> Mp3Encoder:
+    def _new_encoder(self, sample_rate: int) -> AudioEncoder:
+        return self._new_encoder_for(sample_rate)
+
+    def _mp3_encoder(self, sample_rate: int) -> AudioEncoder:
         return Mp3Encoder(sample_rate, bitrate_kbps=self._tuning.bitrate_kbps)
 
     async def _flush_audio(self) -> None:
         if self._encoder is not None and not self._encoder.finished:
             await self._send_audio(self._encoder.flush())
 
-    async def _send_audio(self, mp3: bytes) -> None:
-        for start in range(0, len(mp3), MAX_AUDIO_CHUNK):
-            piece = mp3[start : start + MAX_AUDIO_CHUNK]
+    async def _send_audio(self, encoded: bytes) -> None:
+        for start in range(0, len(encoded), MAX_AUDIO_CHUNK):
+            piece = encoded[start : start + MAX_AUDIO_CHUNK]
             if self.result.first_audio_at is None:
                 self.result.first_audio_at = self._clock()
-            await self._emit(AudioStreamData(data=piece, turn_id=self._turn_id))
+            await self._emit(self._events.audio(piece))
             self.result.audio_chunks += 1
             self.result.audio_bytes += len(piece)
             if self._kept is not None:

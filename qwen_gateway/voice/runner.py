@@ -21,7 +21,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from msgspec import UNSET
 
@@ -54,6 +54,9 @@ from ..logs import bind
 from ..quota import Limits as QuotaLimits
 from ..quota import Quotas, Refusal
 from ..ws import CloseInfo, WebSocketLike, WsConnection, WsLimits
+
+if TYPE_CHECKING:
+    from ..services import Services
 from .memory import ConversationMemory
 from .turn import AudioTurn, SessionInfo, TurnDeps, VlmTurn, VoiceConfig, error_code
 
@@ -408,7 +411,7 @@ class VoiceRunner:
 
 async def serve_voice(
     websocket: WebSocketLike,
-    services: Any,
+    services: Services,
     endpoint: Endpoint,
     info: SessionInfo,
     quota_limits: QuotaLimits | None = None,
@@ -450,7 +453,7 @@ async def serve_voice(
         limits,
         memory,
         lifecycle=lifecycle,
-        quotas=getattr(services, "quotas", None),
+        quotas=services.quotas,
         quota_limits=quota_limits,
     )
     log.info("voice connection open", extra={"fields": {"endpoint": endpoint}})

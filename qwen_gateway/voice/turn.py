@@ -80,6 +80,7 @@ from .answer import (
     AnswerSpeaker,
     AnswerTuning,
     Emit,
+    SeedAnswerEvents,
     error_code_for,
     upstream_error_event,
 )
@@ -464,7 +465,7 @@ class _Turn:
             chat=chat,
             synthesizer=self._deps.synthesizer,
             emit=emit or self._emit,
-            chunk_event=chunk_event,
+            events=SeedAnswerEvents(chunk_event, self.turn_id),
             turn_id=self.turn_id,
             tuning=self._cfg.answer,
             api_key=self._session.api_key,

@@ -14,7 +14,7 @@ from protocol import AudioStreamData, AudioStreamFinished, ChatChunk, Event
 from qwen_gateway.config import Settings, load_settings
 from qwen_gateway.providers.dashscope import Providers, build_providers
 from qwen_gateway.simulator import Simulator, SimulatorConfig
-from qwen_gateway.voice.answer import MAX_KEPT_AUDIO, AnswerSpeaker, AnswerTuning
+from qwen_gateway.voice.answer import MAX_KEPT_AUDIO, AnswerSpeaker, AnswerTuning, SeedAnswerEvents
 
 from ..voice_ws.conftest import decoded_samples
 
@@ -56,7 +56,9 @@ async def _speak(
         chat=providers.chat,
         synthesizer=providers.synthesizer,
         emit=emit,
-        chunk_event=lambda chunk, full: ChatChunk(chunk=chunk, full_response=full, turn_id=TURN),
+        events=SeedAnswerEvents(
+            lambda chunk, full: ChatChunk(chunk=chunk, full_response=full, turn_id=TURN), TURN
+        ),
         turn_id=TURN,
         tuning=AnswerTuning(read_timeout=10.0),
         clock=time.monotonic,

@@ -25,7 +25,7 @@ import msgspec
 from ... import __version__
 from ...errors import UpstreamError
 from ...logs import upstream_fields
-from ..base import ChatDelta, RelayBatch, Usage
+from ..base import ChatDelta, RelayBatch, ToolCallDelta, Usage
 from . import errors
 from .http1 import Endpoint, HttpxTransport, RequestHeaders, UpstreamResponse, UpstreamTransport
 from .policy import Backoff, ReadLimits, Timeouts
@@ -39,10 +39,22 @@ __all__ = [
 ]  # RelayBatch: from providers.base, kept here for old imports
 
 
+class _Function(msgspec.Struct):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class _ToolCall(msgspec.Struct):
+    index: int = 0
+    id: str | None = None
+    function: _Function | None = None
+
+
 class _Delta(msgspec.Struct):
     content: str | None = None
     reasoning_content: str | None = None
     role: str | None = None
+    tool_calls: list[_ToolCall] | None = None
 
 
 class _Choice(msgspec.Struct):
@@ -81,6 +93,18 @@ def _usage(u: _Usage) -> Usage:
     )
 
 
+def _tool_calls(calls: list[_ToolCall]) -> tuple[ToolCallDelta, ...]:
+    return tuple(
+        ToolCallDelta(
+            c.index,
+            c.id or None,
+            (c.function.name or None) if c.function else None,
+            (c.function.arguments or "") if c.function else "",
+        )
+        for c in calls
+    )
+
+
 def parse_chunk(raw: bytes) -> ChatDelta:
     """One ``data:`` payload as a :class:`ChatDelta`.
 
@@ -106,6 +130,7 @@ def parse_chunk(raw: bytes) -> ChatDelta:
             choice.finish_reason,
             usage,
             choice.index,
+            _tool_calls(d.tool_calls) if d.tool_calls else (),
         )
     return ChatDelta(raw, usage=usage)
 
