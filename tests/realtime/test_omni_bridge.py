@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import math
 import warnings
 from array import array
@@ -13,6 +14,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from websockets.asyncio.server import ServerConnection, serve
 
 from qwen_gateway.config import Settings, load_settings
 from qwen_gateway.providers.dashscope.catalogue import omni_model
@@ -515,3 +517,141 @@ def test_catalogue_refuses_other_models(name: str) -> None:
             on_usage=lambda usage: None,
             on_turn=Client().on_turn,
         )
+
+
+# ------------------------------------------------------------------------------------------------ scripted upstream
+
+
+async def test_late_transcript_and_a_function_call_from_a_scripted_upstream() -> None:
+    """DashScope sends the user's transcript after ``response.done`` (it may) and answers with a function call:
+    the call's events pass through in GA shape, and the turn is reported once its transcript is in."""
+    received: list[dict[str, Any]] = []
+
+    async def upstream(ws: ServerConnection) -> None:
+        def ev(type: str, **fields: Any) -> str:
+            return json.dumps({"event_id": "event_up", "type": type, **fields})
+
+        await ws.send(
+            ev("session.created", session={"id": "sess_1", "modalities": ["text", "audio"]})
+        )
+        async for message in ws:
+            event = json.loads(message)
+            received.append(event)
+            if event["type"] != "input_audio_buffer.commit":
+                continue
+            user = {
+                "id": "item_u",
+                "type": "message",
+                "role": "user",
+                "status": "completed",
+                "content": [{"type": "input_audio", "transcript": None}],
+            }
+            call = {
+                "id": "item_f",
+                "type": "function_call",
+                "status": "in_progress",
+                "name": "clock",
+                "call_id": "call_1",
+                "arguments": "",
+            }
+            ids = {"response_id": "resp_1", "item_id": "item_f", "output_index": 0}
+            for out in [
+                ev("input_audio_buffer.committed", previous_item_id=None, item_id="item_u"),
+                ev("conversation.item.created", previous_item_id=None, item=user),
+                ev(
+                    "response.created",
+                    response={
+                        "id": "resp_1",
+                        "status": "in_progress",
+                        "modalities": ["text", "audio"],
+                        "output": [],
+                    },
+                ),
+                ev("response.output_item.added", response_id="resp_1", output_index=0, item=call),
+                ev(
+                    "response.function_call_arguments.delta",
+                    **ids,
+                    call_id="call_1",
+                    delta='{"tz":',
+                ),
+                ev(
+                    "response.function_call_arguments.delta",
+                    **ids,
+                    call_id="call_1",
+                    delta='"UTC"}',
+                ),
+                ev(
+                    "response.function_call_arguments.done",
+                    **ids,
+                    call_id="call_1",
+                    arguments='{"tz":"UTC"}',
+                ),
+                ev(
+                    "response.output_item.done",
+                    response_id="resp_1",
+                    output_index=0,
+                    item=call | {"status": "completed", "arguments": '{"tz":"UTC"}'},
+                ),
+                ev(
+                    "response.done",
+                    response={
+                        "id": "resp_1",
+                        "status": "completed",
+                        "modalities": ["text", "audio"],
+                        "output": [call],
+                        "usage": {"input_tokens": 7, "output_tokens": 3},
+                    },
+                ),
+                ev(
+                    "conversation.item.input_audio_transcription.completed",
+                    item_id="item_u",
+                    content_index=0,
+                    transcript="几点了？",
+                ),
+            ]:
+                await ws.send(out)
+
+    async with serve(upstream, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        settings = Settings(
+            qwen_api_key=KEY, realtime_base=f"ws://127.0.0.1:{port}/api-ws/v1/realtime"
+        )
+        client = Client()
+        task = asyncio.create_task(
+            OmniBridge(
+                settings=settings,
+                model=MODEL,
+                api_key=None,
+                send=client.send,
+                on_usage=client.usage.append,
+                on_turn=client.on_turn,
+            ).run(client.events())
+        )
+        client.put(
+            "session.update",
+            session=session_update(
+                tools=[{"type": "function", "name": "clock", "parameters": {"type": "object"}}],
+                tool_choice="auto",
+            ),
+        )
+        client.append(SPEECH_24K)
+        client.put("input_audio_buffer.commit")
+        await client.wait_for("conversation.item.input_audio_transcription.completed")
+        await finish(task, client)
+
+    assert received[0]["type"] == "session.update"
+    assert received[0]["session"]["tools"][0]["name"] == "clock"
+    assert received[0]["session"]["tool_choice"] == "auto"
+    deltas = client.of("response.function_call_arguments.delta")
+    assert "".join(d["delta"] for d in deltas) == '{"tz":"UTC"}'
+    assert client.of("response.function_call_arguments.done")[0]["arguments"] == '{"tz":"UTC"}'
+    assert [a["item"]["type"] for a in client.of("conversation.item.added")] == [
+        "message",
+        "function_call",
+    ]
+    assert client.of("conversation.item.done")[-1]["item"]["arguments"] == '{"tz":"UTC"}'
+    assert client.of("response.done")[0]["response"]["usage"]["total_tokens"] == 10
+    (turn,) = client.turns
+    assert turn.user_transcript == "几点了？" and turn.user_item_ids == ("item_u",)
+    assert turn.assistant_item_ids == ("item_f",) and turn.assistant_transcript == ""
+    assert client.usage == [OmniUsage(input_tokens=7, output_tokens=3, total_tokens=10)]
