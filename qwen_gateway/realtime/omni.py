@@ -44,7 +44,7 @@ from ..providers.dashscope.catalogue import CatalogueError, OmniModel, omni_mode
 from ..providers.dashscope.policy import Backoff, Timeouts
 from ..providers.dashscope.tts_qwen import with_model
 from ..providers.dashscope.ws import WsSession, open_session, session_scope
-from ..voice.convert import InputConverter, OutputConverter, WireFormat, wire_format
+from ..voice.convert import InputConverter, OutputConverter, WireFormat, wire_format, wire_ms
 
 __all__ = [
     "CLIENT_EVENTS",
@@ -117,7 +117,8 @@ SERVER_EVENTS: Mapping[str, str] = {
     "error": "error",
 }
 
-#: Content types of assistant output, DashScope (beta) -> GA; :data:`CONTENT_TYPES_TO_BETA` is the way back.
+#: Content types of assistant items, DashScope (beta) -> GA; :data:`CONTENT_TYPES_TO_BETA` is the way back.
+#: (The ``part`` of ``response.content_part.*`` keeps ``audio`` / ``text``: GA names them so too.)
 CONTENT_TYPES: Mapping[str, str] = {"audio": "output_audio", "text": "output_text"}
 CONTENT_TYPES_TO_BETA: Mapping[str, str] = {ga: beta for beta, ga in CONTENT_TYPES.items()}
 
@@ -347,13 +348,48 @@ def _wire_format_of(value: Any, param: str) -> WireFormat:
         raise _Refused(str(exc), param) from None
 
 
+def _error_to_ga(raw: Any, client_id: str | None) -> dict[str, Any]:
+    """An upstream ``error`` object in OpenAI's shape, naming the client's event ``client_id``."""
+    error = _dict(raw)
+    message = _str(error.get("message")) or "upstream reported an error"
+    return {
+        "type": _str(error.get("type")) or "server_error",
+        "code": _str(error.get("code")),
+        "message": errors.redact(message),
+        "param": _str(error.get("param")),
+        "event_id": client_id,
+    }
+
+
 def _item_to_ga(item: Any) -> dict[str, Any]:
     """A DashScope (beta) conversation item in GA shape: assistant content types renamed."""
     out = dict(_dict(item))
     out.setdefault("object", "realtime.item")
+    if out.get("type") == "function_call":
+        out.setdefault("name", "")
+        out["arguments"] = _str(out.get("arguments")) or ""
     content = out.get("content")
     if isinstance(content, list) and out.get("role") == "assistant":
         out["content"] = [_part_to_ga(part) for part in content]
+    return out
+
+
+#: ``status_details.reason`` values GA knows.
+_REASONS = frozenset({"turn_detected", "client_cancelled", "max_output_tokens", "content_filter"})
+
+
+def _status_details(raw: dict[str, Any]) -> dict[str, Any] | None:
+    """GA ``status_details`` of a DashScope response (which may give only a ``reason``)."""
+    status = raw.get("status")
+    details = _dict(raw.get("status_details"))
+    if status not in ("cancelled", "incomplete", "failed") and not details:
+        return None
+    out: dict[str, Any] = {"type": details.get("type") or status or "completed"}
+    reason = details.get("reason")
+    if reason in _REASONS:
+        out["reason"] = reason
+    if isinstance(details.get("error"), dict):
+        out["error"] = _error_to_ga(details["error"], None)
     return out
 
 
@@ -595,6 +631,11 @@ class OmniBridge:
         self._held: list[OmniTurn] = []  # turns whose user transcript is still coming
         self._items_added: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._items_open: set[str] = set()  # added, not yet done
+        self._calls: dict[str, tuple[str, str]] = {}  # function call item id -> (name, call_id)
+        # input audio per user item (ms), for the GA transcription usage
+        self._item_audio_ms: collections.OrderedDict[str, int] = collections.OrderedDict()
+        self._speech_start: tuple[str, int] | None = None
+        self._appended_ms = 0
 
     # --- life -------------------------------------------------------------------------------------------
     async def run(self, client_events: AsyncIterator[dict[str, Any]]) -> None:
@@ -703,9 +744,35 @@ class OmniBridge:
         out["session"] = self._ga_session()
         return [out]
 
+    def _on_speech_started(self, out: dict[str, Any], received: float) -> list[dict[str, Any]]:
+        item_id, start = _str(out.get("item_id")), out.get("audio_start_ms")
+        if item_id is not None and isinstance(start, int):
+            self._speech_start = (item_id, start)
+        return [out]
+
     def _on_speech_stopped(self, out: dict[str, Any], received: float) -> list[dict[str, Any]]:
         self._turn_start = received
+        item_id, end = _str(out.get("item_id")), out.get("audio_end_ms")
+        started = self._speech_start
+        if started is not None and started[0] == item_id and isinstance(end, int):
+            self._remember_audio(started[0], max(0, end - started[1]))
+        self._speech_start = None
         return [out]
+
+    def _on_committed(self, out: dict[str, Any], received: float) -> list[dict[str, Any]]:
+        item_id = _str(out.get("item_id"))
+        if item_id is not None and item_id not in self._item_audio_ms:
+            self._remember_audio(
+                item_id, self._appended_ms
+            )  # a manual commit: the audio since the last
+        self._appended_ms = 0
+        return [out]
+
+    def _remember_audio(self, item_id: str, ms: int) -> None:
+        durations = self._item_audio_ms
+        durations[item_id] = ms
+        if len(durations) > _ID_MEMORY:
+            durations.popitem(last=False)
 
     def _on_item_created(self, out: dict[str, Any], received: float) -> list[dict[str, Any]]:
         item = _item_to_ga(out.get("item"))
@@ -738,12 +805,25 @@ class OmniBridge:
             added.popitem(last=False)
 
     def _on_transcription(self, out: dict[str, Any], received: float) -> list[dict[str, Any]]:
-        item_id = _str(out.get("item_id"))
-        if item_id is not None:
-            if out["type"].endswith(".completed"):
-                self._transcripts[item_id] = _str(out.get("transcript")) or ""
-            else:
-                self._transcripts[item_id] = ""
+        item_id = _str(out.get("item_id")) or ""
+        out.setdefault("content_index", 0)
+        if out["type"].endswith(".completed"):
+            transcript = _str(out.get("transcript")) or ""
+            out["transcript"] = transcript
+            self._transcripts[item_id] = transcript
+            if not isinstance(out.get("usage"), dict):  # GA requires it; DashScope sends none
+                seconds = self._item_audio_ms.pop(item_id, 0) / 1000
+                out["usage"] = {"type": "duration", "seconds": seconds}
+        else:
+            self._transcripts[item_id] = ""
+            out["error"] = _error_to_ga(out.get("error"), None)
+        return [out]
+
+    def _on_call_arguments(self, out: dict[str, Any], received: float) -> list[dict[str, Any]]:
+        name, call_id = self._calls.get(_str(out.get("item_id")) or "", ("", ""))
+        out.setdefault("call_id", call_id)
+        if out["type"].endswith(".done"):
+            out.setdefault("name", name)
         return [out]
 
     def _on_response_created(self, out: dict[str, Any], received: float) -> list[dict[str, Any]]:
@@ -768,6 +848,8 @@ class OmniBridge:
         if item_id is None:
             return events
         response = self._responses.get(_str(out.get("response_id")) or "")
+        if item.get("type") == "function_call":
+            self._calls[item_id] = (str(item.get("name") or ""), str(item.get("call_id") or ""))
         if out["type"] == "response.output_item.added":
             if response is not None:
                 response.item_ids.append(item_id)
@@ -786,10 +868,6 @@ class OmniBridge:
 
     def _on_item(self, out: dict[str, Any], received: float) -> list[dict[str, Any]]:
         out["item"] = _item_to_ga(out.get("item"))
-        return [out]
-
-    def _on_part(self, out: dict[str, Any], received: float) -> list[dict[str, Any]]:
-        out["part"] = _part_to_ga(out.get("part"))
         return [out]
 
     def _on_audio_delta(self, out: dict[str, Any], received: float) -> list[dict[str, Any]]:
@@ -845,16 +923,9 @@ class OmniBridge:
         return [out]
 
     def _on_error(self, out: dict[str, Any], received: float) -> list[dict[str, Any]]:
-        raw = _dict(out.get("error"))
-        upstream_id = _str(raw.get("event_id"))
-        message = _str(raw.get("message")) or "upstream reported an error"
-        out["error"] = {
-            "type": _str(raw.get("type")) or "server_error",
-            "code": _str(raw.get("code")),
-            "message": errors.redact(message),
-            "param": _str(raw.get("param")),
-            "event_id": self._client_ids.get(upstream_id) if upstream_id else None,
-        }
+        upstream_id = _str(_dict(out.get("error")).get("event_id"))
+        client_id = self._client_ids.get(upstream_id) if upstream_id else None
+        out["error"] = _error_to_ga(out.get("error"), client_id)
         return [out]
 
     _SERVER_TRANSLATORS: Mapping[
@@ -862,7 +933,9 @@ class OmniBridge:
     ] = {
         "session.created": _on_session,
         "session.updated": _on_session,
+        "input_audio_buffer.speech_started": _on_speech_started,
         "input_audio_buffer.speech_stopped": _on_speech_stopped,
+        "input_audio_buffer.committed": _on_committed,
         "conversation.item.created": _on_item_created,
         "conversation.item.retrieved": _on_item,
         "conversation.item.input_audio_transcription.completed": _on_transcription,
@@ -870,8 +943,8 @@ class OmniBridge:
         "response.created": _on_response_created,
         "response.output_item.added": _on_output_item,
         "response.output_item.done": _on_output_item,
-        "response.content_part.added": _on_part,
-        "response.content_part.done": _on_part,
+        "response.function_call_arguments.delta": _on_call_arguments,
+        "response.function_call_arguments.done": _on_call_arguments,
         "response.audio.delta": _on_audio_delta,
         "response.audio.done": _on_audio_done,
         "response.audio_transcript.delta": _on_text,
@@ -890,7 +963,7 @@ class OmniBridge:
         return {
             "type": "realtime",
             "object": "realtime.session",
-            "id": up.get("id"),
+            "id": _str(up.get("id")) or "",
             "model": self.model,
             "output_modalities": MODALITIES_TO_GA.get(
                 tuple(sorted(modalities)) if isinstance(modalities, list) else ("audio", "text"),
@@ -923,9 +996,9 @@ class OmniBridge:
             "object": "realtime.response",
             "id": raw.get("id"),
             "status": raw.get("status") or "in_progress",
-            "status_details": raw.get("status_details"),
+            "status_details": _status_details(raw),
             "output": [_item_to_ga(i) for i in output] if isinstance(output, list) else [],
-            "conversation_id": raw.get("conversation_id") or None,
+            "conversation_id": _str(raw.get("conversation_id")) or "",
             "output_modalities": MODALITIES_TO_GA.get(
                 tuple(sorted(modalities)) if isinstance(modalities, list) else ("audio", "text"),
                 ["audio"],
@@ -934,7 +1007,9 @@ class OmniBridge:
             "audio": {
                 "output": {
                     "format": _ga_format(self._output_format),
-                    "voice": raw.get("voice") or self._upstream_session.get("voice"),
+                    "voice": _str(raw.get("voice"))
+                    or _str(self._upstream_session.get("voice"))
+                    or self.spec.default_voice,
                 }
             },
             "usage": usage.as_ga() if usage is not None else None,
@@ -1090,6 +1165,7 @@ class OmniBridge:
             data = None
         if data is None:
             raise _Refused("audio must be base64", "audio")
+        self._appended_ms += wire_ms(self._input_format, len(data))
         pcm = self._input.feed(data)
         return [
             {
@@ -1101,6 +1177,7 @@ class OmniBridge:
 
     def _clear(self, out: dict[str, Any]) -> list[dict[str, Any]]:
         self._input = InputConverter(self._input_format, self.spec.input_rate)
+        self._appended_ms = 0
         return [out]
 
     def _item_create(self, out: dict[str, Any]) -> list[dict[str, Any]]:

@@ -8,12 +8,15 @@ import asyncio
 import base64
 import json
 import math
+import typing
 import warnings
 from array import array
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import pydantic
 import pytest
+from openai.types.realtime import RealtimeServerEvent
 from websockets.asyncio.server import ServerConnection, serve
 
 from qwen_gateway.config import Settings, load_settings
@@ -40,6 +43,11 @@ REPLY = "今天晴，适合散步。记得带水。"
 SPEECH_24K = synthesize("今天天气怎么样？我想出去走走。", 24000)
 SILENCE_24K = bytes(24000 * 2)  # one second
 CHUNK = 9600  # 200 ms of 24 kHz PCM16 per append
+#: The openai SDK's own models of GA server events, by type: every event the bridge sends must validate.
+GA_SERVER_EVENTS: dict[str, type[pydantic.BaseModel]] = {
+    typing.get_args(model.model_fields["type"].annotation)[0]: model
+    for model in typing.get_args(typing.get_args(RealtimeServerEvent)[0])
+}
 #: Beta (DashScope) names that must never reach a GA client.
 BETA_ONLY = {
     "conversation.item.created",
@@ -69,6 +77,18 @@ def settings_for(sim: Simulator, **overrides: Any) -> Settings:
     return load_settings(sim.env, dotenv=None, **values)
 
 
+def ga_problems(event: dict[str, Any]) -> list[str]:
+    """Why the openai SDK's GA model of ``event``'s type refuses it (nothing when it validates)."""
+    model = GA_SERVER_EVENTS.get(event["type"])
+    if model is None:
+        return [f"{event['type']} is not a GA server event"]
+    try:
+        model.model_validate(json.loads(json.dumps(event)))
+    except pydantic.ValidationError as exc:
+        return [f"{event['type']}: {exc}"]
+    return []
+
+
 class Client:
     """The endpoint's side of a bridge: a queue of client events, the server events sent, the turns."""
 
@@ -77,6 +97,8 @@ class Client:
         self.sent: list[dict[str, Any]] = []
         self.turns: list[OmniTurn] = []
         self.usage: list[OmniUsage] = []
+        #: events the openai SDK's GA models refuse (checked by the ``client`` fixture at the end)
+        self.invalid: list[str] = []
         self._changed = asyncio.Condition()
 
     async def events(self) -> AsyncIterator[dict[str, Any]]:
@@ -85,6 +107,7 @@ class Client:
 
     async def send(self, event: dict[str, Any]) -> None:
         assert isinstance(event.get("event_id"), str) and isinstance(event.get("type"), str)
+        self.invalid.extend(ga_problems(event))
         async with self._changed:
             self.sent.append(event)
             self._changed.notify_all()
@@ -112,6 +135,14 @@ class Client:
         async with asyncio.timeout(20), self._changed:
             await self._changed.wait_for(lambda: len(self.of(type)) >= count)
         return self.of(type)[count - 1]
+
+
+@pytest.fixture
+def client() -> Iterator[Client]:
+    """A client whose every received event is checked against the openai SDK's GA models."""
+    made = Client()
+    yield made
+    assert made.invalid == []
 
 
 def bridge(sim: Simulator, client: Client, **kwargs: Any) -> OmniBridge:
@@ -157,9 +188,8 @@ def session_update(**session: Any) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------ turns
 
 
-async def test_server_vad_turn_answers_in_the_clients_g711(sim: Simulator) -> None:
+async def test_server_vad_turn_answers_in_the_clients_g711(sim: Simulator, client: Client) -> None:
     sim.set_reply(REPLY)
-    client = Client()
     task = await start(sim, client)
     created = client.of("session.created")[0]["session"]
     assert created["type"] == "realtime" and created["model"] == MODEL
@@ -213,7 +243,9 @@ async def test_server_vad_turn_answers_in_the_clients_g711(sim: Simulator) -> No
         a["item"]["id"] for a in added
     ]
     assert client.of("conversation.item.done")[1]["item"]["content"][0]["type"] == "output_audio"
-    assert client.of("response.content_part.done")[0]["part"]["type"] == "output_audio"
+    assert (
+        client.of("response.content_part.done")[0]["part"]["type"] == "audio"
+    )  # GA's part name too
     assert done["response"]["status"] == "completed"
     assert done["response"]["output_modalities"] == ["audio"]
     assert done["response"]["audio"]["output"]["format"] == {"type": "audio/pcmu"}
@@ -229,6 +261,10 @@ async def test_server_vad_turn_answers_in_the_clients_g711(sim: Simulator) -> No
     assert rms(audioop.ulaw2lin(ulaw, 2)) > 100
     transcript = "".join(e["delta"] for e in client.of("response.output_audio_transcript.delta"))
     assert transcript == REPLY
+    (completed,) = client.of("conversation.item.input_audio_transcription.completed")
+    stopped = client.of("input_audio_buffer.speech_stopped")[0]["audio_end_ms"]
+    started = client.of("input_audio_buffer.speech_started")[0]["audio_start_ms"]
+    assert completed["usage"]["seconds"] == (stopped - started) / 1000 > 0
 
     # what reached DashScope: its own session fields, 16 kHz PCM about 2/3 of the client's 24 kHz bytes
     assert record.session["voice"] == "Cherry"  # "alloy" is OpenAI's: the model's default instead
@@ -259,9 +295,8 @@ def sim_user_text(sim: Simulator) -> str:
     return SimulatorConfig().asr_default_text
 
 
-async def test_manual_commit_then_response_create(sim: Simulator) -> None:
+async def test_manual_commit_then_response_create(sim: Simulator, client: Client) -> None:
     sim.set_reply(REPLY)
-    client = Client()
     task = await start(sim, client)
     client.put(
         "session.update",
@@ -286,11 +321,12 @@ async def test_manual_commit_then_response_create(sim: Simulator) -> None:
     assert len(wire_audio(client)) > 24000  # 24 kHz PCM16 for the client: over half a second
     (turn,) = client.turns
     assert turn.user_transcript == sim_user_text(sim) and turn.assistant_transcript == REPLY
+    (completed,) = client.of("conversation.item.input_audio_transcription.completed")
+    assert completed["usage"] == {"type": "duration", "seconds": len(SPEECH_24K) / 48000}
 
 
-async def test_text_only_session(sim: Simulator) -> None:
+async def test_text_only_session(sim: Simulator, client: Client) -> None:
     sim.set_reply(REPLY)
-    client = Client()
     task = await start(sim, client)
     client.put(
         "session.update",
@@ -316,10 +352,8 @@ async def test_text_only_session(sim: Simulator) -> None:
     assert "".join(e["delta"] for e in client.of("response.output_text.delta")) == REPLY
     assert client.of("response.output_text.done")[0]["text"] == REPLY
     assert done["response"]["output_modalities"] == ["text"]
-    assert client.of("response.content_part.done")[0]["part"] == {
-        "type": "output_text",
-        "text": REPLY,
-    }
+    assert client.of("response.content_part.done")[0]["part"] == {"type": "text", "text": REPLY}
+    assert done["response"]["output"][0]["content"] == [{"type": "output_text", "text": REPLY}]
     (record,) = sim.log.omni_sessions
     assert record.session["modalities"] == ["text"]
     (turn,) = client.turns
@@ -327,10 +361,9 @@ async def test_text_only_session(sim: Simulator) -> None:
     assert turn.audio_ms == 0 and turn.timings.first_audio_ms is None
 
 
-async def test_response_cancel_passes_through(sim: Simulator) -> None:
+async def test_response_cancel_passes_through(sim: Simulator, client: Client) -> None:
     sim.configure(tts_realtime_factor=1.0)
     sim.set_reply("一段很长的回答。" * 20)
-    client = Client()
     task = await start(sim, client)
     client.put("session.update", session=session_update(audio={"input": {"turn_detection": None}}))
     await client.wait_for("session.updated")
@@ -350,8 +383,7 @@ async def test_response_cancel_passes_through(sim: Simulator) -> None:
     assert 0 < turn.audio_ms < 20 * 1000  # some audio went out, far from the whole answer
 
 
-async def test_image_append_passes_through(sim: Simulator) -> None:
-    client = Client()
+async def test_image_append_passes_through(sim: Simulator, client: Client) -> None:
     task = await start(sim, client)
     jpeg = base64.b64encode(b"\xff\xd8\xff\xe0fake-jpeg").decode()
     client.put("input_image_buffer.append", event_id="evt_img", image=jpeg)
@@ -368,9 +400,8 @@ async def test_image_append_passes_through(sim: Simulator) -> None:
 
 
 async def test_upstream_error_names_the_clients_event_and_the_session_goes_on(
-    sim: Simulator,
+    sim: Simulator, client: Client
 ) -> None:
-    client = Client()
     task = await start(sim, client)
     client.put("input_audio_buffer.commit", event_id="evt_empty_commit")  # nothing appended
     error = (await client.wait_for("error"))["error"]
@@ -394,11 +425,10 @@ async def test_upstream_error_names_the_clients_event_and_the_session_goes_on(
     assert record.events == ["input_audio_buffer.commit", "session.update"]
 
 
-async def test_upstream_error_event_then_close(sim: Simulator) -> None:
+async def test_upstream_error_event_then_close(sim: Simulator, client: Client) -> None:
     sim.faults.add(
         Fault.ws_error(endpoint="omni", after=1, code="InternalError", message="boom", close=True)
     )
-    client = Client()
     task = await start(sim, client)
     client.put("session.update", session=session_update(audio={"input": {"turn_detection": None}}))
     client.append(SPEECH_24K)
@@ -415,10 +445,9 @@ async def test_upstream_error_event_then_close(sim: Simulator) -> None:
     await sim.wait_closed("omni")
 
 
-async def test_upstream_drop_ends_the_bridge_with_an_error(sim: Simulator) -> None:
+async def test_upstream_drop_ends_the_bridge_with_an_error(sim: Simulator, client: Client) -> None:
     sim.set_reply("一段很长的回答。" * 10)
     sim.faults.add(Fault.drop(2, endpoint="omni"))
-    client = Client()
     task = await start(sim, client)
     client.put("session.update", session=session_update(audio={"input": {"turn_detection": None}}))
     client.append(SPEECH_24K)
@@ -433,9 +462,8 @@ async def test_upstream_drop_ends_the_bridge_with_an_error(sim: Simulator) -> No
     await sim.wait_closed("omni")
 
 
-async def test_silent_upstream_times_out(sim: Simulator) -> None:
+async def test_silent_upstream_times_out(sim: Simulator, client: Client) -> None:
     sim.faults.add(Fault.stall(1, None, endpoint="omni"))
-    client = Client()
     task = await start(sim, client, timeouts=Timeouts(connect=5, read=0.3, write=5, close=0.5))
     client.put("session.update", session=session_update(audio={"input": {"turn_detection": None}}))
     client.append(SPEECH_24K)
@@ -447,8 +475,7 @@ async def test_silent_upstream_times_out(sim: Simulator) -> None:
     await sim.wait_closed("omni")
 
 
-async def test_refused_key_is_an_error_event(sim: Simulator) -> None:
-    client = Client()
+async def test_refused_key_is_an_error_event(sim: Simulator, client: Client) -> None:
     task = asyncio.create_task(bridge(sim, client, api_key="sk-wrong").run(client.events()))
     async with asyncio.timeout(10):
         await task
@@ -457,8 +484,7 @@ async def test_refused_key_is_an_error_event(sim: Simulator) -> None:
     assert client.types() == ["error"]
 
 
-async def test_cancellation_closes_the_upstream_socket(sim: Simulator) -> None:
-    client = Client()
+async def test_cancellation_closes_the_upstream_socket(sim: Simulator, client: Client) -> None:
     task = await start(sim, client)
     client.append(SPEECH_24K)
     await asyncio.sleep(0)
@@ -470,8 +496,7 @@ async def test_cancellation_closes_the_upstream_socket(sim: Simulator) -> None:
     assert sim.log.open_connections("omni") == []
 
 
-async def test_client_leaving_closes_the_upstream_socket(sim: Simulator) -> None:
-    client = Client()
+async def test_client_leaving_closes_the_upstream_socket(sim: Simulator, client: Client) -> None:
     task = await start(sim, client)
     await finish(task, client)
     await sim.wait_closed("omni")
@@ -522,7 +547,7 @@ def test_catalogue_refuses_other_models(name: str) -> None:
 # ------------------------------------------------------------------------------------------------ scripted upstream
 
 
-async def test_late_transcript_and_a_function_call_from_a_scripted_upstream() -> None:
+async def test_late_transcript_and_a_function_call_from_a_scripted_upstream(client: Client) -> None:
     """DashScope sends the user's transcript after ``response.done`` (it may) and answers with a function call:
     the call's events pass through in GA shape, and the turn is reported once its transcript is in."""
     received: list[dict[str, Any]] = []
@@ -616,7 +641,6 @@ async def test_late_transcript_and_a_function_call_from_a_scripted_upstream() ->
         settings = Settings(
             qwen_api_key=KEY, realtime_base=f"ws://127.0.0.1:{port}/api-ws/v1/realtime"
         )
-        client = Client()
         task = asyncio.create_task(
             OmniBridge(
                 settings=settings,
