@@ -13,7 +13,8 @@ endpoint); Qwen-Omni speaks DashScope's beta-shaped dialect of it (``dashscope-p
   (:class:`~qwen_gateway.voice.convert.OutputConverter`); ``conversation.item.added`` / ``.done`` for every item;
   ``session.created`` / ``.updated`` in GA shape, describing the session as the client sees it.
 
-Barge-in is Omni's own (its server VAD cancels the response); ``response.cancel`` passes through. Upstream
+Barge-in is Omni's own (its server VAD cancels the response); ``response.cancel`` passes through; the client's
+``conversation.item.truncate`` (what it played) is answered by the bridge (:data:`LOCAL_EVENTS`). Upstream
 ``error`` events become GA ``error`` events whose ``event_id`` is the offending client event's; a dropped or
 silent upstream gives one ``error`` event (``upstream_closed``, ``upstream_timeout``) and ends the bridge.
 Every answered ``response.done`` is reported to the endpoint as an :class:`OmniTurn` (history, quotas) and its
@@ -49,6 +50,7 @@ from ..voice.convert import InputConverter, OutputConverter, WireFormat, wire_fo
 __all__ = [
     "CLIENT_EVENTS",
     "CONTENT_TYPES",
+    "LOCAL_EVENTS",
     "OPENAI_VOICES",
     "SERVER_EVENTS",
     "SESSION_FIELDS",
@@ -73,12 +75,16 @@ CLIENT_EVENTS: Mapping[str, str] = {
     "input_audio_buffer.clear": "input_audio_buffer.clear",
     "input_image_buffer.append": "input_image_buffer.append",  # DashScope's extension (a JPEG frame)
     "conversation.item.create": "conversation.item.create",
-    "conversation.item.truncate": "conversation.item.truncate",
+    # not in DashScope's list of client events: passed on, and its answer (an error, today) passed back
     "conversation.item.delete": "conversation.item.delete",
     "conversation.item.retrieve": "conversation.item.retrieve",
     "response.create": "response.create",
     "response.cancel": "response.cancel",
 }
+
+#: Client events the bridge answers itself (with this event), DashScope having no such event: a client's
+#: truncation after a barge-in cuts the audio it kept; Omni's own context is not cut.
+LOCAL_EVENTS: Mapping[str, str] = {"conversation.item.truncate": "conversation.item.truncated"}
 
 #: Server events (DashScope's beta names) and the GA event each becomes; others are not passed on.
 SERVER_EVENTS: Mapping[str, str] = {
@@ -193,7 +199,6 @@ _REPLIES: Mapping[str, str] = {
     "input_audio_buffer.commit": "input_audio_buffer.committed",
     "input_audio_buffer.clear": "input_audio_buffer.cleared",
     "conversation.item.create": "conversation.item.created",
-    "conversation.item.truncate": "conversation.item.truncated",
     "conversation.item.delete": "conversation.item.deleted",
     "conversation.item.retrieve": "conversation.item.retrieved",
     "response.create": "response.created",
@@ -282,12 +287,13 @@ class OmniTurn:
 
 
 class _Refused(Exception):
-    """A client value the bridge cannot pass on: ``message`` and the ``param`` it is about."""
+    """A client event or value the bridge cannot pass on: ``message``, the ``param`` it is about, a ``code``."""
 
-    def __init__(self, message: str, param: str) -> None:
+    def __init__(self, message: str, param: str, code: str = "invalid_value") -> None:
         super().__init__(message)
         self.message = message
         self.param = param
+        self.code = code
 
 
 class _Stop(Exception):
@@ -547,9 +553,6 @@ class _Upstream(WsSession):
 
     async def _send_finish(self) -> None:
         await self.send_event({"event_id": _event_id(), "type": "session.finish"})
-
-    async def close(self) -> None:
-        await self._shutdown()
 
 
 # ------------------------------------------------------------------------------------------------ the bridge
@@ -1086,6 +1089,9 @@ class OmniBridge:
             async for event in client_events:
                 client_id = _str(event.get("event_id"))
                 try:
+                    if event.get("type") in LOCAL_EVENTS:
+                        await self._emit(self._local_event(event))
+                        continue
                     for out in self._client_event(event):
                         if client_id is not None:
                             self._remember(out["event_id"], client_id)
@@ -1096,7 +1102,7 @@ class OmniBridge:
                             "type": "error",
                             "error": {
                                 "type": "invalid_request_error",
-                                "code": "invalid_value",
+                                "code": refused.code,
                                 "message": refused.message,
                                 "param": refused.param,
                                 "event_id": client_id,
@@ -1114,12 +1120,27 @@ class OmniBridge:
         if len(ids) > _ID_MEMORY:
             ids.popitem(last=False)
 
+    def _local_event(self, event: dict[str, Any]) -> dict[str, Any]:
+        """The bridge's own answer to a :data:`LOCAL_EVENTS` event: ``conversation.item.truncate`` of an item
+        it announced."""
+        item_id = _str(event.get("item_id"))
+        if item_id is None or item_id not in self._items_added:
+            raise _Refused(f"no item {item_id!r} in the conversation", "item_id", "item_not_found")
+        return {
+            "type": LOCAL_EVENTS[event["type"]],
+            "item_id": item_id,
+            "content_index": _int(event.get("content_index")),
+            "audio_end_ms": _int(event.get("audio_end_ms")),
+        }
+
     def _client_event(self, event: dict[str, Any]) -> list[dict[str, Any]]:
         """The DashScope events for one GA client event."""
         kind = event.get("type")
         name = CLIENT_EVENTS.get(kind) if isinstance(kind, str) else None
         if name is None:
-            raise _Refused(f"{kind!r} is not supported on a Qwen-Omni session", "type")
+            raise _Refused(
+                f"{kind!r} is not supported on a Qwen-Omni session", "type", "unsupported_event"
+            )
         out = {k: v for k, v in event.items() if k != "event_id"}
         out["type"] = name
         translate = self._CLIENT_TRANSLATORS.get(name)

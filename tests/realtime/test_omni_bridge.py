@@ -373,10 +373,22 @@ async def test_response_cancel_passes_through(sim: Simulator, client: Client) ->
     await client.wait_for("response.output_audio.delta")
     client.put("response.cancel", event_id="evt_cancel")
     done = await client.wait_for("response.done")
+    # the client cuts what it played: answered by the bridge (DashScope has no such event)
+    item_id = done["response"]["output"][0]["id"]
+    client.put("conversation.item.truncate", item_id=item_id, content_index=0, audio_end_ms=300)
+    truncated = await client.wait_for("conversation.item.truncated")
+    client.put("conversation.item.truncate", event_id="evt_t", item_id="item_nope", audio_end_ms=1)
+    client.put("conversation.item.delete", event_id="evt_del", item_id=item_id)
+    not_found = (await client.wait_for("error"))["error"]
+    deleted = (await client.wait_for("error", 2))["error"]  # DashScope's answer, passed back
     await finish(task, client)
+    assert (truncated["item_id"], truncated["audio_end_ms"]) == (item_id, 300)
+    assert (not_found["event_id"], not_found["code"]) == ("evt_t", "item_not_found")
+    assert deleted["event_id"] == "evt_del"
     assert done["response"]["status"] == "cancelled"
     (record,) = sim.log.omni_sessions
-    assert "response.cancel" in record.events
+    assert "response.cancel" in record.events and "conversation.item.delete" in record.events
+    assert "conversation.item.truncate" not in record.events
     assert record.responses[0].status == "cancelled"
     (turn,) = client.turns
     assert turn.status == "cancelled"
