@@ -1180,12 +1180,16 @@ class OmniBridge:
 
     def _append(self, out: dict[str, Any]) -> list[dict[str, Any]]:
         audio = out.get("audio")
-        try:
-            data = binascii.a2b_base64(audio, strict_mode=True) if isinstance(audio, str) else None
-        except binascii.Error:
-            data = None
+        data: bytes | None = None
+        if isinstance(audio, (bytes, bytearray)):  # already decoded by the endpoint
+            data = bytes(audio)
+        elif isinstance(audio, str):
+            try:
+                data = binascii.a2b_base64(audio, strict_mode=True)
+            except binascii.Error:
+                data = None
         if data is None:
-            raise _Refused("audio must be base64", "audio")
+            raise _Refused("audio must be base64", "audio", "invalid_base64")
         self._appended_ms += wire_ms(self._input_format, len(data))
         pcm = self._input.feed(data)
         return [

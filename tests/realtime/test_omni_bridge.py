@@ -114,11 +114,12 @@ class Client:
     def put(self, type: str, **fields: Any) -> None:
         self.inbox.put_nowait({"type": type, **fields})
 
-    def append(self, pcm: bytes, chunk: int = CHUNK) -> None:
+    def append(self, pcm: bytes, chunk: int = CHUNK, *, decoded: bool = False) -> None:
+        """Audio as base64 (``decoded``: as the bytes an endpoint's decoder already made of it)."""
         for i in range(0, len(pcm), chunk):
-            self.put(
-                "input_audio_buffer.append", audio=base64.b64encode(pcm[i : i + chunk]).decode()
-            )
+            piece = pcm[i : i + chunk]
+            audio = piece if decoded else base64.b64encode(piece).decode()
+            self.put("input_audio_buffer.append", audio=audio)
 
     def of(self, type: str) -> list[dict[str, Any]]:
         return [e for e in self.sent if e["type"] == type]
@@ -300,7 +301,7 @@ async def test_manual_commit_then_response_create(sim: Simulator, client: Client
     )
     updated = (await client.wait_for("session.updated"))["session"]
     assert updated["audio"]["input"]["turn_detection"] is None
-    client.append(SPEECH_24K)
+    client.append(SPEECH_24K, decoded=True)
     client.put("input_audio_buffer.commit", event_id="evt_commit")
     await client.wait_for("input_audio_buffer.committed")
     client.put("response.create", event_id="evt_create", response={})
@@ -425,6 +426,9 @@ async def test_upstream_error_names_the_clients_event_and_the_session_goes_on(
     refused = (await client.wait_for("error", 2))["error"]
     assert refused["event_id"] == "evt_semantic"
     assert refused["param"] == "session.audio.input.turn_detection.type"
+    client.put("input_audio_buffer.append", event_id="evt_b64", audio="@@ not base64 @@")
+    bad_audio = (await client.wait_for("error", 3))["error"]
+    assert (bad_audio["event_id"], bad_audio["code"]) == ("evt_b64", "invalid_base64")
     client.put("session.update", session=session_update(instructions="still here"))
     updated = await client.wait_for("session.updated")
     assert updated["session"]["instructions"] == "still here"
