@@ -603,7 +603,7 @@ def first_segment_tokens(reply: str) -> int:
     """How many of the simulator's tokens of ``reply`` it takes to complete the answer's first spoken segment."""
     from qwen_gateway.simulator.corpus import tokenize
     from qwen_gateway.voice.answer import AnswerTuning
-    from qwen_gateway.voice.text import SpeechSegmenter
+    from qwen_gateway.voice.segmenter import SpeechSegmenter
 
     tuning = AnswerTuning()
     segmenter = SpeechSegmenter(

@@ -5,7 +5,7 @@
 queue of segments:
 
 * **chat**: streams the completion; every content delta goes out at once as a text event and into a
-  :class:`~qwen_gateway.voice.text.SpeechSegmenter`; each segment it releases (the first one early, then sentence
+  :class:`~qwen_gateway.voice.segmenter.SpeechSegmenter`; each segment it releases (the first one early, then sentence
   by sentence) is queued for TTS; fragments of tool calls go out as tool-call events and are collected in
   :attr:`AnswerResult.tool_calls` (the text said before a call is spoken; the call ends the answer);
 * **TTS feeder**: opens one synthesis session at once (its handshake overlaps the chat's first token), announces
@@ -54,7 +54,7 @@ from protocol import (
 from ..errors import UpstreamError, UpstreamTimeout
 from ..providers.base import ChatModel, Synthesizer, ToolCallDelta, Usage
 from .mp3 import Mp3Encoder
-from .text import SpeechSegmenter
+from .segmenter import SpeechSegmenter
 
 __all__ = [
     "MAX_AUDIO_CHUNK",

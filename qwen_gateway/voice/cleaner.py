@@ -1,4 +1,4 @@
-"""Text for speech: a chat answer made speakable, and cut into segments while it streams.
+"""Text for speech: a chat answer made speakable, whole or while it streams.
 
 A chat model writes for the eye: markdown, code, tables, links, emoji, LaTeX. Sent to TTS as is, those produce
 strange sounds (the seed service's first admitted problem). This module
@@ -9,23 +9,17 @@ strange sounds (the seed service's first admitted problem). This module
   (``\\frac{a}{b}`` -> ``a/b``, ``x^2`` -> ``x²``, ``\\alpha`` -> ``α``);
 * keeps words in every script, numbers as written (``3.14``, ``1,000``, ``50%``, ``-2``, ``2024-01-01``,
   ``10:30``), Chinese and English punctuation, and pauses: each line (heading, list item, table row,
-  paragraph) ends with a sentence stop, table cells are separated by a comma;
-* cuts the streamed answer into segments at sentence ends (``。！？!?；;``, line ends, and ``.`` only where it
-  ends a sentence, not in ``3.14``, ``e.g.``, ``Dr. Smith`` or ``...``, nor ``?`` in ``example.com/a?b=1``),
-  with a short first segment (time to first audio) and a maximum length, never inside a number or a construct
-  still arriving; a segment that ends with ``。！？；`` or an ASCII ``?`` or ``;`` leaves as soon as that mark
-  arrives, not with the next delta, and so does a first segment ending at ``，、：`` or at an ASCII ``,``
-  after a word (``Great question,``; ``:`` after a label: ``Note:``); one ending with ``.`` leaves with the
-  first character of the next word (``Paris. I``), which tells it from ``etc. and``.
+  paragraph) ends with a sentence stop, table cells are separated by a comma.
 
-:func:`sanitize` cleans a complete text. :class:`SpeechSegmenter` takes the deltas of a streamed answer.
-Both share one incremental cleaner whose output depends only on the text, not on how it was split into deltas:
-it consumes a construct only once it is complete (an open code block, link, inline code or math span, a table
-row, a URL or number still arriving is held back) and a word once the character after it shows it complete
-(or once it ends with ``?``, ``!`` or ``;``, or a ``,`` or ``:`` right after a letter, which nothing before
-them reads past; a URL scheme like ``https:`` still waits); after ``. `` it writes the first character of
-the next word at once when that is a letter, a digit or an opening ``"'(`` that cannot start a URL, so the
-segments of any split say the same words as ``sanitize`` of the whole answer.
+:func:`sanitize` cleans a complete text. :class:`StreamingCleaner` takes the deltas of a streamed answer (the
+:class:`~qwen_gateway.voice.segmenter.SpeechSegmenter` reads its output). Both are one incremental cleaner whose
+output depends only on the text, not on how it was split into deltas: it consumes a construct only once it is
+complete (an open code block, link, inline code or math span, a table row, a URL or number still arriving is held
+back) and a word once the character after it shows it complete (or once it ends with ``?``, ``!`` or ``;``, or a
+``,`` or ``:`` right after a letter, which nothing before them reads past; a URL scheme like ``https:`` still
+waits); after ``. `` it writes the first character of the next word at once when that is a letter, a digit or an
+opening ``"'(`` that cannot start a URL, so the segments of any split say the same words as ``sanitize`` of the
+whole answer, and a sentence leaves as soon as its end can be told (see the segmenter's module).
 """
 
 from __future__ import annotations
@@ -35,7 +29,7 @@ import re
 import unicodedata
 from collections.abc import Callable
 
-__all__ = ["SpeechSegmenter", "is_speakable", "sanitize"]
+__all__ = ["CLOSERS", "StreamingCleaner", "is_speakable", "is_token_break", "is_wide", "sanitize"]
 
 
 def sanitize(text: str) -> str:
@@ -44,7 +38,7 @@ def sanitize(text: str) -> str:
     Lines end with a sentence stop (``。`` after Chinese, ``.`` otherwise) unless they already end with
     punctuation. The result may be empty (an answer that is all code or emoji).
     """
-    cleaner = _Cleaner()
+    cleaner = StreamingCleaner()
     return (cleaner.feed(text) + cleaner.finish()).strip()
 
 
@@ -53,321 +47,8 @@ def is_speakable(text: str) -> bool:
     return any(c.isalnum() for c in text)
 
 
-class SpeechSegmenter:
-    """Cuts a streamed chat answer into sanitised segments for TTS.
-
-    Feed each content delta to :meth:`feed`; send what it returns to TTS at once; call :meth:`flush` when the
-    answer ends. After :meth:`flush` the segmenter starts over, ready for another answer.
-
-    Args:
-        min_chars: a segment ends at the first sentence end once it holds this many letters/digits (shorter
-            sentences are joined to the next).
-        max_chars: a segment without a sentence end is cut (at the last comma-like pause, else the last space,
-            else between two CJK characters) before it grows past this many characters.
-        first_min_chars: the first segment may end at a sentence end *or* a comma-like pause once it holds this
-            many letters/digits, so that speech starts early.
-
-    When a segment is released: by the delta that brings its sentence end, if that end is one of
-    ``。！？；｡`` or an ASCII ``?`` or ``;`` (``好吗?``, ``you?``, ``"OK?"``); marks and closing quotes
-    that arrive after it (``？！``, ``。”``, ``?!``) are dropped from the next segment. The first segment's
-    pause leaves with its mark too when that is ``，``, ``、`` or ``：``, an ASCII ``,`` after a plain word
-    (``Great question,``, ``Sure,``, ``好的,``), or an ASCII ``:`` after a plain word that does not start
-    lowercase (``Note:``, ``注意:``): such a mark is a pause whatever follows (``Yes,1`` too), and no
-    number has a letter before its ``,`` or ``:``. A ``.`` after a word (not ``e.g.``, ``Mr.``, ``U.S.``)
-    needs the first character of the next word (lowercase: ``etc. and`` goes on; ``3.14``, ``example.com``
-    and ``...`` are no ends), and the cleaner writes that character as soon as it arrives, so the sentence
-    leaves with the delta that brings it (``Paris.`` + `` It``: one delta after the ``.``); a word that may
-    be a URL (``H``, ``Ht``, ``Www``) is written only once it cannot be one (``Here``). Other ends wait for
-    the next character, so the segment leaves with a later delta: an ASCII ``!`` (it may open
-    ``![image](...)`` or ``!=``), a ``?!;`` inside an address-like word (``example.com/a?b=1``), a ``,`` or
-    ``:`` after a digit or a word that is not plain (``1,000``, ``10:30``, ``example.com/a,b``,
-    ``f(a,1)``), and a ``:`` after a lowercase word (``localhost:8080``, ``python:3.12``; ``here's how:``
-    waits too).
-    """
-
-    def __init__(
-        self, min_chars: int = 12, max_chars: int = 100, *, first_min_chars: int = 6
-    ) -> None:
-        if not 1 <= first_min_chars <= max_chars // 2 or not 1 <= min_chars <= max_chars // 2:
-            raise ValueError(
-                "need 1 <= first_min_chars <= max_chars/2 and 1 <= min_chars <= max_chars/2, got "
-                f"first_min_chars={first_min_chars}, min_chars={min_chars}, max_chars={max_chars}"
-            )
-        self._min = min_chars
-        self._max = max_chars
-        self._first_min = first_min_chars
-        self._cleaner = _Cleaner()
-        self._buf = ""
-        self._segments = 0
-        self._open_end = False  # the last cut: a sentence end that ended the text so far
-
-    @property
-    def pending(self) -> str:
-        """Sanitised text that is held back until it can be cut (for diagnostics)."""
-        return self._buf
-
-    def feed(self, delta: str) -> list[str]:
-        """Take the next delta; return the segments now ready (possibly none)."""
-        self._buf += self._cleaner.feed(delta)
-        return self._take(final=False)
-
-    def flush(self) -> list[str]:
-        """End of the answer: return the remaining segments, and start over."""
-        self._buf += self._cleaner.finish()
-        out = self._take(final=True)
-        rest = _tidy(self._buf)
-        if is_speakable(rest):
-            out.append(rest)
-        self._cleaner = _Cleaner()
-        self._buf = ""
-        self._segments = 0
-        self._open_end = False
-        return out
-
-    # ------------------------------------------------------------------
-    def _take(self, *, final: bool) -> list[str]:
-        out: list[str] = []
-        if self._open_end:  # the rest of the marks and closing quotes of the sentence last cut
-            rest = self._buf.lstrip("".join(_END_RUN))
-            self._open_end = not rest
-            self._buf = rest
-        while self._buf:
-            cut = self._find_cut(final)
-            if cut is None:
-                break
-            segment = self._buf[:cut]
-            self._buf = self._buf[cut:]
-            self._open_end = not self._buf and segment[-1] in _END_RUN
-            segment = _tidy(segment)
-            if is_speakable(segment):
-                out.append(segment)
-                self._segments += 1
-        return out
-
-    def _find_cut(self, final: bool) -> int | None:
-        """Where the next segment ends in the buffer, or None to wait for more text."""
-        buf = self._buf
-        first = self._segments == 0
-        need = self._first_min if first else self._min
-        count = 0  # letters/digits in buf[:i]
-        last_pause: int | None = None
-        last_space: int | None = None
-        i = 0
-        while i < len(buf):
-            if i >= self._max:
-                return self._forced_cut(buf, last_pause, last_space)
-            end = _sentence_end(buf, i, final)
-            if end == _WAIT:
-                return (
-                    None if len(buf) <= self._max else self._forced_cut(buf, last_pause, last_space)
-                )
-            if end is not None:
-                count += sum(1 for c in buf[i:end] if c.isalnum())
-                if end > self._max:
-                    return self._forced_cut(buf, last_pause, last_space)
-                if count >= need:
-                    return end
-                last_pause = end
-                i = end
-                continue
-            c = buf[i]
-            if c.isalnum():
-                count += 1
-            pause = _pause_end(buf, i, final)
-            if pause is not None:
-                if pause == _WAIT:
-                    if len(buf) <= self._max:
-                        return None
-                elif pause <= self._max:
-                    last_pause = pause
-                    if first and count >= self._first_min:
-                        return pause
-            elif c == " ":
-                last_space = i + 1
-            i += 1
-        return None
-
-    def _forced_cut(self, buf: str, last_pause: int | None, last_space: int | None) -> int:
-        """A cut at or before ``max_chars`` for text that has no sentence end in time."""
-        if last_pause:
-            return last_pause
-        if last_space:
-            return last_space
-        for k in range(self._max, 0, -1):
-            if _is_wide(buf[k - 1]) or _is_wide(buf[k]):
-                return k
-        for k in range(self._max, 0, -1):  # not inside a number or a word
-            a, b = buf[k - 1], buf[k]
-            if not ((_numeric(a) and _numeric(b)) or (a.isalpha() and b.isalpha())):
-                return k
-        return self._max
-
-
-# ======================================================================================================
-# sentence ends and pauses (on sanitised text)
-# ======================================================================================================
-
-
 def _words(text: str) -> frozenset[str]:
     return frozenset(text.split())
-
-
-_WAIT = -1
-_END_CHARS = frozenset("。！？!?；;｡")
-_CLOSERS = frozenset("\"'”’」』）)】》〉]")
-_PAUSE_CHARS = frozenset("，、：,:…—")
-_ABBREVIATIONS = _words(
-    """mr mrs ms dr prof sr jr st mt vs cf al fig figs no nos vol pp approx est dept inc ltd co corp
-    jan feb mar apr jun jul aug sep sept oct nov dec e.g i.e a.m p.m u.s u.k ph.d"""
-)
-_ABBREV_WORD = re.compile(r"[A-Za-z][A-Za-z.]*$")
-_ASCII_END_CHARS = frozenset("!?;")
-#: Start of the next segment still belonging to a sentence cut at the end of the text so far.
-_END_RUN = _END_CHARS | _CLOSERS
-#: A word that is an address or a path: a domain (letter.letter) or a "/" not between digits (1/2).
-_ADDRESS = re.compile(r"[A-Za-z]\.[A-Za-z]|(?<!\d)/|/(?!\d)")
-
-
-def _in_address(buf: str, i: int) -> bool:
-    """True when the word that ``buf[i]`` ends looks like an address (``example.com``, ``/docs/a``)."""
-    k = i
-    while k > 0 and not _is_boundary(buf[k - 1]):
-        k -= 1
-    return _ADDRESS.search(buf, k, i) is not None
-
-
-def _sentence_end(buf: str, i: int, final: bool) -> int | None:
-    """If a sentence ends at ``buf[i]``: the index after it (and its closing quotes); _WAIT when undecided.
-
-    An end mark that is the last character so far ends the sentence at once: what may still follow it
-    (more marks, closing quotes) is dropped from the next segment (:meth:`SpeechSegmenter._take`). Only
-    an ASCII mark in an address-like word (``example.com/a?b=1``) waits to see whether the word goes on.
-    """
-    c = buf[i]
-    if c == "\n":
-        return i + 1
-    if c in _END_CHARS:
-        j = i + 1
-        while j < len(buf) and (buf[j] in _END_CHARS or buf[j] in _CLOSERS):
-            j += 1
-        if c in _ASCII_END_CHARS and _in_address(buf, i):
-            if j == len(buf):
-                return j if final else _WAIT
-            if not buf[j].isspace() and not _is_wide(buf[j]):
-                return None  # a query string or a path goes on
-        return j
-    if c == ".":
-        return _period_end(buf, i, final)
-    return None
-
-
-def _period_end(buf: str, i: int, final: bool) -> int | None:
-    """If the ``.`` at ``buf[i]`` ends a sentence: the index after it (and its closing quotes); _WAIT if undecided.
-
-    It does not in ``3.14``, ``example.com``, ``...``, after an abbreviation (``e.g.``, ``Mr.``, ``U.S.``)
-    or before a lowercase word (``etc. and``); so it waits for the first character after ``. ``, which the
-    cleaner writes as soon as it arrives (see :func:`_starts_after_stop`).
-    """
-    prev = buf[i - 1] if i else ""
-    j = i + 1
-    if prev == "." or (j < len(buf) and buf[j] == "."):
-        return None  # an ellipsis is a pause, not an end
-    k = j
-    while k < len(buf) and buf[k] in _CLOSERS:
-        k += 1
-    if k == len(buf):
-        return k if final else _WAIT
-    after = buf[k]
-    if after == "\n" or _is_wide(after):
-        return k
-    if not after.isspace():
-        return None  # 3.14, e.g, example.com, "a.b"
-    word = _ABBREV_WORD.search(buf, max(0, i - 12), i)
-    if word is not None:
-        w = word.group(0)
-        if w.lower() in _ABBREVIATIONS or (len(w) == 1 and w.isupper()) or "." in w:
-            return None
-    m = k
-    while m < len(buf) and buf[m] == " ":
-        m += 1
-    if m == len(buf):
-        return k if final else _WAIT
-    if buf[m].islower():
-        return None
-    return k
-
-
-def _pause_end(buf: str, i: int, final: bool) -> int | None:
-    """If ``buf[i]`` is a comma-like pause: the index after it (and its run); _WAIT when undecided.
-
-    ``，``, ``、`` and ``：`` are pauses at once, and so is an ASCII ``,`` or ``:`` right after a plain
-    word (``question,``, ``Note:``, ``好的,``; see :func:`_is_word_pause`), whatever follows: it is never
-    part of a number, which needs a digit before it (``1,000``, ``10:30``). Such a pause ends right after
-    its mark (a ``.`` after it is not taken in), so the cut is the same whether the next character has
-    arrived or not. After anything else (a digit, ``example.com/a``, ``f(a``, ``localhost``) an ASCII
-    ``,`` or ``:`` waits for the next character: no pause if that is a digit.
-    """
-    c = buf[i]
-    if c not in _PAUSE_CHARS and not (c == "." and i + 1 < len(buf) and buf[i + 1] == "."):
-        return None
-    if c in "，、：" or (c in ",:" and _is_word_pause(buf, i)):
-        return i + 1
-    j = i + 1
-    while j < len(buf) and buf[j] in (c, "."):
-        j += 1
-    if j == len(buf) and not final and c in ",:….—":
-        return _WAIT  # 1,000 / 10:30 / a longer "……" may follow
-    if c in ",:" and j < len(buf) and buf[j].isdigit():
-        return None  # 1,000 and 10:30
-    if c == "." and j - i < 2:
-        return None
-    return j
-
-
-#: A word of letters (in any script), maybe joined by an apostrophe or a hyphen (``don't``, ``well-known``).
-_PLAIN_WORD_TAIL = re.compile(r"[^\W\d_]+(?:['’-][^\W\d_]+)*\Z")
-
-
-def _plain_word_before(buf: str, i: int) -> str | None:
-    """The plain word that ``buf[:i]`` ends with, if it starts after a space, wide text, ``"`` or the start.
-
-    None after a digit, or after a word with other characters in it (``example.com/a``, ``f(a``,
-    ``x=a``, ``MP3``).
-    """
-    m = _PLAIN_WORD_TAIL.search(buf, max(0, i - 40), i)
-    if m is None:
-        return None
-    k = m.start()
-    return m.group(0) if k == 0 or _is_boundary(buf[k - 1]) or buf[k - 1] == '"' else None
-
-
-def _is_word_pause(buf: str, i: int) -> bool:
-    """True when the ASCII ``,`` or ``:`` at ``buf[i]`` is a pause whatever follows it.
-
-    A ``,`` after a plain word (``question,``, ``Sure,``, ``好的,``), and a ``:`` after a plain word that
-    does not start with a lowercase letter (``Note:``, ``Tip:``, ``注意:``): a label, where a lowercase word
-    may be a host or an image name with a number to come (``localhost:8080``, ``python:3.12``).
-    """
-    word = _plain_word_before(buf, i)
-    return word is not None and (buf[i] == "," or not word[0].islower())
-
-
-def _numeric(c: str) -> bool:
-    return c.isdigit() or c in ".,:%"
-
-
-def _tidy(segment: str) -> str:
-    """One segment as TTS gets it: one line, single spaces, none between CJK, no leading pause."""
-    text = " ".join(segment.split())
-    text = _SPACE_BETWEEN_WIDE.sub("", text)
-    return text.strip().lstrip("，、；：。,;:.!?！？ ").strip()
-
-
-_WIDE_CLASS = "\u2e80-\u2fdf\u3000-\u303f\u3040-\u30ff\u3100-\u312f\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef“”‘’…—"
-_WIDE_PUNCT_CLASS = "\u3000-\u303f\uff01-\uff0f\uff1a-\uff1f"
-_SPACE_BETWEEN_WIDE = re.compile(
-    f"(?:(?<=[{_WIDE_CLASS}]) (?=[{_WIDE_CLASS}]))|(?:(?<=[{_WIDE_PUNCT_CLASS}]) )|(?: (?=[{_WIDE_PUNCT_CLASS}]))"
-)
 
 
 # ======================================================================================================
@@ -390,15 +71,19 @@ def _is_cjk(c: str) -> bool:
     )
 
 
-def _is_wide(c: str) -> bool:
+def is_wide(c: str) -> bool:
     """CJK text or CJK/fullwidth punctuation: no spaces are needed around it."""
     o = ord(c)
     return _is_cjk(c) or 0x3000 <= o <= 0x303F or 0xFF00 <= o <= 0xFFEF or c in "“”‘’…—"
 
 
-def _is_boundary(c: str) -> bool:
+#: Closing quotes and brackets: they stay with the sentence stop or pause before them.
+CLOSERS = frozenset("\"'”’」』）)】》〉]")
+
+
+def is_token_break(c: str) -> bool:
     """A character after which a held-back token cannot continue (whitespace or wide text)."""
-    return c.isspace() or _is_wide(c)
+    return c.isspace() or is_wide(c)
 
 
 _KEEP_PUNCT = frozenset(
@@ -621,15 +306,15 @@ class _Writer:
             return  # no doubled pauses
         if self._pause:
             self._pause = False
-            if c not in _PAUSE_AFTER_PUNCT and c not in _CLOSERS:
-                wide = self._cjk or _is_wide(last) or _is_wide(c)
+            if c not in _PAUSE_AFTER_PUNCT and c not in CLOSERS:
+                wide = self._cjk or is_wide(last) or is_wide(c)
                 self._parts.append("，" if wide else ",")
                 last = self._last = "，" if wide else ","
                 self._space = not wide
         if self._space:
             self._space = False
             if not (
-                (_is_wide(last) and _is_wide(c)) or c in _NO_SPACE_BEFORE or last in _NO_SPACE_AFTER
+                (is_wide(last) and is_wide(c)) or c in _NO_SPACE_BEFORE or last in _NO_SPACE_AFTER
             ):
                 self._parts.append(" ")
         self._parts.append(c)
@@ -680,8 +365,12 @@ _ARROWS = ("<=>", "<->", "-->", "==>", "->", "=>", "<-", "→", "⇒", "←", "�
 _COMPARISONS = {"<=": "≤", ">=": "≥", "!=": "≠"}
 
 
-class _Cleaner:
-    """Incremental cleaner: ``feed`` raw deltas, get the cleaned text that is final so far."""
+class StreamingCleaner:
+    """Incremental cleaner: ``feed`` raw deltas, get the cleaned text that is final so far.
+
+    What :meth:`feed` returns for the deltas of a text, followed by :meth:`finish`, is the same whatever the
+    split, and, stripped, equals :func:`sanitize` of the whole text. After :meth:`finish` the cleaner starts over.
+    """
 
     def __init__(self) -> None:
         self._w = _Writer()
@@ -695,6 +384,7 @@ class _Cleaner:
         self._math_text: list[str] = []
 
     def feed(self, text: str) -> str:
+        """Take the next delta; return the cleaned text it completes (possibly empty)."""
         self._line += text
         while (nl := self._line.find("\n")) >= 0:
             line = self._line[:nl]
@@ -706,6 +396,7 @@ class _Cleaner:
         return self._w.take()
 
     def finish(self) -> str:
+        """End of the text: return the rest (an unclosed construct is read as plain text), and start over."""
         line, self._line = self._line, ""
         if line or self._started:
             self._complete_line(line)
@@ -760,7 +451,7 @@ class _Cleaner:
             self._started = True
         line = self._line
         for k in range(len(line) - 1, self._scanned - 1, -1):  # only what arrived since last time
-            if _is_boundary(line[k]):
+            if is_token_break(line[k]):
                 self._limit = k + 1
                 break
         self._scanned = len(line)
@@ -910,7 +601,7 @@ class _Cleaner:
             c = line[i]
             handler = _CONSTRUCTS.get(c)
             if handler is None and c in "hHwWfF" and (i == 0 or not _word_char(line[i - 1])):
-                handler = _Cleaner._url
+                handler = StreamingCleaner._url
             if handler is not None:
                 result = handler(self, line, i, final)
                 if result == _NEED:
@@ -1236,7 +927,7 @@ def _ends_with_mark(line: str) -> bool:
 
 
 #: A "." that may end a sentence, maybe then closing quotes or emphasis, then whitespace.
-_STOP_THEN_SPACE = re.compile(r"\.[" + re.escape("".join(sorted(_CLOSERS)) + "*_~") + r"]*\s+\Z")
+_STOP_THEN_SPACE = re.compile(r"\.[" + re.escape("".join(sorted(CLOSERS)) + "*_~") + r"]*\s+\Z")
 
 
 def _starts_after_stop(line: str, i: int) -> bool:
@@ -1276,24 +967,24 @@ def _ends_with_word_pause(line: str) -> bool:
     return line[-1] == "," or _SCHEME_TAIL.search(word, max(0, len(word) - 5)) is None
 
 
-_CONSTRUCTS: dict[str, Callable[[_Cleaner, str, int, bool], int | str | None]] = {
-    "`": _Cleaner._code_span,
-    "[": _Cleaner._link,
-    "!": _Cleaner._bang,
-    "$": _Cleaner._math_span,
-    "\\": _Cleaner._backslash,
-    "<": _Cleaner._angle,
-    "-": _Cleaner._dashes,
-    "=": _Cleaner._equals,
-    ">": _Cleaner._arrow,
-    "*": _Cleaner._star,
-    "^": _Cleaner._caret,
-    "|": _Cleaner._pipe,
-    "&": _Cleaner._entity,
-    "→": _Cleaner._arrow,
-    "⇒": _Cleaner._arrow,
-    "←": _Cleaner._arrow,
-    "⇐": _Cleaner._arrow,
-    "↔": _Cleaner._arrow,
-    "⇔": _Cleaner._arrow,
+_CONSTRUCTS: dict[str, Callable[[StreamingCleaner, str, int, bool], int | str | None]] = {
+    "`": StreamingCleaner._code_span,
+    "[": StreamingCleaner._link,
+    "!": StreamingCleaner._bang,
+    "$": StreamingCleaner._math_span,
+    "\\": StreamingCleaner._backslash,
+    "<": StreamingCleaner._angle,
+    "-": StreamingCleaner._dashes,
+    "=": StreamingCleaner._equals,
+    ">": StreamingCleaner._arrow,
+    "*": StreamingCleaner._star,
+    "^": StreamingCleaner._caret,
+    "|": StreamingCleaner._pipe,
+    "&": StreamingCleaner._entity,
+    "→": StreamingCleaner._arrow,
+    "⇒": StreamingCleaner._arrow,
+    "←": StreamingCleaner._arrow,
+    "⇐": StreamingCleaner._arrow,
+    "↔": StreamingCleaner._arrow,
+    "⇔": StreamingCleaner._arrow,
 }

@@ -1,166 +1,26 @@
-"""Text for speech: sanitising LLM answers and segmenting them while they stream."""
+"""Text for speech, the segmenter: cleaned answers cut into TTS segments while they stream."""
 
 from __future__ import annotations
 
 import random
-import re
-import unicodedata
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qwen_gateway.voice.text import SpeechSegmenter, _Cleaner, is_speakable, sanitize
+from qwen_gateway.voice.cleaner import is_speakable, sanitize
+from qwen_gateway.voice.segmenter import SpeechSegmenter
 
-# --------------------------------------------------------------------------------------------------
-# realistic answers, as chat models write them
-# --------------------------------------------------------------------------------------------------
-
-ZH_INSTALL = """好的！下面是在 Windows 上安装 **Python 3.12** 的步骤 😊：
-
-## 一、下载安装包
-
-1. 打开官网 [python.org](https://www.python.org/downloads/)，点击「Downloads」。
-2. 选择 *Windows installer (64-bit)*，文件大约 25.6 MB。
-3. 运行安装程序时，**务必勾选** `Add Python to PATH`！
-
-## 二、验证安装
-
-打开命令提示符，输入：
-
-```bash
-python --version
-pip --version
-```
-
-如果显示 `Python 3.12.1`，说明安装成功 ✅。
-
-> 💡 提示：国内用户可以使用清华镜像 https://pypi.tuna.tsinghua.edu.cn/simple 加速下载。
-
-有问题随时问我～
-"""
-
-ZH_INSTALL_SPOKEN = """好的！下面是在 Windows 上安装 Python 3.12 的步骤：
-一、下载安装包。
-1，打开官网 python.org，点击「Downloads」。
-2，选择 Windows installer (64-bit)，文件大约 25.6 MB。
-3，运行安装程序时，务必勾选 Add Python to PATH！
-二、验证安装。
-打开命令提示符，输入：
-如果显示 Python 3.12.1，说明安装成功。
-提示：国内用户可以使用清华镜像加速下载。
-有问题随时问我。"""
-
-ZH_TABLE = """### 三款手机对比 📱
-
-| 型号 | 价格 | 续航 |
-|:---|---:|:---:|
-| 小米 14 | ¥3,999 | 约 1.5 天 |
-| 华为 Mate 60 | ¥5,499 | 约 2 天 |
-| iPhone 15 | ¥5,999 | 约 1 天 |
-
-总结：如果预算有限，**小米 14** 性价比最高；追求续航选华为。价格截至 2024-01-01，仅供参考。
-"""
-
-ZH_TABLE_SPOKEN = """三款手机对比。
-型号，价格，续航。
-小米 14，¥3,999，约 1.5 天。
-华为 Mate 60，¥5,499，约 2 天。
-iPhone 15, ¥5,999，约 1 天。
-总结：如果预算有限，小米 14 性价比最高；追求续航选华为。价格截至 2024-01-01，仅供参考。"""
-
-ZH_MATH = r"""这道题用勾股定理：$a^2 + b^2 = c^2$。
-
-已知 $a = 3$，$b = 4$，所以：
-
-$$
-c = \sqrt{3^2 + 4^2} = \sqrt{25} = 5
-$$
-
-另外，概率 $P = \frac{1}{4}$，也就是 25%。圆周率 \(\pi \approx 3.14\)，温度下降了 -2℃，时间是 10:30。
-他说：“这太简单了……”我回答：「没错」。
-"""
-
-ZH_MATH_SPOKEN = """这道题用勾股定理：a² + b² = c²。
-已知 a = 3，b = 4，所以：
-c = √(3² + 4²) = √25 = 5.
-另外，概率 P = 1/4，也就是 25%。圆周率 π ≈ 3.14，温度下降了 -2℃，时间是 10:30。
-他说：“这太简单了……”我回答：「没错」。"""
-
-EN_COFFEE = """# How to Make a Great Cup of Coffee ☕
-
-Sure! Here's a quick guide, e.g. for a standard 12 oz mug. Dr. Smith (a barista since 2010) swears by it...
-
-## What You'll Need
-- **Fresh beans**: about 20 g (roughly 3.5 tbsp)
-- A grinder, e.g. a burr grinder
-- Water at 93.5°C — not boiling!
-
-## Steps
-1. Grind the beans to a medium-fine texture.
-2. Heat the water to 195-205°F.
-3. Brew for 4:00 minutes, then enjoy 🎉🎉.
-
-> **Note:** According to [this study](https://example.com/coffee?ref=chat&id=42), 50% of people prefer it black. See also www.coffee.org.
-
-That costs about $2.50 per cup vs. $5 at a café. Mr. Jones said, "It's worth it." Happy brewing! 👨‍👩‍👧‍👦
-"""
-
-EN_COFFEE_SPOKEN = """How to Make a Great Cup of Coffee.
-Sure! Here's a quick guide, e.g. for a standard 12 oz mug. Dr. Smith (a barista since 2010) swears by it...
-What You'll Need.
-Fresh beans: about 20 g (roughly 3.5 tbsp).
-A grinder, e.g. a burr grinder.
-Water at 93.5°C — not boiling!
-Steps.
-1, Grind the beans to a medium-fine texture.
-2, Heat the water to 195-205°F.
-3, Brew for 4:00 minutes, then enjoy.
-Note: According to this study, 50% of people prefer it black. See also.
-That costs about $2.50 per cup vs. $5 at a café. Mr. Jones said, "It's worth it." Happy brewing!"""
-
-EN_CODE = '''Here's a Python function that computes the factorial:
-
-```python
-def factorial(n: int) -> int:
-    """Return n!"""
-    return 1 if n <= 1 else n * factorial(n - 1)
-```
-
-Call it with `factorial(5)` to get **120**. The time complexity is O(n), and for n = 1,000 it still runs in under 1 ms.
-Edge cases:
-* `n = 0` returns 1
-* Negative numbers, e.g. -2, are not supported ~~yet~~.
-'''
-
-EN_CODE_SPOKEN = """Here's a Python function that computes the factorial:
-Call it with factorial(5) to get 120. The time complexity is O(n), and for n = 1,000 it still runs in under 1 ms.
-Edge cases:
-n = 0 returns 1.
-Negative numbers, e.g. -2, are not supported yet."""
-
-ANSWERS = {
-    "zh_install": (ZH_INSTALL, ZH_INSTALL_SPOKEN),
-    "zh_table": (ZH_TABLE, ZH_TABLE_SPOKEN),
-    "zh_math": (ZH_MATH, ZH_MATH_SPOKEN),
-    "en_coffee": (EN_COFFEE, EN_COFFEE_SPOKEN),
-    "en_code": (EN_CODE, EN_CODE_SPOKEN),
-}
-
-#: What must never reach TTS.
-UNSPEAKABLE = re.compile(
-    r"[*#`|\[\]{}<>\\^_~]|https?:|www\.|```|\$\$|[\U0001F000-\U0001FAFF\u2600-\u27BF\uFE0F\u200D]"
+from .text_samples import (
+    ANSWERS,
+    EN_COFFEE,
+    MARKDOWN,
+    PLAIN,
+    UNSPEAKABLE,
+    ZH_INSTALL,
+    split_points,
+    spoken,
 )
-
-
-def spoken(text: str) -> list[str]:
-    """The letters and digits of ``text``, in order (compatibility forms folded: ² is 2)."""
-    return [c for c in unicodedata.normalize("NFKC", text) if c.isalnum()]
-
-
-def is_subsequence(needle: list[str], haystack: list[str]) -> bool:
-    it = iter(haystack)
-    return all(c in it for c in needle)
 
 
 def stream(text: str, sizes: list[int], seg: SpeechSegmenter | None = None) -> list[str]:
@@ -175,106 +35,6 @@ def stream(text: str, sizes: list[int], seg: SpeechSegmenter | None = None) -> l
         i += size
         k += 1
     return out + seg.flush()
-
-
-# --------------------------------------------------------------------------------------------------
-# sanitize: table-driven
-# --------------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("name", list(ANSWERS))
-def test_realistic_answers(name: str) -> None:
-    raw, expected = ANSWERS[name]
-    assert sanitize(raw) == expected
-    assert not UNSPEAKABLE.search(expected)
-
-
-@pytest.mark.parametrize(
-    ("raw", "expected"),
-    [
-        # markdown
-        ("# Title", "Title."),
-        ("###### 六级标题 ###", "六级标题。"),
-        ("####### not a heading", "not a heading."),
-        ("#hashtag here", "hashtag here."),
-        ("**bold** and *italic* and __strong__ and _em_", "bold and italic and strong and em."),
-        ("~~删除~~保留", "删除保留。"),
-        ("- item one\n- item two", "item one.\nitem two."),
-        ("* 苹果\n+ 香蕉\n• 橙子", "苹果。\n香蕉。\n橙子。"),
-        ("  - nested\n    1. deeper", "nested.\n1, deeper."),
-        ("- [ ] todo\n- [x] done", "todo.\ndone."),
-        ("1. 第一步\n2) 第二步", "1，第一步。\n2，第二步。"),
-        ("> quoted text\n> > nested", "quoted text.\nnested."),
-        ("before\n\n---\n***\n___\n\nafter", "before.\nafter."),
-        ("Title\n=====\nbody", "Title.\nbody."),
-        ("[the docs](https://a.b/c_(d)) here", "the docs here."),
-        ("![logo](https://a.b/logo.png) 图片", "图片。"),
-        ("[文档][ref] 和脚注[^1]", "文档和脚注。"),
-        ("[just brackets] stay", "just brackets stay."),
-        ("<https://a.b> and <b>bold</b><br/>next", "and bold, next."),
-        ("a &amp; b &lt; c&nbsp;d", "a & b < c d."),
-        ("use `pip install -U qwen`", "use pip install -U qwen."),
-        ("``code with ` tick``", "code with tick."),
-        ("```\ncode\n```\n~~~\nmore code\n~~~\nafter", "after."),
-        ("| a | b |\n|---|---|\n| 1 | 2 |", "a, b.\n1, 2."),
-        ("a | b", "a, b."),
-        # URLs
-        ("见 https://example.com/a?b=1&c=2。", "见。"),
-        ("visit www.example.org, then", "visit, then."),
-        ("(see https://x.org/path).", "(see)."),
-        ("email me at bob@example.com", "email me at bob@example.com."),
-        # emoji and pictographs
-        ("太棒了🎉🎉！", "太棒了！"),
-        ("family 👨‍👩‍👧‍👦 flag 🇨🇳 keycap 1️⃣ ok ✅ ❌ ★", "family flag keycap 1 ok."),
-        ("©2024 Acme™", "2024 Acme."),
-        # LaTeX
-        ("$x^2$", "x²."),
-        (r"$\frac{a}{b}$ 和 $\frac{a+1}{b}$", "a/b 和 (a+1)/b。"),
-        (r"\frac{1}{2} of \alpha", "1/2 of α."),
-        (r"$$\sum_{i=1}^{n} i = \frac{n(n+1)}{2}$$", "∑i=1ⁿ i = (n(n+1))/2."),
-        (r"$10^{-3}$ m and $e^{i\pi}$", "10⁻³ m and eiπ."),
-        (r"\[ \sqrt[3]{8} = 2 \]", "√8 = 2."),
-        (r"$\text{speed} = \dfrac{d}{t}$", "speed = d/t."),
-        (r"\(a \times b \leq c\)", "a × b ≤ c."),
-        ("$$\n\\begin{aligned}\nx &= 1 \\\\\ny &= 2\n\\end{aligned}\n$$", "x = 1; y = 2."),
-        # currency and numbers
-        ("costs $5 and $10, or $2.50/month", "costs $5 and $10, or $2.50/month."),
-        ("约 ¥3,999 或 €20", "约 ¥3,999 或 €20。"),
-        (
-            "3.14 1,000 50% -2 2024-01-01 10:30 1/2 10~20",
-            "3.14 1,000 50% -2 2024-01-01 10:30 1/2 10~20.",
-        ),
-        ("x^2 and 10^6", "x² and 10⁶."),
-        ("2*3=6, 2 * 3 = 6", "2×3=6, 2 × 3 = 6."),
-        ("a -> b => c → d", "a b c d."),
-        ("a <= b >= c != d", "a ≤ b ≥ c ≠ d."),
-        ("snake_case and __init__", "snake case and init."),
-        ("C:\\Users\\me \\n", "C: Users me n."),
-        # punctuation and pauses
-        ("嗯……好吧...那就这样。", "嗯……好吧...那就这样。"),
-        ("他说：「你好」，“再见”。", "他说：「你好」，“再见”。"),
-        ("Hello , world !", "Hello, world!"),
-        ("中 文 之 间", "中文之间。"),
-        ("line one\nline two!\n\n\nline three:", "line one.\nline two!\nline three:"),
-        (
-            "# T\r\n- a\r\n---\r\n```\r\ncode\r\n```\r\n| a | b |\r\n|---|---|\r\nok\r\n",
-            "T.\na.\na, b.\nok.",
-        ),
-        ("", ""),
-        ("😀🎉", ""),
-        ("```\nunclosed code block", ""),
-    ],
-)
-def test_sanitize(raw: str, expected: str) -> None:
-    assert sanitize(raw) == expected
-
-
-def test_is_speakable() -> None:
-    assert is_speakable("你")
-    assert is_speakable("a")
-    assert is_speakable("3")
-    assert not is_speakable("。，!?…")
-    assert not is_speakable("")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -462,47 +222,6 @@ def test_rejects_bad_limits(kwargs: dict[str, int]) -> None:
 # properties
 # --------------------------------------------------------------------------------------------------
 
-#: Plain text: no markdown, URL or LaTeX can be formed from it (no 'w', 'h', '/', '\\', '$' ...).
-PLAIN = st.lists(
-    st.sampled_from(
-        [
-            *list("abcdegxyzABCXYZ0123456789 你好世界中文。，！？、；：.,!?;:'\"“”「」()-%…\n"),
-            "😀",
-            "👨\u200d👩\u200d👧",
-            "🇨🇳",
-            "1️⃣",
-            "✅",
-            "©",
-            "\t",
-        ]
-    ),
-    max_size=120,
-).map("".join)
-
-#: Markdown-ish text: fragments of every construct, mixed with anything.
-TOKENS = [
-    "**", "*", "_", "__", "~~", "`", "```", "\n```\n", "```py\n", "#", "## ", "\n- ", "\n1. ", "\n> ",
-    "[", "](", ")", "]", "![", "|", "\n| a | b |\n", "\n|---|---|\n", "$", "$$", "\n$$\n", "^", "{", "}",
-    "<", ">", "<br>", "</b>", "&amp;", "&", "->", "=>", "<=", "---", "http://a.b/c?d=1 ", "https://x.yz",
-    "www.q.com", "😀", "👨\u200d👩\u200d👧", "🇨🇳", "3.14", "1,000", "50%", "-2", "10:30", "e.g. ",
-    "Dr. ", "...", "……", "。", "，", "!", "?", ".", " ", "\n", "\n\n", "中文", "word", "X", "9",
-]  # fmt: skip
-MARKDOWN = st.lists(st.one_of(st.sampled_from(TOKENS), st.text(max_size=4)), max_size=40).map(
-    "".join
-)
-MARKDOWN_NO_BACKSLASH = MARKDOWN.map(lambda s: s.replace("\\", ""))
-
-
-def split_points(text: str, seed: int, max_piece: int) -> list[int]:
-    rng = random.Random(seed)
-    sizes = []
-    total = 0
-    while total < len(text):
-        n = rng.randint(1, max_piece)
-        sizes.append(n)
-        total += n
-    return sizes or [1]
-
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
@@ -522,49 +241,6 @@ def test_any_text_any_split_never_crashes_and_says_the_same(
         assert s and s == s.strip() and is_speakable(s)
         assert len(s) <= max_chars
     assert spoken("".join(segments)) == spoken(sanitize(text))
-
-
-@settings(max_examples=300, deadline=None)
-@given(PLAIN)
-def test_no_speakable_character_of_plain_text_is_lost(text: str) -> None:
-    assert spoken(sanitize(text)) == spoken(text)
-
-
-@settings(max_examples=300, deadline=None)
-@given(MARKDOWN_NO_BACKSLASH)
-def test_sanitising_only_removes_speakable_characters(text: str) -> None:
-    # Without LaTeX commands (which may add α, √ ...), every letter/digit said was in the input, in order.
-    assert is_subsequence(spoken(sanitize(text)), spoken(text))
-
-
-@settings(max_examples=200, deadline=None)
-@given(
-    prose=st.lists(
-        st.text(alphabet="abc你好 123。，", min_size=1, max_size=10), min_size=1, max_size=5
-    ),
-    removed=st.lists(
-        st.sampled_from(
-            [
-                "\n```\ncode()\n```\n",
-                " https://x.org/p?q=1 ",
-                "😀",
-                "👩\u200d💻",
-                "🇯🇵",
-                "**",
-                "\n## ",
-                "\n- ",
-                "~~",
-                "`",
-            ]
-        ),
-        min_size=1,
-        max_size=5,
-    ),
-)
-def test_prose_around_removed_constructs_is_kept(prose: list[str], removed: list[str]) -> None:
-    text = "".join(p + r for p, r in zip(prose, removed + [""] * len(prose), strict=False))
-    kept = "".join(prose)
-    assert spoken(sanitize(text)) == spoken(kept)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -721,39 +397,6 @@ def test_any_split_says_what_the_whole_text_says(text: str, seed: int, max_piece
         segments = stream(text, sizes)
         assert spoken("".join(segments)) == spoken("".join(whole))
         assert all(s and s == s.strip() and is_speakable(s) for s in segments)
-
-
-#: Ends of words that are released without lookahead, and the constructs that must still hold them.
-MARKS = [
-    "?", "!", ";", '?"', "?)", "?]", "!=", "![", "[a](b?)", "`c?`", "$5", "$x", "&amp", "2*", "x^",
-    "http://a.b/c?d=1", "www.x.y?", "example.com/a?", "<a?>", "\\", "--", "“", "”",
-    # words ending with "," or ":" are released too; a URL scheme is held until "//" shows what it is
-    "a,", "Note:", "**a**,", "**b:**", "x_,", "https:", "HTTP:", "ftp:", "//", "$5k,", "\\frac,",
-    "\\text:", "[a,", "&amp,", "x^n,", "`a,", "$x:", "<a,", ":smile:", "10:", "1,",
-    # the first character of a word after ". " is written at once, unless it may open a URL
-    ". ", ".  ", '." ', ".** ", ".) ", "H", "W", "F", "Http", "https://a.b", "www.c.d", "ftp://e",
-    "Www", "Here", '"', "(", "'", "é", "3", "[", "`", "$", "**",
-]  # fmt: skip
-
-
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    text=st.lists(st.one_of(st.sampled_from(TOKENS + MARKS), st.text(max_size=3)), max_size=50).map(
-        "".join
-    ),
-    seed=st.integers(0, 2**32),
-    max_piece=st.integers(1, 6),
-)
-def test_the_cleaner_writes_the_same_text_for_any_split(
-    text: str, seed: int, max_piece: int
-) -> None:
-    cleaner = _Cleaner()
-    out = []
-    i = 0
-    for size in split_points(text, seed, max_piece):
-        out.append(cleaner.feed(text[i : i + size]))
-        i += size
-    assert ("".join(out) + cleaner.finish()).strip() == sanitize(text)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -921,3 +564,65 @@ def test_a_period_sentence_waits_only_for_the_next_words_first_character(
         assert spoken("".join(said)) == spoken(sanitize("".join(sentences[:k]))), seg.pending
         feed(sentence[1:])
     assert spoken("".join(said + seg.flush())) == spoken(sanitize(" ".join(sentences)))
+
+
+# --------------------------------------------------------------------------------------------------
+# properties: the segments are the cleaned text, cut where the text (not the deltas) says
+# --------------------------------------------------------------------------------------------------
+
+#: The stops that release a segment the moment they arrive, so that marks after them are dropped.
+STOPS_AT_ONCE = "。！？；｡!?;"
+
+
+def is_subsequence(needle: str, haystack: str) -> bool:
+    it = iter(haystack)
+    return all(c in it for c in needle)
+
+
+def non_space(text: str) -> str:
+    return "".join(c for c in text if not c.isspace())
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    text=st.one_of(st.text(max_size=200), MARKDOWN, PLAIN, PAUSE_TEXT),
+    seed=st.integers(0, 2**32),
+    max_piece=st.integers(1, 12),
+    first_min=st.integers(1, 10),
+    min_chars=st.integers(1, 15),
+    max_chars=st.integers(30, 120),
+)
+def test_segments_are_the_cleaned_text_less_spaces_and_marks(
+    text: str, seed: int, max_piece: int, first_min: int, min_chars: int, max_chars: int
+) -> None:
+    # Joined, the segments are sanitize(text) in order, less whitespace and some punctuation (a leading
+    # pause, the marks after a stop that left at once, punctuation-only pieces): nothing added or moved.
+    seg = SpeechSegmenter(min_chars, max_chars, first_min_chars=first_min)
+    said = "".join(stream(text, split_points(text, seed, max_piece), seg))
+    clean = sanitize(text)
+    assert is_subsequence(non_space(said), non_space(clean))
+    assert spoken(said) == spoken(clean)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    text=st.one_of(st.text(max_size=200), MARKDOWN, PLAIN, PAUSE_TEXT),
+    seed=st.integers(0, 2**32),
+    max_piece=st.integers(1, 12),
+    first_min=st.integers(1, 10),
+    min_chars=st.integers(1, 15),
+    max_chars=st.integers(30, 120),
+)
+def test_without_stops_that_leave_at_once_any_split_gives_the_same_segments(
+    text: str, seed: int, max_piece: int, first_min: int, min_chars: int, max_chars: int
+) -> None:
+    # Every undecided boundary waits for the text that decides it, so the cuts depend on the text alone;
+    # only a stop released at once (its later marks dropped) depends on where a delta ends.
+    text = "".join(c for c in text if c not in STOPS_AT_ONCE)
+
+    def cut(sizes: list[int]) -> list[str]:
+        return stream(text, sizes, SpeechSegmenter(min_chars, max_chars, first_min_chars=first_min))
+
+    whole = cut([len(text) or 1])
+    for sizes in ([1], split_points(text, seed, max_piece)):
+        assert cut(sizes) == whole
