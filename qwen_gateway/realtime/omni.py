@@ -271,6 +271,7 @@ class OmniTurn:
         assistant_transcript: the answer's text (its audio transcript, or its text in a text-only session).
         user_item_ids / assistant_item_ids: the conversation items of both sides.
         audio_ms: output audio sent to the client, in ms of the client's format.
+        input_audio_ms: the user's audio of the turn (its items' speech, or what a manual commit took).
         usage: the response's tokens (None when the upstream sent none).
     """
 
@@ -284,6 +285,7 @@ class OmniTurn:
     user_item_ids: tuple[str, ...] = ()
     assistant_item_ids: tuple[str, ...] = ()
     audio_ms: int = 0
+    input_audio_ms: int = 0
 
 
 class _Refused(Exception):
@@ -815,7 +817,7 @@ class OmniBridge:
             out["transcript"] = transcript
             self._transcripts[item_id] = transcript
             if not isinstance(out.get("usage"), dict):  # GA requires it; DashScope sends none
-                seconds = self._item_audio_ms.pop(item_id, 0) / 1000
+                seconds = self._item_audio_ms.get(item_id, 0) / 1000
                 out["usage"] = {"type": "duration", "seconds": seconds}
         else:
             self._transcripts[item_id] = ""
@@ -1075,9 +1077,11 @@ class OmniBridge:
                     return
                 text = " ".join(t for i in turn.user_item_ids if (t := self._transcripts.get(i)))
             self._held.pop(0)
+            heard = 0
             for item_id in turn.user_item_ids:
                 self._transcripts.pop(item_id, None)
-            await self._on_turn(replace(turn, user_transcript=text))
+                heard += self._item_audio_ms.pop(item_id, 0)
+            await self._on_turn(replace(turn, user_transcript=text, input_audio_ms=heard))
 
     # --- client -> upstream ---------------------------------------------------------------------------
     async def _client_loop(

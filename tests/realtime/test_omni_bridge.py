@@ -262,6 +262,7 @@ async def test_server_vad_turn_answers_in_the_clients_g711(sim: Simulator, clien
     stopped = client.of("input_audio_buffer.speech_stopped")[0]["audio_end_ms"]
     started = client.of("input_audio_buffer.speech_started")[0]["audio_start_ms"]
     assert completed["usage"]["seconds"] == (stopped - started) / 1000 > 0
+    assert client.turns[0].input_audio_ms == stopped - started
 
     # what reached DashScope: its own session fields, 16 kHz PCM about 2/3 of the client's 24 kHz bytes
     assert record.session["voice"] == "Cherry"  # "alloy" is OpenAI's: the model's default instead
@@ -320,6 +321,7 @@ async def test_manual_commit_then_response_create(sim: Simulator, client: Client
     assert turn.user_transcript == sim_user_text(sim) and turn.assistant_transcript == REPLY
     (completed,) = client.of("conversation.item.input_audio_transcription.completed")
     assert completed["usage"] == {"type": "duration", "seconds": len(SPEECH_24K) / 48000}
+    assert turn.input_audio_ms == len(SPEECH_24K) // 48
 
 
 async def test_text_only_session(sim: Simulator, client: Client) -> None:
