@@ -136,8 +136,9 @@ async def sim_role(port: int, config: dict[str, Any], reply: str, env_file: Path
         await stop.wait()
 
 
-#: How every ``audio_stream`` data event starts on the wire.
-AUDIO_PREFIX = '{"audio_stream":{"event":"data"'
+#: How every ``audio_stream`` data event starts on the wire (and ``/v1/realtime``'s audio deltas, for
+#: bench_realtime.py, which runs this gateway role).
+AUDIO_PREFIX = ('{"audio_stream":{"event":"data"', '{"type":"response.output_audio.delta"')
 
 
 def instrument_event_lag(loop: asyncio.AbstractEventLoop, lags: list[float]) -> None:

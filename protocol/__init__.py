@@ -10,6 +10,8 @@ from .audio import *  # noqa: F403
 from .audio import __all__ as _audio_all
 from .chat import *  # noqa: F403
 from .chat import __all__ as _chat_all
+from .device import *  # noqa: F403
+from .device import __all__ as _device_all
 from .errors import *  # noqa: F403
 from .errors import __all__ as _errors_all
 from .events import *  # noqa: F403
@@ -26,6 +28,7 @@ from .wire import __all__ as _wire_all
 __all__ = [
     *_audio_all,
     *_chat_all,
+    *_device_all,
     *_errors_all,
     *_events_all,
     *_session_all,

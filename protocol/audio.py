@@ -11,9 +11,9 @@ message, without ``user_message``), ``chat_chunk``, ``error``. The ``MSG_*`` con
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Annotated, ClassVar, Literal
 
-from msgspec import UNSET, UnsetType
+from msgspec import UNSET, Meta, UnsetType
 
 from .events import (
     AudioStreamData,
@@ -45,12 +45,15 @@ __all__ = [
     "MSG_CHAT_TTS_COMPLETE",
     "AudioClientMessage",
     "AudioComplete",
+    "AudioEnd",
     "AudioPacket",
     "AudioServerEvent",
     "ChatChunk",
     "ChatStarted",
     "ChatTtsComplete",
+    "OpenAudioPacket",
     "PacketAck",
+    "StreamClientMessage",
 ]
 
 MSG_AUDIO_CONNECTED = "音频连接已建立"
@@ -73,16 +76,44 @@ class AudioPacket(ClientMessage, frozen=True, kw_only=True):
     data: bytes
 
 
+class OpenAudioPacket(ClientMessage, frozen=True, kw_only=True):
+    """With ``mode=stream`` at the handshake: one packet of an open-microphone upload, whose number of packets
+    is not known in advance (``total`` 0 or left out).
+
+    ``seq`` counts from 1; ``seq`` 1 starts a new utterance. The utterance ends on :class:`AudioEnd` or when the
+    server hears the end of the speech (``silence_ms`` of silence); packets of an ended utterance are
+    acknowledged and dropped until the next ``seq`` 1. A packet with a ``total`` of 1 or more is a seed
+    :class:`AudioPacket`.
+    """
+
+    seq: Seq
+    total: Literal[0] | UnsetType = UNSET
+    data: bytes
+
+
+class AudioEnd(ClientMessage, tag_field="type", tag="end", frozen=True, kw_only=True):
+    """With ``mode=stream``: the open-microphone upload is complete (``{"type": "end"}``); ignored when the
+    server already ended it on the end of speech."""
+
+
 class PacketAck(Event, frozen=True, kw_only=True):
     """A packet was accepted; ``received`` counts the distinct packets of the upload so far.
 
     ``duplicate`` (additive) is true when the packet repeated one already received (nothing changed).
+    ``total`` is 0 for an open-microphone upload (``mode=stream``), whose number of packets is not known.
     """
 
     event_name: ClassVar[str] = "packet_ack"
     seq: Seq
     received: Count
-    total: Total
+    total: Annotated[
+        int,
+        Meta(
+            ge=0,
+            le=2**31 - 1,
+            description="Number of packets in this upload; 0 for an open-microphone upload (mode=stream).",
+        ),
+    ]
     turn_id: TurnId | UnsetType = UNSET
     duplicate: bool | UnsetType = UNSET
 
@@ -174,3 +205,5 @@ AudioServerEvent = (
     | ErrorEvent
 )
 AudioClientMessage = AudioPacket | Cancel
+#: What a client of ``mode=stream`` may also send.
+StreamClientMessage = AudioPacket | OpenAudioPacket | AudioEnd | Cancel

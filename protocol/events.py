@@ -198,12 +198,22 @@ class TtsStarted(Event, frozen=True, kw_only=True):
 
 
 class AudioStreamData(Event, tag_field="event", tag="data", frozen=True, kw_only=True):
-    """A piece of the spoken answer: base64 of consecutive MP3 frames, playable in order."""
+    """A piece of the spoken answer: base64 of consecutive MP3 frames, playable in order.
+
+    A client that asked for a format at the handshake (``audio_format``) gets it instead, and the fields that
+    describe it: ``format``; ``sample_rate``; ``frame_ms`` (Opus: every packet lasts exactly that); ``seq``
+    (1, 2, ... within the turn); ``duration_ms`` (the audio this event carries). ``opus``: ``data`` is one raw
+    Opus packet; ``ogg_opus``: the next pages of one Ogg Opus stream; ``pcm``: 16-bit little-endian mono samples.
+    """
 
     event_name: ClassVar[str] = "audio_stream"
     data: bytes
-    format: Literal["mp3"] | UnsetType = UNSET
+    format: Literal["mp3", "opus", "ogg_opus", "pcm"] | UnsetType = UNSET
     turn_id: TurnId | UnsetType = UNSET
+    sample_rate: Annotated[int, Meta(ge=8000, le=48000)] | UnsetType = UNSET
+    frame_ms: Annotated[int, Meta(ge=20, le=60)] | UnsetType = UNSET
+    seq: Annotated[int, Meta(ge=1)] | UnsetType = UNSET
+    duration_ms: Milliseconds | UnsetType = UNSET
 
 
 class AudioStreamFinished(Event, tag_field="event", tag="finished", frozen=True, kw_only=True):

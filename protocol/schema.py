@@ -20,7 +20,7 @@ from typing import Any
 
 import msgspec
 
-from .audio import AUDIO_EVENTS, AudioPacket
+from .audio import AUDIO_EVENTS, AudioEnd, AudioPacket, OpenAudioPacket
 from .chat import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -29,7 +29,9 @@ from .chat import (
     HealthResponse,
     ModelList,
 )
+from .device import HANDSHAKE_PARAMETERS
 from .events import Cancel, EventRegistry
+from .realtime import CLIENT_EVENT_TYPES, SERVER_EVENT_TYPES
 from .vlm import VLM_EVENTS, VlmAudioPacket, VlmEnd, VlmImagePacket
 
 __all__ = ["CONTRACT_VERSION", "generate", "write_schemas"]
@@ -49,6 +51,9 @@ class _Channel(msgspec.Struct, frozen=True):
     description: str
     client: tuple[type[msgspec.Struct], ...]
     events: EventRegistry
+    #: what a client that opted in at the handshake (mode=stream) may send too: not in ClientMessage, which
+    #: stays the seed's, but in StreamClientMessage
+    stream_client: tuple[type[msgspec.Struct], ...] = ()
 
 
 _AUDIO = _Channel(
@@ -57,9 +62,11 @@ _AUDIO = _Channel(
     "qwen-gateway /v1/chat/audio",
     "Voice chat: the client uploads one utterance as base64 packets (seq 1..total); the server streams "
     "the recognised text, the answer and its speech (MP3) back. seq 1 of a new upload starts a new "
-    'utterance and interrupts a running answer; {"type": "cancel"} interrupts it explicitly.',
+    'utterance and interrupts a running answer; {"type": "cancel"} interrupts it explicitly. With mode=stream '
+    'at the handshake, open-microphone packets (no total) and {"type": "end"} are taken too.',
     (AudioPacket, Cancel),
     AUDIO_EVENTS,
+    (OpenAudioPacket, AudioEnd),
 )
 _VLM = _Channel(
     "vlm",
@@ -72,6 +79,19 @@ _VLM = _Channel(
     VLM_EVENTS,
 )
 _CHANNELS = (_AUDIO, _VLM)
+
+#: ``/v1/realtime``: OpenAI's Realtime protocol, every message an object tagged by ``type`` (no envelope).
+_REALTIME_KEY = "realtime"
+_REALTIME_PATH = "/v1/realtime"
+_REALTIME_TITLE = "qwen-gateway /v1/realtime"
+_REALTIME_DESCRIPTION = (
+    "OpenAI's Realtime protocol (GA event names; the beta session fields and DashScope's "
+    "input_image_buffer.append are accepted too) in front of a cascade (streaming recognition with server "
+    "VAD, any chat model, TTS) or Qwen-Omni: `?model=` picks the backend. Every frame is a JSON text frame "
+    "with a `type`; errors follow OpenAI's shape, `error.event_id` naming the offending client event."
+)
+_REALTIME_CLIENT: tuple[type[msgspec.Struct], ...] = tuple(CLIENT_EVENT_TYPES.values())
+_REALTIME_SERVER: tuple[type[msgspec.Struct], ...] = SERVER_EVENT_TYPES
 
 _HTTP_TYPES: tuple[type[msgspec.Struct], ...] = (
     ChatCompletionRequest,
@@ -154,7 +174,7 @@ def _dump(document: dict[str, Any]) -> str:
 
 
 def _channel_schema(channel: _Channel) -> dict[str, Any]:
-    defs = _components([*channel.client, *channel.events.types()], _DEFS)
+    defs = _components([*channel.client, *channel.stream_client, *channel.events.types()], _DEFS)
     envelopes = _envelopes(channel.events, _DEFS)
     defs.update(envelopes)
     defs["ClientMessage"] = {
@@ -162,6 +182,13 @@ def _channel_schema(channel: _Channel) -> dict[str, Any]:
         "description": f"Any message a client sends on {channel.path}.",
         "oneOf": [_ref(_DEFS, t.__name__) for t in channel.client],
     }
+    if channel.stream_client:
+        defs["StreamClientMessage"] = {
+            "title": "StreamClientMessage",
+            "description": f"Any message a client that asked for mode=stream at the handshake sends on "
+            f"{channel.path}: a ClientMessage, an open-microphone packet or end.",
+            "anyOf": [_ref(_DEFS, t.__name__) for t in (*channel.client, *channel.stream_client)],
+        }
     defs["ServerMessage"] = {
         "title": "ServerMessage",
         "description": f"Any event the server sends on {channel.path}: an object with exactly one key, "
@@ -172,6 +199,27 @@ def _channel_schema(channel: _Channel) -> dict[str, Any]:
         "$schema": _DIALECT,
         "title": channel.title,
         "description": channel.description,
+        "oneOf": [_ref(_DEFS, "ClientMessage"), _ref(_DEFS, "ServerMessage")],
+        "$defs": defs,
+    }
+
+
+def _realtime_schema() -> dict[str, Any]:
+    defs = _components([*_REALTIME_CLIENT, *_REALTIME_SERVER], _DEFS)
+    defs["ClientMessage"] = {
+        "title": "ClientMessage",
+        "description": f"Any event a client sends on {_REALTIME_PATH}.",
+        "oneOf": [_ref(_DEFS, t.__name__) for t in _REALTIME_CLIENT],
+    }
+    defs["ServerMessage"] = {
+        "title": "ServerMessage",
+        "description": f"Any event the server sends on {_REALTIME_PATH}, told apart by `type`.",
+        "oneOf": [_ref(_DEFS, t.__name__) for t in _REALTIME_SERVER],
+    }
+    return {
+        "$schema": _DIALECT,
+        "title": _REALTIME_TITLE,
+        "description": _REALTIME_DESCRIPTION,
         "oneOf": [_ref(_DEFS, "ClientMessage"), _ref(_DEFS, "ServerMessage")],
         "$defs": defs,
     }
@@ -192,9 +240,23 @@ def _chat_schema() -> dict[str, Any]:
 # --------------------------------------------------------------------------- AsyncAPI 3.0
 
 
+def _handshake_query() -> dict[str, Any]:
+    """The device options of the handshake (query parameters; all optional, each additive)."""
+    return {
+        "type": "object",
+        "description": "Optional handshake parameters for devices; with none, the seed's behaviour. A "
+        "value the gateway does not take is answered HTTP 400 before the upgrade (`invalid_parameter`).",
+        "properties": {
+            name: {"type": "string", "description": text}
+            for name, text in HANDSHAKE_PARAMETERS.items()
+        },
+    }
+
+
 def _asyncapi() -> dict[str, Any]:
     schemas: dict[str, Any] = _components(
-        [t for c in _CHANNELS for t in (*c.client, *c.events.types())], _COMPONENTS
+        [t for c in _CHANNELS for t in (*c.client, *c.stream_client, *c.events.types())],
+        _COMPONENTS,
     )
     messages: dict[str, Any] = {}
     channels: dict[str, Any] = {}
@@ -204,7 +266,7 @@ def _asyncapi() -> dict[str, Any]:
         for name, envelope in envelopes.items():
             if schemas.setdefault(name, envelope) != envelope:
                 raise ValueError(f"two different envelopes named {name}")
-        client_keys = [t.__name__ for t in channel.client]
+        client_keys = [t.__name__ for t in (*channel.client, *channel.stream_client)]
         for key in client_keys:
             messages[key] = {
                 "name": key,
@@ -223,6 +285,7 @@ def _asyncapi() -> dict[str, Any]:
             "address": channel.path,
             "title": channel.title,
             "description": channel.description,
+            "bindings": {"ws": {"query": _handshake_query(), "bindingVersion": "0.1.0"}},
             "messages": {
                 key: {"$ref": f"#/components/messages/{key}"} for key in [*client_keys, *envelopes]
             },
@@ -241,13 +304,15 @@ def _asyncapi() -> dict[str, Any]:
             "channel": {"$ref": f"#/channels/{channel.key}"},
             "messages": [{"$ref": f"#/channels/{channel.key}/messages/{key}"} for key in envelopes],
         }
+    _realtime_channel(schemas, messages, channels, operations)
     return {
         "asyncapi": "3.0.0",
         "info": {
             "title": "qwen-gateway voice WebSockets",
             "version": CONTRACT_VERSION,
-            "description": "The two WebSocket endpoints of qwen-gateway. Every frame is a UTF-8 JSON "
-            "text frame. Events the gateway sends are objects with exactly one key, the event name. "
+            "description": "The WebSocket endpoints of qwen-gateway. Every frame is a UTF-8 JSON "
+            "text frame. On the two voice endpoints, events the gateway sends are objects with exactly one "
+            "key, the event name; on /v1/realtime (OpenAI's Realtime protocol) every event carries a `type`. "
             "The `error` event carries a machine-readable `code`; additive fields (`turn_id`, "
             "`timings`, `duplicate`, `format`) are left out when not set.",
         },
@@ -283,6 +348,62 @@ def _asyncapi() -> dict[str, Any]:
                 },
             },
         },
+    }
+
+
+def _asyncapi_discriminators(node: Any) -> Any:
+    """AsyncAPI's ``discriminator`` is the property's name, not OpenAPI's ``{"propertyName", "mapping"}``."""
+    if isinstance(node, dict):
+        return {
+            k: v["propertyName"]
+            if k == "discriminator" and isinstance(v, dict)
+            else _asyncapi_discriminators(v)
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_asyncapi_discriminators(v) for v in node]
+    return node
+
+
+def _realtime_channel(
+    schemas: dict[str, Any],
+    messages: dict[str, Any],
+    channels: dict[str, Any],
+    operations: dict[str, Any],
+) -> None:
+    """Add ``/v1/realtime`` to the AsyncAPI document (its events are tagged objects, not envelopes)."""
+    components = _asyncapi_discriminators(
+        _components([*_REALTIME_CLIENT, *_REALTIME_SERVER], _COMPONENTS)
+    )
+    for name, component in components.items():
+        if schemas.setdefault(name, component) != component:
+            raise ValueError(f"two different components named {name}")
+    client = [t.__name__ for t in _REALTIME_CLIENT]
+    server = [t.__name__ for t in _REALTIME_SERVER]
+    for key in [*client, *server]:
+        messages[key] = {
+            "name": key,
+            "title": key,
+            "summary": schemas[key].get("description", key).split("\n")[0],
+            "payload": _ref(_COMPONENTS, key),
+        }
+    channels[_REALTIME_KEY] = {
+        "address": _REALTIME_PATH,
+        "title": _REALTIME_TITLE,
+        "description": _REALTIME_DESCRIPTION,
+        "messages": {key: {"$ref": f"#/components/messages/{key}"} for key in [*client, *server]},
+    }
+    operations[f"{_REALTIME_KEY}ReceiveClientMessage"] = {
+        "action": "receive",
+        "title": f"Events the gateway receives on {_REALTIME_PATH}",
+        "channel": {"$ref": f"#/channels/{_REALTIME_KEY}"},
+        "messages": [{"$ref": f"#/channels/{_REALTIME_KEY}/messages/{key}"} for key in client],
+    }
+    operations[f"{_REALTIME_KEY}SendEvent"] = {
+        "action": "send",
+        "title": f"Events the gateway sends on {_REALTIME_PATH}",
+        "channel": {"$ref": f"#/channels/{_REALTIME_KEY}"},
+        "messages": [{"$ref": f"#/channels/{_REALTIME_KEY}/messages/{key}"} for key in server],
     }
 
 
@@ -432,6 +553,7 @@ def generate() -> dict[str, str]:
         "chat.schema.json": _chat_schema(),
         "audio.schema.json": _channel_schema(_AUDIO),
         "vlm.schema.json": _channel_schema(_VLM),
+        "realtime.schema.json": _realtime_schema(),
         "asyncapi.json": _asyncapi(),
         "openapi.json": _openapi(),
     }

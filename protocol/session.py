@@ -46,17 +46,30 @@ A wrong call by the shell (``receive`` before ``open`` or after ``Close``, an un
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import msgspec
 from msgspec import UNSET
 
-from .audio import MSG_AUDIO_CONNECTED, AudioClientMessage, PacketAck
+from .audio import (
+    MSG_AUDIO_CONNECTED,
+    AudioEnd,
+    AudioPacket,
+    OpenAudioPacket,
+    PacketAck,
+    StreamClientMessage,
+)
 from .errors import FATAL_CODES, ErrorCode, LocalProtocolError, ProtocolError, RemoteProtocolError
 from .events import Cancel, Connected, ErrorEvent, Event
-from .upload import PacketAssembler, Release, starts_new_upload
+from .upload import (
+    OpenAssembler,
+    PacketAssembler,
+    Release,
+    starts_new_open_upload,
+    starts_new_upload,
+)
 from .vlm import (
     MSG_VLM_CONNECTED,
     PacketKind,
@@ -436,11 +449,14 @@ class AudioSession(_Session[AudioState]):
 
     def __init__(self, session_id: str, limits: Limits = AUDIO_LIMITS) -> None:
         super().__init__(session_id, limits, AudioState.NEW)
-        self._upload: PacketAssembler | None = None
+        self._upload: PacketAssembler | OpenAssembler | None = None
         self._upload_turn = 0
 
-    def receive(self, message: AudioClientMessage, now: float) -> list[Action]:
+    def receive(self, message: StreamClientMessage, now: float) -> list[Action]:
         """Handle one decoded client message; returns the actions to run, in order.
+
+        Seed clients send :class:`AudioPacket` and ``cancel``; clients of ``mode=stream`` may also send
+        open-microphone packets (:class:`OpenAudioPacket`) and ``end`` (:class:`AudioEnd`).
 
         Raises:
             LocalProtocolError: the session is not open (``open`` not called, or closed).
@@ -448,21 +464,68 @@ class AudioSession(_Session[AudioState]):
         self._require_open("receive")
         if isinstance(message, Cancel):
             return self._cancel()
+        if isinstance(message, AudioEnd):
+            return self._end_open()
+        if isinstance(message, OpenAudioPacket):
+            return self._open_packet(message.seq, message.data, now)
+        assert isinstance(message, AudioPacket)
         seq, total, data = message.seq, message.total, message.data
-        if starts_new_upload(self._upload, seq, total, data):
-            return self._start_upload(seq, total, data, now)
-        assert self._upload is not None
+        upload = self._upload
+        if isinstance(upload, OpenAssembler) or starts_new_upload(upload, seq, total, data):
+            return self._start_upload(
+                seq,
+                data,
+                now,
+                lambda: self._new_assembler(total),
+                lambda u: u.add(seq, total, data),
+            )
+        assert isinstance(upload, PacketAssembler)
         try:
-            release = self._upload.add(seq, total, data)
+            release = upload.add(seq, total, data)
         except RemoteProtocolError as error:
             return _refused(error)
         self._fire(Trigger.PACKET)
         return self._accepted(seq, release, now)
 
-    def _start_upload(self, seq: int, total: int, data: bytes, now: float) -> list[Action]:
+    def _open_packet(self, seq: int, data: bytes, now: float) -> list[Action]:
+        upload = self._upload
+        if starts_new_open_upload(upload, seq, data):
+            if seq != 1:
+                return _refused(
+                    RemoteProtocolError(
+                        ErrorCode.BAD_SEQUENCE,
+                        f"seq {seq} without an open upload: an open upload starts with seq 1",
+                    )
+                )
+            limits = self.limits
+            return self._start_upload(
+                seq,
+                data,
+                now,
+                lambda: OpenAssembler(
+                    max_packets=limits.max_packets, max_bytes=limits.max_upload_bytes
+                ),
+                lambda u: u.add(seq, data),
+            )
+        assert isinstance(upload, OpenAssembler)
         try:
-            upload = self._new_assembler(total)
-            release = upload.add(seq, total, data)
+            release = upload.add(seq, data)
+        except RemoteProtocolError as error:
+            return _refused(error)
+        self._fire(Trigger.PACKET)
+        return self._accepted(seq, release, now)
+
+    def _start_upload(
+        self,
+        seq: int,
+        data: bytes,
+        now: float,
+        new: Callable[[], Any],
+        add: Callable[[Any], Release],
+    ) -> list[Action]:
+        try:
+            upload = new()
+            release = add(upload)
         except RemoteProtocolError as error:
             return _refused(error)
         actions, turn = self._next_turn(Trigger.UPLOAD_STARTED)
@@ -472,6 +535,37 @@ class AudioSession(_Session[AudioState]):
         self._upload = upload
         actions.append(StartTurn(turn, now))
         actions.extend(self._accepted(seq, release, now))
+        return actions
+
+    def _end_open(self) -> list[Action]:
+        """The client's ``end``: complete the open upload (nothing when there is none, or it already ended)."""
+        upload = self._upload
+        if not isinstance(upload, OpenAssembler) or not upload.end():
+            return []
+        return self._ended_open(upload)
+
+    def speech_ended(self, turn_id: int) -> list[Action]:
+        """The shell heard the end of the speech in turn ``turn_id``'s open upload: complete the upload.
+
+        Returns ``[UploadComplete]`` when that upload was still arriving for its running turn, else nothing (it
+        already ended, the turn was cancelled, or a new utterance began).
+        """
+        self._require_open("speech_ended")
+        upload = self._upload
+        if (
+            turn_id != self._upload_turn
+            or self._state is not AudioState.RECEIVING
+            or not isinstance(upload, OpenAssembler)
+            or not upload.end()
+        ):
+            return []
+        return self._ended_open(upload)
+
+    def _ended_open(self, upload: OpenAssembler) -> list[Action]:
+        actions: list[Action] = []
+        if self._state is AudioState.RECEIVING:
+            actions.append(UploadComplete(self._upload_turn, upload.size, upload.packets))
+        self._fire(Trigger.UPLOAD_COMPLETED)
         return actions
 
     def _accepted(self, seq: int, release: Release, now: float) -> list[Action]:

@@ -15,7 +15,13 @@ import msgspec
 
 from .errors import ErrorCode, RemoteProtocolError
 
-__all__ = ["PacketAssembler", "Release", "starts_new_upload"]
+__all__ = [
+    "OpenAssembler",
+    "PacketAssembler",
+    "Release",
+    "starts_new_open_upload",
+    "starts_new_upload",
+]
 
 
 def _digest(data: bytes) -> bytes:
@@ -155,3 +161,125 @@ def starts_new_upload(current: PacketAssembler | None, seq: int, total: int, dat
     if current.complete:
         return seq == 1 or not current.is_duplicate(seq, total, data)
     return seq == 1 and current.seen(1) and not current.is_duplicate(1, total, data)
+
+
+class OpenAssembler:
+    """Reassembles one open-microphone upload (``mode=stream``): packets ``seq`` 1, 2, ... with no ``total``.
+
+    Packets are released in ``seq`` order as :class:`PacketAssembler` does; the upload is complete when
+    :meth:`end` is called (the client's ``end``, or the end of the speech). Packets that arrive after that are
+    acknowledged and dropped (a device streams until it learns that the utterance ended). Raises
+    ``RemoteProtocolError`` (and then changes nothing) for a ``seq`` above ``max_packets`` or bytes above
+    ``max_bytes`` (``upload_too_large``), and a ``seq`` repeated with other content (``duplicate_packet``).
+    """
+
+    #: the number of packets is not known (acknowledged as 0)
+    total = 0
+
+    def __init__(self, *, max_packets: int, max_bytes: int) -> None:
+        self.max_packets = max_packets
+        self.max_bytes = max_bytes
+        #: bytes accepted so far (released and held)
+        self.size = 0
+        #: the next ``seq`` to release
+        self.next_seq = 1
+        #: the upload has ended (:meth:`end`)
+        self.complete = False
+        self._digests: dict[int, bytes] = {}
+        self._held: dict[int, bytes] = {}
+
+    @property
+    def received(self) -> int:
+        """Distinct packets received so far (the ones after the end included)."""
+        return len(self._digests)
+
+    @property
+    def packets(self) -> int:
+        """Packets released, in order (the upload's packets once it is complete)."""
+        return self.next_seq - 1
+
+    def seen(self, seq: int) -> bool:
+        """Whether packet ``seq`` has been received."""
+        return seq in self._digests
+
+    def is_duplicate(self, seq: int, data: bytes) -> bool:
+        """Whether this packet exactly repeats one already received."""
+        old = self._digests.get(seq)
+        return old is not None and old == _digest(data)
+
+    def add(self, seq: int, data: bytes) -> Release:
+        """Accept one packet; after :meth:`end` it is acknowledged and releases nothing.
+
+        Raises:
+            RemoteProtocolError: the packet is refused; the upload is unchanged and may go on.
+        """
+        if seq > self.max_packets:
+            raise RemoteProtocolError(
+                ErrorCode.UPLOAD_TOO_LARGE, f"seq {seq} is more than {self.max_packets} packets"
+            )
+        digest = _digest(data)
+        old = self._digests.get(seq)
+        if old is not None:
+            if old != digest:
+                raise RemoteProtocolError(
+                    ErrorCode.DUPLICATE_PACKET,
+                    f"packet {seq} was already received with different data",
+                )
+            return Release(
+                data=b"",
+                duplicate=True,
+                complete=self.complete,
+                completed=False,
+                received=self.received,
+            )
+        if self.complete:
+            # The utterance ended: the device is still streaming; acknowledge, keep nothing.
+            self._digests[seq] = digest
+            return Release(
+                data=b"", duplicate=False, complete=True, completed=False, received=self.received
+            )
+        if self.size + len(data) > self.max_bytes:
+            raise RemoteProtocolError(
+                ErrorCode.UPLOAD_TOO_LARGE, f"the upload would exceed {self.max_bytes} bytes"
+            )
+        self._digests[seq] = digest
+        self.size += len(data)
+        released = b""
+        if seq == self.next_seq:
+            chunks = [data]
+            self.next_seq += 1
+            while self.next_seq in self._held:
+                chunks.append(self._held.pop(self.next_seq))
+                self.next_seq += 1
+            released = b"".join(chunks)
+        else:
+            self._held[seq] = data
+        return Release(
+            data=released, duplicate=False, complete=False, completed=False, received=self.received
+        )
+
+    def end(self) -> bool:
+        """Complete the upload with the packets released so far (packets held behind a gap are dropped).
+
+        Returns:
+            True when this call ended it; False when it had already ended.
+        """
+        if self.complete:
+            return False
+        self.complete = True
+        self.size -= sum(len(d) for d in self._held.values())
+        self._held.clear()
+        return True
+
+
+def starts_new_open_upload(
+    current: PacketAssembler | OpenAssembler | None, seq: int, data: bytes
+) -> bool:
+    """Whether an open-microphone packet begins a new upload rather than continuing ``current``.
+
+    ``seq`` 1 does, unless it exactly repeats the ``seq`` 1 of the current open upload; any packet does when
+    there is no open upload (a packet other than ``seq`` 1 is then refused by the caller).
+    """
+    if not isinstance(current, OpenAssembler):
+        return True
+    return seq == 1 and not current.is_duplicate(1, data)

@@ -31,7 +31,15 @@ from typing import Any, TypeVar, cast
 
 import msgspec
 
-from .audio import AUDIO_EVENTS, AudioClientMessage, AudioPacket, AudioServerEvent
+from .audio import (
+    AUDIO_EVENTS,
+    AudioClientMessage,
+    AudioEnd,
+    AudioPacket,
+    AudioServerEvent,
+    OpenAudioPacket,
+    StreamClientMessage,
+)
 from .chat import ChatCompletionChunk, ChatCompletionRequest
 from .errors import ErrorCode, RemoteProtocolError
 from .events import Cancel, ClientMessage, Event, EventRegistry
@@ -48,6 +56,7 @@ __all__ = [
     "decode_chat_request",
     "decode_event",
     "decode_json",
+    "decode_stream_client",
     "decode_vlm_client",
     "decode_vlm_event",
     "encode_client",
@@ -168,10 +177,13 @@ def _check_packet(seq: int, total: int, data: bytes, limits: Limits) -> None:
 
 class _TypeProbe(msgspec.Struct):
     type: str | None = None
+    total: Any = None
 
 
 _probe = msgspec.json.Decoder(_TypeProbe)
 _audio_packet = msgspec.json.Decoder(AudioPacket)
+_open_packet = msgspec.json.Decoder(OpenAudioPacket)
+_audio_end = msgspec.json.Decoder(AudioEnd)
 _cancel = msgspec.json.Decoder(Cancel)
 _vlm_client: msgspec.json.Decoder[VlmClientMessage] = msgspec.json.Decoder(VlmClientMessage)
 
@@ -201,6 +213,39 @@ def decode_audio_client(frame: str | bytes, limits: Limits = AUDIO_LIMITS) -> Au
         raise _remote(exc) from None
     _check_packet(packet.seq, packet.total, packet.data, limits)
     return packet
+
+
+def decode_stream_client(frame: str | bytes, limits: Limits = AUDIO_LIMITS) -> StreamClientMessage:
+    """Decode one frame received on ``/v1/chat/audio`` from a client of ``mode=stream``.
+
+    As :func:`decode_audio_client`, and also: a packet whose ``total`` is 0 or left out is an
+    :class:`~protocol.audio.OpenAudioPacket`; ``{"type": "end"}`` is an :class:`~protocol.audio.AudioEnd`.
+
+    Raises:
+        RemoteProtocolError: the frame is not a valid message (its ``code`` says why).
+    """
+    data = _text_frame(frame, limits)
+    try:
+        probe = _probe.decode(data)
+        if probe.type == "cancel":
+            return _cancel.decode(data)
+        if probe.type == "end":
+            return _audio_end.decode(data)
+        if probe.type not in (None, "audio"):
+            raise RemoteProtocolError(
+                ErrorCode.UNEXPECTED_MESSAGE,
+                f"/v1/chat/audio takes audio packets, end and cancel, not type {probe.type!r}",
+            )
+        if probe.total is None or probe.total == 0:
+            packet = _open_packet.decode(data)
+            if len(packet.data) > limits.max_packet_bytes:
+                _check_packet(packet.seq, packet.seq, packet.data, limits)
+            return packet
+        seed = _audio_packet.decode(data)
+    except (msgspec.MsgspecError, RecursionError) as exc:
+        raise _remote(exc) from None
+    _check_packet(seed.seq, seed.total, seed.data, limits)
+    return seed
 
 
 def decode_vlm_client(frame: str | bytes, limits: Limits = VLM_LIMITS) -> VlmClientMessage:

@@ -1,4 +1,4 @@
-"""``qwen-gateway serve | simulate | schemas | check``."""
+"""``qwen-gateway serve | simulate | device-sim | schemas | check``."""
 
 from __future__ import annotations
 
@@ -248,6 +248,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     _serve_parser(sub)
     sim = sub.add_parser("simulate", help="run the DashScope simulator", add_help=False)
     sim.add_argument("rest", nargs=argparse.REMAINDER)
+    dev = sub.add_parser(
+        "device-sim",
+        help="talk to a gateway as a small voice device (Opus, paced, open microphone)",
+        add_help=False,
+    )
+    dev.add_argument("rest", nargs=argparse.REMAINDER)
     sch = sub.add_parser(
         "schemas", help="write the published contract (JSON Schema, AsyncAPI, OpenAPI)"
     )
@@ -269,6 +275,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .simulator.cli import run_cli
 
         return run_cli(argv[1:])
+    if argv[:1] == ["device-sim"]:
+        from .device_sim import main as device_sim
+
+        return device_sim(argv[1:])
     args = parser.parse_args(argv)
     from .logs import configure, json_lines_for
 

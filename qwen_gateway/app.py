@@ -37,6 +37,7 @@ from .routes.chat import chat_blueprint
 from .routes.common import error_response
 from .routes.health import health_blueprint
 from .routes.metrics import metrics_blueprint
+from .routes.realtime_ws import realtime_ws_blueprint
 from .routes.usage import usage_blueprint
 from .routes.voice_ws import voice_ws_blueprint
 from .routes.web import default_dirs, web_blueprint
@@ -241,6 +242,7 @@ def create_app(settings: Settings, services: Services, lifecycle: Lifecycle | No
         app.register_blueprint(metrics_blueprint())
     app.register_blueprint(chat_blueprint())
     app.register_blueprint(voice_ws_blueprint())
+    app.register_blueprint(realtime_ws_blueprint())
     app.register_blueprint(usage_blueprint())
     web_dir, schemas_dir = default_dirs()
     if web_dir.is_dir():

@@ -1,7 +1,9 @@
 """``WS /v1/chat/audio`` (voice chat) and ``WS /v1/chat/vlm`` (a spoken question about an image).
 
 The handshake needs a gateway key when keys are configured (``Authorization: Bearer`` or, for browsers,
-``?token=``) and is answered 401 before the upgrade otherwise. In pass-through mode (``QG_KEY_PASSTHROUGH``) the
+``?token=``) and is answered 401 before the upgrade otherwise. A device option with a value the gateway does
+not take (``audio_format``, ``sample_rate``, ``frame_ms``, ``pace``, ``mode``, ``silence_ms``; see
+:mod:`protocol.device`) is answered 400 before the upgrade (``invalid_parameter``, ``param`` names it). In pass-through mode (``QG_KEY_PASSTHROUGH``) the
 caller's key is its own DashScope key: it must be present, and the upstream judges it. A ``?conversation_id=``
 names one of the caller's own conversations (see ``KeyChecker.owner``).
 
@@ -16,24 +18,32 @@ from typing import Any, cast
 
 from quart import Blueprint, Response, g, websocket
 
-from protocol import encode_event
+from protocol import HandshakeError, encode_event
 
 from ..quota import Refusal
 from ..voice.runner import Endpoint, handshake, refusal_event, serve_voice
-from .common import caller_allowed, caller_limits, lifecycle, services, unauthorized
+from .common import caller_allowed, caller_limits, error_response, lifecycle, services, unauthorized
 
 __all__ = ["voice_ws_blueprint"]
 
 
 async def _serve(endpoint: Endpoint) -> Response | None:
     svc = services()
-    shake = handshake(
-        websocket.headers.get("Authorization"),
-        websocket.args,
-        svc.settings,
-        getattr(g, "request_id", ""),
-        owner_of=svc.keys.owner,
-    )
+    try:
+        shake = handshake(
+            websocket.headers.get("Authorization"),
+            websocket.args,
+            svc.settings,
+            getattr(g, "request_id", ""),
+            owner_of=svc.keys.owner,
+        )
+    except HandshakeError as exc:
+        # A bad device option (audio_format, pace, mode ...): an HTTP 400 instead of the upgrade.
+        return error_response(400, exc.message, code="invalid_parameter", param=exc.param)
+    if endpoint == "vlm" and shake.info.device.stream:
+        # The VLM question is complete at its end already; open-microphone turns are the audio endpoint's.
+        message = "mode=stream is for /v1/chat/audio; /v1/chat/vlm turns start on end"
+        return error_response(400, message, code="invalid_parameter", param="mode")
     if not caller_allowed(shake.token):
         return unauthorized()  # an HTTP 401 instead of the upgrade
     limits = caller_limits(shake.token)

@@ -46,8 +46,8 @@ __all__ = [
     "validate_turn",
 ]
 
-#: Where a turn came from: the OpenAI-compatible chat API, the audio socket, the VLM socket.
-Channel = Literal["chat", "audio", "vlm"]
+#: Where a turn came from: the OpenAI-compatible chat API, the audio socket, the VLM socket, ``/v1/realtime``.
+Channel = Literal["chat", "audio", "vlm", "realtime"]
 #: How the assistant's answer ended.
 TurnStatus = Literal["completed", "interrupted", "failed"]
 

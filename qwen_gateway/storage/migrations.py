@@ -17,6 +17,8 @@ Tables (both engines):
   tokens, latencies (ms), object keys (user audio, user image, spoken answer), created time;
 - ``messages``: the turn's user and assistant messages (owner, role, content), in conversation order.
 
+Version 3 adds the ``realtime`` channel (``/v1/realtime`` turns).
+
 Version 2 binds conversations to their caller: every row carries an ``owner`` (a keyed hash of the caller's key,
 ``anonymous`` in open mode), and a conversation is the pair (owner, id): the same id under two owners is two
 conversations. Rows of version 1 get the owner ``legacy``, which no caller has (see ``history.LEGACY_OWNER``).
@@ -299,10 +301,63 @@ _MYSQL_V2 = (
     ),
 )
 
+# --- version 3: the realtime channel ---------------------------------------------------------------------
+# ``turns.channel`` also takes ``realtime`` (``/v1/realtime``). SQLite cannot change a CHECK constraint in place:
+# turns is rebuilt as in version 2 (same columns, ids kept); MySQL widens its ENUM (safe to run twice).
+
+_TURN_COLUMNS_V2 = ("id", "owner", *_V1_TURN_COLUMNS)
+
+_SQLITE_V3 = (
+    """
+    CREATE TABLE turns_v3 (
+        id                 INTEGER PRIMARY KEY AUTOINCREMENT,
+        write_id           TEXT NOT NULL UNIQUE,
+        owner              TEXT NOT NULL DEFAULT 'legacy',
+        conversation_id    TEXT NOT NULL,
+        channel            TEXT NOT NULL CHECK (channel IN ('chat', 'audio', 'vlm', 'realtime')),
+        model              TEXT NOT NULL,
+        status             TEXT NOT NULL CHECK (status IN ('completed', 'interrupted', 'failed')),
+        error_code         TEXT,
+        request_id         TEXT NOT NULL DEFAULT '',
+        session_id         TEXT NOT NULL DEFAULT '',
+        prompt_tokens      INTEGER NOT NULL DEFAULT 0,
+        completion_tokens  INTEGER NOT NULL DEFAULT 0,
+        total_tokens       INTEGER NOT NULL DEFAULT 0,
+        recognition_ms     INTEGER,
+        first_token_ms     INTEGER,
+        first_audio_ms     INTEGER,
+        total_ms           INTEGER,
+        audio_key          TEXT,
+        image_key          TEXT,
+        reply_audio_key    TEXT,
+        created_at         TEXT NOT NULL,
+        FOREIGN KEY (owner, conversation_id) REFERENCES conversations (owner, id)
+    )
+    """,
+    f"""
+    INSERT INTO turns_v3 ({", ".join(_TURN_COLUMNS_V2)})
+    SELECT {", ".join(_TURN_COLUMNS_V2)} FROM turns ORDER BY id
+    """,
+    """
+    UPDATE sqlite_sequence
+    SET seq = max(seq, (SELECT ifnull(max(seq), 0) FROM sqlite_sequence WHERE name = 'turns'))
+    WHERE name = 'turns_v3'
+    """,
+    "DROP TABLE turns",
+    "ALTER TABLE turns_v3 RENAME TO turns",
+    "CREATE INDEX turns_by_conversation ON turns (owner, conversation_id, id)",
+    "CREATE INDEX turns_by_session ON turns (session_id)",
+)
+
+_MYSQL_V3 = (
+    "ALTER TABLE turns MODIFY COLUMN channel ENUM('chat', 'audio', 'vlm', 'realtime') NOT NULL",
+)
+
 #: Every schema version, oldest first. Append only.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "conversations, turns, messages", sqlite=_SQLITE_V1, mysql=_MYSQL_V1),
     Migration(2, "conversations bound to their owner", sqlite=_SQLITE_V2, mysql=_MYSQL_V2),
+    Migration(3, "the realtime channel", sqlite=_SQLITE_V3, mysql=_MYSQL_V3),
 )
 
 

@@ -39,7 +39,9 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+from msgspec import UNSET, UnsetType
 
 from protocol import (
     MSG_TTS_STARTED,
@@ -48,11 +50,13 @@ from protocol import (
     ErrorCode,
     ErrorEvent,
     Event,
+    OutputAudio,
     TtsStarted,
 )
 
 from ..errors import UpstreamError, UpstreamTimeout
 from ..providers.base import ChatModel, Synthesizer, ToolCallDelta, Usage
+from .encoders import AudioChunk
 from .mp3 import Mp3Encoder
 from .segmenter import SpeechSegmenter
 
@@ -63,7 +67,11 @@ __all__ = [
     "AnswerResult",
     "AnswerSpeaker",
     "AnswerTuning",
+    "AudioChunk",
     "AudioEncoder",
+    "ChunkEncoder",
+    "ChunkEvents",
+    "DeviceAnswerEvents",
     "Emit",
     "SeedAnswerEvents",
     "ToolCall",
@@ -173,6 +181,33 @@ class AudioEncoder(Protocol):
     def flush(self) -> bytes: ...
 
 
+@runtime_checkable
+class ChunkEncoder(Protocol):
+    """An :class:`AudioEncoder` whose output comes in chunks that must each be one event (an Opus packet, Ogg
+    pages), with their durations; the speaker sends one audio event per chunk (never split or joined)."""
+
+    @property
+    def sample_rate(self) -> int: ...
+
+    @property
+    def samples_in(self) -> int: ...
+
+    @property
+    def finished(self) -> bool: ...
+
+    def encode_chunks(self, pcm: bytes) -> list[AudioChunk]: ...
+
+    def flush_chunks(self) -> list[AudioChunk]: ...
+
+
+@runtime_checkable
+class ChunkEvents(Protocol):
+    """:class:`AnswerEvents` that describe each chunk of a :class:`ChunkEncoder` (its duration...); without
+    it, a chunk goes out through ``audio(chunk.data)``."""
+
+    def audio_chunk(self, chunk: AudioChunk) -> Any: ...
+
+
 @dataclass(frozen=True, slots=True)
 class SeedAnswerEvents:
     """The answer's events on ``/v1/chat/audio`` and ``/v1/chat/vlm``: ``chunk_event`` builds ``chat_chunk`` (or
@@ -196,6 +231,53 @@ class SeedAnswerEvents:
 
     def error(self, stage: str, exc: BaseException) -> Event:
         return upstream_error_event(stage, exc, self.turn_id)
+
+    def tool_call(self, fragment: ToolCallDelta) -> None:
+        return None
+
+
+@dataclass(slots=True)
+class DeviceAnswerEvents:
+    """The seed's answer events for a client that asked for an audio format at the handshake: each
+    ``audio_stream`` ``data`` event also says ``format``, ``sample_rate``, ``frame_ms`` (Opus), ``seq`` (1, 2, ...
+    within the turn) and ``duration_ms``."""
+
+    seed: SeedAnswerEvents
+    output: OutputAudio
+    #: the rate of the audio sent (the asked one, or the speech engine's for MP3 at its own rate)
+    sample_rate: int
+    #: audio events made so far
+    seq: int = 0
+
+    def text(self, delta: str, so_far: str) -> Event:
+        return self.seed.text(delta, so_far)
+
+    def speech_started(self) -> Event:
+        return self.seed.speech_started()
+
+    def audio(self, payload: bytes) -> Event:
+        return self._data(payload, UNSET)
+
+    def audio_chunk(self, chunk: AudioChunk) -> Event:
+        return self._data(chunk.data, round(chunk.duration_ms, 3))
+
+    def _data(self, payload: bytes, duration_ms: float | UnsetType) -> Event:
+        self.seq += 1
+        return AudioStreamData(
+            data=payload,
+            turn_id=self.seed.turn_id,
+            format=self.output.format,
+            sample_rate=self.sample_rate,
+            frame_ms=self.output.frame_ms if self.output.frame_ms is not None else UNSET,
+            seq=self.seq,
+            duration_ms=duration_ms,
+        )
+
+    def finished(self) -> Event:
+        return self.seed.finished()
+
+    def error(self, stage: str, exc: BaseException) -> Event:
+        return self.seed.error(stage, exc)
 
     def tool_call(self, fragment: ToolCallDelta) -> None:
         return None
@@ -299,6 +381,8 @@ class AnswerSpeaker:
         keep_audio_limit: most bytes kept; an answer whose audio grows beyond it keeps none.
         new_encoder: makes the encoder for PCM at a rate (default: MP3 at ``tuning.bitrate_kbps``); raises
             ``ValueError`` for a rate it cannot take.
+        speak: False for a text-only answer (``/v1/realtime`` with ``output_modalities: ["text"]``): no
+            synthesis session is opened and nothing is segmented; the text and tool-call events go out as usual.
     """
 
     def __init__(
@@ -315,12 +399,14 @@ class AnswerSpeaker:
         keep_audio: bool = False,
         keep_audio_limit: int = MAX_KEPT_AUDIO,
         new_encoder: Callable[[int], AudioEncoder] | None = None,
+        speak: bool = True,
     ) -> None:
         self._chat = chat
         self._synth = synthesizer
         self._emit = emit
         self._events = events
         self._new_encoder_for = new_encoder or self._mp3_encoder
+        self._speak = speak
         self._turn_id = turn_id
         self._tuning = tuning
         self._api_key = api_key
@@ -351,7 +437,8 @@ class AnswerSpeaker:
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._chat_stage(body, segments), name="answer-chat")
-                group.create_task(self._speech_stage(segments), name="answer-tts")
+                if self._speak:
+                    group.create_task(self._speech_stage(segments), name="answer-tts")
         finally:
             # LAME's native state (about 250 KiB) goes now, not whenever a reference cycle holding this
             # speaker (an exception's traceback, say) is collected.
@@ -398,7 +485,7 @@ class AnswerSpeaker:
                 parts.append(delta.content)
                 result.text = "".join(parts)
                 # Speech first: a segment this delta completes goes to TTS before the text event.
-                for segment in segmenter.feed(delta.content):
+                for segment in segmenter.feed(delta.content) if self._speak else ():
                     await self._segment(segment, segments)
                 await self._send(self._events.text(delta.content, result.text))
             result.chat_ok = True
@@ -408,9 +495,10 @@ class AnswerSpeaker:
         finally:
             await _aclose(stream)
         # What was said so far is still spoken, also after a chat failure.
-        for segment in segmenter.flush():
+        for segment in segmenter.flush() if self._speak else ():
             await self._segment(segment, segments)
-        await segments.put(None)
+        if self._speak:
+            await segments.put(None)
 
     def _tool_fragment(self, fragment: ToolCallDelta) -> None:
         calls = self.result.tool_calls
@@ -504,11 +592,15 @@ class AnswerSpeaker:
                     self.result.first_pcm_at = self._clock()
                 if self._encoder is None or self._encoder.sample_rate != chunk.sample_rate:
                     if self._encoder is not None and self._encoder.samples_in:
-                        await self._send_audio(self._encoder.flush())  # a provider changing rates
+                        await self._flush_audio()  # a provider changing rates
                     self._encoder = self._new_encoder(chunk.sample_rate)
                     self.result.sample_rate = chunk.sample_rate
                 self.result.pcm_samples += len(chunk.pcm) // 2
-                await self._send_audio(self._encoder.encode(chunk.pcm))
+                encoder = self._encoder
+                if isinstance(encoder, ChunkEncoder):
+                    await self._send_chunks(encoder.encode_chunks(chunk.pcm))
+                else:
+                    await self._send_audio(encoder.encode(chunk.pcm))
         finally:
             await _aclose(audio)
 
@@ -519,8 +611,29 @@ class AnswerSpeaker:
         return Mp3Encoder(sample_rate, bitrate_kbps=self._tuning.bitrate_kbps)
 
     async def _flush_audio(self) -> None:
-        if self._encoder is not None and not self._encoder.finished:
-            await self._send_audio(self._encoder.flush())
+        encoder = self._encoder
+        if encoder is None or encoder.finished:
+            return
+        if isinstance(encoder, ChunkEncoder):
+            await self._send_chunks(encoder.flush_chunks())
+        else:
+            await self._send_audio(encoder.flush())
+
+    async def _send_chunks(self, chunks: list[AudioChunk]) -> None:
+        """One audio event per chunk, as the encoder cut them."""
+        events = self._events
+        for chunk in chunks:
+            if self.result.first_audio_at is None:
+                self.result.first_audio_at = self._clock()
+            if isinstance(events, ChunkEvents):
+                await self._emit(events.audio_chunk(chunk))
+            else:
+                await self._emit(events.audio(chunk.data))
+            self.result.audio_chunks += 1
+            self.result.audio_bytes += len(chunk.data)
+            if self._kept is not None:
+                self._keep(self._kept, chunk.data)
+            await asyncio.sleep(0)
 
     async def _send_audio(self, encoded: bytes) -> None:
         for start in range(0, len(encoded), MAX_AUDIO_CHUNK):

@@ -43,7 +43,9 @@ from protocol import (
     UploadComplete,
     VlmSession,
     decode_audio_client,
+    decode_stream_client,
     decode_vlm_client,
+    device_options,
     encode_event,
 )
 
@@ -141,10 +143,16 @@ def handshake(
 
     Options (query parameters): ``token`` (browsers cannot set headers), ``conversation_id`` (resume one of the
     caller's conversations; default: a new one per connection), ``format`` (declared upload format, e.g.
-    ``pcm;rate=16000``), ``events=extended`` (events beyond the seed's, such as ``transcription_partial``).
+    ``pcm;rate=16000``), ``events=extended`` (events beyond the seed's, such as ``transcription_partial``), and
+    the device options (``audio_format``, ``sample_rate``, ``frame_ms``, ``pace``, ``mode``, ``silence_ms``:
+    :mod:`protocol.device`).
     ``owner_of`` names the owner of a caller presenting a key (``KeyChecker.owner``): the conversation is the
     owner's, so another caller naming the same id has another conversation.
+
+    Raises:
+        HandshakeError: a device option has a value the gateway does not take (answered 400, no upgrade).
     """
+    device = device_options(args)
     token = bearer_token(authorization) or (args.get("token") or None)
     session_id = str(uuid.uuid4())
     conversation = args.get("conversation_id", "")
@@ -158,6 +166,7 @@ def handshake(
         declared_format=args.get("format") or None,
         extended="extended" in args.get("events", "").split(","),
         request_id=request_id,
+        device=device,
     )
     return Handshake(token, info)
 
@@ -210,7 +219,11 @@ class VoiceRunner:
             else VlmSession(info.session_id, limits)
         )
         self._decode: Callable[[str | bytes, Limits], Any] = (
-            decode_audio_client if endpoint == "audio" else decode_vlm_client
+            decode_vlm_client
+            if endpoint == "vlm"
+            else decode_stream_client
+            if info.device.stream
+            else decode_audio_client
         )
         self._lock = asyncio.Lock()
         self._deadline_armed = asyncio.Event()
@@ -231,6 +244,13 @@ class VoiceRunner:
                 await self._conn.after_sent(turn.audio_sent)
         elif kind is ErrorEvent and self._metrics is not None:
             self._metrics.error("ws", str(event.code or "error"))
+
+    async def flushed(self) -> None:
+        """Return once the events queued so far have been handed to the server (or the connection is closing)."""
+        sent = asyncio.Event()
+        await self._conn.after_sent(sent.set)
+        if not self._conn.closing:
+            await sent.wait()
 
     async def on_open(self) -> None:
         """Send ``connected`` and start the upload-deadline timer."""
@@ -286,7 +306,17 @@ class VoiceRunner:
                     await self._turn.complete(action.size, action.packets)
             elif isinstance(action, StartTurn):
                 self._start(
-                    AudioTurn(self._deps, self._info, self._memory, action.turn_id, self.emit)
+                    AudioTurn(
+                        self._deps,
+                        self._info,
+                        self._memory,
+                        action.turn_id,
+                        self.emit,
+                        flushed=self.flushed,
+                        speech_ended=self._speech_end_of(action.turn_id)
+                        if self._info.device.stream
+                        else None,
+                    )
                 )
             elif isinstance(action, StartVlmTurn):
                 self._start(
@@ -298,6 +328,7 @@ class VoiceRunner:
                         self.emit,
                         audio=action.audio,
                         image=action.image,
+                        flushed=self.flushed,
                     )
                 )
             elif isinstance(action, CancelTurn):
@@ -343,6 +374,23 @@ class VoiceRunner:
         self._turn = turn
         self._task = self._conn.spawn(self._run_turn(turn), name=f"voice-turn-{turn.turn_id}")
         log.info("turn started", extra={"fields": {"turn_id": turn.turn_id}})
+
+    def _speech_end_of(self, turn_id: int) -> Callable[[], None]:
+        """What turn ``turn_id`` calls when the VAD heard the end of its open-microphone speech: the machine
+        completes the upload (in a task of its own: the turn's upload reader must not wait for the lock)."""
+        machine = self.machine
+        assert isinstance(machine, AudioSession)
+
+        async def ended() -> None:
+            async with self._lock:
+                if machine.state.name != "CLOSED":
+                    await self._execute(machine.speech_ended(turn_id))
+
+        def report() -> None:
+            with contextlib.suppress(RuntimeError):  # the connection is ending: nothing to complete
+                self._conn.spawn(ended(), name=f"voice-speech-end-{turn_id}")
+
+        return report
 
     async def _execute_locked(self, actions: list[SessionAction]) -> None:
         async with self._lock:

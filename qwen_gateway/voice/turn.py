@@ -36,7 +36,7 @@ import base64
 import logging
 import posixpath
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -57,6 +57,7 @@ from protocol import (
     ChatChunk,
     ChatStarted,
     ChatTtsComplete,
+    DeviceOptions,
     ErrorCode,
     ErrorEvent,
     Event,
@@ -71,23 +72,37 @@ from protocol import (
 from ..config import Settings
 from ..errors import StorageError, UpstreamError
 from ..metrics import Metrics
-from ..providers.base import AudioFormat, ChatModel, RecognitionSession, Recognizer, Synthesizer
+from ..providers.base import (
+    AudioFormat,
+    ChatModel,
+    RecognitionResult,
+    RecognitionSession,
+    Recognizer,
+    Synthesizer,
+)
 from ..storage.history import TurnRecord, TurnStatus
 from ..storage.objects import CONTENT_TYPES, ObjectKind, ObjectStore, StoredObject
 from ..storage.outbox import Outbox
 from .answer import (
+    AnswerEvents,
     AnswerResult,
     AnswerSpeaker,
     AnswerTuning,
+    AudioEncoder,
+    DeviceAnswerEvents,
     Emit,
     SeedAnswerEvents,
     error_code_for,
     upstream_error_event,
 )
 from .decode import PcmDecoder, UndecodableAudio, plan
+from .encoders import encoder_factory
 from .formats import SNIFF_BYTES, AudioFormatInfo, UnknownAudioFormat, audio_duration, sniff
 from .images import ImageFormat, UnknownImageFormat, sniff_image
 from .memory import ConversationMemory
+from .openmic import SpeechEndWatch
+from .pacing import PacedEmit
+from .recognition import collect_transcript
 
 __all__ = [
     "AudioTurn",
@@ -210,6 +225,7 @@ class SessionInfo:
         declared_format: the client's declared upload format (``?format=pcm;rate=16000``), if any.
         extended: the client opted in to events beyond the seed's (``?events=extended``).
         request_id: the handshake's request id (in stored turns).
+        device: the answer's audio format, pacing and upload mode asked at the handshake (default: the seed's).
     """
 
     session_id: str
@@ -219,6 +235,7 @@ class SessionInfo:
     declared_format: str | None = None
     extended: bool = False
     request_id: str = ""
+    device: DeviceOptions = field(default_factory=DeviceOptions)
 
 
 @dataclass(slots=True)
@@ -250,8 +267,11 @@ class _Turn:
         memory: ConversationMemory,
         turn_id: int,
         emit: Emit,
+        *,
+        flushed: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.turn_id = turn_id
+        self._flushed = flushed
         self._deps = deps
         self._cfg = deps.config
         self._session = session
@@ -413,25 +433,15 @@ class _Turn:
 
     async def _collect(self, rec: RecognitionSession) -> str:
         """Read ``rec``'s results to their end; send opt-in partial events; return the final transcript."""
-        finals: dict[int, str] = {}
-        partials: dict[int, str] = {}
-        results = rec.results()
-        partial_events = self._session.extended and _PARTIAL_EVENT is not None
-        async for result in results:
-            if result.is_final:
-                finals[result.sentence_id] = result.text
-                partials.pop(result.sentence_id, None)
-            else:
-                partials[result.sentence_id] = result.text
-            if partial_events:
-                await self._emit(
-                    _PARTIAL_EVENT(
-                        text=_joined(finals, partials),
-                        is_final=result.is_final,
-                        turn_id=self.turn_id,
-                    )
-                )
-        return _joined(finals, partials).strip()
+        if not (self._session.extended and _PARTIAL_EVENT is not None):
+            return await collect_transcript(rec)
+
+        async def partial(text: str, result: RecognitionResult) -> None:
+            await self._emit(
+                _PARTIAL_EVENT(text=text, is_final=result.is_final, turn_id=self.turn_id)
+            )
+
+        return await collect_transcript(rec, partial)
 
     def _chat_messages(self, context: list[dict[str, str]], user: Any) -> list[dict[str, Any]]:
         messages: list[dict[str, Any]] = []
@@ -461,16 +471,34 @@ class _Turn:
             "stream": True,
             "stream_options": {"include_usage": True},
         }
+        device = self._session.device
+        seed = SeedAnswerEvents(chunk_event, self.turn_id)
+        events: AnswerEvents = seed
+        new_encoder: Callable[[int], AudioEncoder] | None = None
+        keep = self._cfg.store_reply_audio
+        if device.output is not None:
+            output = device.output
+            rate = output.sample_rate or self._deps.synthesizer.sample_rate
+            events = DeviceAnswerEvents(seed, output, rate)
+            new_encoder = encoder_factory(output, mp3_bitrate_kbps=self._cfg.answer.bitrate_kbps)
+            keep = keep and output.format == "mp3"  # the stored answer is an MP3 file
+        answer_emit = emit or self._emit
+        if device.pace_lead_ms is not None:
+            # Only the answer's own events are paced: a cancelled turn's ``finished`` leaves at once.
+            answer_emit = PacedEmit(
+                answer_emit, device.pace_lead_ms, clock=self._clock, flushed=self._flushed
+            )
         speaker = AnswerSpeaker(
             chat=chat,
             synthesizer=self._deps.synthesizer,
-            emit=emit or self._emit,
-            events=SeedAnswerEvents(chunk_event, self.turn_id),
+            emit=answer_emit,
+            events=events,
             turn_id=self.turn_id,
             tuning=self._cfg.answer,
             api_key=self._session.api_key,
             clock=self._clock,
-            keep_audio=self._cfg.store_reply_audio,
+            keep_audio=keep,
+            new_encoder=new_encoder,
         )
         self._p.answer = speaker
         self._p.chat_started_at = self._clock()
@@ -606,11 +634,6 @@ def _outcome(result: AnswerResult) -> tuple[TurnStatus, str | None]:
     return status, code
 
 
-def _joined(finals: dict[int, str], partials: dict[int, str]) -> str:
-    ids = sorted(finals.keys() | partials.keys())
-    return "".join(finals.get(i, partials.get(i, "")) for i in ids)
-
-
 def _duration(data: bytes | bytearray, info: AudioFormatInfo | None) -> float:
     if info is None:
         return 0.0
@@ -643,8 +666,14 @@ class AudioTurn(_Turn):
         memory: ConversationMemory,
         turn_id: int,
         emit: Emit,
+        *,
+        flushed: Callable[[], Awaitable[None]] | None = None,
+        speech_ended: Callable[[], None] | None = None,
     ) -> None:
-        super().__init__(deps, session, memory, turn_id, emit)
+        super().__init__(deps, session, memory, turn_id, emit, flushed=flushed)
+        # Open-microphone uploads: the VAD watches the upload and calls this once the speech ended.
+        self._speech_ended = speech_ended
+        self._watch: SpeechEndWatch | None = None
         self._inbox: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=self._cfg.audio_queue)
         self._upload = bytearray()
         self._packets = 0
@@ -765,6 +794,8 @@ class AudioTurn(_Turn):
             self._upload += chunk
             if len(self._upload) >= SNIFF_BYTES:
                 self._head.set()
+            if self._speech_ended is not None:
+                self._watch_speech(chunk)
             await to_recogniser.put(chunk)
         self._p.completed_at = self._clock()
         self._head.set()
@@ -773,6 +804,26 @@ class AudioTurn(_Turn):
             # From now on the recogniser only has to finish: bound that.
             self._deadline.reschedule(asyncio.get_running_loop().time() + self._cfg.read_timeout)
         await to_recogniser.put(None)
+
+    def _watch_speech(self, chunk: bytes) -> None:
+        """Open microphone: run the VAD over the upload (from its first :data:`SNIFF_BYTES` on)."""
+        watch = self._watch
+        if watch is None:
+            if len(self._upload) < SNIFF_BYTES:
+                return
+            try:
+                info = sniff(self._upload[:SNIFF_BYTES], self._session.declared_format)
+                watch = self._watch = SpeechEndWatch(info, self._session.device.silence_ms)
+            except UnknownAudioFormat:
+                self._speech_ended = None  # the recogniser's path reports it
+                return
+            chunk = bytes(self._upload)
+        if watch.feed(chunk) and self._speech_ended is not None:
+            log.info(
+                "end of speech heard",
+                extra={"fields": {"turn_id": self.turn_id, "at_ms": watch.ended_at_ms}},
+            )
+            self._speech_ended()
 
     async def _store_upload(self) -> None:
         """Once the upload is complete (and its format known), store it and send ``transcription_started``."""
@@ -917,8 +968,9 @@ class VlmTurn(_Turn):
         *,
         audio: bytes,
         image: bytes,
+        flushed: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        super().__init__(deps, session, memory, turn_id, emit)
+        super().__init__(deps, session, memory, turn_id, emit, flushed=flushed)
         self._audio = audio
         self._image = image
 

@@ -2,7 +2,7 @@
  * Do not edit: run `make schemas`. */
 
 /**
- * Voice chat: the client uploads one utterance as base64 packets (seq 1..total); the server streams the recognised text, the answer and its speech (MP3) back. seq 1 of a new upload starts a new utterance and interrupts a running answer; {"type": "cancel"} interrupts it explicitly.
+ * Voice chat: the client uploads one utterance as base64 packets (seq 1..total); the server streams the recognised text, the answer and its speech (MP3) back. seq 1 of a new upload starts a new utterance and interrupts a running answer; {"type": "cancel"} interrupts it explicitly. With mode=stream at the handshake, open-microphone packets (no total) and {"type": "end"} are taken too.
  */
 export type QwenGatewayV1ChatAudio = ClientMessage | ServerMessage;
 /**
@@ -127,6 +127,7 @@ export interface Connected {
  * A packet was accepted; `received` counts the distinct packets of the upload so far.
  *
  * `duplicate` (additive) is true when the packet repeated one already received (nothing changed).
+ * `total` is 0 for an open-microphone upload (`mode=stream`), whose number of packets is not known.
  */
 export interface PacketAckEnvelope {
   packet_ack: PacketAck;
@@ -135,6 +136,7 @@ export interface PacketAckEnvelope {
  * A packet was accepted; `received` counts the distinct packets of the upload so far.
  *
  * `duplicate` (additive) is true when the packet repeated one already received (nothing changed).
+ * `total` is 0 for an open-microphone upload (`mode=stream`), whose number of packets is not known.
  */
 export interface PacketAck {
   duplicate?: boolean;
@@ -147,7 +149,7 @@ export interface PacketAck {
    */
   seq: number;
   /**
-   * Number of packets in this upload; the same in every packet of the upload.
+   * Number of packets in this upload; 0 for an open-microphone upload (mode=stream).
    */
   total: number;
   /**
@@ -235,18 +237,35 @@ export interface TtsStarted {
   turn_id?: number;
 }
 /**
- * `audio_stream`, by `event`: "data": A piece of the spoken answer: base64 of consecutive MP3 frames, playable in order. "finished": The spoken answer is complete; no more `audio_stream` data for this turn.
+ * `audio_stream`, by `event`: "data": A piece of the spoken answer: base64 of consecutive MP3 frames, playable in order.
+ *
+ * A client that asked for a format at the handshake (`audio_format`) gets it instead, and the fields that
+ * describe it: `format`; `sample_rate`; `frame_ms` (Opus: every packet lasts exactly that); `seq`
+ * (1, 2, ... within the turn); `duration_ms` (the audio this event carries). `opus`: `data` is one raw
+ * Opus packet; `ogg_opus`: the next pages of one Ogg Opus stream; `pcm`: 16-bit little-endian mono samples. "finished": The spoken answer is complete; no more `audio_stream` data for this turn.
  */
 export interface AudioStreamEnvelope {
   audio_stream: AudioStreamData | AudioStreamFinished;
 }
 /**
  * A piece of the spoken answer: base64 of consecutive MP3 frames, playable in order.
+ *
+ * A client that asked for a format at the handshake (`audio_format`) gets it instead, and the fields that
+ * describe it: `format`; `sample_rate`; `frame_ms` (Opus: every packet lasts exactly that); `seq`
+ * (1, 2, ... within the turn); `duration_ms` (the audio this event carries). `opus`: `data` is one raw
+ * Opus packet; `ogg_opus`: the next pages of one Ogg Opus stream; `pcm`: 16-bit little-endian mono samples.
  */
 export interface AudioStreamData {
   data: string;
+  /**
+   * A duration in milliseconds.
+   */
+  duration_ms?: number;
   event: "data";
-  format?: "mp3";
+  format?: "mp3" | "ogg_opus" | "opus" | "pcm";
+  frame_ms?: number;
+  sample_rate?: number;
+  seq?: number;
   /**
    * Turn number within the connection (1, 2, ...); a barge-in starts a new turn.
    */

@@ -303,18 +303,35 @@ export interface TtsStarted {
   turn_id?: number;
 }
 /**
- * `audio_stream`, by `event`: "data": A piece of the spoken answer: base64 of consecutive MP3 frames, playable in order. "finished": The spoken answer is complete; no more `audio_stream` data for this turn.
+ * `audio_stream`, by `event`: "data": A piece of the spoken answer: base64 of consecutive MP3 frames, playable in order.
+ *
+ * A client that asked for a format at the handshake (`audio_format`) gets it instead, and the fields that
+ * describe it: `format`; `sample_rate`; `frame_ms` (Opus: every packet lasts exactly that); `seq`
+ * (1, 2, ... within the turn); `duration_ms` (the audio this event carries). `opus`: `data` is one raw
+ * Opus packet; `ogg_opus`: the next pages of one Ogg Opus stream; `pcm`: 16-bit little-endian mono samples. "finished": The spoken answer is complete; no more `audio_stream` data for this turn.
  */
 export interface AudioStreamEnvelope {
   audio_stream: AudioStreamData | AudioStreamFinished;
 }
 /**
  * A piece of the spoken answer: base64 of consecutive MP3 frames, playable in order.
+ *
+ * A client that asked for a format at the handshake (`audio_format`) gets it instead, and the fields that
+ * describe it: `format`; `sample_rate`; `frame_ms` (Opus: every packet lasts exactly that); `seq`
+ * (1, 2, ... within the turn); `duration_ms` (the audio this event carries). `opus`: `data` is one raw
+ * Opus packet; `ogg_opus`: the next pages of one Ogg Opus stream; `pcm`: 16-bit little-endian mono samples.
  */
 export interface AudioStreamData {
   data: string;
+  /**
+   * A duration in milliseconds.
+   */
+  duration_ms?: number;
   event: "data";
-  format?: "mp3";
+  format?: "mp3" | "ogg_opus" | "opus" | "pcm";
+  frame_ms?: number;
+  sample_rate?: number;
+  seq?: number;
   /**
    * Turn number within the connection (1, 2, ...); a barge-in starts a new turn.
    */

@@ -66,12 +66,15 @@ def test_expected_files() -> None:
         "chat.schema.json",
         "audio.schema.json",
         "vlm.schema.json",
+        "realtime.schema.json",
         "asyncapi.json",
         "openapi.json",
     }
 
 
-@pytest.mark.parametrize("name", ["chat.schema.json", "audio.schema.json", "vlm.schema.json"])
+@pytest.mark.parametrize(
+    "name", ["chat.schema.json", "audio.schema.json", "vlm.schema.json", "realtime.schema.json"]
+)
 def test_channel_files_are_json_schema_2020_12(name: str) -> None:
     schema = document(name)
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"

@@ -10,7 +10,7 @@ import pytest
 
 import protocol
 
-SUBMODULES = ["audio", "chat", "errors", "events", "session", "upload", "vlm", "wire"]
+SUBMODULES = ["audio", "chat", "device", "errors", "events", "session", "upload", "vlm", "wire"]
 
 
 @pytest.mark.parametrize("name", [*SUBMODULES, "schema"])

@@ -151,13 +151,16 @@ async def test_sqlite_version_1_rows_become_legacy_and_the_schema_goes_on(tmp_pa
             "q new"
         ]
         assert len(await store.conversation("conv-old", owner=LEGACY_OWNER)) == 2
+        # version 3: realtime turns (the rebuilt table keeps the old rows and ids)
+        assert await store.append_turn(turn("conv-rt", "spoken", owner=ALICE, channel="realtime"))
+        assert [t.channel for t in await store.conversation("conv-rt", owner=ALICE)] == ["realtime"]
         assert await store.delete_conversation("conv-other", owner=LEGACY_OWNER) is True
     finally:
         await store.aclose()
 
     with sqlite3.connect(path) as db:
         versions = [r[0] for r in db.execute("SELECT version FROM schema_migrations")]
-        assert versions == [1, 2] == list(range(1, latest_version() + 1))
+        assert versions == [1, 2, 3] == list(range(1, latest_version() + 1))
         assert db.execute("PRAGMA foreign_key_check").fetchall() == []
         assert {r[0] for r in db.execute("SELECT name FROM sqlite_master")} >= {
             "turns_by_conversation",
@@ -166,6 +169,7 @@ async def test_sqlite_version_1_rows_become_legacy_and_the_schema_goes_on(tmp_pa
         }
         assert not {r[0] for r in db.execute("SELECT name FROM sqlite_master")} & {
             "turns_v2",
+            "turns_v3",
             "conversations_v2",
         }
         new_id = db.execute("SELECT id FROM turns WHERE owner = ?", (ALICE,)).fetchone()[0]
@@ -249,11 +253,12 @@ async def test_mariadb_version_1_rows_become_legacy_and_the_schema_goes_on(
             "q new"
         ]
         assert len(await store.recent_messages("conv-old", 10, owner=LEGACY_OWNER)) == 4
+        assert await store.append_turn(turn("conv-rt", "x", owner=ALICE, channel="realtime"))
     finally:
         await store.aclose()
 
     versions = await mariadb.query(database, "SELECT version FROM schema_migrations ORDER BY 1")
-    assert [v for (v,) in versions] == [1, 2]
+    assert [v for (v,) in versions] == [1, 2, 3]
     # every guard now says "done": running version 2 again changes nothing
     for step in v2:
         assert isinstance(step, Guarded)
@@ -279,3 +284,10 @@ def test_owner_field_is_in_the_published_record_shape() -> None:
     assert data["owner"] == ALICE
     del data["owner"]
     assert msgspec.json.decode(json.dumps(data), type=TurnRecord).owner == LEGACY_OWNER
+
+
+async def test_realtime_turns_are_stored(history: HistoryStore) -> None:
+    c = conv()
+    assert await history.append_turn(turn(c, "hello", owner=ALICE, channel="realtime"))
+    (stored,) = await history.conversation(c, owner=ALICE)
+    assert stored.channel == "realtime" and stored.user_content == "q hello"

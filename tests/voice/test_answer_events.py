@@ -17,6 +17,7 @@ from qwen_gateway.providers.base import ToolCallDelta
 from qwen_gateway.providers.dashscope import Providers, build_providers
 from qwen_gateway.simulator import Fault, Simulator, SimulatorConfig
 from qwen_gateway.voice.answer import AnswerSpeaker, AnswerTuning
+from qwen_gateway.voice.encoders import AudioChunk, OpusPacketEncoder
 
 KEY = "sk-answer-events"
 TOOLS = [{"type": "function", "function": {"name": "clock", "parameters": {"type": "object"}}}]
@@ -87,7 +88,14 @@ async def providers(settings: Settings) -> AsyncIterator[Providers]:
         await built.aclose()
 
 
-async def speak(providers: Providers, body: dict[str, Any]) -> tuple[AnswerSpeaker, list[Recorded]]:
+async def speak(
+    providers: Providers,
+    body: dict[str, Any],
+    *,
+    voice: bool = True,
+    events: Any = None,
+    new_encoder: Any = PcmPassThrough,
+) -> tuple[AnswerSpeaker, list[Recorded]]:
     sent: list[Recorded] = []
 
     async def emit(event: Recorded) -> None:
@@ -97,11 +105,12 @@ async def speak(providers: Providers, body: dict[str, Any]) -> tuple[AnswerSpeak
         chat=providers.chat,
         synthesizer=providers.synthesizer,
         emit=emit,
-        events=Events(),
+        events=events or Events(),
         turn_id=1,
         tuning=AnswerTuning(read_timeout=10.0),
         clock=time.monotonic,
-        new_encoder=PcmPassThrough,
+        new_encoder=new_encoder,
+        speak=voice,
     )
     await speaker.run({"model": "qwen-plus", "stream": True, **body})
     return speaker, sent
@@ -151,3 +160,45 @@ async def test_a_chat_failure_is_reported_through_the_events(
     assert [e.value for e in sent if e.kind == "error"] == ["chat"]
     assert [e.kind for e in sent][-1] == "finished"
     assert not speaker.result.chat_ok
+
+
+async def test_a_text_only_answer_opens_no_synthesis(sim: Simulator, providers: Providers) -> None:
+    sim.set_reply("只要文字。不要声音。")
+    speaker, sent = await speak(
+        providers, {"messages": [{"role": "user", "content": "hi"}]}, voice=False
+    )
+    kinds = [e.kind for e in sent]
+    assert "".join(e.value[0] for e in sent if e.kind == "text") == "只要文字。不要声音。"
+    assert "speech" not in kinds and "audio" not in kinds and kinds[-1] == "finished"
+    result = speaker.result
+    assert result.chat_ok and result.tts_chars == 0 and result.segments_total == 0
+    log = sim.log
+    assert log.tts_sessions == [] and log.cosyvoice_sessions == [] and log.http_tts_requests == []
+
+
+class ChunkRecordingEvents(Events):
+    """Events that describe each chunk of a chunk encoder (:class:`ChunkEvents`)."""
+
+    def audio_chunk(self, chunk: AudioChunk) -> Recorded:
+        return Recorded("chunk", chunk)
+
+
+def _opus(rate: int) -> OpusPacketEncoder:
+    return OpusPacketEncoder(rate, out_rate=16000, frame_ms=20)
+
+
+async def test_a_chunk_encoder_sends_one_event_per_packet(
+    sim: Simulator, providers: Providers
+) -> None:
+    sim.set_reply("今天是晴天。适合出门散步！")
+    body = {"messages": [{"role": "user", "content": "天气"}]}
+    speaker, sent = await speak(providers, body, events=ChunkRecordingEvents(), new_encoder=_opus)
+    chunks = [e.value for e in sent if e.kind == "chunk"]
+    assert chunks and "audio" not in [e.kind for e in sent]
+    assert all(c.duration_ms == 20 for c in chunks)  # never split nor joined: one Opus packet each
+    assert speaker.result.audio_chunks == len(chunks)
+    assert speaker.result.audio_bytes == sum(len(c.data) for c in chunks)
+    # events without audio_chunk get each packet through audio(), still one event per packet
+    _, plain = await speak(providers, body, new_encoder=_opus)
+    packets = [e.value for e in plain if e.kind == "audio"]
+    assert len(packets) == len(chunks)

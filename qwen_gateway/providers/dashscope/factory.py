@@ -76,7 +76,25 @@ class Providers:
     http: httpx.AsyncClient
     #: what carries the chat and VLM requests (owned: closed by :meth:`aclose`).
     chat_transport: UpstreamTransport | None = None
+    #: builds the recogniser of a catalogue model by name (see :meth:`recognizer_for`).
+    recognizer_factory: Callable[[str], Recognizer] | None = None
     _owns_http: bool = field(default=False, repr=False)
+    _recognizers: dict[str, Recognizer] = field(default_factory=dict, repr=False)
+
+    def recognizer_for(self, model: str | None) -> Recognizer:
+        """The recogniser of the catalogue model ``model`` (``audio.input.transcription.model`` on
+        ``/v1/realtime``), built once per name with the same settings as the configured one; None, or the
+        configured model's name: the configured one.
+
+        Raises:
+            CatalogueError: a name the catalogue does not know (the message names the accepted protocols).
+        """
+        if not model or model == self.recognizer.model or self.recognizer_factory is None:
+            return self.recognizer
+        found = self._recognizers.get(model)
+        if found is None:
+            found = self._recognizers[model] = self.recognizer_factory(model)
+        return found
 
     async def aclose(self) -> None:
         """Close the chat transport, and the shared HTTP client if the factory created it (idempotent)."""
@@ -196,49 +214,19 @@ def build_providers(
         workspace=workspace,
     )
 
-    asr = asr_model(settings.asr_model, settings.asr_protocol)
-    recognizer: Recognizer
-    match asr.protocol:
-        case AsrProtocol.TASK:
-            recognizer = RealtimeRecognizer(
-                ws_url=settings.dashscope_ws_base,
-                model=settings.asr_model,
-                api_key=key,
-                timeouts=timeouts,
-                backoff=backoff,
-                http=client,
-                parameters=task_asr_parameters(settings.asr_model),
-                workspace=workspace,
-                spec=asr,
-            )
-        case AsrProtocol.REALTIME:
-            recognizer = QwenRealtimeRecognizer(
-                url=settings.realtime_ws_url,
-                model=settings.asr_model,
-                api_key=key,
-                timeouts=timeouts,
-                backoff=backoff,
-                workspace=settings.workspace,
-                spec=asr,
-            )
-        case AsrProtocol.FILE_URLS | AsrProtocol.FILE_URL:
-            recognizer = FileRecognizer(
-                client,
-                http_base=settings.dashscope_http_base,
-                model=settings.asr_model,
-                api_key=key,
-                timeouts=timeouts,
-                backoff=backoff,
-                protocol=asr.protocol,
-                workspace=workspace,
-                poll_initial=tuning.poll_initial,
-                poll_max=tuning.poll_max,
-                limits=limits,
-            )
-        case _:
-            raise ConfigError(
-                f"QWEN_AUDIO_RECOGNIZE_MODEL={asr.name}: the {asr.protocol} protocol has no engine yet"
-            )
+    def recognizer_of(name: str, protocol: str = "") -> Recognizer:
+        return _recognizer(
+            settings,
+            name,
+            protocol,
+            client=client,
+            timeouts=timeouts,
+            backoff=backoff,
+            tuning=tuning,
+            limits=limits,
+        )
+
+    recognizer = recognizer_of(settings.asr_model, settings.asr_protocol)
 
     tts = tts_model(settings.tts_model_name, settings.tts_protocol)
     synthesizer: Synthesizer
@@ -287,5 +275,64 @@ def build_providers(
         synthesizer=synthesizer,
         http=client,
         chat_transport=chat_transport,
+        recognizer_factory=recognizer_of,
         _owns_http=owns,
     )
+
+
+def _recognizer(
+    settings: Settings,
+    name: str,
+    protocol: str,
+    *,
+    client: httpx.AsyncClient,
+    timeouts: Timeouts,
+    backoff: Backoff,
+    tuning: Tuning,
+    limits: ReadLimits,
+) -> Recognizer:
+    """The engine of the recognition model ``name`` (its protocol from the catalogue, or ``protocol``)."""
+    key = settings.qwen_api_key
+    workspace = settings.workspace
+    asr = asr_model(name, protocol)
+    match asr.protocol:
+        case AsrProtocol.TASK:
+            return RealtimeRecognizer(
+                ws_url=settings.dashscope_ws_base,
+                model=name,
+                api_key=key,
+                timeouts=timeouts,
+                backoff=backoff,
+                http=client,
+                parameters=task_asr_parameters(name),
+                workspace=workspace,
+                spec=asr,
+            )
+        case AsrProtocol.REALTIME:
+            return QwenRealtimeRecognizer(
+                url=settings.realtime_ws_url,
+                model=name,
+                api_key=key,
+                timeouts=timeouts,
+                backoff=backoff,
+                workspace=workspace,
+                spec=asr,
+            )
+        case AsrProtocol.FILE_URLS | AsrProtocol.FILE_URL:
+            return FileRecognizer(
+                client,
+                http_base=settings.dashscope_http_base,
+                model=name,
+                api_key=key,
+                timeouts=timeouts,
+                backoff=backoff,
+                protocol=asr.protocol,
+                workspace=workspace,
+                poll_initial=tuning.poll_initial,
+                poll_max=tuning.poll_max,
+                limits=limits,
+            )
+        case _:
+            raise ConfigError(
+                f"QWEN_AUDIO_RECOGNIZE_MODEL={asr.name}: the {asr.protocol} protocol has no engine yet"
+            )
