@@ -36,6 +36,8 @@ from typing import Any
 import msgspec
 from websockets.asyncio.client import ClientConnection
 
+from protocol.realtime_session import SEMANTIC_SILENCE_MS
+
 from ..config import Settings
 from ..errors import UpstreamError
 from ..logs import upstream_fields
@@ -167,9 +169,15 @@ def _modalities_to_dashscope(value: Any) -> list[str]:
 def _turn_detection_to_dashscope(value: Any) -> dict[str, Any] | None:
     if value is None:
         return None
-    if not isinstance(value, dict) or value.get("type", "server_vad") != "server_vad":
+    kind = value.get("type", "server_vad") if isinstance(value, dict) else None
+    if kind == "semantic_vad":  # run as server VAD whose pause follows eagerness, as on the cascade
+        eagerness = value.get("eagerness")
+        pause = SEMANTIC_SILENCE_MS.get(eagerness if isinstance(eagerness, str) else "auto")
+        value = {**value, "silence_duration_ms": pause or SEMANTIC_SILENCE_MS["auto"]}
+    elif kind != "server_vad":
         raise _Refused(
-            "Qwen-Omni detects turns with server_vad only (or null for manual commits)",
+            "Qwen-Omni detects turns with server_vad (or semantic_vad, run as server_vad), or null "
+            "for manual commits",
             "session.audio.input.turn_detection.type",
         )
     out: dict[str, Any] = {"type": "server_vad"}

@@ -419,15 +419,15 @@ async def test_upstream_error_names_the_clients_event_and_the_session_goes_on(
     assert error["event_id"] == "evt_empty_commit"
     assert error["type"] == "invalid_request_error" and error["code"] == "invalid_value"
     assert "buffer too small" in error["message"]
-    # refused by the bridge itself: semantic VAD does not exist upstream; nothing is sent for it
+    # refused by the bridge itself: a format it cannot convert; nothing is sent for it
     client.put(
         "session.update",
-        event_id="evt_semantic",
-        session=session_update(audio={"input": {"turn_detection": {"type": "semantic_vad"}}}),
+        event_id="evt_opus",
+        session=session_update(audio={"input": {"format": {"type": "audio/opus"}}}),
     )
     refused = (await client.wait_for("error", 2))["error"]
-    assert refused["event_id"] == "evt_semantic"
-    assert refused["param"] == "session.audio.input.turn_detection.type"
+    assert refused["event_id"] == "evt_opus"
+    assert refused["param"] == "session.audio.input.format"
     client.put("input_audio_buffer.append", event_id="evt_b64", audio="@@ not base64 @@")
     bad_audio = (await client.wait_for("error", 3))["error"]
     assert (bad_audio["event_id"], bad_audio["code"]) == ("evt_b64", "invalid_base64")
@@ -693,3 +693,18 @@ async def test_late_transcript_and_a_function_call_from_a_scripted_upstream(clie
     assert turn.user_transcript == "几点了？" and turn.user_item_ids == ("item_u",)
     assert turn.assistant_item_ids == ("item_f",) and turn.assistant_transcript == ""
     assert client.usage == [OmniUsage(input_tokens=7, output_tokens=3, total_tokens=10)]
+
+
+async def test_semantic_vad_runs_as_server_vad(sim: Simulator, client: Client) -> None:
+    task = await start(sim, client)
+    client.put(
+        "session.update",
+        session=session_update(
+            audio={"input": {"turn_detection": {"type": "semantic_vad", "eagerness": "high"}}}
+        ),
+    )
+    updated = (await client.wait_for("session.updated"))["session"]
+    await finish(task, client)
+    (record,) = sim.log.omni_sessions
+    assert record.session["turn_detection"] == {"type": "server_vad", "silence_duration_ms": 400}
+    assert updated["audio"]["input"]["turn_detection"]["type"] == "server_vad"
