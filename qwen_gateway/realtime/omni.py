@@ -189,12 +189,19 @@ def _same(value: Any) -> Any:
     return value
 
 
+def _tools_to_dashscope(value: Any) -> Any:
+    """Function tools with their ``type`` (the endpoint's decoder leaves the default ``function`` out)."""
+    if not isinstance(value, list):
+        return value
+    return [{"type": "function", **t} if isinstance(t, dict) else t for t in value]
+
+
 #: ``session.update`` fields: GA path -> DashScope field and the translator of the value. The audio formats are
 #: not here: they are the client's side (converted by the bridge), the model's own never change.
 SESSION_FIELDS: tuple[tuple[tuple[str, ...], str, Callable[[Any], Any]], ...] = (
     (("instructions",), "instructions", _same),
     (("output_modalities",), "modalities", _modalities_to_dashscope),
-    (("tools",), "tools", _same),
+    (("tools",), "tools", _tools_to_dashscope),
     (("tool_choice",), "tool_choice", _same),
     (("audio", "output", "voice"), "voice", _same),  # OpenAI's names: see OPENAI_VOICES
     (("audio", "input", "turn_detection"), "turn_detection", _turn_detection_to_dashscope),
@@ -354,8 +361,9 @@ def _wire_format_of(value: Any, param: str) -> WireFormat:
     """The client's format from a GA ``format`` object (or a bare name)."""
     if isinstance(value, str):
         name, rate = value, None
-    elif isinstance(value, dict) and isinstance(value.get("type"), str):
-        name, rate = value["type"], value.get("rate")
+    elif isinstance(value, dict) and isinstance(value.get("type", "audio/pcm"), str):
+        # ``type`` defaults to audio/pcm (the endpoint's decoder leaves a default out)
+        name, rate = value.get("type", "audio/pcm"), value.get("rate")
     else:
         raise _Refused("format must be an object with a type", param)
     try:

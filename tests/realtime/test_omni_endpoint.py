@@ -31,7 +31,11 @@ async def test_a_spoken_omni_turn_through_the_endpoint(tmp_path: Path) -> None:
                 session={
                     "type": "realtime",
                     "instructions": "Answer briefly.",
-                    "audio": {"output": {"format": {"type": "audio/pcmu"}}},
+                    "tools": [{"type": "function", "name": "clock", "parameters": {}}],
+                    "audio": {
+                        "input": {"format": {"type": "audio/pcm", "rate": 24000}},
+                        "output": {"format": {"type": "audio/pcmu"}},
+                    },
                 }
             )
             updated = (await s.until("session.updated"))[-1]["session"]
@@ -59,6 +63,8 @@ async def test_a_spoken_omni_turn_through_the_endpoint(tmp_path: Path) -> None:
         (record,) = gw.sim.log.omni_sessions
         assert record.session["instructions"] == "Answer briefly."
         assert record.session["input_audio_format"] == "pcm16"
+        # the endpoint's decoder leaves defaults out (format type, tool type): put back for DashScope
+        assert record.session["tools"] == [{"type": "function", "name": "clock", "parameters": {}}]
         await gw.sim.wait_closed("omni")
         # the history row and the usage, as for the cascade
         await gw.services.storage.outbox.drained()
