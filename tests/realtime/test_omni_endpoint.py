@@ -1,15 +1,25 @@
 """The Omni backend through ``/v1/realtime?model=qwen3-omni-flash-realtime``, driven by the official openai SDK
 against the gateway and the simulator's Omni socket: a spoken turn found by Omni's own VAD with audio in G.711,
-the history row and the usage it leaves, and the connection's end closing the upstream socket."""
+the history row and the usage it leaves, the connection's end closing the upstream socket; metrics, the daily
+token quota, an upstream drop and the drain."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from qwen_gateway.lifecycle import Lifecycle
 from qwen_gateway.realtime.server import backend_for
+from qwen_gateway.simulator import Fault
 from qwen_gateway.voice.convert import G711Decoder, wire_format
-from tests.realtime.harness import realtime, silence, speech
-from tests.voice_ws.conftest import GATEWAY_KEY, gateway
+from tests.realtime.harness import VALIDATOR, realtime, silence, speech
+from tests.realtime.test_realtime_ops import value
+from tests.voice_ws.conftest import AUTH, GATEWAY_KEY, gateway
 
 MODEL = "qwen3-omni-flash-realtime"
 ANSWER = "今天是晴天，气温二十度。适合出门散步！"
@@ -76,3 +86,63 @@ async def test_a_spoken_omni_turn_through_the_endpoint(tmp_path: Path) -> None:
             row.status == "completed"
             and row.total_tokens == done["response"]["usage"]["total_tokens"]
         )
+
+
+async def test_omni_turns_are_counted_in_metrics(tmp_path: Path) -> None:
+    async with gateway(tmp_path) as gw:
+        gw.sim.set_reply(ANSWER)
+        async with realtime(gw, MODEL) as s:
+            await s.send_audio(speech() + silence(1.2))
+            await s.until("response.done")
+            async with httpx.AsyncClient(base_url=gw.base_url) as http:
+                text = (await http.get("/metrics", headers=AUTH)).text
+        assert value(text, "qg_voice_turns_total", endpoint="realtime", outcome="completed") == 1
+        assert value(text, "qg_voice_turns_active", endpoint="realtime") == 0
+        for stage in ("first_audio_sent", "total"):
+            count = "qg_voice_turn_stage_seconds_count"
+            assert value(text, count, endpoint="realtime", stage=stage) == 1, stage
+        assert value(text, "qg_voice_turn_gateway_seconds_count", endpoint="realtime") == 1
+
+
+async def test_over_the_daily_token_quota_an_omni_connection_is_refused(tmp_path: Path) -> None:
+    async with gateway(tmp_path, limit_tokens_per_day=5) as gw:
+        gw.sim.set_reply(ANSWER)
+        async with realtime(gw, MODEL) as s:
+            await s.send_audio(speech() + silence(1.2))
+            (done,) = s.of("response.done", await s.until("response.done"))
+            assert done["response"]["usage"]["total_tokens"] > 5
+        await gw.services.quotas.flush()
+        url = gw.ws_url("/v1/realtime", model=MODEL)
+        async with connect(url, additional_headers=AUTH) as ws:
+            error = json.loads(await ws.recv())
+            VALIDATOR.validate(error)
+            assert error["error"]["code"] == "insufficient_quota"
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.recv()
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+        assert len(gw.sim.log.omni_sessions) == 1  # the refused one never reached DashScope
+
+
+async def test_an_upstream_drop_ends_the_connection(tmp_path: Path) -> None:
+    async with gateway(tmp_path) as gw:
+        gw.sim.set_reply(ANSWER * 3)
+        gw.sim.faults.add(Fault.drop(2, endpoint="omni"))
+        async with realtime(gw, MODEL) as s:
+            await s.send_audio(speech() + silence(1.2))
+            (error,) = s.of("error", await s.until("error"))
+            assert error["error"]["code"] == "upstream_closed"
+            with pytest.raises(ConnectionClosed) as closed:
+                await s.conn.recv_bytes()
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011
+
+
+async def test_an_idle_omni_session_is_closed_when_the_server_drains(tmp_path: Path) -> None:
+    async with gateway(tmp_path) as gw, realtime(gw, MODEL) as s:
+        life: Lifecycle = gw.app.config["QG_LIFECYCLE"]
+        life.begin_drain()
+        (error,) = s.of("error", await s.until("error"))
+        assert error["error"]["code"] == "shutting_down"
+        with pytest.raises(ConnectionClosed) as closed:
+            await s.conn.recv_bytes()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+        await gw.sim.wait_closed("omni")
