@@ -12,6 +12,7 @@ beta / DashScope                                  GA (what the gateway works wit
 ================================================  ================================================
 ``session.modalities: ["text", "audio"]``         ``session.output_modalities: ["audio"]``
 ``session.input_audio_format: "pcm16"``           ``session.audio.input.format: {type: audio/pcm}``
+``pcm24`` (DashScope, 24 kHz pcm16)              ``audio/pcm``
 ``g711_ulaw`` / ``g711_alaw``                     ``audio/pcmu`` / ``audio/pcma``
 ``session.output_audio_format``                   ``session.audio.output.format``
 ``session.voice``                                 ``session.audio.output.voice``
@@ -136,7 +137,7 @@ LongText = Annotated[str, msgspec.Meta(max_length=256 * 1024)]
 NonNegative = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
 Milliseconds = Annotated[int, msgspec.Meta(ge=0, le=24 * 3600 * 1000)]
 GaFormatName = Literal["audio/pcm", "audio/pcmu", "audio/pcma"]
-BetaFormatName = Literal["pcm16", "g711_ulaw", "g711_alaw"]
+BetaFormatName = Literal["pcm16", "pcm24", "g711_ulaw", "g711_alaw"]
 Modality = Literal["text", "audio"]
 ItemStatus = Literal["completed", "incomplete", "in_progress"]
 ResponseStatus = Literal["completed", "cancelled", "failed", "incomplete", "in_progress"]
@@ -144,6 +145,7 @@ ResponseStatus = Literal["completed", "cancelled", "failed", "incomplete", "in_p
 #: Beta / DashScope audio format names -> GA names.
 BETA_AUDIO_FORMATS: Final = {
     "pcm16": "audio/pcm",
+    "pcm24": "audio/pcm",  # DashScope's name for Qwen-Omni's 24 kHz output
     "g711_ulaw": "audio/pcmu",
     "g711_alaw": "audio/pcma",
 }
@@ -423,9 +425,9 @@ class ConversationItemRetrieve(_Client, frozen=True, tag="conversation.item.retr
 
 
 class ResponseParams(msgspec.Struct, frozen=True, omit_defaults=True):
-    """Settings of one response (the session's where absent)."""
+    """Settings of one response (the session's where absent or null)."""
 
-    instructions: LongText | UnsetType = UNSET
+    instructions: LongText | UnsetType | None = UNSET
     output_modalities: Annotated[list[Modality], msgspec.Meta(max_length=2)] | UnsetType = UNSET
     modalities: Annotated[list[Modality], msgspec.Meta(max_length=2)] | UnsetType = UNSET
     tools: Annotated[list[FunctionTool], msgspec.Meta(max_length=128)] | UnsetType = UNSET

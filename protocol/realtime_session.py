@@ -46,6 +46,7 @@ from .realtime import (
 __all__ = [
     "DEFAULT_FORMAT",
     "DEFAULT_VAD",
+    "OPENAI_VOICES",
     "SEMANTIC_SILENCE_MS",
     "Conversation",
     "SessionState",
@@ -99,6 +100,26 @@ class VadConfig:
 
 
 DEFAULT_VAD: Final = VadConfig()
+
+#: OpenAI's built-in voices: no Qwen TTS has them, so asking for one keeps the configured voice (clients and
+#: frameworks send ``alloy`` or ``marin`` by default; a Qwen voice name is passed on as it is).
+OPENAI_VOICES: Final = frozenset(
+    {
+        "alloy",
+        "ash",
+        "ballad",
+        "coral",
+        "echo",
+        "fable",
+        "nova",
+        "onyx",
+        "sage",
+        "shimmer",
+        "verse",
+        "marin",
+        "cedar",
+    }
+)
 
 #: ``semantic_vad`` is run as server VAD: its ``eagerness`` -> the pause (ms) that ends a turn.
 SEMANTIC_SILENCE_MS: Final = {"low": 1200, "medium": 700, "auto": 700, "high": 400}
@@ -223,14 +244,17 @@ class SessionState:
                 if isinstance(fmt, RealtimeError):
                     return fmt
                 changes["output_format"] = fmt
-            if out.voice is not UNSET and out.voice != self.voice:
+            voice = out.voice
+            if isinstance(voice, str) and voice.lower() in OPENAI_VOICES:
+                voice = ""  # the configured voice
+            if voice is not UNSET and voice != self.voice:
                 if self.spoken:
                     return RealtimeError(
                         "cannot_update_voice",
                         "the voice cannot change once the session has spoken",
                         param="session.audio.output.voice",
                     )
-                changes["voice"] = out.voice
+                changes["voice"] = voice
         return None
 
     def view(self) -> Session:

@@ -20,9 +20,9 @@ dropped). Each upstream wait has a deadline owned by the code that waits: a reco
 audio ended (``read_timeout``), the answer stage's own reads, the closing events of a cancelled response
 (``cleanup_timeout``).
 
-Limits and accounting are the voice endpoints': a connection holds a session lease (the route); each response
-is admitted (requests per minute, daily quotas, an upstream slot) and spends chat tokens and TTS characters;
-each utterance spends its recognised seconds. Metrics use the ``realtime`` endpoint label.
+The stages live in small modules: :mod:`.listen` (the input buffer and VAD), :mod:`.utterance` (one utterance's
+recognition), :mod:`.response` (one response and its events), :mod:`.ledger` (quotas, history rows, metrics: the
+voice endpoints' books, with the ``realtime`` label). This module is the session that joins them.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ import asyncio
 import base64
 import binascii
 import dataclasses
-import datetime as dt
 import logging
 import time
 from collections.abc import Callable
@@ -43,46 +42,37 @@ import msgspec
 from protocol import realtime as rt
 from protocol.realtime_session import Conversation, SessionState, item_text
 
-from ..errors import StorageError, UpstreamError
+from ..errors import UpstreamError
 from ..lifecycle import Lifecycle
 from ..metrics import Metrics
-from ..providers.base import RecognitionResult, RecognitionSession, Recognizer
+from ..providers.base import RecognitionResult, Recognizer
 from ..providers.dashscope.catalogue import CatalogueError
 from ..quota import Limits as QuotaLimits
 from ..quota import Quotas, Refusal
-from ..storage.history import HistoryStore, TurnRecord, TurnStatus
+from ..storage.history import HistoryStore
 from ..storage.outbox import Outbox
 from ..voice.convert import InputConverter
 from ..voice.memory import ConversationMemory
-from ..voice.recognition import collect_transcript
 from ..voice.turn import SessionInfo
 from ..ws import WsConnection
 from .audio import wire_of
+from .ledger import Ledger
 from .listen import Audio, BufferFull, InputAudio, Started, Stopped
-from .response import ResponseDeps, ResponseRun
+from .response import ResponseDeps, ResponseRun, model_not_found
+from .utterance import (
+    RECOGNITION_RATE,
+    Utterance,
+    recognise,
+    recogniser_rate,
+    with_transcript,
+)
 
 __all__ = ["RECOGNITION_RATE", "CascadeConfig", "CascadeSession"]
 
 log = logging.getLogger("qwen_gateway.realtime.cascade")
 
-#: The recogniser's input: pcm16 mono at 16 kHz (every streaming recogniser of the catalogue takes it).
-RECOGNITION_RATE = 16000
-#: Audio chunks waiting for the recogniser before the reader waits.
-_UTTERANCE_QUEUE = 64
 #: Largest piece of buffered audio handed to the recogniser at once (manual commits).
 _FEED_BYTES = 32 * 1024
-
-#: A response refused by a limit -> the error event's (type, code), as OpenAI names them.
-_REFUSALS = {
-    "rpm": ("rate_limit_error", "rate_limit_exceeded"),
-    "sessions": ("rate_limit_error", "rate_limit_exceeded"),
-    "upstream": ("server_error", "server_busy"),
-    "tokens": ("insufficient_quota", "insufficient_quota"),
-    "tts_chars": ("insufficient_quota", "insufficient_quota"),
-    "audio_seconds": ("insufficient_quota", "insufficient_quota"),
-}
-
-ENDPOINT = "realtime"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -98,6 +88,7 @@ class CascadeConfig:
         max_audio_seconds: the longest utterance (server VAD commits it there) or manual buffer.
         max_frame_bytes: the largest client frame.
         system_prompt: the instructions of a new session.
+        max_turns: responses one connection may have (``QG_MAX_TURNS``); beyond: ``too_many_turns``, close 1008.
         history / history_turns / history_tokens: a resumed conversation (``?conversation_id=``) starts with
             its recent turns as items (the chat context budget of the voice endpoints).
     """
@@ -110,60 +101,10 @@ class CascadeConfig:
     max_audio_seconds: float = 300.0
     max_frame_bytes: int = 1024 * 1024
     system_prompt: str = ""
+    max_turns: int = 200
     history: HistoryStore | None = None
     history_turns: int = 10
     history_tokens: int = 4000
-
-
-# ---------------------------------------------------------------------------------------------- utterances
-
-
-@dataclass(eq=False, slots=True)
-class Utterance:
-    """The audio of one user item on its way to the recogniser, and the item's transcript once known."""
-
-    item_id: str
-    queue: asyncio.Queue[bytes | None]
-    transcript: asyncio.Future[str | None]
-    audio_bytes: int = 0
-    committed: bool = False
-    committed_at: float | None = None
-    transcript_at: float | None = None
-    text_so_far: str = ""
-    sent_so_far: str = ""  # what transcription deltas carried
-    deadline: asyncio.Timeout | None = None
-    task: asyncio.Task[None] | None = None
-    #: the longest wait for more audio while the user speaks, and for the results once the audio ended
-    read_timeout: float = 60.0
-
-    #: recognition has ended (failed, or cleared): audio for it is dropped
-    closed: bool = False
-
-    async def put(self, pcm: bytes | None) -> None:
-        """More audio (None: the end) for the recogniser; waits while the recogniser is behind."""
-        if self.closed:
-            return
-        if pcm is not None:
-            self.audio_bytes += len(pcm)
-            self.extend_deadline()
-        await self.queue.put(pcm)
-
-    def close(self) -> None:
-        """Recognition ended: drop what waits in the queue (a reader blocked on it goes on)."""
-        self.closed = True
-        while not self.queue.empty():
-            self.queue.get_nowait()
-
-    def extend_deadline(self) -> None:
-        """Bound the recognition from now: ``read_timeout`` for more audio or for the last results."""
-        if self.deadline is not None:
-            self.deadline.reschedule(asyncio.get_running_loop().time() + self.read_timeout)
-
-
-async def _feed(rec: RecognitionSession, queue: asyncio.Queue[bytes | None]) -> None:
-    while (chunk := await queue.get()) is not None:
-        await rec.feed(chunk)
-    await rec.finish()
 
 
 # ---------------------------------------------------------------------------------------------- the session
@@ -202,11 +143,17 @@ class CascadeSession:
         self._conn = conn
         self._cfg = config
         self._info = info
-        self._quotas = quotas
-        self._quota_limits = quota_limits or QuotaLimits()
         self._metrics = metrics
         self._lifecycle = lifecycle
         self._clock = clock
+        self._ledger = Ledger(
+            info,
+            quotas=quotas,
+            quota_limits=quota_limits or QuotaLimits(),
+            metrics=metrics,
+            outbox=config.outbox,
+            clock=clock,
+        )
         prefix = info.session_id.replace("-", "")[:12]
         self.state = SessionState(
             id=f"sess_{prefix}", model=model, instructions=config.system_prompt
@@ -301,11 +248,11 @@ class CascadeSession:
                 return rt.RealtimeError(
                     "invalid_value", str(exc), param="session.audio.input.transcription.model"
                 )
-            if not recognizer.streaming:
+            if not recognizer.streaming or recogniser_rate(recognizer) is None:
                 return rt.RealtimeError(
                     "invalid_value",
-                    f"{recognizer.model} recognises stored files, not a live stream: "
-                    "choose a streaming model",
+                    f"{recognizer.model} does not recognise a live stream of 8 or 16 kHz PCM "
+                    "(a file-recognition model?): choose a streaming model",
                     param="session.audio.input.transcription.model",
                 )
             self._recognizer = recognizer
@@ -413,21 +360,15 @@ class CascadeSession:
         utterance, self._utterance = self._utterance, None
         if utterance is not None and utterance.task is not None:
             utterance.task.cancel()
-            if not utterance.transcript.done():
-                utterance.transcript.set_result(None)
+            utterance.settle(None)
         self._input.clear()
         await self.send(rt.InputAudioBufferCleared())
         return None
 
     # ------------------------------------------------------------------ recognition
     def _new_utterance(self, item_id: str) -> Utterance:
-        loop = asyncio.get_running_loop()
-        utterance = Utterance(
-            item_id,
-            asyncio.Queue(maxsize=_UTTERANCE_QUEUE),
-            loop.create_future(),
-            read_timeout=self._cfg.read_timeout,
-        )
+        """An utterance whose recognition starts now (the session opens while the user still speaks)."""
+        utterance = Utterance.new(item_id, self._cfg.read_timeout)
         utterance.task = self._conn.spawn(
             self._recognise(utterance, self._recognizer), name=f"realtime-asr-{item_id}"
         )
@@ -435,63 +376,37 @@ class CascadeSession:
 
     async def _recognise(self, utterance: Utterance, recognizer: Recognizer) -> None:
         """Recognise the utterance while its audio arrives; send its transcript; settle its future."""
-        transcript: str | None = None
-        failure: BaseException | None = None
 
         async def update(text: str, result: RecognitionResult) -> None:
             utterance.text_so_far = text
             if utterance.committed:
                 await self._transcript_delta(utterance)
 
-        try:
-            async with asyncio.timeout(None) as deadline:
-                utterance.deadline = deadline
-                utterance.extend_deadline()
-                async with (
-                    recognizer.session(
-                        format="pcm", sample_rate=RECOGNITION_RATE, api_key=self._info.api_key
-                    ) as rec,
-                    asyncio.TaskGroup() as group,
-                ):
-                    group.create_task(_feed(rec, utterance.queue), name="realtime-asr-feed")
-                    transcript = await collect_transcript(rec, update)
-        except* (UpstreamError, TimeoutError) as eg:
-            failure = eg.exceptions[0]
-        finally:
-            utterance.deadline = None
-            utterance.close()
+        transcript, failure = await recognise(
+            utterance, recognizer, api_key=self._info.api_key, on_update=update
+        )
         utterance.transcript_at = self._clock()
-        seconds = round(utterance.audio_bytes / 2 / RECOGNITION_RATE, 3)
-        if self._quotas is not None:
-            self._quotas.record(self._info.owner, {"audio_seconds": seconds})
+        self._ledger.heard(utterance)
         if not utterance.committed:  # cleared, or the session is ending
-            if not utterance.transcript.done():
-                utterance.transcript.set_result(None)
+            utterance.settle(None)
             return
-        await self._transcribed(utterance, transcript, failure, seconds)
+        await self._transcribed(utterance, transcript, failure)
 
     async def _transcript_delta(self, utterance: Utterance) -> None:
-        text, sent = utterance.text_so_far, utterance.sent_so_far
-        if len(text) > len(sent) and text.startswith(
-            sent
-        ):  # deltas only add; a revision waits for the end
-            utterance.sent_so_far = text
+        delta = utterance.delta()
+        if delta:
             await self.send(
                 rt.InputAudioTranscriptionDelta(
-                    item_id=utterance.item_id, content_index=0, delta=text[len(sent) :]
+                    item_id=utterance.item_id, content_index=0, delta=delta
                 )
             )
 
     async def _transcribed(
-        self,
-        utterance: Utterance,
-        transcript: str | None,
-        failure: BaseException | None,
-        seconds: float,
+        self, utterance: Utterance, transcript: str | None, failure: BaseException | None
     ) -> None:
         if utterance in self._pending:
             self._pending.remove(utterance)
-        item = _with_transcript(self.conversation.get(utterance.item_id), transcript)
+        item = with_transcript(self.conversation.get(utterance.item_id), transcript)
         events: list[Any] = []
         if failure is not None:
             detail = failure.message if isinstance(failure, UpstreamError) else "no result in time"
@@ -512,7 +427,7 @@ class CascadeSession:
                     item_id=utterance.item_id,
                     content_index=0,
                     transcript=transcript or "",
-                    usage=rt.TranscriptionUsage(seconds=seconds),
+                    usage=rt.TranscriptionUsage(seconds=utterance.seconds),
                 )
             )
         if item is not None:  # (not deleted meanwhile)
@@ -525,8 +440,7 @@ class CascadeSession:
             if transcript:
                 self._last_user_text = transcript
         await self.send(events)
-        if not utterance.transcript.done():
-            utterance.transcript.set_result(transcript)
+        utterance.settle(transcript)
 
     # ------------------------------------------------------------------ conversation items
     async def _item_create(self, event: rt.ConversationItemCreate) -> rt.RealtimeError | None:
@@ -661,6 +575,9 @@ class CascadeSession:
         if self._lifecycle is not None and self._lifecycle.draining:
             self._conn.spawn(self._shut_down(), name="realtime-refuse")
             return
+        if self._turns >= self._cfg.max_turns:
+            self._conn.spawn(self._too_many_turns(), name="realtime-refuse")
+            return
         self._turns += 1
         run = ResponseRun(
             id=self.conversation.new_id("resp"),
@@ -682,8 +599,8 @@ class CascadeSession:
         if active is None or active.task.done() or active.closing:
             return
         active.cancel_reason = reason
-        if reason == "turn_detected" and self._metrics is not None:
-            self._metrics.barge_in(ENDPOINT)
+        if reason == "turn_detected":
+            self._ledger.barge_in()
         log.info(
             "response cancelled",
             extra={"fields": {"turn_id": active.run.turn_id, "reason": reason}},
@@ -696,33 +613,25 @@ class CascadeSession:
     async def _respond(
         self, run: ResponseRun, wait_for: list[Utterance], skip_if_silent: bool
     ) -> None:
+        """One response: the transcripts it needs, admission, the answer (cancellable at once), its closing
+        events, its books."""
         active = self._active
         assert active is not None and active.run is run
-        metrics, quotas = self._metrics, self._quotas
+        ledger = self._ledger
         slot = None
-        outcome = "failed"
         started = False
+        outcome = "failed"
         asked_at = self._clock()
         try:
             transcripts = [await u.transcript for u in wait_for]
             if skip_if_silent and not any(transcripts):
-                outcome = "skipped"
                 return  # nothing was heard: no answer
-            if quotas is not None:
-                got = await quotas.admit_upstream(
-                    self._info.owner, self._quota_limits, ("tokens", "tts_chars", "audio_seconds")
-                )
-                if isinstance(got, Refusal):
-                    outcome = "refused"
-                    if metrics is not None:
-                        metrics.quota_refused(got.kind)
-                    kind, code = _REFUSALS[got.kind]
-                    await self.error(rt.RealtimeError(code, got.message(), type=kind))
-                    return
-                slot = got
-            started = True
-            if metrics is not None:
-                metrics.turns_active.labels(ENDPOINT).inc()
+            got = await ledger.admit()
+            if isinstance(got, Refusal):
+                await self.error(ledger.refusal(got))
+                return
+            slot, started = got, True
+            ledger.started()
             if self._lifecycle is not None:
                 self._lifecycle.turn_started()
             reason: Literal["turn_detected", "client_cancelled"] | None = None
@@ -732,7 +641,7 @@ class CascadeSession:
             except asyncio.CancelledError:
                 reason = active.cancel_reason
                 if reason is None:  # the connection is going away: journal what was said, no events
-                    self._journal(run, "interrupted", active.end_code, run.heard())
+                    ledger.journal_interrupted(run, active.end_code, run.heard(), **self._row())
                     raise
                 current = asyncio.current_task()
                 if current is not None:
@@ -741,9 +650,15 @@ class CascadeSession:
             active.closing = True
             async with asyncio.timeout(self._cfg.cleanup_timeout):
                 response = await run.close(reason)
-                await self._save(run, response, reason)
-                await self._rate_limits()
-            self._observe(run, asked_at, wait_for)
+                if reason is not None:
+                    ledger.journal_interrupted(run, reason, run.assistant_text(), **self._row())
+                else:
+                    await ledger.save(run, response, **self._row())
+                await self.send(await ledger.rate_limits())
+            if model_not_found(run.failure):
+                # the session's model does not exist upstream: no response can ever succeed
+                self._conn.close(1008, "unknown model")
+            ledger.observe(run, asked_at, wait_for, active.first_audio_at or None)
         except TimeoutError:
             log.warning(
                 "closing events of a response took too long",
@@ -753,136 +668,23 @@ class CascadeSession:
             if self._active is active:
                 self._active = None
             if started:
-                if metrics is not None:
-                    metrics.turns_active.labels(ENDPOINT).dec()
-                    metrics.turns_total.labels(ENDPOINT, outcome).inc()
+                ledger.ended(outcome)
                 if self._lifecycle is not None:
                     self._lifecycle.turn_ended()
-            if quotas is not None:
-                quotas.release_soon(slot)
-                result = run.result
-                if result is not None:
-                    quotas.record(
-                        self._info.owner,
-                        {
-                            "tokens": result.usage.total_tokens if result.usage else 0,
-                            "tts_chars": result.tts_chars,
-                        },
-                    )
+                ledger.spent(run, slot)
             if run.speaker is not None:
                 run.speaker.release()
             if run.result is not None and run.result.tts_started and not self.state.spoken:
                 self.state = dataclasses.replace(self.state, spoken=True)  # the voice is fixed now
 
+    def _row(self) -> dict[str, str]:
+        """What a history row takes from the session: its model, the user's last words."""
+        return {"model": self.state.model, "user_text": self._last_user_text}
+
     def _audio_sent(self) -> None:
         active = self._active
         if active is not None:
             active.first_audio_at = self._clock()
-
-    def _observe(self, run: ResponseRun, asked_at: float, heard: list[Utterance]) -> None:
-        """The response's stages from the end of the user's speech (its commit; ``response.create`` when it
-        waited for no audio), and the gateway's own share of the time to its first audio: transcript -> chat
-        request, first sentence -> TTS, first PCM -> first audio frame written."""
-        metrics, result, active = self._metrics, run.result, self._active
-        if metrics is None or result is None or active is None:
-            return
-        committed = [u.committed_at for u in heard if u.committed_at is not None]
-        transcribed = [u.transcript_at for u in heard if u.transcript_at is not None]
-        start = max(committed) if committed else asked_at
-        transcript_at = max(transcribed) if transcribed else asked_at
-        first_sent = active.first_audio_at or None
-        for stage, at in (
-            ("recognition", transcript_at if transcribed else None),
-            ("first_token", result.first_token_at),
-            ("first_tts_audio", result.first_pcm_at),
-            ("first_audio_sent", first_sent),
-            ("total", self._clock()),
-        ):
-            metrics.turn_stage(ENDPOINT, stage, None if at is None else at - start)
-        marks = (
-            run.chat_started_at,
-            result.first_segment_at,
-            result.first_tts_text_at,
-            result.first_pcm_at,
-            first_sent,
-        )
-        if None in marks:
-            return
-        chat_at, segment_at, tts_at, pcm_at, sent_at = marks
-        share = (chat_at - transcript_at) + (tts_at - segment_at) + (sent_at - pcm_at)  # type: ignore[operator]
-        metrics.turn_gateway_share(ENDPOINT, share)
-
-    async def _save(self, run: ResponseRun, response: rt.Response, reason: str | None) -> None:
-        """The response as a history row (``channel: realtime``) through the outbox."""
-        if reason is not None:
-            self._journal(run, "interrupted", reason, run.assistant_text())
-            return
-        details = response.status_details
-        error = details.error if details is not None else None
-        code = error.code if isinstance(error, rt.ErrorDetail) else None
-        failed = response.status not in ("completed", "incomplete")
-        record = self._record(run, "failed" if failed else "completed", code, run.assistant_text())
-        if record is None or self._cfg.outbox is None:
-            return
-        try:
-            await self._cfg.outbox.submit(record)
-        except (StorageError, ValueError, RuntimeError) as exc:
-            log.error("realtime turn not saved: %s", type(exc).__name__)
-
-    def _journal(self, run: ResponseRun, status: TurnStatus, code: str | None, text: str) -> None:
-        """Journal a row without waiting (a cancelled response)."""
-        record = self._record(run, status, code, text)
-        if record is None or self._cfg.outbox is None:
-            return
-        try:
-            self._cfg.outbox.submit_nowait(record)
-        except (StorageError, ValueError, RuntimeError) as exc:
-            log.error("realtime turn not saved: %s", type(exc).__name__)
-
-    def _record(
-        self, run: ResponseRun, status: TurnStatus, code: str | None, assistant: str
-    ) -> TurnRecord | None:
-        result = run.result
-        if result is None:
-            return None
-        usage = result.usage
-        return TurnRecord.new(
-            owner=self._info.owner,
-            conversation_id=self._info.conversation_id,
-            channel="realtime",
-            model=self.state.model,
-            user_content=self._last_user_text,
-            assistant_content=assistant,
-            status=status,
-            error_code=code,
-            request_id=self._info.request_id,
-            session_id=self._info.session_id,
-            prompt_tokens=usage.prompt_tokens if usage else 0,
-            completion_tokens=usage.completion_tokens if usage else 0,
-            total_tokens=usage.total_tokens if usage else 0,
-        )
-
-    async def _rate_limits(self) -> None:
-        """``rate_limits.updated``: the caller's daily token quota and what is left of it, when it has one."""
-        limits: list[rt.RateLimit] = []
-        cap = self._quota_limits.tokens_per_day
-        if cap is not None and self._quotas is not None:
-            now = dt.datetime.now(dt.UTC)
-            used = (await self._quotas.usage(self._info.owner, now.strftime("%Y%m%d"))).get(
-                "tokens", 0
-            )
-            midnight = (now + dt.timedelta(days=1)).replace(
-                hour=0, minute=0, second=0, microsecond=0
-            )
-            limits.append(
-                rt.RateLimit(
-                    name="tokens",
-                    limit=int(cap),
-                    remaining=max(0, int(cap - used)),
-                    reset_seconds=round((midnight - now).total_seconds(), 3),
-                )
-            )
-        await self.send(rt.RateLimitsUpdated(rate_limits=limits))
 
     # ------------------------------------------------------------------ server drain
     async def _drain_watch(self, lifecycle: Lifecycle) -> None:
@@ -908,6 +710,15 @@ class CascadeSession:
                 self._active = None
         await self._shut_down()
 
+    async def _too_many_turns(self) -> None:
+        await self.error(
+            rt.RealtimeError(
+                "too_many_turns",
+                f"this connection had its {self._cfg.max_turns} responses (QG_MAX_TURNS): reconnect",
+            )
+        )
+        self._conn.close(1008, "too many turns")
+
     async def _shut_down(self) -> None:
         await self.error(
             rt.RealtimeError(
@@ -915,17 +726,6 @@ class CascadeSession:
             )
         )
         self._conn.close(1001, "server shutting down")
-
-
-def _with_transcript(item: rt.Item | None, transcript: str | None) -> rt.MessageItem | None:
-    """A user audio item with its transcript (None: the item is gone)."""
-    if not isinstance(item, rt.MessageItem):
-        return None
-    parts = [
-        msgspec.structs.replace(p, transcript=transcript) if p.type == "input_audio" else p
-        for p in item.content
-    ]
-    return msgspec.structs.replace(item, content=parts, status="completed")
 
 
 _HANDLERS: dict[type[Any], Callable[[CascadeSession, Any], Any]] = {

@@ -18,7 +18,8 @@ The text said before a tool call is spoken; the call ends the answer (nothing af
 
 A response cancelled (barge-in, ``response.cancel``) stops at once: cancelling the task cancels the answer stage,
 which closes the chat and TTS upstreams. :meth:`ResponseRun.close` then ends it with ``status: cancelled``; its
-assistant item keeps the text in proportion to the audio sent (``heard_text``: the text handed to TTS times the
+assistant item keeps the text in proportion to the audio sent (``heard_text``: the answer's text as far as TTS was
+given it, counted in the characters TTS got (the cleaner's output, so an estimate for text with markup), times the
 audio sent over the audio that text takes, estimated from the audio produced so far or the speaking pace,
 whichever is longer).
 """
@@ -43,7 +44,14 @@ from ..voice.answer import AnswerResult, AnswerSpeaker, AnswerTuning, error_code
 from ..voice.convert import WireEncoder, WireFormat, wire_ms
 from .audio import wire_of
 
-__all__ = ["RealtimeAnswerEvents", "ResponseDeps", "ResponseRun", "chat_body", "paced_ms"]
+__all__ = [
+    "RealtimeAnswerEvents",
+    "ResponseDeps",
+    "ResponseRun",
+    "chat_body",
+    "model_not_found",
+    "paced_ms",
+]
 
 log = logging.getLogger("qwen_gateway.realtime.response")
 
@@ -193,7 +201,15 @@ class RealtimeAnswerEvents:
         return events
 
 
+def model_not_found(exc: BaseException | None) -> bool:
+    """The upstream does not know the session's model (the session cannot answer at all)."""
+    return isinstance(exc, UpstreamError) and exc.code == "model_not_found"
+
+
 def _upstream_error(stage: str, exc: BaseException) -> rt.RealtimeError:
+    if model_not_found(exc):
+        assert isinstance(exc, UpstreamError)
+        return rt.RealtimeError("model_not_found", f"{stage} failed: {exc.message}", param="model")
     detail = exc.message if isinstance(exc, UpstreamError) else type(exc).__name__
     if isinstance(exc, TimeoutError):
         detail = "no answer in time"

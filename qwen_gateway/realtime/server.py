@@ -20,7 +20,8 @@ from ..providers.dashscope.catalogue import omni_model
 from ..quota import Limits as QuotaLimits
 from ..voice.turn import SessionInfo, VoiceConfig
 from ..ws import CloseInfo, WebSocketLike, WsConnection, WsLimits
-from .cascade import ENDPOINT, CascadeConfig, CascadeSession
+from .cascade import CascadeConfig, CascadeSession
+from .ledger import ENDPOINT
 from .omni_session import OmniSession
 from .response import ResponseDeps
 
@@ -69,6 +70,7 @@ def cascade_config(services: Services) -> CascadeConfig:
         max_audio_seconds=settings.max_audio_seconds,
         max_frame_bytes=settings.max_frame_bytes,
         system_prompt=settings.default_system_prompt,
+        max_turns=settings.max_turns_per_connection,
         history=services.storage.history,
         history_turns=voice.history_turns,
         history_tokens=voice.history_tokens,

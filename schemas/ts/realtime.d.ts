@@ -72,7 +72,7 @@ export interface SessionUpdate {
  */
 export interface SessionConfig {
   audio?: AudioConfig;
-  input_audio_format?: "g711_alaw" | "g711_ulaw" | "pcm16";
+  input_audio_format?: "g711_alaw" | "g711_ulaw" | "pcm16" | "pcm24";
   input_audio_transcription?: TranscriptionConfig | null;
   instructions?: string;
   max_output_tokens?: number | "inf" | null;
@@ -82,7 +82,7 @@ export interface SessionConfig {
    */
   modalities?: [] | ["audio" | "text"] | ["audio" | "text", "audio" | "text"];
   model?: string;
-  output_audio_format?: "g711_alaw" | "g711_ulaw" | "pcm16";
+  output_audio_format?: "g711_alaw" | "g711_ulaw" | "pcm16" | "pcm24";
   /**
    * @maxItems 2
    */
@@ -298,11 +298,11 @@ export interface ResponseCreate {
   type: "response.create";
 }
 /**
- * Settings of one response (the session's where absent).
+ * Settings of one response (the session's where absent or null).
  */
 export interface ResponseParams {
   conversation?: "auto" | "none";
-  instructions?: string;
+  instructions?: string | null;
   max_output_tokens?: number | "inf" | null;
   max_response_output_tokens?: number | "inf" | null;
   metadata?: {

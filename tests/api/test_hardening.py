@@ -51,7 +51,7 @@ async def test_405_names_the_allowed_methods(gateway: Gateway) -> None:
 
 
 async def test_websocket_handshake_on_an_unknown_path_is_a_404(gateway: Gateway) -> None:
-    url = gateway.base_url.replace("http://", "ws://") + "/v1/realtime"
+    url = gateway.base_url.replace("http://", "ws://") + "/v1/no-such-socket"
     with pytest.raises(InvalidStatus) as info:
         async with connect(url, additional_headers=AUTH):
             pass

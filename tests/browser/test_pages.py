@@ -113,7 +113,7 @@ def test_index_links_to_the_pages_and_shows_the_simulated_badge(
     page = context.new_page()
     problems = watch(page)
     page.goto("/web/")
-    for name in ("chat", "audio", "vlm"):
+    for name in ("chat", "audio", "vlm", "realtime"):
         assert page.get_attribute(f"#link-{name}", "href") == f"{name}.html"
     badge = page.locator("[data-upstream-badge]")
     badge.wait_for(state="visible")
@@ -127,7 +127,13 @@ def test_index_links_to_the_pages_and_shows_the_simulated_badge(
 
 def test_pages_and_contract_are_served_without_a_key(gateway: Gateway) -> None:
     with httpx.Client(base_url=gateway.base_url, timeout=10) as http:
-        for path in ("/web/", "/web/chat.html", "/web/audio.html", "/web/vlm.html"):
+        for path in (
+            "/web/",
+            "/web/chat.html",
+            "/web/audio.html",
+            "/web/vlm.html",
+            "/web/realtime.html",
+        ):
             resp = http.get(path)
             assert resp.status_code == 200, path
             assert resp.headers["content-type"].startswith("text/html")

@@ -338,3 +338,24 @@ def test_error_event_has_openai_shape() -> None:
             "event_id": "c7",
         },
     }
+
+
+def test_dashscope_omni_frames_decode() -> None:
+    """The frames of DashScope's Qwen-Omni realtime examples (shared/dashscope-protocols.md)."""
+    update = rt.decode_client_event(
+        '{"event_id":"event_ToPZqeobitzUJnt3QqtWg","type":"session.update","session":{"modalities":["text",'
+        '"audio"],"voice":"Cherry","input_audio_format":"pcm16","output_audio_format":"pcm24","instructions":'
+        '"You are a helpful assistant.","input_audio_transcription":{"model":"gummy-realtime-v1"},'
+        '"turn_detection":{"type":"server_vad","threshold":0.5,"prefix_padding_ms":300,"silence_duration_ms":800}}}'
+    )
+    assert isinstance(update, rt.SessionUpdate)
+    state = SessionState(id="s", model="m").apply(update.session)
+    assert isinstance(state, SessionState)
+    assert state.output_format == rt.AudioFormat("audio/pcm", 24000) and state.voice == "Cherry"
+    assert state.turn_detection is not None and state.turn_detection.silence_duration_ms == 800
+    assert state.transcription_model == "gummy-realtime-v1"
+    create = rt.decode_client_event(
+        '{"type":"response.create","response":{"instructions":null,"modalities":["text","audio"]}}'
+    )
+    assert isinstance(create, rt.ResponseCreate)
+    assert create.response.instructions is None and create.response.output_modalities == ["audio"]

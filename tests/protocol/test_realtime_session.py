@@ -165,3 +165,15 @@ def test_semantic_vad_runs_as_server_vad_paced_by_eagerness() -> None:
     assert s.turn_detection.interrupt_response is False and s.turn_detection.create_response
     view = s.view().audio.input
     assert isinstance(view, rt.AudioInputConfig) and isinstance(view.turn_detection, rt.ServerVad)
+
+
+def test_openai_voice_names_keep_the_configured_voice() -> None:
+    def voice(name: str) -> str:
+        got = state().apply(
+            rt.SessionConfig(audio=rt.AudioConfig(output=rt.AudioOutputConfig(voice=name)))
+        )
+        assert isinstance(got, SessionState)
+        return got.voice
+
+    assert voice("alloy") == "" and voice("Marin") == ""
+    assert voice("Cherry") == "Cherry"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from qwen_gateway.simulator import Fault, SimulatorConfig
 from tests.realtime.harness import VALIDATOR, realtime, silence, speech
@@ -184,6 +184,20 @@ async def test_the_transcription_model_picks_the_recogniser(tmp_path: Path) -> N
             "transcript"
         ]
         assert len(gw.sim.log.realtime_asr_sessions) == before + 1
+        # an 8 kHz model gets the utterance at 8 kHz (the simulator refuses any other rate for it)
+        await s.conn.session.update(
+            session={
+                "type": "realtime",
+                "audio": {"input": {"transcription": {"model": "paraformer-realtime-8k-v2"}}},
+            }
+        )
+        await s.until("session.updated")
+        await s.send_audio(speech() + silence(1.2))
+        events = await s.until("conversation.item.done")
+        assert not s.of("conversation.item.input_audio_transcription.failed", events)
+        (completed,) = s.of("conversation.item.input_audio_transcription.completed", events)
+        assert completed["transcript"]
+        assert gw.sim.log.asr_sessions[-1].model == "paraformer-realtime-8k-v2"
 
 
 async def test_a_client_leaving_mid_answer_closes_every_upstream(tmp_path: Path) -> None:
@@ -245,7 +259,7 @@ async def test_a_foreign_page_cannot_open_a_session(tmp_path: Path) -> None:
         assert body["error"]["code"] == "origin_not_allowed"
 
 
-async def test_an_unknown_chat_model_fails_its_response_and_the_session_stays(
+async def test_an_unknown_chat_model_fails_its_response_and_closes_the_session(
     tmp_path: Path,
 ) -> None:
     async with gateway(tmp_path) as gw, realtime(gw, model="no-such-model") as s:
@@ -259,10 +273,12 @@ async def test_an_unknown_chat_model_fails_its_response_and_the_session_stays(
         await s.conn.response.create()
         events = await s.until("response.done")
         (error,) = s.of("error", events)
-        assert (
-            error["error"]["type"] == "server_error" and "chat failed" in error["error"]["message"]
-        )
+        assert error["error"]["code"] == "model_not_found" and error["error"]["param"] == "model"
         response = s.of("response.done", events)[0]["response"]
         assert response["status"] == "failed"
-        assert response["status_details"]["error"]["code"] == error["error"]["code"]
+        assert response["status_details"]["error"]["code"] == "model_not_found"
         assert gw.sim.log.chat_requests[-1].body["model"] == "no-such-model"
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                await s.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008

@@ -13,8 +13,9 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from qwen_gateway.lifecycle import Lifecycle
+from qwen_gateway.simulator import SimulatorConfig
 from tests.realtime.harness import VALIDATOR, realtime, silence, speech
-from tests.voice_ws.conftest import AUTH, gateway
+from tests.voice_ws.conftest import AUTH, UPSTREAM_KEY, gateway
 
 ANSWER = "今天是晴天。"
 
@@ -94,3 +95,53 @@ async def test_an_idle_session_is_closed_when_the_server_drains(tmp_path: Path) 
         with pytest.raises(ConnectionClosed) as closed:
             await s.conn.recv_bytes()
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+
+
+async def test_a_busy_session_finishes_its_response_before_the_drain_closes_it(
+    tmp_path: Path,
+) -> None:
+    config = SimulatorConfig(api_key=UPSTREAM_KEY, tts_realtime_factor=1.0)
+    async with gateway(tmp_path, config) as gw, realtime(gw) as s:
+        gw.sim.set_reply("今天是晴天。适合出门。")
+        life: Lifecycle = gw.app.config["QG_LIFECYCLE"]
+        life.drain_seconds = 3600
+        await s.conn.conversation.item.create(
+            item={
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_text", "text": "hi"}],
+            }
+        )
+        await s.conn.response.create()
+        await s.until("response.output_audio.delta")
+        life.begin_drain()
+        events = await s.until("error")
+        assert s.of("response.done", events)[0]["response"]["status"] == "completed"
+        assert s.types(events).index("response.done") < s.types(events).index("error")
+        assert s.of("error", events)[0]["error"]["code"] == "shutting_down"
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                await s.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+
+
+async def test_responses_beyond_the_turn_limit_close_the_connection(tmp_path: Path) -> None:
+    async with gateway(tmp_path, max_turns_per_connection=1) as gw, realtime(gw) as s:
+        gw.sim.set_reply(ANSWER)
+        await s.conn.conversation.item.create(
+            item={
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_text", "text": "hi"}],
+            }
+        )
+        await s.conn.response.create()
+        await s.until("response.done")
+        await s.conn.response.create()
+        (error,) = s.of("error", await s.until("error"))
+        assert error["error"]["code"] == "too_many_turns"
+        assert len(s.of("response.created")) == 1
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                await s.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008

@@ -436,9 +436,13 @@ export function sleep(ms) {
 
 // ---------------------------------------------------------------- inspector and latencies
 
-/** Latencies measured by the page, in milliseconds from the end of the upload (or the request). */
+/**
+ * Latencies measured by the page, in milliseconds from the end of the upload (or the request; on the realtime
+ * page, from the end of speech).
+ */
 export const LATENCY_LABELS = /** @type {const} */ ({
   upload: "Upload",
+  transcript: "First transcript",
   recognition: "Recognition",
   first_token: "First token",
   first_audio: "First audio",
@@ -446,6 +450,9 @@ export const LATENCY_LABELS = /** @type {const} */ ({
 });
 
 /** @typedef {keyof typeof LATENCY_LABELS} LatencyName */
+
+/** How far back (in rows) `Inspector.logRun` looks for the row of the same run. */
+const RUN_LOOKBACK = 4;
 
 /**
  * The event inspector: every event sent or received, with its arrival time (ms since the turn started),
@@ -586,6 +593,35 @@ export class Inspector {
   }
 
   /**
+   * Log an event that comes in runs (microphone appends, audio and transcript deltas): the events of a run share
+   * one row, which counts them (`data-count`), shows the latest one's detail and the time span. Runs of a few
+   * kinds may interleave (audio and transcript deltas of one answer): a row takes its run's next event while it
+   * is among the last `RUN_LOOKBACK` rows and only other runs came after it.
+   * @param {"in" | "out"} dir
+   * @param {string} name
+   * @param {string} detail
+   */
+  logRun(dir, name, detail) {
+    let row = this.tbody.lastElementChild;
+    for (let i = 0; i < RUN_LOOKBACK && row instanceof HTMLTableRowElement && row.dataset.run; i++) {
+      if (row.dataset.event === name && row.dataset.dir === dir) {
+        const count = Number(row.dataset.count ?? "1") + 1;
+        row.dataset.count = String(count);
+        const d = row.querySelector(".d");
+        if (d) d.textContent = `×${count} · ${detail}`;
+        const t = row.querySelector("td.t");
+        if (t) t.textContent = `+${row.dataset.t}–${Math.round(performance.now() - this.turnStart)} ms`;
+        return;
+      }
+      row = row.previousElementSibling;
+    }
+    this.log(dir, name, detail);
+    const added = /** @type {HTMLTableRowElement} */ (this.tbody.lastElementChild);
+    added.dataset.run = "1";
+    added.dataset.count = "1";
+  }
+
+  /**
    * Log a received event, summarised (audio payloads shown as their size).
    * @param {WireEvent} ev
    */
@@ -609,11 +645,12 @@ export class Inspector {
 /**
  * A short one-line view of an event body: base64 payloads become their decoded size.
  * @param {EventBody} body
+ * @param {readonly string[]} [binaryKeys] the fields that hold base64 payloads
  */
-export function summarize(body) {
+export function summarize(body, binaryKeys = ["data"]) {
   const view = /** @type {Record<string, unknown>} */ ({});
   for (const [k, v] of Object.entries(body)) {
-    if (k === "data" && typeof v === "string" && v.length > 64) view[k] = `<${Math.floor((v.length * 3) / 4)} B base64>`;
+    if (binaryKeys.includes(k) && typeof v === "string" && v.length > 64) view[k] = `<${Math.floor((v.length * 3) / 4)} B base64>`;
     else view[k] = v;
   }
   const text = JSON.stringify(view);

@@ -1,4 +1,5 @@
-// Microphone recording (16 kHz mono PCM through an AudioWorklet, packed as WAV), progressive MP3 playback
+// Microphone recording (16 kHz mono PCM through an AudioWorklet, packed as WAV, or streamed block by block at
+// another rate), progressive MP3 playback
 // (MediaSource `audio/mpeg`, a Blob when MediaSource is missing), and camera snapshots.
 
 export const TARGET_RATE = 16000;
@@ -6,11 +7,20 @@ export const TARGET_RATE = 16000;
 /**
  * Hold-to-talk recorder. `start()` opens the microphone on first use (kept open for quick barge-in) and
  * records; `stop()` returns the recording as a 16 kHz mono 16-bit WAV file.
+ *
+ * Streaming use (the realtime page): with `onBlock`, every recorded block goes to it as it comes (about 2048
+ * samples at the context's rate, which is `rate` when the browser can record at it) instead of being kept.
  */
 export class Recorder {
-  /** @param {{ onLevel?: (level: number) => void }} [opts] `onLevel`: the RMS level of each recorded block */
+  /**
+   * @param {{ onLevel?: (level: number) => void, onBlock?: (samples: Float32Array, sampleRate: number) => void, rate?: number }} [opts]
+   *   `onLevel`: the RMS level of each recorded block; `onBlock`: stream the blocks; `rate`: the sample rate
+   *   asked of the audio context (16 kHz by default)
+   */
   constructor(opts = {}) {
     this.onLevel = opts.onLevel;
+    this.onBlock = opts.onBlock;
+    this.rate = opts.rate ?? TARGET_RATE;
     /** @type {AudioContext | null} */
     this.ctx = null;
     /** @type {AudioWorkletNode | null} */
@@ -35,13 +45,13 @@ export class Recorder {
     this.stream = await navigator.mediaDevices.getUserMedia({
       audio: { channelCount: 1, echoCancellation: true, noiseSuppression: true, autoGainControl: true },
     });
-    // Ask for a 16 kHz context; where the browser cannot feed the microphone into one, resample later.
+    // Ask for a context at `rate`; where the browser cannot feed the microphone into one, resample later.
     /** @type {AudioContext} */
     let ctx;
     /** @type {MediaStreamAudioSourceNode} */
     let source;
     try {
-      ctx = new AudioContext({ sampleRate: TARGET_RATE });
+      ctx = new AudioContext({ sampleRate: this.rate });
       source = ctx.createMediaStreamSource(this.stream);
     } catch {
       ctx = new AudioContext();
@@ -57,7 +67,8 @@ export class Recorder {
     node.port.onmessage = (e) => {
       const msg = /** @type {{ samples?: Float32Array, level?: number, done?: boolean, sampleRate?: number }} */ (e.data);
       if (msg.samples) {
-        this.blocks.push(msg.samples);
+        if (this.onBlock) this.onBlock(msg.samples, ctx.sampleRate);
+        else this.blocks.push(msg.samples);
         this.seconds += msg.samples.length / ctx.sampleRate;
         if (msg.level !== undefined) this.onLevel?.(msg.level);
       }
