@@ -11,7 +11,8 @@ Limits as the cascade's: the route holds the connection's session lease; the con
 for its whole life (it is one DashScope session), admitted when it opens (requests per minute, daily quotas, the
 deployment's upstream sessions); every response spends its tokens and the user's audio seconds. The bridge
 ending (the upstream is gone: it sent its ``error`` event) ends the connection with 1011; the client leaving
-cancels the bridge, which closes the upstream socket. On a drain, a running response may finish (within the
+cancels the bridge, which closes the upstream socket. After ``QG_MAX_TURNS`` responses the connection ends
+(``too_many_turns``, 1008), as on the cascade. On a drain, a running response may finish (within the
 grace period), then ``error`` ``shutting_down`` and close 1001, as the cascade does.
 """
 
@@ -35,6 +36,7 @@ from ..storage.history import TurnRecord, TurnStatus
 from ..storage.outbox import Outbox
 from ..voice.turn import SessionInfo
 from ..ws import WsConnection
+from .ledger import ENDPOINT, REFUSALS
 from .omni import OmniBridge, OmniTurn, OmniUsage
 from .passthrough import ClientEventPump
 
@@ -42,22 +44,12 @@ __all__ = ["OmniSession"]
 
 log = logging.getLogger("qwen_gateway.realtime.omni")
 
-ENDPOINT = "realtime"
 #: A response's final status -> the history row's status, and the turn metric's outcome.
 _STATUSES: dict[str, tuple[TurnStatus, str]] = {
     "completed": ("completed", "completed"),
     "incomplete": ("completed", "completed"),
     "cancelled": ("interrupted", "cancelled"),
     "failed": ("failed", "failed"),
-}
-#: A refusal of the connection's upstream slot -> the error event's (type, code), as OpenAI names them.
-_REFUSALS: dict[str, tuple[str, str]] = {
-    "rpm": ("rate_limit_error", "rate_limit_exceeded"),
-    "sessions": ("rate_limit_error", "rate_limit_exceeded"),
-    "upstream": ("server_error", "server_busy"),
-    "tokens": ("insufficient_quota", "insufficient_quota"),
-    "tts_chars": ("insufficient_quota", "insufficient_quota"),
-    "audio_seconds": ("insufficient_quota", "insufficient_quota"),
 }
 
 _encoder = msgspec.json.Encoder()
@@ -94,6 +86,8 @@ class OmniSession:
             self._send_error, rt.RealtimeLimits(max_frame_bytes=settings.max_frame_bytes)
         )
         self._slot: Lease | None = None
+        self._max_turns = settings.max_turns_per_connection
+        self._turns = 0  # turns reported so far
         self._events = 0
         self._responses = 0  # running now (response.created sent, response.done not yet)
         self._idle = asyncio.Event()
@@ -117,7 +111,7 @@ class OmniSession:
             if isinstance(got, Refusal):
                 if self._metrics is not None:
                     self._metrics.quota_refused(got.kind)
-                kind, code = _REFUSALS[got.kind]
+                kind, code = REFUSALS[got.kind]
                 await self._send_error(
                     rt.error_event(rt.RealtimeError(code, got.message(), type=kind))
                 )
@@ -208,6 +202,24 @@ class OmniSession:
             self._quotas.record(self._info.owner, {"tokens": usage.total_tokens})
 
     async def _turn(self, turn: OmniTurn) -> None:
+        try:
+            await self._account(turn)
+        finally:
+            self._turns += 1
+        if self._turns >= self._max_turns:  # Omni answers by itself: the connection ends instead
+            await self._send_error(
+                rt.error_event(
+                    rt.RealtimeError(
+                        "too_many_turns",
+                        f"this connection had its {self._max_turns} responses (QG_MAX_TURNS): "
+                        "reconnect",
+                    )
+                )
+            )
+            self._conn.close(1008, "too many turns")
+
+    async def _account(self, turn: OmniTurn) -> None:
+        """A turn's usage, metrics and history row."""
         status, outcome = _STATUSES.get(turn.status, ("failed", "failed"))
         if self._quotas is not None:
             self._quotas.record(self._info.owner, {"audio_seconds": turn.input_audio_ms / 1000})

@@ -146,3 +146,20 @@ async def test_an_idle_omni_session_is_closed_when_the_server_drains(tmp_path: P
             await s.conn.recv_bytes()
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
         await gw.sim.wait_closed("omni")
+
+
+async def test_after_its_max_turns_an_omni_connection_ends(tmp_path: Path) -> None:
+    async with gateway(tmp_path, max_turns_per_connection=1) as gw:
+        gw.sim.set_reply(ANSWER)
+        async with realtime(gw, MODEL, extra_query={"conversation_id": "conv-max"}) as s:
+            await s.send_audio(speech() + silence(1.2))
+            (error,) = s.of("error", await s.until("error"))
+            assert error["error"]["code"] == "too_many_turns"
+            assert "response.done" in s.types()
+            with pytest.raises(ConnectionClosed) as closed:
+                await s.conn.recv_bytes()
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+        await gw.services.storage.outbox.drained()
+        owner = gw.services.keys.owner(GATEWAY_KEY)
+        assert len(await gw.services.storage.history.conversation("conv-max", owner=owner)) == 1
+        await gw.sim.wait_closed("omni")
