@@ -16,11 +16,13 @@ from protocol import realtime as rt
 
 from ..lifecycle import Lifecycle
 from ..logs import bind
+from ..providers.dashscope.catalogue import omni_model
 from ..quota import Limits as QuotaLimits
 from ..voice.turn import SessionInfo, VoiceConfig
 from ..ws import CloseInfo, WebSocketLike, WsConnection, WsLimits
 from .cascade import CascadeConfig, CascadeSession
 from .ledger import ENDPOINT
+from .omni_session import OmniSession
 from .response import ResponseDeps
 
 if TYPE_CHECKING:
@@ -36,11 +38,10 @@ Backend = Literal["cascade", "omni"]
 def backend_for(model: str) -> Backend:
     """The backend that serves ``model``: the seam between the two.
 
-    A Qwen-Omni realtime model of the catalogue goes to the Omni pass-through (``qwen_gateway/realtime/omni.py``,
-    built separately, fed through :class:`~.passthrough.ClientEventPump`; until it is wired here every model is
-    served by the cascade); any other name is a chat model of the cascade.
+    A Qwen-Omni realtime model of the catalogue (``omni_model``: by name, dated snapshot or family) goes to the
+    Omni pass-through (:class:`~.omni_session.OmniSession`); any other name is a chat model of the cascade.
     """
-    return "cascade"
+    return "omni" if omni_model(model) is not None else "cascade"
 
 
 def _error_frame(code: str, message: str) -> str:
@@ -103,17 +104,32 @@ async def serve_realtime(
     conn = WsConnection(
         websocket, WsLimits.from_settings(services.settings), error_frame=error_frame
     )
-    session = CascadeSession(
-        conn,
-        cascade_config(services),
-        info,
-        model=model,
-        quotas=services.quotas,
-        quota_limits=quota_limits,
-        metrics=metrics,
-        lifecycle=lifecycle,
-    )
-    log.info("realtime connection open", extra={"fields": {"backend": "cascade", "model": model}})
+    backend = backend_for(model)
+    session: CascadeSession | OmniSession
+    if backend == "omni":
+        session = OmniSession(
+            conn,
+            services.settings,
+            info,
+            model=model,
+            outbox=services.storage.outbox,
+            quotas=services.quotas,
+            quota_limits=quota_limits,
+            metrics=metrics,
+            lifecycle=lifecycle,
+        )
+    else:
+        session = CascadeSession(
+            conn,
+            cascade_config(services),
+            info,
+            model=model,
+            quotas=services.quotas,
+            quota_limits=quota_limits,
+            metrics=metrics,
+            lifecycle=lifecycle,
+        )
+    log.info("realtime connection open", extra={"fields": {"backend": backend, "model": model}})
     counted = lifecycle.connection() if lifecycle is not None else contextlib.nullcontext()
     with counted:
         try:

@@ -23,14 +23,18 @@ from typing import TypeVar
 __all__ = [
     "ASR_FAMILIES",
     "ASR_MODELS",
+    "OMNI_FAMILIES",
+    "OMNI_MODELS",
     "TTS_FAMILIES",
     "TTS_MODELS",
     "AsrModel",
     "AsrProtocol",
     "CatalogueError",
+    "OmniModel",
     "TtsModel",
     "TtsProtocol",
     "asr_model",
+    "omni_model",
     "tts_model",
 ]
 
@@ -146,6 +150,21 @@ class TtsModel:
     note: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class OmniModel:
+    """A Qwen-Omni realtime model (audio in, text and speech out on ``/api-ws/v1/realtime?model=``): the PCM it
+    takes and gives, the names its ``session.update`` uses for them, and its default voice."""
+
+    name: str
+    default_voice: str
+    #: ``output_audio_format`` of its ``session.update`` (the PCM is 16-bit mono at ``output_rate`` either way)
+    output_format: str = "pcm24"
+    input_format: str = "pcm16"
+    input_rate: int = 16000
+    output_rate: int = 24000
+    note: str = ""
+
+
 def _asr(*rows: AsrModel) -> dict[str, AsrModel]:
     return {row.name: row for row in rows}
 
@@ -204,10 +223,30 @@ TTS_MODELS: Mapping[str, TtsModel] = _tts(
     TtsModel("qwen-tts", _TH, frozenset({24000}), 24000, "Cherry"),
 )
 
+
+def _omni(*rows: OmniModel) -> dict[str, OmniModel]:
+    return {row.name: row for row in rows}
+
+
+#: The Qwen-Omni realtime models (``dashscope-protocols.md`` §7, §10): input PCM16 at 16 kHz, output PCM16 at
+#: 24 kHz, named ``pcm24`` by qwen3-omni-flash and ``pcm16`` by qwen-omni-turbo [C].
+OMNI_MODELS: Mapping[str, OmniModel] = _omni(
+    OmniModel("qwen3-omni-flash-realtime", "Cherry"),
+    OmniModel("qwen-omni-turbo-realtime", "Chelsie", output_format="pcm16"),
+    # The 3.5 family: default voice Tina [T], formats as qwen3-omni-flash [U]; the newest models may need the
+    # workspace domain ({WorkspaceId}.cn-beijing.maas.aliyuncs.com) as the realtime URL [M].
+    OmniModel("qwen3.5-omni-flash-realtime", "Tina", note="voice [T], formats [U]"),
+    OmniModel("qwen3.5-omni-plus-realtime", "Tina", note="voice [T], formats [U]"),
+)
+
 #: Family prefixes for names the table does not list one by one (longest prefix wins).
 ASR_FAMILIES: Mapping[str, str] = {
     "qwen3-asr-flash-realtime-": "qwen3-asr-flash-realtime",
     "qwen3-asr-flash-filetrans-": "qwen3-asr-flash-filetrans",
+}
+OMNI_FAMILIES: Mapping[str, str] = {
+    "qwen3-omni-flash-realtime-": "qwen3-omni-flash-realtime",
+    "qwen-omni-turbo-realtime-": "qwen-omni-turbo-realtime",
 }
 TTS_FAMILIES: Mapping[str, str] = {
     "cosyvoice-v3-": "cosyvoice-v3-flash",
@@ -273,6 +312,15 @@ def asr_model(name: str, protocol: str = "") -> AsrModel:
         found = replace(found, name=name)
     if forced is not None and forced is not found.protocol:
         found = replace(found, protocol=forced, note="protocol from QG_ASR_PROTOCOL")
+    return found
+
+
+def omni_model(name: str) -> OmniModel | None:
+    """The Qwen-Omni realtime model ``name`` (a dated snapshot names its base model), or None when ``name`` is
+    not one: the realtime endpoint's choice between its Omni pass-through and its cascade."""
+    found = _find(name, OMNI_MODELS, OMNI_FAMILIES)
+    if found is not None and found.name != name:
+        found = replace(found, name=name)
     return found
 
 
