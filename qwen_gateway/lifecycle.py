@@ -26,7 +26,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from .config import Settings
 
@@ -144,6 +144,17 @@ class Lifecycle:
 
     async def wait_expired(self) -> None:
         await self._expired.wait()
+
+    async def wait_expired_or(self, done: Awaitable[Any]) -> None:
+        """Wait until ``done`` completes or the drain's grace period is over, whichever comes first (``done`` is
+        then cancelled)."""
+        waits = [asyncio.ensure_future(done), asyncio.ensure_future(self.wait_expired())]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
 
     # ------------------------------------------------------------------ accounting (voice connections)
     @contextlib.contextmanager

@@ -692,16 +692,7 @@ class CascadeSession:
         the grace period is over (``error`` shutting_down, close 1001)."""
         await lifecycle.wait_draining()
         while (active := self._active) is not None and not lifecycle.expired:
-            waits = [
-                asyncio.ensure_future(asyncio.wait([active.task])),
-                asyncio.ensure_future(lifecycle.wait_expired()),
-            ]
-            try:
-                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for w in waits:
-                    w.cancel()
-                await asyncio.gather(*waits, return_exceptions=True)
+            await lifecycle.wait_expired_or(asyncio.wait([active.task]))
         if (active := self._active) is not None:
             active.end_code = "shutting_down"
             active.task.cancel()

@@ -177,16 +177,7 @@ class OmniSession:
         """When the server drains: a running response may end (until the grace period is over), then
         ``error`` ``shutting_down`` and close 1001."""
         await lifecycle.wait_draining()
-        waits = [
-            asyncio.ensure_future(self._idle.wait()),
-            asyncio.ensure_future(lifecycle.wait_expired()),
-        ]
-        try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for w in waits:
-                w.cancel()
-            await asyncio.gather(*waits, return_exceptions=True)
+        await lifecycle.wait_expired_or(self._idle.wait())
         await self._send_error(
             rt.error_event(
                 rt.RealtimeError(

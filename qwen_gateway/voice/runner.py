@@ -349,16 +349,7 @@ class VoiceRunner:
                     await self._execute(self.machine.shutdown())
                     return
                 self._turn_ended.clear()
-            waits = [
-                asyncio.ensure_future(self._turn_ended.wait()),
-                asyncio.ensure_future(lifecycle.wait_expired()),
-            ]
-            try:
-                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for w in waits:
-                    w.cancel()
-                await asyncio.gather(*waits, return_exceptions=True)
+            await lifecycle.wait_expired_or(self._turn_ended.wait())
 
     def _refuse_turn_while_draining(self) -> bool:
         """A turn asked for after the drain began is not started: the connection is shut down instead."""
