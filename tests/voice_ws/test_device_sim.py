@@ -2,8 +2,8 @@
 time, the answer as 60 ms Opus packets into a 500 ms playback buffer. Paced: no overrun, no underrun after the
 first frame. Unpaced (the browser default) the same device overruns: the check can fail.
 
-The answer lasts about 8 s in the quick suite, about 32 s under ``QG_TEST_LONG=1`` (``make test-long``): paced
-delivery takes real time, and the rule is the same at any length."""
+The paced answer lasts about 32 s, as the issue asks (paced delivery takes real time: this test takes as long); the
+unpaced one about 8 s (it overruns within its first second)."""
 
 from __future__ import annotations
 
@@ -12,20 +12,19 @@ from pathlib import Path
 from qwen_gateway.device_sim import DeviceConfig, DeviceReport, run_device
 from qwen_gateway.simulator.audio import synthesize
 
-from ..long import scaled
 from .conftest import GATEWAY_KEY, gateway
 
 RATE = 16000
-ANSWER = "今天是晴天，气温二十五度。适合出门散步！记得带上水，也别忘了防晒。" * scaled(1, 4)
+SENTENCES = "今天是晴天，气温二十五度。适合出门散步！记得带上水，也别忘了防晒。"
 
 
 def question() -> bytes:
     return bytes(2 * RATE * 300 // 1000) + synthesize("你好今天天气", RATE) + bytes(2 * RATE)
 
 
-async def talk(tmp_path: Path, pace: str | None) -> DeviceReport:
+async def talk(tmp_path: Path, pace: str | None, answer: str) -> DeviceReport:
     async with gateway(tmp_path) as gw:
-        gw.sim.set_reply(ANSWER)
+        gw.sim.set_reply(answer)
         config = DeviceConfig(
             url=gw.ws_url(""),
             pcm=question(),
@@ -43,10 +42,10 @@ async def talk(tmp_path: Path, pace: str | None) -> DeviceReport:
 
 
 async def test_paced_opus_never_overruns_a_500_ms_buffer(tmp_path: Path) -> None:
-    report = await talk(tmp_path, "realtime")
+    report = await talk(tmp_path, "realtime", SENTENCES * 4)
     assert not report.errors
     assert report.ended_by == "vad"
-    assert report.answer_ms > scaled(2000, 30000), "long enough for the buffer to matter"
+    assert report.answer_ms > 30000, "a 30 s answer, as the issue asks"
     assert report.overruns == 0
     assert report.underruns == 0
     assert report.max_buffer_ms <= 300 + 60 + 60
@@ -54,5 +53,5 @@ async def test_paced_opus_never_overruns_a_500_ms_buffer(tmp_path: Path) -> None
 
 
 async def test_unpaced_the_same_device_overruns(tmp_path: Path) -> None:
-    report = await talk(tmp_path, None)
+    report = await talk(tmp_path, None, SENTENCES)
     assert report.overruns > 0
