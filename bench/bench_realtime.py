@@ -9,7 +9,9 @@ sessions per core.
    ``input_audio_buffer.speech_stopped``: ``silence_duration_ms`` plus the detector's own delay) and what follows
    (``speech_stopped`` -> first audio). The **gateway's share** is what follows minus the simulator's configured
    latencies (chat time to first token, TTS first audio): it still holds the loopback hops and the simulator's
-   own work, so it is an upper bound. The gateway also measures its share itself
+   own work, so it is an upper bound; the same upstream steps made back to back by a bare client (recognition
+   finish -> final, chat -> first token, TTS text -> first PCM) give a tighter one. The gateway also measures its
+   share itself
    (``qg_voice_turn_gateway_seconds{endpoint="realtime"}``: transcript -> chat request, first sentence -> TTS,
    first PCM -> first audio frame written, where no upstream is waited for), read from its ``/metrics``.
 2. **Sessions per core**: ``N`` sessions talking at once (speech, silence, answer, a pause, again), each
@@ -43,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _harness import percentile  # noqa: E402
-from bench_voice import cpu_seconds, fmt, print_stalls, stack  # noqa: E402
+from bench_voice import Baseline, cpu_seconds, fmt, print_stalls, stack, wav_bytes  # noqa: E402
 
 from qwen_gateway.simulator.audio import synthesize  # noqa: E402
 
@@ -179,7 +181,12 @@ async def open_session(url: str, silence_ms: int) -> tuple[Session, Any, asyncio
 
 
 async def ttfa_run(
-    url: str, turns: int, label: str, configured: float | None, base: str | None = None
+    url: str,
+    turns: int,
+    label: str,
+    configured: float | None,
+    base: str | None = None,
+    env_file: Path | None = None,
 ) -> None:
     speech = speech_pcm(QUESTION)
     session, ws, reader = await open_session(url, SILENCE_MS)
@@ -210,8 +217,20 @@ async def ttfa_run(
             f"(chat TTFT {TTFT * 1000:.0f} ms + TTS first audio {TTS_FIRST_AUDIO * 1000:.0f} ms)"
         )
         print(f"  gateway share over configured   {fmt(share)}")
+    if env_file is not None:
+        # The same upstream steps (recognition finish -> final, chat -> first token, TTS text -> first PCM) made
+        # back to back by a bare client: what is above them is the gateway's pipeline and its hops.
+        bare = Baseline(env_file, wav_bytes(0.5))
+        try:
+            await bare.rounds(max(turns // 2, 10), [{"role": "user", "content": QUESTION}])
+        finally:
+            await bare.aclose()
+        direct = percentile([sum(p) for p in bare.parts], 50)
+        print(f"  upstream path, bare client      {fmt([sum(p) for p in bare.parts])}")
+        print(f"  gateway share over bare client  {fmt([t - direct for t in after_vad])}")
     if base is not None:
         print(f"  gateway share, its own clock    {share_from_metrics(base)}")
+        print(f"  stages from the commit (means)  {stage_means(base)}")
     if session.errors:
         print(f"  error events                    {len(session.errors)}: {session.errors[0]}")
 
@@ -303,6 +322,29 @@ def share_from_metrics(base: str) -> str:
     return f"mean {total / count * 1000:.2f} ms   p50 {bound(0.5)}   p99 {bound(0.99)}   (n={count:.0f})"
 
 
+def stage_means(base: str) -> str:
+    """The mean of each turn stage the gateway measured (from the end of speech), from its /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"{base}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    sums: dict[str, float] = {}
+    counts: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.labels.get("endpoint") != "realtime" or "stage" not in s.labels:
+                continue
+            if s.name == "qg_voice_turn_stage_seconds_sum":
+                sums[s.labels["stage"]] = s.value
+            elif s.name == "qg_voice_turn_stage_seconds_count":
+                counts[s.labels["stage"]] = s.value
+    return ", ".join(
+        f"{stage} {sums[stage] / counts[stage] * 1000:.1f} ms"
+        for stage in sums
+        if counts.get(stage)
+    )
+
+
 def realtime_url(info: dict[str, Any], model: str) -> str:
     return info["url"].replace("/v1/chat/audio", f"/v1/realtime?model={model}")
 
@@ -352,6 +394,7 @@ def main() -> None:
                         "cascade (qwen-plus)",
                         TTFT + TTS_FIRST_AUDIO,
                         base=http_base(info),
+                        env_file=info["env_file"],
                     )
                 )
             print()
