@@ -46,7 +46,70 @@ class Release(msgspec.Struct, frozen=True, kw_only=True):
     received: int
 
 
-class PacketAssembler:
+class _OrderedPackets:
+    """What both assemblers share: packets by ``seq``, held behind a gap and released in order, exact repeats
+    recognised by their digest, the byte bound."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        #: bytes accepted so far (released and held)
+        self.size = 0
+        #: the next ``seq`` to release
+        self.next_seq = 1
+        self._digests: dict[int, bytes] = {}
+        self._held: dict[int, bytes] = {}
+
+    @property
+    def received(self) -> int:
+        """Distinct packets received so far."""
+        return len(self._digests)
+
+    def seen(self, seq: int) -> bool:
+        """Whether packet ``seq`` has been received."""
+        return seq in self._digests
+
+    def _repeat(self, seq: int, digest: bytes, complete: bool) -> Release | None:
+        """The release of an exact repeat of ``seq`` (None when ``seq`` is new).
+
+        Raises:
+            RemoteProtocolError: ``seq`` was received with other content.
+        """
+        old = self._digests.get(seq)
+        if old is None:
+            return None
+        if old != digest:
+            raise RemoteProtocolError(
+                ErrorCode.DUPLICATE_PACKET,
+                f"packet {seq} was already received with different data",
+            )
+        return Release(
+            data=b"", duplicate=True, complete=complete, completed=False, received=self.received
+        )
+
+    def _accept(self, seq: int, digest: bytes, data: bytes) -> bytes:
+        """Take a new packet within the byte bound; returns the bytes it made contiguous.
+
+        Raises:
+            RemoteProtocolError: the upload would exceed ``max_bytes`` (nothing changed).
+        """
+        if self.size + len(data) > self.max_bytes:
+            raise RemoteProtocolError(
+                ErrorCode.UPLOAD_TOO_LARGE, f"the upload would exceed {self.max_bytes} bytes"
+            )
+        self._digests[seq] = digest
+        self.size += len(data)
+        if seq != self.next_seq:
+            self._held[seq] = data
+            return b""
+        chunks = [data]
+        self.next_seq += 1
+        while self.next_seq in self._held:
+            chunks.append(self._held.pop(self.next_seq))
+            self.next_seq += 1
+        return b"".join(chunks)
+
+
+class PacketAssembler(_OrderedPackets):
     """Reassembles one upload of ``total`` packets.
 
     Raises ``RemoteProtocolError`` (and then changes nothing) for: ``total`` above ``max_packets`` or bytes
@@ -63,28 +126,13 @@ class PacketAssembler:
             raise RemoteProtocolError(
                 ErrorCode.UPLOAD_TOO_LARGE, f"total {total} is more than {max_packets} packets"
             )
+        super().__init__(max_bytes)
         self.total = total
-        self.max_bytes = max_bytes
-        #: bytes accepted so far (released and held)
-        self.size = 0
-        #: the next ``seq`` to release
-        self.next_seq = 1
-        self._digests: dict[int, bytes] = {}
-        self._held: dict[int, bytes] = {}
-
-    @property
-    def received(self) -> int:
-        """Distinct packets received so far."""
-        return len(self._digests)
 
     @property
     def complete(self) -> bool:
         """Every packet has been received and released."""
         return self.next_seq > self.total
-
-    def seen(self, seq: int) -> bool:
-        """Whether packet ``seq`` has been received."""
-        return seq in self._digests
 
     def is_duplicate(self, seq: int, total: int, data: bytes) -> bool:
         """Whether this packet exactly repeats one already received."""
@@ -108,36 +156,10 @@ class PacketAssembler:
         if not 1 <= seq <= total:
             raise RemoteProtocolError(ErrorCode.BAD_SEQUENCE, f"seq {seq} is outside 1..{total}")
         digest = _digest(data)
-        old = self._digests.get(seq)
-        if old is not None:
-            if old != digest:
-                raise RemoteProtocolError(
-                    ErrorCode.DUPLICATE_PACKET,
-                    f"packet {seq} was already received with different data",
-                )
-            return Release(
-                data=b"",
-                duplicate=True,
-                complete=self.complete,
-                completed=False,
-                received=self.received,
-            )
-        if self.size + len(data) > self.max_bytes:
-            raise RemoteProtocolError(
-                ErrorCode.UPLOAD_TOO_LARGE, f"the upload would exceed {self.max_bytes} bytes"
-            )
-        self._digests[seq] = digest
-        self.size += len(data)
-        released = b""
-        if seq == self.next_seq:
-            chunks = [data]
-            self.next_seq += 1
-            while self.next_seq in self._held:
-                chunks.append(self._held.pop(self.next_seq))
-                self.next_seq += 1
-            released = b"".join(chunks)
-        else:
-            self._held[seq] = data
+        repeat = self._repeat(seq, digest, self.complete)
+        if repeat is not None:
+            return repeat
+        released = self._accept(seq, digest, data)
         complete = self.complete
         return Release(
             data=released,
@@ -163,7 +185,7 @@ def starts_new_upload(current: PacketAssembler | None, seq: int, total: int, dat
     return seq == 1 and current.seen(1) and not current.is_duplicate(1, total, data)
 
 
-class OpenAssembler:
+class OpenAssembler(_OrderedPackets):
     """Reassembles one open-microphone upload (``mode=stream``): packets ``seq`` 1, 2, ... with no ``total``.
 
     Packets are released in ``seq`` order as :class:`PacketAssembler` does; the upload is complete when
@@ -177,30 +199,15 @@ class OpenAssembler:
     total = 0
 
     def __init__(self, *, max_packets: int, max_bytes: int) -> None:
+        super().__init__(max_bytes)
         self.max_packets = max_packets
-        self.max_bytes = max_bytes
-        #: bytes accepted so far (released and held)
-        self.size = 0
-        #: the next ``seq`` to release
-        self.next_seq = 1
         #: the upload has ended (:meth:`end`)
         self.complete = False
-        self._digests: dict[int, bytes] = {}
-        self._held: dict[int, bytes] = {}
-
-    @property
-    def received(self) -> int:
-        """Distinct packets received so far (the ones after the end included)."""
-        return len(self._digests)
 
     @property
     def packets(self) -> int:
         """Packets released, in order (the upload's packets once it is complete)."""
         return self.next_seq - 1
-
-    def seen(self, seq: int) -> bool:
-        """Whether packet ``seq`` has been received."""
-        return seq in self._digests
 
     def is_duplicate(self, seq: int, data: bytes) -> bool:
         """Whether this packet exactly repeats one already received."""
@@ -218,42 +225,16 @@ class OpenAssembler:
                 ErrorCode.UPLOAD_TOO_LARGE, f"seq {seq} is more than {self.max_packets} packets"
             )
         digest = _digest(data)
-        old = self._digests.get(seq)
-        if old is not None:
-            if old != digest:
-                raise RemoteProtocolError(
-                    ErrorCode.DUPLICATE_PACKET,
-                    f"packet {seq} was already received with different data",
-                )
-            return Release(
-                data=b"",
-                duplicate=True,
-                complete=self.complete,
-                completed=False,
-                received=self.received,
-            )
+        repeat = self._repeat(seq, digest, self.complete)
+        if repeat is not None:
+            return repeat
         if self.complete:
             # The utterance ended: the device is still streaming; acknowledge, keep nothing.
             self._digests[seq] = digest
             return Release(
                 data=b"", duplicate=False, complete=True, completed=False, received=self.received
             )
-        if self.size + len(data) > self.max_bytes:
-            raise RemoteProtocolError(
-                ErrorCode.UPLOAD_TOO_LARGE, f"the upload would exceed {self.max_bytes} bytes"
-            )
-        self._digests[seq] = digest
-        self.size += len(data)
-        released = b""
-        if seq == self.next_seq:
-            chunks = [data]
-            self.next_seq += 1
-            while self.next_seq in self._held:
-                chunks.append(self._held.pop(self.next_seq))
-                self.next_seq += 1
-            released = b"".join(chunks)
-        else:
-            self._held[seq] = data
+        released = self._accept(seq, digest, data)
         return Release(
             data=released, duplicate=False, complete=False, completed=False, received=self.received
         )
