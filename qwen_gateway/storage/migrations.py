@@ -188,29 +188,18 @@ _MYSQL_V1 = (
 # SQLite cannot change a primary key or a foreign key in place: conversations and turns are rebuilt (the
 # documented "make a new table, copy, drop, rename" procedure; turn ids are kept, so messages.turn_id still holds).
 
-_SQLITE_V2 = (
-    """
-    CREATE TABLE conversations_v2 (
-        owner       TEXT NOT NULL DEFAULT 'legacy',
-        id          TEXT NOT NULL,
-        channel     TEXT NOT NULL,
-        created_at  TEXT NOT NULL,
-        updated_at  TEXT NOT NULL,
-        turn_count  INTEGER NOT NULL DEFAULT 0,
-        PRIMARY KEY (owner, id)
-    )
-    """,
-    """
-    INSERT INTO conversations_v2 (owner, id, channel, created_at, updated_at, turn_count)
-    SELECT 'legacy', id, channel, created_at, updated_at, turn_count FROM conversations
-    """,
-    """
-    CREATE TABLE turns_v2 (
+
+def _sqlite_turns_table(name: str, channels: tuple[str, ...]) -> str:
+    """SQLite's ``turns`` table since version 2 (owner-bound), under ``name``, taking ``channels``: SQLite cannot
+    change a CHECK constraint in place, so a migration that widens it builds the table anew and copies the rows."""
+    allowed = ", ".join(f"'{c}'" for c in channels)
+    return f"""
+    CREATE TABLE {name} (
         id                 INTEGER PRIMARY KEY AUTOINCREMENT,
         write_id           TEXT NOT NULL UNIQUE,
         owner              TEXT NOT NULL DEFAULT 'legacy',
         conversation_id    TEXT NOT NULL,
-        channel            TEXT NOT NULL CHECK (channel IN ('chat', 'audio', 'vlm')),
+        channel            TEXT NOT NULL CHECK (channel IN ({allowed})),
         model              TEXT NOT NULL,
         status             TEXT NOT NULL CHECK (status IN ('completed', 'interrupted', 'failed')),
         error_code         TEXT,
@@ -229,18 +218,42 @@ _SQLITE_V2 = (
         created_at         TEXT NOT NULL,
         FOREIGN KEY (owner, conversation_id) REFERENCES conversations (owner, id)
     )
+    """
+
+
+def _continue_turn_ids(name: str) -> str:
+    """AUTOINCREMENT never reuses an id: the rebuilt table ``name`` continues from the old ``turns``'s
+    high-water mark."""
+    return f"""
+    UPDATE sqlite_sequence
+    SET seq = max(seq, (SELECT ifnull(max(seq), 0) FROM sqlite_sequence WHERE name = 'turns'))
+    WHERE name = '{name}'
+    """
+
+
+_SQLITE_V2 = (
+    """
+    CREATE TABLE conversations_v2 (
+        owner       TEXT NOT NULL DEFAULT 'legacy',
+        id          TEXT NOT NULL,
+        channel     TEXT NOT NULL,
+        created_at  TEXT NOT NULL,
+        updated_at  TEXT NOT NULL,
+        turn_count  INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (owner, id)
+    )
     """,
+    """
+    INSERT INTO conversations_v2 (owner, id, channel, created_at, updated_at, turn_count)
+    SELECT 'legacy', id, channel, created_at, updated_at, turn_count FROM conversations
+    """,
+    _sqlite_turns_table("turns_v2", ("chat", "audio", "vlm")),
     f"""
     INSERT INTO turns_v2 (id, owner, {", ".join(_V1_TURN_COLUMNS)})
     SELECT id, 'legacy', {", ".join(_V1_TURN_COLUMNS)} FROM turns ORDER BY id
     """,
     "ALTER TABLE messages ADD COLUMN owner TEXT NOT NULL DEFAULT 'legacy'",
-    # AUTOINCREMENT never reuses an id: the new table continues from the old one's high-water mark
-    """
-    UPDATE sqlite_sequence
-    SET seq = max(seq, (SELECT ifnull(max(seq), 0) FROM sqlite_sequence WHERE name = 'turns'))
-    WHERE name = 'turns_v2'
-    """,
+    _continue_turn_ids("turns_v2"),
     "DROP TABLE turns",
     "DROP TABLE conversations",
     "ALTER TABLE conversations_v2 RENAME TO conversations",
@@ -308,41 +321,12 @@ _MYSQL_V2 = (
 _TURN_COLUMNS_V2 = ("id", "owner", *_V1_TURN_COLUMNS)
 
 _SQLITE_V3 = (
-    """
-    CREATE TABLE turns_v3 (
-        id                 INTEGER PRIMARY KEY AUTOINCREMENT,
-        write_id           TEXT NOT NULL UNIQUE,
-        owner              TEXT NOT NULL DEFAULT 'legacy',
-        conversation_id    TEXT NOT NULL,
-        channel            TEXT NOT NULL CHECK (channel IN ('chat', 'audio', 'vlm', 'realtime')),
-        model              TEXT NOT NULL,
-        status             TEXT NOT NULL CHECK (status IN ('completed', 'interrupted', 'failed')),
-        error_code         TEXT,
-        request_id         TEXT NOT NULL DEFAULT '',
-        session_id         TEXT NOT NULL DEFAULT '',
-        prompt_tokens      INTEGER NOT NULL DEFAULT 0,
-        completion_tokens  INTEGER NOT NULL DEFAULT 0,
-        total_tokens       INTEGER NOT NULL DEFAULT 0,
-        recognition_ms     INTEGER,
-        first_token_ms     INTEGER,
-        first_audio_ms     INTEGER,
-        total_ms           INTEGER,
-        audio_key          TEXT,
-        image_key          TEXT,
-        reply_audio_key    TEXT,
-        created_at         TEXT NOT NULL,
-        FOREIGN KEY (owner, conversation_id) REFERENCES conversations (owner, id)
-    )
-    """,
+    _sqlite_turns_table("turns_v3", ("chat", "audio", "vlm", "realtime")),
     f"""
     INSERT INTO turns_v3 ({", ".join(_TURN_COLUMNS_V2)})
     SELECT {", ".join(_TURN_COLUMNS_V2)} FROM turns ORDER BY id
     """,
-    """
-    UPDATE sqlite_sequence
-    SET seq = max(seq, (SELECT ifnull(max(seq), 0) FROM sqlite_sequence WHERE name = 'turns'))
-    WHERE name = 'turns_v3'
-    """,
+    _continue_turn_ids("turns_v3"),
     "DROP TABLE turns",
     "ALTER TABLE turns_v3 RENAME TO turns",
     "CREATE INDEX turns_by_conversation ON turns (owner, conversation_id, id)",
