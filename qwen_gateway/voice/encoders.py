@@ -166,7 +166,18 @@ class _Framed:
         raise NotImplementedError
 
 
-class OpusPacketEncoder(_Framed):
+class _OpusFrames(_Framed):
+    """An Opus encoder's frames: exactly ``frame_ms`` (20, 40 or 60) at ``out_rate``."""
+
+    def __init__(self, sample_rate: int, out_rate: int, frame_ms: int) -> None:
+        if frame_ms not in (20, 40, 60):
+            raise ValueError(f"frame_ms={frame_ms}: expected 20, 40 or 60")
+        super().__init__(sample_rate, out_rate, out_rate * frame_ms // 1000)
+        self.frame_ms = frame_ms
+        self.frame_samples = out_rate * frame_ms // 1000
+
+
+class OpusPacketEncoder(_OpusFrames):
     """Raw Opus packets of exactly ``frame_ms`` each (see the module docstring).
 
     Args:
@@ -184,11 +195,7 @@ class OpusPacketEncoder(_Framed):
         frame_ms: int,
         bitrate_kbps: int = OPUS_BITRATE_KBPS,
     ) -> None:
-        if frame_ms not in (20, 40, 60):
-            raise ValueError(f"frame_ms={frame_ms}: expected 20, 40 or 60")
-        super().__init__(sample_rate, out_rate, out_rate * frame_ms // 1000)
-        self.frame_ms = frame_ms
-        self.frame_samples = out_rate * frame_ms // 1000
+        super().__init__(sample_rate, out_rate, frame_ms)
         ctx = av.CodecContext.create("libopus", "w")
         assert isinstance(ctx, AudioCodecContext)
         _opus_context(ctx, out_rate, frame_ms, bitrate_kbps)
@@ -247,7 +254,7 @@ class _Sink:
         return data
 
 
-class OggOpusEncoder(_Framed):
+class OggOpusEncoder(_OpusFrames):
     """An Ogg Opus stream (RFC 7845) made of ``frame_ms`` packets, one page per packet; each chunk carries the
     pages completed so far (the first one also the two header pages).
 
@@ -262,11 +269,7 @@ class OggOpusEncoder(_Framed):
         frame_ms: int,
         bitrate_kbps: int = OPUS_BITRATE_KBPS,
     ) -> None:
-        if frame_ms not in (20, 40, 60):
-            raise ValueError(f"frame_ms={frame_ms}: expected 20, 40 or 60")
-        super().__init__(sample_rate, out_rate, out_rate * frame_ms // 1000)
-        self.frame_ms = frame_ms
-        self.frame_samples = out_rate * frame_ms // 1000
+        super().__init__(sample_rate, out_rate, frame_ms)
         self._sink = _Sink()
         self._container: Any = av.open(
             self._sink,
