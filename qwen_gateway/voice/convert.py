@@ -119,6 +119,13 @@ def _check_rate(rate: int) -> None:
 _FROM_INT16: Final = np.float32(1 / 32768)
 
 
+def _whole_samples(carry: bytes, pcm: bytes) -> tuple[bytes, bytes]:
+    """``carry + pcm`` cut to whole 16-bit samples, and the odd byte left over for the next call."""
+    data = carry + pcm if carry else pcm
+    cut = len(data) - len(data) % 2
+    return data[:cut], data[cut:]
+
+
 def _to_int16(samples: np.ndarray) -> bytes:
     """float32 samples in [-1, 1) -> pcm16 LE bytes, rounded and clipped."""
     return np.clip(np.rint(samples * 32768.0), -32768, 32767).astype("<i2").tobytes()
@@ -150,12 +157,7 @@ class Resampler:
 
     def process(self, pcm: bytes) -> bytes:
         """Resample the next piece of the stream."""
-        if self._odd:
-            pcm = self._odd + pcm
-            self._odd = b""
-        if len(pcm) % 2:
-            self._odd = pcm[-1:]
-            pcm = pcm[:-1]
+        pcm, self._odd = _whole_samples(self._odd, pcm)
         if self._stream is None or not pcm:
             return bytes(pcm)
         samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32) * _FROM_INT16
@@ -191,12 +193,7 @@ class G711Encoder:
 
     def encode(self, pcm: bytes) -> bytes:
         """One G.711 byte per whole input sample (an odd trailing byte waits for the next call)."""
-        if self._odd:
-            pcm = self._odd + pcm
-            self._odd = b""
-        if len(pcm) % 2:
-            self._odd = pcm[-1:]
-            pcm = pcm[:-1]
+        pcm, self._odd = _whole_samples(self._odd, pcm)
         if not pcm:
             return b""
         samples = np.frombuffer(pcm, dtype="<i2").reshape(1, -1)

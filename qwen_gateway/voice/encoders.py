@@ -25,7 +25,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Protocol
+from typing import Any
 
 import av
 import numpy as np
@@ -62,33 +62,6 @@ class AudioChunk:
     duration_ms: float
 
 
-class _Resample(Protocol):
-    def process(self, pcm: bytes) -> bytes: ...
-
-    def flush(self) -> bytes: ...
-
-
-class _Identity:
-    """Same rate: the PCM as it is, a dangling odd byte kept for the next call."""
-
-    def __init__(self) -> None:
-        self._odd = b""
-
-    def process(self, pcm: bytes) -> bytes:
-        data = self._odd + pcm if self._odd else pcm
-        cut = len(data) - len(data) % 2
-        self._odd = data[cut:]
-        return data[:cut]
-
-    def flush(self) -> bytes:
-        self._odd = b""
-        return b""
-
-
-def _resampler(in_rate: int, out_rate: int) -> _Resample:
-    return _Identity() if in_rate == out_rate else Resampler(in_rate, out_rate)
-
-
 def _opus_context(ctx: Any, rate: int, frame_ms: int, bitrate_kbps: int) -> None:
     ctx.sample_rate = rate
     ctx.layout = "mono"
@@ -113,7 +86,7 @@ class _Framed:
         self._sample_rate = sample_rate
         self.out_rate = out_rate
         self._frame_bytes = frame_samples * 2
-        self._resample = _resampler(sample_rate, out_rate)
+        self._resample = Resampler(sample_rate, out_rate)  # at the same rate: the PCM as it is
         self._pending = bytearray()
         self._samples_in = 0
         self._odd_in = 0
