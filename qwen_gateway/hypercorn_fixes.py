@@ -44,6 +44,11 @@ Internals patched (check them when Hypercorn or wsproto is upgraded):
     wrapped: once the peer has closed (EOF) the keep-alive idle timer is stopped. Hypercorn left it running,
     and its task group waited for it before closing the socket: every HTTP client that closed a keep-alive
     connection left a CLOSE-WAIT socket for ``keep_alive_timeout`` seconds.
+
+``hypercorn.asyncio.tcp_server.TCPServer.run``
+    wrapped: once the connection is over its ``protocol`` is dropped. The protocol holds the server's bound
+    ``protocol_send``, a reference cycle that left every closed connection (its stream, its buffers) to the
+    garbage collector's passes, which stall the event loop for as long as they walk.
 """
 
 from __future__ import annotations
@@ -239,9 +244,20 @@ class GatewayWSStream(WSStream):
                 return
 
 
+_original_run = tcp_server.TCPServer.run
 _original_read_data = tcp_server.TCPServer._read_data
 _original_close = tcp_server.TCPServer._close
 _original_protocol_send = tcp_server.TCPServer.protocol_send
+
+
+async def _run(self: tcp_server.TCPServer) -> None:
+    try:
+        await _original_run(self)
+    finally:
+        # The connection is over: drop its protocol, which holds this server's bound protocol_send (a reference
+        # cycle that left every closed connection, its buffers and its stream objects, to the garbage
+        # collector; tests/voice_ws/test_turn_garbage.py).
+        self.__dict__.pop("protocol", None)
 
 
 async def _read_data(self: tcp_server.TCPServer) -> None:
@@ -281,6 +297,7 @@ def install() -> None:
     """Apply the fixes (once per process; later calls do nothing)."""
     hypercorn_h11.WSStream = GatewayWSStream  # type: ignore[attr-defined]
     hypercorn_h2.WSStream = GatewayWSStream  # type: ignore[attr-defined]
+    tcp_server.TCPServer.run = _run  # type: ignore[method-assign]
     tcp_server.TCPServer._read_data = _read_data  # type: ignore[method-assign]
     tcp_server.TCPServer._close = _close  # type: ignore[method-assign]
     tcp_server.TCPServer.protocol_send = _protocol_send  # type: ignore[method-assign]

@@ -260,11 +260,7 @@ class WsConnection:
         ended: _Ended | None = None
         try:
             try:
-                async with asyncio.TaskGroup() as group:
-                    self._group = group
-                    group.create_task(self._writer(), name="ws-writer")
-                    group.create_task(self._watchdog(), name="ws-watchdog")
-                    group.create_task(self._reader(on_frame, on_open), name="ws-reader")
+                await self._run_tasks(on_frame, on_open)
             except* _Ended as eg:
                 ended = eg.exceptions[0]  # type: ignore[assignment]
                 forget_frames(eg)
@@ -287,6 +283,21 @@ class WsConnection:
         assert ended is not None
         await self._finish(ended)
         return CloseInfo(ended.reason, ended.code, self.frames_sent, self.frames_received)
+
+    async def _run_tasks(
+        self,
+        on_frame: Callable[[str | bytes], Awaitable[None]],
+        on_open: Callable[[], Awaitable[None]] | None,
+    ) -> None:
+        # The group lives in this frame, not in run()'s: run() is still running when it catches the client's
+        # CancelledError, so forget_frames() cannot clear run()'s locals, and a group kept there (which keeps the
+        # handler's task, which keeps that CancelledError, whose traceback keeps run()'s frame) made every
+        # closed connection a reference cycle left to the garbage collector (tests/voice_ws/test_turn_garbage.py).
+        async with asyncio.TaskGroup() as group:
+            self._group = group
+            group.create_task(self._writer(), name="ws-writer")
+            group.create_task(self._watchdog(), name="ws-watchdog")
+            group.create_task(self._reader(on_frame, on_open), name="ws-reader")
 
     async def _reader(
         self,

@@ -672,8 +672,7 @@ class CascadeSession:
                 if self._lifecycle is not None:
                     self._lifecycle.turn_ended()
                 ledger.spent(run, slot)
-            if run.speaker is not None:
-                run.speaker.release()
+            run.release()
             if run.result is not None and run.result.tts_started and not self.state.spoken:
                 self.state = dataclasses.replace(self.state, spoken=True)  # the voice is fixed now
 

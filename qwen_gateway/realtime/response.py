@@ -234,7 +234,9 @@ class ResponseRun:
     message: _Message | None = None
     calls: list[_Call] = field(default_factory=list)
     calls_by_index: dict[int, _Call] = field(default_factory=dict)
-    speaker: AnswerSpeaker | None = None
+    speaker: AnswerSpeaker | None = None  # while the answer runs (see release)
+    #: the answer's figures (kept after release)
+    result: AnswerResult | None = None
     failure: BaseException | None = None
     created: bool = False
     #: when the chat request went out (metrics)
@@ -252,9 +254,12 @@ class ResponseRun:
     def wire(self) -> WireFormat:
         return wire_of(self.session.output_format)
 
-    @property
-    def result(self) -> AnswerResult | None:
-        return self.speaker.result if self.speaker is not None else None
+    def release(self) -> None:
+        """The response has ended: let go of its speaker (its audio, its encoder, and its events, which hold this
+        run: keeping it made every response a reference cycle left to the garbage collector)."""
+        if self.speaker is not None:
+            self.speaker.release()
+            self.speaker = None
 
     def part(self) -> dict[str, Any]:
         assert self.message is not None
@@ -414,6 +419,7 @@ class ResponseRun:
         )
         body = chat_body(self.session, self.conversation, self.params)
         self.chat_started_at = self.deps.clock()
+        self.result = self.speaker.result
         return await self.speaker.run(body)
 
     def heard(self) -> str:

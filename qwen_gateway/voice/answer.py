@@ -406,7 +406,8 @@ class AnswerSpeaker:
         self._synth = synthesizer
         self._emit = emit
         self._events = events
-        self._new_encoder_for = new_encoder or self._mp3_encoder
+        # None: MP3 (not the bound method ``self._mp3_encoder``, which would make every speaker a reference cycle)
+        self._new_encoder_for = new_encoder
         self._speak = speak
         self._turn_id = turn_id
         self._tuning = tuning
@@ -616,10 +617,9 @@ class AnswerSpeaker:
             await _aclose(audio)
 
     def _new_encoder(self, sample_rate: int) -> AudioEncoder:
+        if self._new_encoder_for is None:
+            return Mp3Encoder(sample_rate, bitrate_kbps=self._tuning.bitrate_kbps)
         return self._new_encoder_for(sample_rate)
-
-    def _mp3_encoder(self, sample_rate: int) -> AudioEncoder:
-        return Mp3Encoder(sample_rate, bitrate_kbps=self._tuning.bitrate_kbps)
 
     async def _flush_audio(self) -> None:
         if self._encoding is not None:

@@ -248,7 +248,10 @@ class _Progress:
     stored_audio: StoredObject | None = None
     stored_image: StoredObject | None = None
     stored_reply: StoredObject | None = None  # the spoken answer's MP3
-    answer: AnswerSpeaker | None = None
+    answer: AnswerSpeaker | None = (
+        None  # while the turn runs (dropped at its end: see _Turn._release)
+    )
+    answer_result: AnswerResult | None = None  # the answer's figures (kept after the turn)
     answer_done: bool = False  # the answer stage returned (its ``finished`` was sent)
     chat_started_at: float | None = None
     saved: bool = False  # the turn's record went to the outbox (or is being sent there)
@@ -308,10 +311,13 @@ class _Turn:
         """The turn has ended: let go of its buffers (upload, spoken answer, encoder) at once.
 
         A finished turn may stay reachable for a while from a reference cycle (a traceback's frames) until the
-        garbage collector's next full pass; without this, each such turn kept its audio and LAME's state.
+        garbage collector's next full pass; without this, each such turn kept its audio and LAME's state. The
+        speaker itself is dropped too: it holds the turn's emitters, closures over the turn, so keeping it made
+        every turn a reference cycle left to the collector (tests/voice_ws/test_turn_garbage.py).
         """
         if self._p.answer is not None:
             self._p.answer.release()
+            self._p.answer = None
 
     async def _body(self) -> None:
         raise NotImplementedError
@@ -322,7 +328,7 @@ class _Turn:
         metrics, p = self._deps.metrics, self._p
         if metrics is None or p.completed_at is None:
             return
-        r = p.answer.result if p.answer is not None else None
+        r = p.answer_result
         for stage, at in (
             ("recognition", p.transcript_at),
             ("first_token", r.first_token_at if r else None),
@@ -342,7 +348,7 @@ class _Turn:
         if metrics is None or p.completed_at is None:
             return
         metrics.turn_stage(self.channel, "first_audio_sent", now - p.completed_at)
-        r = p.answer.result if p.answer is not None else None
+        r = p.answer_result
         if r is None or None in (
             p.transcript_at,
             p.chat_started_at,
@@ -360,7 +366,7 @@ class _Turn:
 
     def usage(self) -> dict[str, float]:
         """What the turn spent so far: chat ``tokens``, ``tts_chars`` spoken, ``audio_seconds`` recognised."""
-        result = self._p.answer.result if self._p.answer is not None else None
+        result = self._p.answer_result
         usage = result.usage if result is not None else None
         return {
             "tokens": usage.total_tokens if usage is not None else 0,
@@ -501,6 +507,7 @@ class _Turn:
             new_encoder=new_encoder,
         )
         self._p.answer = speaker
+        self._p.answer_result = speaker.result
         self._p.chat_started_at = self._clock()
         result = await speaker.run(body)
         self._p.answer_done = True
@@ -590,7 +597,7 @@ class _Turn:
         if p.saved or not p.transcript:
             return
         p.saved = True
-        result = p.answer.result if p.answer is not None else None
+        result = p.answer_result
         if result is not None and p.answer_done:
             status, code = _outcome(result)
         else:

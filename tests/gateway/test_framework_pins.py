@@ -166,7 +166,7 @@ def test_hypercorn_and_wsproto_internals_that_hypercorn_fixes_relies_on() -> Non
     assert hypercorn_h11.WSStream is not None and hypercorn_h2.WSStream is not None
     assert {"HANDSHAKE", "CONNECTED", "CLOSED"} <= set(ASGIWebsocketState.__members__)
     assert issubclass(FrameTooLargeError, Exception)
-    for name in ("_read_data", "_close", "protocol_send"):
+    for name in ("run", "_read_data", "_close", "protocol_send"):
         assert inspect.iscoroutinefunction(getattr(TCPServer, name)), name
     deflate = PerMessageDeflate()
     for attr in ("_decompressor", "_inbound_compressed", "_inbound_is_compressible"):
