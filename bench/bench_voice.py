@@ -241,6 +241,13 @@ def print_stalls(info: dict[str, Any]) -> None:
         f"longest full {max(full, default=0.0) * 1000:.1f} ms; "
         f"{info['tracked'][0] if info.get('tracked') else '?'} objects tracked by the GC with the sessions idle"
     )
+    for generation in (0, 1, 2):
+        took = sorted(d * 1000 for g, d in gc_pauses if g == generation)
+        if took:
+            print(
+                f"    generation {generation}                  {len(took)} passes, "
+                f"median {took[len(took) // 2]:.1f} ms, longest {took[-1]:.1f} ms"
+            )
 
 
 async def gateway_role(port: int, env_file: Path, data_dir: Path, stats_file: Path) -> None:
@@ -648,7 +655,9 @@ async def paced_run(info: dict[str, Any], turns: int) -> None:
 # ------------------------------------------------------------------------------------------ 2. load
 
 
-async def load_run(info: dict[str, Any], sessions: int, active: int, duration: float) -> None:
+async def load_run(
+    info: dict[str, Any], sessions: int, active: int, duration: float, lockstep: bool
+) -> None:
     from websockets.asyncio.client import connect
 
     pid = info["gateway_pid"]
@@ -663,9 +672,12 @@ async def load_run(info: dict[str, Any], sessions: int, active: int, duration: f
         await ws.recv()
         return ws
 
-    # Warm up the code paths, then measure idle connections.
+    # Warm up the code paths (and time one turn: the span the workers' first turns are spread over), then measure
+    # idle connections.
     warm = await open_one()
+    started = time.perf_counter()
     await turn(warm, frames)
+    turn_seconds = time.perf_counter() - started
     await asyncio.sleep(0.5)
     rss_before = rss_kib(pid)
     for start in range(0, sessions, 100):
@@ -681,11 +693,23 @@ async def load_run(info: dict[str, Any], sessions: int, active: int, duration: f
     ttfa: list[float] = []
     errors = 0
     done = 0
-    end = time.perf_counter() + duration
+    # Real callers do not start talking in the same millisecond: each worker's first turn starts at a random point
+    # of one turn's span, so the turns run at random phases of each other (and stay so: the simulator's timings are
+    # the same for every turn), and the measured window opens once they all run. QG_BENCH_LOCKSTEP=1 starts them
+    # together instead: they then stay in phase for the whole run, every upstream event of the 100 turns arriving
+    # in the same millisecond, the worst case rather than a load (docs/benchmarks.md).
+    if lockstep:
+        ramp = 0.0
+        offsets = [random.random() * 0.01] * active
+    else:
+        ramp = turn_seconds
+        offsets = [random.random() * turn_seconds for _ in range(active)]
+    end = time.perf_counter() + ramp + duration
     rss_peak = rss_idle
 
-    async def worker() -> None:
+    async def worker(offset: float) -> None:
         nonlocal errors, done
+        await asyncio.sleep(offset)
         while time.perf_counter() < end:
             ws = await pool.get()
             result = await turn(ws, frames)
@@ -702,16 +726,25 @@ async def load_run(info: dict[str, Any], sessions: int, active: int, duration: f
             rss_peak = max(rss_peak, rss_kib(pid))
             await asyncio.sleep(0.5)
 
-    os.kill(pid, signal.SIGUSR1)  # the gateway's measured window starts now
     sim_pids = info["sim_pids"]
-    cpu0, sim0, me0, t0 = (
-        cpu_seconds(pid),
-        sum(cpu_seconds(p) for p in sim_pids),
-        time.process_time(),
-        time.perf_counter(),
-    )
-    await asyncio.sleep(random.random() * 0.01)
-    await asyncio.gather(sampler(), *(worker() for _ in range(active)))
+    start: tuple[float, ...] = ()
+
+    async def window() -> None:
+        nonlocal start, errors, done
+        await asyncio.sleep(ramp)
+        os.kill(pid, signal.SIGUSR1)  # the gateway's measured window starts now
+        late.clear()
+        ttfa.clear()
+        errors = done = 0
+        start = (
+            cpu_seconds(pid),
+            sum(cpu_seconds(p) for p in sim_pids),
+            time.process_time(),
+            time.perf_counter(),
+        )
+
+    await asyncio.gather(window(), sampler(), *(worker(offset) for offset in offsets))
+    cpu0, sim0, me0, t0 = start
     elapsed = time.perf_counter() - t0
     cpu = (cpu_seconds(pid) - cpu0) / elapsed
     sim_cpu = (sum(cpu_seconds(p) for p in sim_pids) - sim0) / elapsed
@@ -730,14 +763,21 @@ async def load_run(info: dict[str, Any], sessions: int, active: int, duration: f
         "cpu": cpu,
         "sim_cpu": sim_cpu,
         "client_cpu": client_cpu,
+        "turn_seconds": turn_seconds,
+        "lockstep": lockstep,
     }
 
 
 def print_load(info: dict[str, Any], sessions: int, active: int, duration: float) -> None:
     load = info["load"]
+    phases = (
+        "started together and in phase (QG_BENCH_LOCKSTEP=1)"
+        if load["lockstep"]
+        else f"started at random points of one turn ({load['turn_seconds']:.1f} s)"
+    )
     print(
         f"load: {sessions} sessions connected, {active} in a turn at any moment, {duration:.0f} s, "
-        "simulator at real time"
+        f"simulator at real time; turns {phases}"
     )
     print(f"  turns completed                 {load['turns']} ({load['errors']} error events)")
     print(f"  gateway event lag (audio)       {fmt(info['event_lag'])}")
@@ -779,6 +819,12 @@ def main() -> None:
     parser.add_argument("--active", type=int, default=int(os.environ.get("QG_BENCH_ACTIVE", "100")))
     parser.add_argument(
         "--duration", type=float, default=float(os.environ.get("QG_BENCH_SECONDS", "30"))
+    )
+    parser.add_argument(
+        "--lockstep",
+        action="store_true",
+        default=os.environ.get("QG_BENCH_LOCKSTEP", "0") == "1",
+        help="start the load's turns together (they stay in phase): the worst case",
     )
     parser.add_argument(
         "--parts",
@@ -825,7 +871,7 @@ def main() -> None:
             "tts_realtime_factor": 1.0,
         }
         with stack(tmp, "load", load_config, LOAD_REPLY) as info:
-            asyncio.run(load_run(info, args.sessions, args.active, args.duration))
+            asyncio.run(load_run(info, args.sessions, args.active, args.duration, args.lockstep))
         print_load(info, args.sessions, args.active, args.duration)
 
 
