@@ -12,7 +12,9 @@
    gateway's segmenter cuts first, counted in the simulator's tokens) and the TTS first-audio delay. What is above
    it is the gateway's, including any wait of the segmenter for tokens after the sentence's end.
 3. **Load**: ``--sessions`` connected sessions of which ``--active`` are in a turn at any moment, the simulator
-   paced at real time (TTS audio at 1x, chat at a fixed token rate). Reports the lateness of every
+   paced at real time (TTS audio at 1x, chat at a fixed token rate). The active sessions' first turns start at
+   random points of one turn's span, as real callers' do, and the window opens once they all run;
+   ``--lockstep`` (``QG_BENCH_LOCKSTEP=1``) starts them together, and they stay in phase: the worst case. Reports the lateness of every
    ``audio_stream`` event against real-time playback, the gateway's event-loop lag, time to first audio under
    load, and the gateway's RSS per idle connection. "Gateway event lag" is measured inside the gateway process
    (instrumented by this script): from the moment the pipeline queues an ``audio_stream`` event to the moment
