@@ -15,12 +15,12 @@ import collections
 import gc
 import json
 import types
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .conftest import client, gateway, packets, png_bytes, wav_bytes
+from .conftest import Gateway, client, gateway, packets, png_bytes, wav_bytes
 
 QUESTION = "今天天气怎么样？"
 ANSWER = "今天是晴天，气温二十五度。适合出门散步！记得带上水。"
@@ -121,51 +121,57 @@ def one_cycle(found: list[Any], kind: str) -> list[str]:
     return []
 
 
-KIND = "AudioTurn"
+async def assert_no_cycles(
+    gw: Gateway, step: Callable[[int], Awaitable[None]], *, what: str, kind: str
+) -> None:
+    """Run ``step(0)`` (it warms caches up), then ``step(1..3)`` with the collector saving what it finds; fail with
+    what the gateway left, and one cycle through an object of type ``kind``, if anything."""
+    await step(0)
+    with saved_garbage() as found:
+        for n in range(1, 4):
+            await step(n)
+        await gw.services.storage.outbox.drained()
+        await asyncio.sleep(0.2)  # the server's side of a close
+    left = own_garbage(found)
+    assert not left, (
+        f"a finished {what} left reference cycles: {sorted(left.items())}; "
+        f"one of them: {' -> '.join(one_cycle(found, kind))}"
+    )
+
+
+def _spoken(gw: Gateway) -> bytes:
+    audio = wav_bytes(1.0)
+    gw.sim.register_transcript(audio, QUESTION)
+    gw.sim.set_reply(ANSWER)
+    return audio
 
 
 async def test_audio_turns_leave_no_cycles(tmp_path: Path) -> None:
     async with gateway(tmp_path) as gw:
-        audio = wav_bytes(1.0)
-        gw.sim.register_transcript(audio, QUESTION)
-        gw.sim.set_reply(ANSWER)
+        upload = packets(_spoken(gw))
         async with client(gw) as c:
             await c.recv()
-            await c.send_all(packets(audio))  # the first turn warms caches up
-            await c.until("audio_complete")
-            with saved_garbage() as found:
-                for _ in range(3):
-                    await c.send_all(packets(audio))
-                    await c.until("audio_complete")
-                await gw.services.storage.outbox.drained()
-    left = own_garbage(found)
-    assert not left, (
-        f"a finished turn left reference cycles: {sorted(left.items())}; "
-        f"one of them: {' -> '.join(one_cycle(found, KIND))}"
-    )
+
+            async def turn(_: int) -> None:
+                await c.send_all(upload)
+                await c.until("audio_complete")
+
+            await assert_no_cycles(gw, turn, what="turn", kind="AudioTurn")
 
 
 async def test_vlm_turns_leave_no_cycles(tmp_path: Path) -> None:
     async with gateway(tmp_path) as gw:
-        audio = wav_bytes(1.0)
-        gw.sim.register_transcript(audio, QUESTION)
-        gw.sim.set_reply(ANSWER)
+        audio = _spoken(gw)
         end = json.dumps({"type": "end"})
         upload = [*packets(png_bytes(), type="image"), *packets(audio, type="audio"), end]
         async with client(gw, "vlm") as c:
             await c.recv()
-            await c.send_all(upload)  # the first turn warms caches up
-            await c.until("vlm_complete")
-            with saved_garbage() as found:
-                for _ in range(3):
-                    await c.send_all(upload)
-                    await c.until("vlm_complete")
-                await gw.services.storage.outbox.drained()
-    left = own_garbage(found)
-    assert not left, (
-        f"a finished turn left reference cycles: {sorted(left.items())}; "
-        f"one of them: {' -> '.join(one_cycle(found, KIND))}"
-    )
+
+            async def turn(_: int) -> None:
+                await c.send_all(upload)
+                await c.until("vlm_complete")
+
+            await assert_no_cycles(gw, turn, what="turn", kind="VlmTurn")
 
 
 async def test_realtime_responses_leave_no_cycles(tmp_path: Path) -> None:
@@ -178,45 +184,24 @@ async def test_realtime_responses_leave_no_cycles(tmp_path: Path) -> None:
         )
         await s.until("session.updated")
 
-        async def turn() -> None:
+        async def turn(_: int) -> None:
             await s.send_audio(speech() + silence(0.3))
             await s.conn.input_audio_buffer.commit()
             await s.conn.response.create()
             await s.until("response.done")
 
-        await turn()  # the first turn warms caches up
-        with saved_garbage() as found:
-            for _ in range(3):
-                await turn()
-            await gw.services.storage.outbox.drained()
-    left = own_garbage(found)
-    assert not left, (
-        f"a finished response left reference cycles: {sorted(left.items())}; "
-        f"one of them: {' -> '.join(one_cycle(found, 'ResponseRun'))}"
-    )
+        await assert_no_cycles(gw, turn, what="response", kind="ResponseRun")
 
 
 async def test_closed_connections_leave_no_cycles(tmp_path: Path) -> None:
     async with gateway(tmp_path) as gw:
-        audio = wav_bytes(1.0)
-        gw.sim.register_transcript(audio, QUESTION)
-        gw.sim.set_reply(ANSWER)
+        upload = packets(_spoken(gw))
 
-        async def session(turn: bool) -> None:
+        async def session(n: int) -> None:
             async with client(gw) as c:
                 await c.recv()
-                if turn:
-                    await c.send_all(packets(audio))
+                if n % 2 == 0:  # connections with a turn and without
+                    await c.send_all(upload)
                     await c.until("audio_complete")
 
-        await session(True)  # the first connection warms caches up
-        with saved_garbage() as found:
-            for turn in (False, True, False):
-                await session(turn)
-            await gw.services.storage.outbox.drained()
-            await asyncio.sleep(0.2)  # the server's side of the last close
-    left = own_garbage(found)
-    assert not left, (
-        f"a closed connection left reference cycles: {sorted(left.items())}; "
-        f"one of them: {' -> '.join(one_cycle(found, 'TCPServer'))}"
-    )
+        await assert_no_cycles(gw, session, what="connection", kind="TCPServer")
