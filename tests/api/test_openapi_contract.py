@@ -6,6 +6,7 @@ below and in the document's descriptions). ~120 cases in ``make test`` (the chat
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 from collections.abc import Iterator
@@ -56,11 +57,14 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
 
     async def main() -> None:
         stop = asyncio.Event()
-        async for gw in start_gateway(Path(tmp)):
-            state.update(gw=gw, loop=asyncio.get_running_loop(), stop=stop)
-            ready.set()
-            await stop.wait()
-            break
+        # aclosing: the gateway's services are closed here, in this loop, not when the abandoned generator is
+        # collected (its cleanup then awaited inside a GeneratorExit: an unraisable RuntimeError)
+        async with contextlib.aclosing(start_gateway(Path(tmp))) as gateways:
+            async for gw in gateways:
+                state.update(gw=gw, loop=asyncio.get_running_loop(), stop=stop)
+                ready.set()
+                await stop.wait()
+                break
 
     thread = threading.Thread(target=lambda: asyncio.run(main()), daemon=True)
     thread.start()
