@@ -248,9 +248,8 @@ class _Progress:
     stored_audio: StoredObject | None = None
     stored_image: StoredObject | None = None
     stored_reply: StoredObject | None = None  # the spoken answer's MP3
-    answer: AnswerSpeaker | None = (
-        None  # while the turn runs (dropped at its end: see _Turn._release)
-    )
+    #: the answer stage while the turn runs (dropped at its end: see _Turn._release)
+    answer: AnswerSpeaker | None = None
     answer_result: AnswerResult | None = None  # the answer's figures (kept after the turn)
     answer_done: bool = False  # the answer stage returned (its ``finished`` was sent)
     chat_started_at: float | None = None
