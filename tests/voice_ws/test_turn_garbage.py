@@ -1,4 +1,5 @@
-"""A finished turn is freed by reference counting, not left to the garbage collector.
+"""A finished turn (audio, VLM, realtime cascade or Omni) and a closed connection are freed by reference counting,
+not left to the garbage collector.
 
 Under load a collector pass stops the event loop for as long as it takes to walk the objects it looks at and free
 the reference cycles it finds; a turn whose objects form a cycle (a closure that keeps the turn, an exception that
@@ -205,3 +206,16 @@ async def test_closed_connections_leave_no_cycles(tmp_path: Path) -> None:
                     await c.until("audio_complete")
 
         await assert_no_cycles(gw, session, what="connection", kind="TCPServer")
+
+
+async def test_omni_responses_leave_no_cycles(tmp_path: Path) -> None:
+    from tests.realtime.harness import realtime, silence, speech
+
+    async with gateway(tmp_path) as gw, realtime(gw, "qwen3-omni-flash-realtime") as s:
+        gw.sim.set_reply(ANSWER)
+
+        async def turn(_: int) -> None:
+            await s.send_audio(silence(0.5) + speech() + silence(1.2))
+            await s.until("response.done")
+
+        await assert_no_cycles(gw, turn, what="Omni response", kind="OmniTurn")
