@@ -298,6 +298,10 @@ class FakeOss:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Buffered: the response leaves at the end of the request (handle_one_request's flush), after _handle has
+    # recorded it, so a client that has its answer always finds its request in requests() (unbuffered, a test
+    # could read the log before the server thread wrote it).
+    wbufsize = -1
     server: _Server
 
     # quiet: tests read the fake's request log instead
