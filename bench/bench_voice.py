@@ -14,9 +14,9 @@
 3. **Load**: ``--sessions`` connected sessions of which ``--active`` are in a turn at any moment, the simulator
    paced at real time (TTS audio at 1x, chat at a fixed token rate). The active sessions' first turns start at
    random points of one turn's span, as real callers' do, and the window opens once they all run;
-   ``--lockstep`` (``QG_BENCH_LOCKSTEP=1``) starts them together, and they stay in phase: the worst case. Reports the lateness of every
-   ``audio_stream`` event against real-time playback, the gateway's event-loop lag, time to first audio under
-   load, and the gateway's RSS per idle connection. "Gateway event lag" is measured inside the gateway process
+   ``--lockstep`` (``QG_BENCH_LOCKSTEP=1``) starts them together, and they stay in phase: the worst case.
+   Reports the lateness of every ``audio_stream`` event against real-time playback, the gateway's event-loop
+   lag, time to first audio under load, and the gateway's RSS per idle connection. "Gateway event lag" is measured inside the gateway process
    (instrumented by this script): from the moment the pipeline queues an ``audio_stream`` event to the moment
    its bytes are handed to the client's socket.
 
