@@ -16,9 +16,9 @@
    random points of one turn's span, as real callers' do, and the window opens once they all run;
    ``--lockstep`` (``QG_BENCH_LOCKSTEP=1``) starts them together, and they stay in phase: the worst case.
    Reports the lateness of every ``audio_stream`` event against real-time playback, the gateway's event-loop
-   lag, time to first audio under load, and the gateway's RSS per idle connection. "Gateway event lag" is measured inside the gateway process
-   (instrumented by this script): from the moment the pipeline queues an ``audio_stream`` event to the moment
-   its bytes are handed to the client's socket.
+   lag, time to first audio under load, and the gateway's RSS per idle connection. "Gateway event lag" is
+   measured inside the gateway process (instrumented by this script): from the moment the pipeline queues an
+   ``audio_stream`` event to the moment its bytes are handed to the client's socket.
 
 Uploads are sent as a live client records them, a packet per quarter second of audio (so the recogniser
 is already streaming when the last packet leaves). Simulator, gateway and this load generator are three
