@@ -50,15 +50,15 @@ def tune_gc() -> None:
     less often than Python's default (700): chat p99 35 -> 13 ms. A pass stops the event loop for about 1-2 us per
     object it scans on this machine, so no generation may grow large: with 50,000 young objects a young pass took
     60-145 ms. The middle generation is collected every 3rd young pass (Python's default: 10th): it holds what
-    survived the young passes since its last pass, up to ten times the young threshold with 10, and after a
-    few hundred connections opened together (each leaves ~250 tracked objects) its pass took 45-66 ms, the longest
+    survived the young passes since its last pass, up to ten times the young threshold with 10, and after a few
+    hundred connections opened together (each leaves ~250 tracked objects) its pass took 45-66 ms, the longest
     event-loop stall left under the 1000/100 load; with 3 it took 12-30 ms in the runs that compared the two. The
-    old generation's threshold (33) keeps full passes at Python's cadence (one per ~100 young passes, and only
-    once what was promoted since the last one exceeds a quarter of the old generation). A full pass costs about 250 ms with 1000 idle sessions:
-    see docs/reliability.md. Promoting sooner costs no memory because a finished turn or connection leaves no
-    reference cycle (tests/voice_ws/test_turn_garbage.py): what is promoted is freed by reference counting when
-    it ends (RSS slope 8.1 MiB per 1,000 turns with ``10_000, 3, 33``, 8.8 with ``10_000, 10, 10``,
-    ``bench/bench_memory.py``).
+    old generation's threshold (33) keeps full passes at Python's cadence (one per ~100 young passes, and only once
+    what was promoted since the last one exceeds a quarter of the old generation). A full pass costs about 250 ms
+    with 1000 idle sessions: see docs/reliability.md. Promoting sooner costs no memory because a finished turn or
+    connection leaves no reference cycle (tests/voice_ws/test_turn_garbage.py): what is promoted is freed by
+    reference counting when it ends (RSS slope 8.1 MiB per 1,000 turns with ``10_000, 3, 33``, 8.8 with
+    ``10_000, 10, 10``, ``bench/bench_memory.py``).
     """
     gc.collect()
     gc.freeze()
