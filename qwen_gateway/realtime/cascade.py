@@ -538,6 +538,11 @@ class CascadeSession:
 
     # ------------------------------------------------------------------ responses
     async def _response_create(self, event: rt.ResponseCreate) -> rt.RealtimeError | None:
+        active = self._active
+        if active is not None and active.closing:
+            # Its response.done is out (the client may answer it at once), its bookkeeping is not: the history
+            # row, the rate limits (bounded by cleanup_timeout). The new response starts after it.
+            await asyncio.wait([active.task])
         if self._active is not None:
             return rt.RealtimeError(
                 "conversation_already_has_active_response",

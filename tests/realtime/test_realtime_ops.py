@@ -125,6 +125,28 @@ async def test_a_busy_session_finishes_its_response_before_the_drain_closes_it(
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
 
 
+async def test_a_response_create_right_after_response_done_starts_the_next_response(
+    tmp_path: Path,
+) -> None:
+    """``response.done`` goes out before the response's bookkeeping (history row, rate limits) is over; a client
+    that answers it at once gets its next response, not ``conversation_already_has_active_response``."""
+    async with gateway(tmp_path) as gw, realtime(gw) as s:
+        gw.sim.set_reply(ANSWER)
+        for n in range(4):
+            await s.conn.conversation.item.create(
+                item={
+                    "type": "message",
+                    "role": "user",
+                    "content": [{"type": "input_text", "text": f"question {n}"}],
+                }
+            )
+            await s.conn.response.create()
+            events = await s.until("response.done")
+            assert not s.of("error", events), s.of("error", events)
+            assert s.of("response.done", events)[0]["response"]["status"] == "completed"
+        assert len(s.of("response.created")) == 4
+
+
 async def test_responses_beyond_the_turn_limit_close_the_connection(tmp_path: Path) -> None:
     async with gateway(tmp_path, max_turns_per_connection=1) as gw, realtime(gw) as s:
         gw.sim.set_reply(ANSWER)
