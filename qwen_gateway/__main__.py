@@ -176,12 +176,14 @@ async def _serve(
 ) -> None:
     from hypercorn.asyncio import serve
 
+    from . import tasks
     from .app import create_app
     from .auth import KeyChecker, check_bind
     from .lifecycle import Lifecycle
     from .server import hypercorn_config, listen, tune_gc
     from .services import open_services
 
+    tasks.install(asyncio.get_running_loop())  # cancelled tasks leave no reference cycle
     check_bind(settings, KeyChecker.from_settings(settings))
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     # A worker of `serve --workers N` accepts on the supervisor's socket (see qwen_gateway.workers).

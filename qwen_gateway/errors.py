@@ -12,7 +12,34 @@
 
 from __future__ import annotations
 
-__all__ = ["ClientGone", "GatewayError", "StorageError", "UpstreamError", "UpstreamTimeout"]
+import copy
+from typing import TypeVar
+
+__all__ = [
+    "ClientGone",
+    "GatewayError",
+    "StorageError",
+    "UpstreamError",
+    "UpstreamTimeout",
+    "detached",
+]
+
+E = TypeVar("E", bound=BaseException)
+
+
+def detached(error: E) -> E:
+    """A copy of ``error`` without its traceback: the form in which an object keeps an error it raises later (a
+    session's recorded failure), and in which it raises it.
+
+    A traceback holds the frames the error went through, and those frames hold their locals, among them the object
+    that keeps the error: kept or raised as it is, the error closes a reference cycle, with the turn's whole graph,
+    that only the garbage collector frees (``tests/voice_ws/test_turn_garbage.py``). An error that cannot be
+    copied (a constructor that does not take its own ``args`` back) is returned as it is.
+    """
+    try:
+        return copy.copy(error)
+    except Exception:
+        return error
 
 
 class GatewayError(Exception):

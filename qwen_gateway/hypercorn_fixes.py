@@ -46,9 +46,11 @@ Internals patched (check them when Hypercorn or wsproto is upgraded):
     connection left a CLOSE-WAIT socket for ``keep_alive_timeout`` seconds.
 
 ``hypercorn.asyncio.tcp_server.TCPServer.run``
-    wrapped: once the connection is over its ``protocol`` is dropped. The protocol holds the server's bound
-    ``protocol_send``, a reference cycle that left every closed connection (its stream, its buffers) to the
-    garbage collector's passes, which stall the event loop for as long as they walk.
+    wrapped: once the connection is over its ``protocol`` is dropped, and so is the traceback of the error a
+    reset connection left in its stream reader. The protocol holds the server's bound ``protocol_send``,
+    and that error's traceback the server's own frames: reference cycles that left every closed (or dropped)
+    connection, its stream and its buffers, to the garbage collector's passes, which stall the event loop for
+    as long as they walk.
 """
 
 from __future__ import annotations
@@ -258,6 +260,12 @@ async def _run(self: tcp_server.TCPServer) -> None:
         # cycle that left every closed connection, its buffers and its stream objects, to the garbage
         # collector; tests/voice_ws/test_turn_garbage.py).
         self.__dict__.pop("protocol", None)
+        # A reset connection leaves its error in the stream reader; that error's traceback holds the frames of
+        # this server's close and send (directly, or as the callers of the transport's write), and so the
+        # server again: a cycle per dropped client. Nothing reads that traceback once the connection is over.
+        error = self.reader.exception()
+        if error is not None:
+            error.__traceback__ = None
 
 
 async def _read_data(self: tcp_server.TCPServer) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
-from . import hypercorn_fixes
+from . import hypercorn_fixes, tasks
 from .config import Settings
 from .ws import set_unread_timeout
 
@@ -114,7 +114,13 @@ def hypercorn_config(settings: Settings, sock: socket.socket) -> Config:
 async def serving(
     app: Any, settings: Settings, *, host: str = "127.0.0.1", port: int = 0
 ) -> AsyncIterator[str]:
-    """Serve ``app`` in this event loop until the block exits; yields the base URL (``http://host:port``)."""
+    """Serve ``app`` in this event loop until the block exits; yields the base URL (``http://host:port``).
+
+    The loop's task factory is :func:`qwen_gateway.tasks.task_factory` meanwhile, as under ``qwen-gateway serve``.
+    """
+    loop = asyncio.get_running_loop()
+    factory = loop.get_task_factory()
+    tasks.install(loop)
     sock = listen(host, port)
     bound_port = sock.getsockname()[1]
     config = hypercorn_config(settings, sock)
@@ -131,3 +137,5 @@ async def serving(
                 await task
         except TimeoutError:
             task.cancel()
+        finally:
+            loop.set_task_factory(factory)

@@ -29,12 +29,12 @@ import enum
 import logging
 import socket
 import time
-import traceback
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 from .config import Settings
+from .tasks import forget_frames
 
 __all__ = [
     "CloseInfo",
@@ -132,28 +132,6 @@ class _Ended(Exception):
 class _Close:
     code: int
     reason: str
-
-
-def forget_frames(exc: BaseException) -> None:
-    """Clear the local variables of the finished frames in ``exc``'s tracebacks (and its group's, its cause's).
-
-    An exception keeps every frame it went through, and those frames keep their locals: the connection's runner,
-    its turns and their buffers. ``TaskGroup.__aexit__`` (3.11) keeps the group it raises in its own frame, a
-    reference cycle that only a full garbage-collector pass frees, so without this a connection's memory stayed
-    until then (about 270 KiB a turn, mostly LAME's state and the audio). The frame still running (the catcher's)
-    is left alone by :func:`traceback.clear_frames`.
-    """
-    seen: set[int] = set()
-    stack = [exc]
-    while stack:
-        e = stack.pop()
-        if id(e) in seen:
-            continue
-        seen.add(id(e))
-        traceback.clear_frames(e.__traceback__)
-        if isinstance(e, BaseExceptionGroup):
-            stack.extend(e.exceptions)
-        stack.extend(x for x in (e.__cause__, e.__context__) if x is not None)
 
 
 class WsConnection:

@@ -15,8 +15,9 @@ import msgspec
 
 from protocol import realtime as rt
 
-from ..errors import UpstreamError
+from ..errors import UpstreamError, detached
 from ..providers.base import RecognitionSession, Recognizer
+from ..tasks import forget_frames
 from ..voice.convert import Resampler
 from ..voice.recognition import OnTranscript, collect_transcript
 
@@ -157,7 +158,8 @@ async def recognise(
                 group.create_task(_feed(rec, utterance.queue, resampler), name="realtime-asr-feed")
                 transcript = await collect_transcript(rec, on_update)
     except* (UpstreamError, TimeoutError) as eg:
-        failure = eg.exceptions[0]
+        failure = detached(eg.exceptions[0])
+        forget_frames(eg)
     finally:
         utterance.deadline = None
         utterance.close()

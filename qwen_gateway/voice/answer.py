@@ -55,8 +55,9 @@ from protocol import (
     TtsStarted,
 )
 
-from ..errors import UpstreamError, UpstreamTimeout
+from ..errors import UpstreamError, UpstreamTimeout, detached
 from ..providers.base import ChatModel, Synthesizer, ToolCallDelta, Usage
+from ..tasks import forget_frames
 from .encoders import AudioChunk
 from .mp3 import Mp3Encoder
 from .segmenter import SpeechSegmenter
@@ -566,7 +567,9 @@ class AnswerSpeaker:
                 if self.result.tts_started:
                     await self._read_tts(tts)
         except* (UpstreamError, TimeoutError) as eg:
-            exc = eg.exceptions[0]
+            exc = detached(
+                eg.exceptions[0]
+            )  # a local copy: the original's traceback holds this frame
             if self.result.segments_total == 0 and not self._segments_ended:
                 # Failed before anything was said: it only matters if something is to be said.
                 self._segments_ended = await segments.get() is None
@@ -578,6 +581,7 @@ class AnswerSpeaker:
             # Let the chat stage go on: take (and drop) the segments it still produces.
             while not self._segments_ended:
                 self._segments_ended = await segments.get() is None
+            forget_frames(eg)
         await self._flush_audio()
 
     async def _feed_tts(
@@ -708,7 +712,7 @@ class AnswerSpeaker:
 
     def _fail(self, stage: str, exc: BaseException) -> None:
         if self.result.error is None:
-            self.result.error = exc
+            self.result.error = detached(exc)
         log.warning(
             "%s failed during a turn",
             stage,

@@ -83,6 +83,7 @@ from ..providers.base import (
 from ..storage.history import TurnRecord, TurnStatus
 from ..storage.objects import CONTENT_TYPES, ObjectKind, ObjectStore, StoredObject
 from ..storage.outbox import Outbox
+from ..tasks import forget_frames
 from .answer import (
     AnswerEvents,
     AnswerResult,
@@ -897,8 +898,10 @@ class AudioTurn(_Turn):
                     return transcript
         except* UndecodableAudio as eg:
             await self._emit(_undecodable_event(eg.exceptions[0], self.turn_id))
+            forget_frames(eg)
         except* (UpstreamError, TimeoutError) as eg:
             await self._emit(upstream_error_event("recognition", eg.exceptions[0], self.turn_id))
+            forget_frames(eg)
         finally:
             self._deadline = None
         return None
@@ -1136,8 +1139,10 @@ class VlmTurn(_Turn):
                     return await self._collect(rec)
         except* UndecodableAudio as eg:
             await self._emit(_undecodable_event(eg.exceptions[0], self.turn_id))
+            forget_frames(eg)
         except* (UpstreamError, TimeoutError) as eg:
             await self._emit(upstream_error_event("recognition", eg.exceptions[0], self.turn_id))
+            forget_frames(eg)
         return None
 
 

@@ -336,7 +336,10 @@ async def test_task_failed_mid_utterance_surfaces_in_results_and_feed(
         assert got[-1].text == sent[-1]["output"]["sentence"]["text"]
         with pytest.raises(UpstreamError) as again:
             await session.feed(b"\0" * 10)
-        assert again.value is error
+        # The recorded failure again (a copy: the session keeps it without a traceback, see errors.detached).
+        repeated = again.value
+        assert (repeated.status, repeated.code, repeated.message) == (500, "internal_error", "boom")
+        assert repeated.request_id == error.request_id
 
 
 @pytest.mark.parametrize(

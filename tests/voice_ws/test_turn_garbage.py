@@ -21,7 +21,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .conftest import Gateway, client, gateway, packets, png_bytes, wav_bytes
+import pytest
+
+from .conftest import Gateway, client, gateway, packets, png_bytes, voice_tasks, wav_bytes
 
 QUESTION = "今天天气怎么样？"
 ANSWER = "今天是晴天，气温二十五度。适合出门散步！记得带上水。"
@@ -33,27 +35,39 @@ NOT_OWN = ("qwen_gateway.simulator",)
 
 def _owner(obj: Any) -> str | None:
     """The module an object found by the collector belongs to, when it is code or state of the gateway."""
-    if isinstance(obj, types.FrameType):
+    kind = type(obj)  # not isinstance: a dead weak proxy raises on any attribute
+    if kind is types.FrameType:
         module = obj.f_globals.get("__name__", "")
-    elif isinstance(obj, types.CoroutineType):
+    elif kind is types.CoroutineType:
         module = obj.cr_frame.f_globals.get("__name__", "") if obj.cr_frame else ""
-    elif isinstance(obj, types.FunctionType):
+    elif kind is types.FunctionType:
         module = obj.__module__ or ""
     else:
         module = type(obj).__module__
     if module.startswith(OWN) and not module.startswith(NOT_OWN):
         return module
+    if module.startswith("websockets.") and _upstream_socket(obj):
+        return module
     return None
 
 
+def _upstream_socket(obj: Any) -> bool:
+    """A ``websockets`` protocol or connection of the gateway's own upstream sockets (they log through the
+    gateway's wire logger; the test clients' and the simulator's do not)."""
+    logger = getattr(obj, "logger", None)
+    inner = getattr(logger, "logger", logger)  # the wire logger is an adapter
+    return str(getattr(inner, "name", "")).startswith("qwen_gateway")
+
+
 def _describe(obj: Any) -> str:
-    if isinstance(obj, types.FrameType):
+    kind = type(obj)
+    if kind is types.FrameType:
         return f"frame {obj.f_code.co_qualname}"
-    if isinstance(obj, types.CoroutineType):
+    if kind is types.CoroutineType:
         return f"coroutine {obj.cr_code.co_qualname}"
-    if isinstance(obj, types.FunctionType):
+    if kind is types.FunctionType:
         return f"function {obj.__qualname__}"
-    return f"{type(obj).__module__}.{type(obj).__qualname__}"
+    return f"{kind.__module__}.{kind.__qualname__}"
 
 
 @contextmanager
@@ -147,13 +161,22 @@ def _spoken(gw: Gateway) -> bytes:
     return audio
 
 
-async def test_audio_turns_leave_no_cycles(tmp_path: Path) -> None:
+@pytest.mark.parametrize("upstream_drops", [False, True], ids=["completed", "upstream-dropped"])
+async def test_audio_turns_leave_no_cycles(tmp_path: Path, upstream_drops: bool) -> None:
+    """``upstream-dropped``: an error path, the recognition or the TTS upstream drops its socket (no close frame)
+    mid-turn, turn by turn."""
+    from qwen_gateway.simulator import Fault
+
     async with gateway(tmp_path) as gw:
         upload = packets(_spoken(gw))
         async with client(gw) as c:
             await c.recv()
 
-            async def turn(_: int) -> None:
+            async def turn(n: int) -> None:
+                if upstream_drops:
+                    gw.sim.faults.clear()
+                    endpoint = ("asr", "tts")[n % 2]
+                    gw.sim.faults.add(Fault.drop(after_chunks=1, endpoint=endpoint, times=1))
                 await c.send_all(upload)
                 await c.until("audio_complete")
 
@@ -206,6 +229,32 @@ async def test_closed_connections_leave_no_cycles(tmp_path: Path) -> None:
                     await c.until("audio_complete")
 
         await assert_no_cycles(gw, session, what="connection", kind="TCPServer")
+
+
+async def test_connections_dropped_mid_turn_leave_no_cycles(tmp_path: Path) -> None:
+    """The error paths: a client that vanishes (TCP reset, no close frame) during the upload, the recognition,
+    the answer's text or its audio, on both voice endpoints. What a dropped turn leaves must be freed as an
+    ordinary one is: the collector freezes long-lived objects (``qwen_gateway.collector``), and a cycle through
+    a frozen session would stay until the next quiet sweep."""
+    from tests.reliability.conftest import voice_turn, wav_bytes
+
+    async with gateway(tmp_path) as gw:
+        audio = wav_bytes(1.0)
+        gw.sim.register_transcript(audio, QUESTION)
+        gw.sim.set_reply(ANSWER)
+        image = png_bytes()
+
+        async def dropped(n: int) -> None:
+            for endpoint in ("audio", "vlm"):
+                for drop in ("upload", "recognition", "answer", "audio"):
+                    await voice_turn(
+                        gw, endpoint, f"drop-{n}-{endpoint}-{drop}", drop, audio=audio, image=image
+                    )
+            async with asyncio.timeout(20):
+                while voice_tasks() or gw.sim.log.open_connections():  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
+
+        await assert_no_cycles(gw, dropped, what="dropped connection", kind="WsConnection")
 
 
 async def test_omni_responses_leave_no_cycles(tmp_path: Path) -> None:

@@ -34,7 +34,7 @@ from typing import Any, Literal
 import msgspec
 from websockets.asyncio.client import ClientConnection
 
-from ...errors import UpstreamError
+from ...errors import UpstreamError, detached
 from ..base import AudioFormat, RecognitionResult
 from . import errors
 from .catalogue import AsrModel, AsrProtocol
@@ -265,7 +265,7 @@ class QwenRealtimeRecognitionSession(WsSession):
             while items:
                 yield items.popleft()
             if self._error is not None:
-                raise self._error
+                raise detached(self._error)
             if self._complete:
                 return
             self._wakeup.clear()

@@ -20,8 +20,9 @@ import msgspec
 from websockets.asyncio.client import ClientConnection
 
 from ...audio_formats import SNIFF_BYTES, UnknownAudioFormat, sniff
-from ...errors import UpstreamError
+from ...errors import UpstreamError, detached
 from ...logs import upstream_fields
+from ...tasks import forget_frames
 from ..base import AudioFormat, RecognitionResult
 from . import errors
 from .catalogue import AsrModel, AsrProtocol
@@ -157,7 +158,7 @@ class RealtimeRecognitionSession(TaskSession):
             while items:
                 yield items.popleft()
             if self._error is not None:
-                raise self._error
+                raise detached(self._error)
             if self._complete:
                 return
             self._wakeup.clear()
@@ -322,7 +323,8 @@ class RealtimeRecognizer:
                                 await s.feed(chunk)
                             await s.finish()
                     except* UpstreamError as group:
-                        raise group.exceptions[0] from None
+                        forget_frames(group)
+                        raise detached(group.exceptions[0]) from None
                     return "".join(texts)
         except httpx.TransportError as exc:
             raise errors.from_transport(exc, "asr download") from None

@@ -34,7 +34,7 @@ from typing import Any
 import httpx
 import msgspec
 
-from ...errors import UpstreamError
+from ...errors import UpstreamError, detached
 from ..base import PcmChunk
 from . import errors
 from .http1 import Endpoint, RequestHeaders, UpstreamResponse, UpstreamTransport
@@ -113,7 +113,7 @@ class HttpSynthesisSession:
             RuntimeError: called after :meth:`finish`.
         """
         if self._error is not None:
-            raise self._error
+            raise detached(self._error)
         if self._finishing:
             raise RuntimeError("send_text() after finish()")
         if not text.strip():
@@ -137,7 +137,7 @@ class HttpSynthesisSession:
         while (chunk := await self._audio.get()) is not None:
             yield chunk
         if self._error is not None:
-            raise self._error
+            raise detached(self._error)
 
     async def aclose(self) -> None:
         """Stop the request in flight (its connection is dropped) and the worker."""
@@ -152,7 +152,7 @@ class HttpSynthesisSession:
             while (text := await self._texts.get()) is not None:
                 await self._speak(text)
         except UpstreamError as err:
-            self._error = err
+            self._error = detached(err)
             log.info("tts http failed: status=%s code=%s", err.status, err.code)
         except Exception:
             log.exception("tts http: unexpected failure")

@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import msgspec
 from websockets.asyncio.client import ClientConnection
 
+from ...errors import detached
 from ...logs import upstream_fields
 from ..base import PcmChunk
 from . import errors
@@ -164,7 +165,7 @@ class QwenRealtimeSynthesisSession(WsSession):
         while (chunk := await self._audio.get()) is not None:
             yield chunk
         if self._error is not None:
-            raise self._error
+            raise detached(self._error)
 
 
 class QwenRealtimeSynthesizer:

@@ -27,6 +27,7 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection
 from websockets.protocol import State
 
+from ...errors import detached
 from ...logs import upstream_fields
 from ..base import PcmChunk
 from .catalogue import CatalogueError, tts_model
@@ -108,7 +109,7 @@ class TaskSynthesisRun(TaskSession):
         while (chunk := await self._audio.get()) is not None:
             yield chunk
         if self._error is not None:
-            raise self._error
+            raise detached(self._error)
 
 
 class TaskSynthesisSession:
@@ -144,13 +145,13 @@ class TaskSynthesisSession:
     async def _started(self) -> TaskSynthesisRun:
         async with self._lock:
             if self._error is not None:
-                raise self._error
+                raise detached(self._error)
             if self._run is None:
                 ws, self._idle_ws = self._idle_ws, None
                 try:
                     self._run = await self._synth._start(ws, self._voice, self._api_key)
                 except Exception as exc:
-                    self._error = exc
+                    self._error = detached(exc)
                     raise
                 finally:
                     self._ready.set()
@@ -190,7 +191,7 @@ class TaskSynthesisSession:
         """
         await self._ready.wait()
         if self._error is not None:
-            raise self._error
+            raise detached(self._error)
         if self._run is None:
             return
         async for chunk in self._run.audio():

@@ -30,7 +30,7 @@ from websockets.exceptions import (
     InvalidURI,
 )
 
-from ...errors import UpstreamError, UpstreamTimeout
+from ...errors import UpstreamError, UpstreamTimeout, detached
 from ...logs import upstream_fields
 from ..base import PcmChunk
 from . import errors
@@ -190,9 +190,9 @@ class WsSession:
 
     def _fail(self, error: UpstreamError) -> None:
         if self._error is None and not self._complete:
-            self._error = error
             if error.request_id is None:
                 error.request_id = self.upstream_id or None
+            self._error = detached(error)
             log.info(
                 "%s failed: status=%s code=%s",
                 self._what,
@@ -252,7 +252,7 @@ class WsSession:
     # --- sending -----------------------------------------------------------------------------------------
     def _check_open(self) -> None:
         if self._error is not None:
-            raise self._error
+            raise detached(self._error)
 
     def _check_input(self, call: str) -> None:
         """Before more input is sent: raise the recorded failure, or ``RuntimeError`` after :meth:`finish`."""
@@ -283,7 +283,9 @@ class WsSession:
             reader = self._reader
             if reader is not None and not reader.done():
                 await asyncio.wait({reader}, timeout=self._timeouts.close)
-            raise (self._error or errors.closed_error(self._what)) from None
+            raise (
+                detached(self._error) if self._error else errors.closed_error(self._what)
+            ) from None
 
     # --- shutdown ----------------------------------------------------------------------------------------
     async def _shutdown(self) -> None:
