@@ -18,7 +18,11 @@
    Reports the lateness of every ``audio_stream`` event against real-time playback, the gateway's event-loop
    lag, time to first audio under load, and the gateway's RSS per idle connection. "Gateway event lag" is
    measured inside the gateway process (instrumented by this script): from the moment the pipeline queues an
-   ``audio_stream`` event to the moment its bytes are handed to the client's socket.
+   ``audio_stream`` event to the moment its bytes are handed to the client's socket. The gateway runs the garbage
+   collector's policy of ``qwen-gateway serve`` (``qwen_gateway.collector``); the report lists every GC pass and,
+   after the run, what a whole-heap sweep still found. ``QG_BENCH_GC_POLICY=0``: without the policy (start-up
+   freeze and thresholds only); ``QG_BENCH_GC_THRESHOLDS=a,b,c``: other thresholds; ``QG_BENCH_FULL_PASS=S``: a full
+   pass S seconds into the window, timed.
 
 Uploads are sent as a live client records them, a packet per quarter second of audio (so the recogniser
 is already streaming when the last packet leaves). Simulator, gateway and this load generator are three
@@ -143,10 +147,13 @@ async def sim_role(port: int, config: dict[str, Any], reply: str, env_file: Path
 AUDIO_PREFIX = ('{"audio_stream":{"event":"data"', '{"type":"response.output_audio.delta"')
 
 
-def instrument_event_lag(loop: asyncio.AbstractEventLoop, lags: list[float]) -> None:
+def instrument_event_lag(
+    loop: asyncio.AbstractEventLoop, lags: list[float], opened: list[float]
+) -> None:
     """Time every ``audio_stream`` data frame from the moment the pipeline queues it for the client
     (``WsConnection.send``) to the moment its bytes were handed to the socket (the writer's ``send``
-    returned): the gateway's own event lag, backpressure and event-loop congestion included."""
+    returned): the gateway's own event lag, backpressure and event-loop congestion included. Frames queued
+    before the window opened (``opened[0]``, a ``perf_counter`` time) are left out."""
     from qwen_gateway import ws as ws_module
 
     queued: dict[int, float] = {}
@@ -161,7 +168,7 @@ def instrument_event_lag(loop: asyncio.AbstractEventLoop, lags: list[float]) -> 
         async def send(self, data: str | bytes) -> None:
             await self._inner.send(data)
             started = queued.pop(id(data), None)
-            if started is not None:
+            if started is not None and started >= opened[0]:
                 lags.append(time.perf_counter() - started)
 
         async def close(self, code: int, reason: str = "") -> None:
@@ -203,17 +210,33 @@ class ThreadClock:
         return int(on_cpu) / 1e9, int(waiting) / 1e9
 
 
-def watch_gc(pauses: list[tuple[int, float]]) -> None:
-    """Record every garbage collection's generation and duration."""
+def watch_gc(pauses: list[tuple[int, float, float, bool, int, int]]) -> None:
+    """Record every garbage collection: generation, wall time, the pass's own CPU time (the rest is the
+    collecting thread waiting for a CPU), whether it ran on the loop's thread (a pass started by a worker
+    thread stalls the loop as well: it holds the GIL), the objects the young generation held and the
+    unreachable objects the pass found."""
     import gc
+    import threading
 
-    started = [0.0]
+    loop_thread = threading.get_ident()
+    started = [0.0, 0.0]
+    young = [0]
 
     def callback(phase: str, info: dict[str, int]) -> None:
         if phase == "start":
-            started[0] = time.perf_counter()
+            started[:] = [time.perf_counter(), time.thread_time()]
+            young[0] = gc.get_count()[0]
         else:
-            pauses.append((info["generation"], time.perf_counter() - started[0]))
+            pauses.append(
+                (
+                    info["generation"],
+                    time.perf_counter() - started[0],
+                    time.thread_time() - started[1],
+                    threading.get_ident() == loop_thread,
+                    young[0],
+                    info["collected"],
+                )
+            )
 
     gc.callbacks.append(callback)
 
@@ -236,26 +259,40 @@ def print_stalls(info: dict[str, Any]) -> None:
             f"+ blocked {max(lag - cpu - waited, 0.0) * 1000:6.1f}"
         )
     gc_pauses = info.get("gc", [])
-    full = [d for g, d in gc_pauses if g == 2]
+    full = [p[1] for p in gc_pauses if p[0] == 2]
     print(
-        f"  GC passes                       {len(gc_pauses)} ({len(full)} full), "
-        f"longest {max((d for _, d in gc_pauses), default=0.0) * 1000:.1f} ms, "
+        f"  GC passes                       {len(gc_pauses)} ({len(full)} full, "
+        f"{sum(1 for p in gc_pauses if not p[3])} in worker threads), "
+        f"longest {max((p[1] for p in gc_pauses), default=0.0) * 1000:.1f} ms, "
         f"longest full {max(full, default=0.0) * 1000:.1f} ms; "
-        f"{info['tracked'][0] if info.get('tracked') else '?'} objects tracked by the GC with the sessions idle"
+        f"{info['tracked'][0] if info.get('tracked') else '?'} objects tracked by the GC with the sessions idle, "
+        f"{info['tracked'][1] if info.get('tracked') else '?'} frozen; "
+        f"{sum(p[5] for p in gc_pauses)} unreachable objects found"
     )
+    if info.get("sweep"):
+        found, took, frozen_before, frozen_after = info["sweep"]
+        print(
+            f"  sweep after the run             {int(found)} unreachable objects in {took:.0f} ms "
+            f"(frozen {int(frozen_before)} -> {int(frozen_after)}): what cycles the whole run left"
+        )
     for generation in (0, 1, 2):
-        took = sorted(d * 1000 for g, d in gc_pauses if g == generation)
+        took = sorted((p[1] * 1000, p[2] * 1000) for p in gc_pauses if p[0] == generation)
         if took:
             print(
                 f"    generation {generation}                  {len(took)} passes, "
-                f"median {took[len(took) // 2]:.1f} ms, longest {took[-1]:.1f} ms"
+                f"median {took[len(took) // 2][0]:.1f} ms, longest {took[-1][0]:.1f} ms "
+                f"({took[-1][1]:.1f} ms of it on a CPU)"
             )
 
 
 async def gateway_role(port: int, env_file: Path, data_dir: Path, stats_file: Path) -> None:
+    import gc
+
     from qwen_gateway.app import create_app
+    from qwen_gateway.collector import THRESHOLDS, Collector
     from qwen_gateway.config import load_settings
-    from qwen_gateway.server import serving, tune_gc
+    from qwen_gateway.lifecycle import Lifecycle
+    from qwen_gateway.server import serving
     from qwen_gateway.services import open_services
 
     loop = asyncio.get_running_loop()
@@ -264,29 +301,33 @@ async def gateway_role(port: int, env_file: Path, data_dir: Path, stats_file: Pa
     lags: list[float] = []
     event_lags: list[float] = []
     stalls: list[tuple[float, float, float]] = []
-    gc_pauses: list[tuple[int, float]] = []
+    gc_pauses: list[tuple[int, float, float, bool, int, int]] = []
     tracked: list[int] = []
+    sweep: list[float] = []
+    opened = [0.0]  # when the window opened: samples that began earlier are left out
     watch_gc(gc_pauses)
 
     def start_window() -> None:
-        lags.clear()
-        event_lags.clear()
-        stalls.clear()
-        gc_pauses.clear()
-        import gc
-
-        tracked[:] = [len(gc.get_objects())]
+        # Counting walks every object (tens of ms): before the window opens, so no sample holds it.
+        tracked[:] = [len(gc.get_objects()), gc.get_freeze_count()]
         if os.environ.get("QG_BENCH_GC_TYPES"):
             from collections import Counter
 
             kinds = Counter(type(o).__qualname__ for o in gc.get_objects())
             Path(os.environ["QG_BENCH_GC_TYPES"]).write_text(json.dumps(kinds.most_common(60)))
+        opened[0] = time.perf_counter()
+        lags.clear()
+        event_lags.clear()
+        stalls.clear()
+        gc_pauses.clear()
+        if os.environ.get(
+            "QG_BENCH_FULL_PASS"
+        ):  # a full pass this many seconds into the window, timed
+            loop.call_later(float(os.environ["QG_BENCH_FULL_PASS"]), gc.collect)
 
     loop.add_signal_handler(signal.SIGUSR1, start_window)  # start of the measured window
 
     def collect() -> None:
-        import gc
-
         from qwen_gateway.server import release_free_memory
 
         started = time.perf_counter()
@@ -298,7 +339,7 @@ async def gateway_role(port: int, env_file: Path, data_dir: Path, stats_file: Pa
         )
 
     loop.add_signal_handler(signal.SIGUSR2, collect)  # a full collection on demand (bench_memory)
-    instrument_event_lag(loop, event_lags)
+    instrument_event_lag(loop, event_lags, opened)
     env = json.loads(env_file.read_text())  # noqa: ASYNC240 (once, at start)
     settings = load_settings(
         env, dotenv=None, data_dir=data_dir, port=port, qwen_api_key=KEY, api_keys=()
@@ -311,29 +352,56 @@ async def gateway_role(port: int, env_file: Path, data_dir: Path, stats_file: Pa
             before = clock.read()
             await asyncio.sleep(0.01)
             lag = max(time.perf_counter() - started - 0.01, 0.0)
+            if started < opened[0]:
+                continue
             lags.append(lag)
             if lag >= STALL:
                 cpu, waited = (a - b for a, b in zip(clock.read(), before, strict=True))
                 stalls.append((lag, cpu, waited))
 
     async with open_services(settings) as svc:
-        app = create_app(svc.settings, svc)
+        lifecycle = Lifecycle.from_settings(svc.settings)
+        app = create_app(svc.settings, svc, lifecycle)
         async with serving(app, svc.settings, port=port), asyncio.TaskGroup() as group:
-            if os.environ.get("QG_BENCH_GC_TUNING", "1") != "0":
-                tune_gc()  # as `qwen-gateway serve` does
-            if os.environ.get("QG_BENCH_GC_THRESHOLDS"):  # e.g. "10000,10,10": try other thresholds
-                import gc
-
-                gc.set_threshold(*(int(x) for x in os.environ["QG_BENCH_GC_THRESHOLDS"].split(",")))
-            task = group.create_task(probe())
+            background = [group.create_task(probe())]
+            collector: Collector | None = None
+            thresholds = THRESHOLDS
+            if os.environ.get("QG_BENCH_GC_THRESHOLDS"):  # e.g. "10000,3,33": try other thresholds
+                thresholds = tuple(int(x) for x in os.environ["QG_BENCH_GC_THRESHOLDS"].split(","))  # type: ignore[assignment]
+            if os.environ.get("QG_BENCH_GC_POLICY", "1") != "0":  # as `qwen-gateway serve` does
+                collector = Collector(
+                    quiet=lambda: lifecycle.turns == 0 and lifecycle.requests == 0,
+                    thresholds=thresholds,
+                    observer=svc.metrics,
+                )
+                collector.install()
+                background.append(group.create_task(collector.sweep_when_quiet()))
+            else:  # the collector without the policy: freeze at start, then only thresholds
+                gc.collect()
+                gc.freeze()
+                gc.set_threshold(*thresholds)
             await stop.wait()
-            task.cancel()
+            for task in background:
+                task.cancel()
+            window_passes = list(gc_pauses)  # the sweep below is not the load's
+            # What cycles the whole run left, frozen ones included (the sessions are gone by now).
+            if collector is not None:
+                frozen = gc.get_freeze_count()
+                started = time.perf_counter()
+                found = collector.sweep()
+                sweep[:] = [
+                    found,
+                    (time.perf_counter() - started) * 1000,
+                    frozen,
+                    gc.get_freeze_count(),
+                ]
     stats = {
         "loop_lag": lags,
         "event_lag": event_lags,
         "stalls": stalls,
-        "gc": gc_pauses,
+        "gc": window_passes,
         "tracked": tracked,
+        "sweep": sweep,
     }
     stats_file.write_text(json.dumps(stats))  # noqa: ASYNC240
 
@@ -417,6 +485,7 @@ def stack(tmp: Path, name: str, sim_config: dict[str, Any], reply: str) -> Itera
     info["stalls"] = measured.get("stalls", [])
     info["gc"] = measured.get("gc", [])
     info["tracked"] = measured.get("tracked", [])
+    info["sweep"] = measured.get("sweep", [])
 
 
 # ------------------------------------------------------------------------------------------ one turn

@@ -179,8 +179,9 @@ async def _serve(
     from . import tasks
     from .app import create_app
     from .auth import KeyChecker, check_bind
+    from .collector import Collector
     from .lifecycle import Lifecycle
-    from .server import hypercorn_config, listen, tune_gc
+    from .server import hypercorn_config, listen
     from .services import open_services
 
     tasks.install(asyncio.get_running_loop())  # cancelled tasks leave no reference cycle
@@ -202,7 +203,11 @@ async def _serve(
     async with open_services(settings) as services:
         services.worker_id = worker_id
         app = create_app(services.settings, services, lifecycle)
-        tune_gc()
+        collector = Collector(
+            quiet=lambda: lifecycle.turns == 0 and lifecycle.requests == 0,
+            observer=services.metrics,
+        )
+        collector.install()
         host = settings.host if ":" not in settings.host else f"[{settings.host}]"
         if not worker_id:  # one banner per deployment: the single process, or worker 0
             print(banner(services.settings, f"http://{host}:{settings.port}"), flush=True)
@@ -210,7 +215,12 @@ async def _serve(
             print(f"qwen-gateway worker {worker_id} (pid {os.getpid()}) ready", flush=True)
         lifecycle.mark_started()
         trigger = _drain_trigger(stop, lifecycle, services)
-        await serve(app, config, shutdown_trigger=trigger)  # type: ignore[arg-type]
+        async with asyncio.TaskGroup() as group:
+            sweeps = group.create_task(collector.sweep_when_quiet(), name="gc-sweeps")
+            try:
+                await serve(app, config, shutdown_trigger=trigger)  # type: ignore[arg-type]
+            finally:
+                sweeps.cancel()
 
 
 def _on_stop_signal(stop: asyncio.Event, lifecycle: Any) -> None:

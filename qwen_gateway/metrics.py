@@ -208,6 +208,28 @@ class Metrics:
             buckets=_SMALL,
             registry=r,
         )
+        self.gc_pauses = Histogram(
+            "qg_gc_pause_seconds",
+            "Garbage-collector passes (each stops the event loop), by generation (2: full)",
+            ["generation"],
+            buckets=_SMALL,
+            registry=r,
+        )
+        self.gc_frozen_objects = Gauge(
+            "qg_gc_frozen_objects",
+            "Objects the garbage collector no longer looks at (frozen after each full pass; see qwen_gateway.collector)",
+            multiprocess_mode="livesum",
+            registry=r,
+        )
+
+    # ------------------------------------------------------------------ the garbage collector (collector.GcObserver)
+    def gc_pass(self, generation: int, seconds: float) -> None:
+        if self.enabled:
+            self.gc_pauses.labels(str(generation)).observe(seconds)
+
+    def gc_frozen(self, objects: int) -> None:
+        if self.enabled:
+            self.gc_frozen_objects.set(objects)
 
     # ------------------------------------------------------------------ exposition
     def exposition(self) -> tuple[bytes, str]:

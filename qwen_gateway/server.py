@@ -4,7 +4,6 @@ benchmarks (``async with serving(app) as base_url``)."""
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import socket
 from collections.abc import AsyncIterator
@@ -18,7 +17,7 @@ from . import hypercorn_fixes, tasks
 from .config import Settings
 from .ws import set_unread_timeout
 
-__all__ = ["hypercorn_config", "listen", "release_free_memory", "serving", "tune_gc"]
+__all__ = ["hypercorn_config", "listen", "release_free_memory", "serving"]
 
 
 def release_free_memory() -> bool:
@@ -41,28 +40,6 @@ def release_free_memory() -> bool:
     trim.restype = ctypes.c_int
     trim(0)
     return True
-
-
-def tune_gc() -> None:
-    """The garbage collector's settings for serving, applied once the services are up.
-
-    Long-lived start-up objects leave the collector's view (``gc.freeze``), and young-generation collections run
-    less often than Python's default (700): chat p99 35 -> 13 ms. A pass stops the event loop for about 1-2 us per
-    object it scans on this machine, so no generation may grow large: with 50,000 young objects a young pass took
-    60-145 ms. The middle generation is collected every 3rd young pass (Python's default: 10th): it holds what
-    survived the young passes since its last pass, up to ten times the young threshold with 10, and after a few
-    hundred connections opened together (each leaves ~250 tracked objects) its pass took 45-66 ms, the longest
-    event-loop stall left under the 1000/100 load; with 3 it took 12-30 ms in the runs that compared the two. The
-    old generation's threshold (33) keeps full passes at Python's cadence (one per ~100 young passes, and only once
-    what was promoted since the last one exceeds a quarter of the old generation). A full pass costs about 250 ms
-    with 1000 idle sessions: see docs/reliability.md. Promoting sooner costs no memory because a finished turn or
-    connection leaves no reference cycle (tests/voice_ws/test_turn_garbage.py): what is promoted is freed by
-    reference counting when it ends (RSS slope 8.1 MiB per 1,000 turns with ``10_000, 3, 33``, 8.8 with
-    ``10_000, 10, 10``, ``bench/bench_memory.py``).
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(10_000, 3, 33)
 
 
 def listen(host: str, port: int, backlog: int = 1024) -> socket.socket:

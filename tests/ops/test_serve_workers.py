@@ -105,6 +105,13 @@ async def test_two_workers_answer_restart_and_stop_cleanly(tmp_path: Path) -> No
             and 'status="200"' in line
         ]
         assert sum(chats) >= 2, text
+        # Each worker installed the garbage collector's policy (qwen_gateway.collector): start-up objects frozen.
+        frozen = [
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("qg_gc_frozen_objects ")
+        ]
+        assert frozen and frozen[0] > 10_000, text
 
         # A worker that dies is reported and replaced; the address keeps answering meanwhile.
         os.kill(pids[1], signal.SIGKILL)
