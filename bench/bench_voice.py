@@ -292,7 +292,7 @@ async def gateway_role(port: int, env_file: Path, data_dir: Path, stats_file: Pa
     from qwen_gateway.collector import THRESHOLDS, Collector
     from qwen_gateway.config import load_settings
     from qwen_gateway.lifecycle import Lifecycle
-    from qwen_gateway.server import serving
+    from qwen_gateway.server import release_free_memory, serving
     from qwen_gateway.services import open_services
 
     loop = asyncio.get_running_loop()
@@ -373,6 +373,7 @@ async def gateway_role(port: int, env_file: Path, data_dir: Path, stats_file: Pa
                     quiet=lambda: lifecycle.turns == 0 and lifecycle.requests == 0,
                     thresholds=thresholds,
                     observer=svc.metrics,
+                    after_sweep=release_free_memory,
                 )
                 collector.install()
                 background.append(group.create_task(collector.sweep_when_quiet()))

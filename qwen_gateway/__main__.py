@@ -181,7 +181,7 @@ async def _serve(
     from .auth import KeyChecker, check_bind
     from .collector import Collector
     from .lifecycle import Lifecycle
-    from .server import hypercorn_config, listen
+    from .server import hypercorn_config, listen, release_free_memory
     from .services import open_services
 
     tasks.install(asyncio.get_running_loop())  # cancelled tasks leave no reference cycle
@@ -206,6 +206,7 @@ async def _serve(
         collector = Collector(
             quiet=lambda: lifecycle.turns == 0 and lifecycle.requests == 0,
             observer=services.metrics,
+            after_sweep=release_free_memory,
         )
         collector.install()
         host = settings.host if ":" not in settings.host else f"[{settings.host}]"

@@ -69,6 +69,8 @@ class Collector:
             whole-heap pass, so that what a cycle through frozen objects holds stays bounded.
         check_every: how often :meth:`sweep_when_quiet` looks for a quiet moment (seconds).
         observer: told every pass's duration (at each check), and the frozen objects after each sweep.
+        after_sweep: called after each sweep (``qwen-gateway serve``: ``server.release_free_memory``, which gives
+            what the C allocator holds free back to the system; at a quiet moment its locks cost nothing).
     """
 
     def __init__(
@@ -80,6 +82,7 @@ class Collector:
         check_every: float = 5.0,
         thresholds: tuple[int, int, int] = THRESHOLDS,
         observer: GcObserver | None = None,
+        after_sweep: Callable[[], object] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._quiet = quiet
@@ -88,6 +91,7 @@ class Collector:
         self.check_every = check_every
         self.thresholds = thresholds
         self._observer = observer
+        self._after_sweep = after_sweep
         self._clock = clock
         self._installed = False
         self._passes: list[
@@ -156,6 +160,8 @@ class Collector:
         finally:
             gc.freeze()
             self._sweeping = False
+        if self._after_sweep is not None:
+            self._after_sweep()
         self.sweeps += 1
         self._last_sweep = self._clock()
         frozen = self._report_frozen()

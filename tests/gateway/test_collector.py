@@ -101,7 +101,8 @@ def test_what_survives_a_full_pass_is_frozen_and_later_passes_skip_it(restore_gc
 
 
 def test_a_cycle_through_a_frozen_object_waits_for_the_sweep(restore_gc: None) -> None:
-    collector = Collector(quiet=lambda: True)
+    trimmed: list[bool] = []
+    collector = Collector(quiet=lambda: True, after_sweep=lambda: trimmed.append(True))
     collector.install()
     old = Node()
     gc.collect()  # `old` is frozen from here on
@@ -115,6 +116,7 @@ def test_a_cycle_through_a_frozen_object_waits_for_the_sweep(restore_gc: None) -
     assert ref() is None, "the sweep unfreezes and collects the whole heap"
     assert found >= 2
     assert collector.sweeps == 1
+    assert trimmed == [True], "after_sweep (serve: malloc_trim) runs after each sweep"
     assert gc.get_freeze_count() > 0, "what survived the sweep is frozen again"
 
 
