@@ -567,9 +567,8 @@ class AnswerSpeaker:
                 if self.result.tts_started:
                     await self._read_tts(tts)
         except* (UpstreamError, TimeoutError) as eg:
-            exc = detached(
-                eg.exceptions[0]
-            )  # a local copy: the original's traceback holds this frame
+            # A copy, without the traceback: the original's traceback holds this frame, which holds the local.
+            exc = detached(eg.exceptions[0])
             if self.result.segments_total == 0 and not self._segments_ended:
                 # Failed before anything was said: it only matters if something is to be said.
                 self._segments_ended = await segments.get() is None

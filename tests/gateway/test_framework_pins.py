@@ -168,6 +168,8 @@ def test_hypercorn_and_wsproto_internals_that_hypercorn_fixes_relies_on() -> Non
     assert issubclass(FrameTooLargeError, Exception)
     for name in ("run", "_read_data", "_close", "protocol_send"):
         assert inspect.iscoroutinefunction(getattr(TCPServer, name)), name
+    # the run() fix reads the stream reader's stored error (self.reader.exception())
+    assert "reader" in inspect.signature(TCPServer.__init__).parameters
     deflate = PerMessageDeflate()
     for attr in ("_decompressor", "_inbound_compressed", "_inbound_is_compressible"):
         assert hasattr(deflate, attr), attr
