@@ -210,22 +210,19 @@ class ThreadClock:
         return int(on_cpu) / 1e9, int(waiting) / 1e9
 
 
-def watch_gc(pauses: list[tuple[int, float, float, bool, int, int]]) -> None:
+def watch_gc(pauses: list[tuple[int, float, float, bool, int]]) -> None:
     """Record every garbage collection: generation, wall time, the pass's own CPU time (the rest is the
     collecting thread waiting for a CPU), whether it ran on the loop's thread (a pass started by a worker
-    thread stalls the loop as well: it holds the GIL), the objects the young generation held and the
-    unreachable objects the pass found."""
+    thread stalls the loop as well: it holds the GIL) and the unreachable objects the pass found."""
     import gc
     import threading
 
     loop_thread = threading.get_ident()
     started = [0.0, 0.0]
-    young = [0]
 
     def callback(phase: str, info: dict[str, int]) -> None:
         if phase == "start":
             started[:] = [time.perf_counter(), time.thread_time()]
-            young[0] = gc.get_count()[0]
         else:
             pauses.append(
                 (
@@ -233,7 +230,6 @@ def watch_gc(pauses: list[tuple[int, float, float, bool, int, int]]) -> None:
                     time.perf_counter() - started[0],
                     time.thread_time() - started[1],
                     threading.get_ident() == loop_thread,
-                    young[0],
                     info["collected"],
                 )
             )
@@ -267,7 +263,7 @@ def print_stalls(info: dict[str, Any]) -> None:
         f"longest full {max(full, default=0.0) * 1000:.1f} ms; "
         f"{info['tracked'][0] if info.get('tracked') else '?'} objects tracked by the GC with the sessions idle, "
         f"{info['tracked'][1] if info.get('tracked') else '?'} frozen; "
-        f"{sum(p[5] for p in gc_pauses)} unreachable objects found"
+        f"{sum(p[4] for p in gc_pauses)} unreachable objects found"
     )
     if info.get("sweep"):
         found, took, frozen_before, frozen_after = info["sweep"]
@@ -301,7 +297,7 @@ async def gateway_role(port: int, env_file: Path, data_dir: Path, stats_file: Pa
     lags: list[float] = []
     event_lags: list[float] = []
     stalls: list[tuple[float, float, float]] = []
-    gc_pauses: list[tuple[int, float, float, bool, int, int]] = []
+    gc_pauses: list[tuple[int, float, float, bool, int]] = []
     tracked: list[int] = []
     sweep: list[float] = []
     opened = [0.0]  # when the window opened: samples that began earlier are left out
@@ -320,9 +316,7 @@ async def gateway_role(port: int, env_file: Path, data_dir: Path, stats_file: Pa
         event_lags.clear()
         stalls.clear()
         gc_pauses.clear()
-        if os.environ.get(
-            "QG_BENCH_FULL_PASS"
-        ):  # a full pass this many seconds into the window, timed
+        if os.environ.get("QG_BENCH_FULL_PASS"):  # a full pass this many seconds in, timed
             loop.call_later(float(os.environ["QG_BENCH_FULL_PASS"]), gc.collect)
 
     loop.add_signal_handler(signal.SIGUSR1, start_window)  # start of the measured window
@@ -370,7 +364,7 @@ async def gateway_role(port: int, env_file: Path, data_dir: Path, stats_file: Pa
                 thresholds = tuple(int(x) for x in os.environ["QG_BENCH_GC_THRESHOLDS"].split(","))  # type: ignore[assignment]
             if os.environ.get("QG_BENCH_GC_POLICY", "1") != "0":  # as `qwen-gateway serve` does
                 collector = Collector(
-                    quiet=lambda: lifecycle.turns == 0 and lifecycle.requests == 0,
+                    quiet=lambda: lifecycle.idle,
                     thresholds=thresholds,
                     observer=svc.metrics,
                     after_sweep=release_free_memory,

@@ -204,7 +204,7 @@ async def _serve(
         services.worker_id = worker_id
         app = create_app(services.settings, services, lifecycle)
         collector = Collector(
-            quiet=lambda: lifecycle.turns == 0 and lifecycle.requests == 0,
+            quiet=lambda: lifecycle.idle,
             observer=services.metrics,
             after_sweep=release_free_memory,
         )

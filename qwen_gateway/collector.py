@@ -15,7 +15,7 @@ So the policy (:class:`Collector`):
 2. **Thresholds** ``(2_000, 3, 1)``: a young pass looks at up to 2,000 objects, a middle one at up to four young
    passes' worth (Python's defaults: 700 and 10), a full pass comes at every other middle pass (Python: every
    11th, and only once a quarter of the old generation is new). Under the 1000/100 load: young passes 9-18 ms,
-   middle 16-24 ms, full 19-28 ms (``10_000, 3, 33`` before: 14-33, 34-41 and ~250 ms).
+   middle 16-31 ms, full 19-28 ms (``10_000, 3, 33`` before: 14-33, 34-41 and ~250 ms).
 3. **After every full pass, ``gc.freeze()``**: what survived it (idle sessions, pooled connections) leaves the
    collector's view, so the next full pass looks only at what was promoted since: a full pass costs about what a
    middle pass does, whatever the number of sessions.
@@ -28,7 +28,7 @@ So the policy (:class:`Collector`):
    sweeps anyway: one such stall in 6 hours instead of one every ~40 minutes (Python's own full passes under the
    1000/100 load). ``qg_gc_frozen_objects`` shows what stays frozen.
 
-The figures behind the numbers are in docs/benchmarks.md ("Garbage-collector passes") and docs/reliability.md.
+The figures behind the numbers are in docs/benchmarks.md ("fourth round: the garbage collector's passes") and docs/reliability.md.
 """
 
 from __future__ import annotations
@@ -94,9 +94,8 @@ class Collector:
         self._after_sweep = after_sweep
         self._clock = clock
         self._installed = False
-        self._passes: list[
-            tuple[int, float]
-        ] = []  # (generation, seconds) not yet told to the observer
+        #: (generation, seconds) of the passes not yet told to the observer
+        self._passes: list[tuple[int, float]] = []
         self._sweeping = False
         self._started = 0.0
         self._last_sweep = 0.0

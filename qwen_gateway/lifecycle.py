@@ -182,6 +182,11 @@ class Lifecycle:
         """HTTP requests in flight now."""
         return self._requests
 
+    @property
+    def idle(self) -> bool:
+        """No voice turn and no HTTP request is running (a whole-heap GC sweep delays no one now)."""
+        return self._turns == 0 and self._requests == 0
+
     def turn_started(self) -> None:
         self._turns += 1
 

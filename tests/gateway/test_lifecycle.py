@@ -134,3 +134,15 @@ async def test_a_streamed_chat_answer_in_flight_gets_the_grace_period(tmp_path: 
                 assert "data: [DONE]" in rest
                 report = await drain
     assert report.requests_at_start == 1 and report.cut_short == 0
+
+
+async def test_idle_means_no_turn_and_no_request_running() -> None:
+    """What the collector's quiet sweep waits for (qwen_gateway.collector)."""
+    life = Lifecycle()
+    assert life.idle
+    life.turn_started()
+    assert not life.idle
+    life.turn_ended()
+    with life.request():
+        assert not life.idle
+    assert life.idle

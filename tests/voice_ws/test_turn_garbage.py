@@ -236,23 +236,19 @@ async def test_connections_dropped_mid_turn_leave_no_cycles(tmp_path: Path) -> N
     the answer's text or its audio, on both voice endpoints. What a dropped turn leaves must be freed as an
     ordinary one is: the collector freezes long-lived objects (``qwen_gateway.collector``), and a cycle through
     a frozen session would stay until the next quiet sweep."""
-    from tests.reliability.conftest import voice_turn, wav_bytes
+    from tests.reliability.conftest import DROP_POINTS, settle, voice_turn
 
     async with gateway(tmp_path) as gw:
-        audio = wav_bytes(1.0)
-        gw.sim.register_transcript(audio, QUESTION)
-        gw.sim.set_reply(ANSWER)
+        audio = _spoken(gw)
         image = png_bytes()
 
         async def dropped(n: int) -> None:
             for endpoint in ("audio", "vlm"):
-                for drop in ("upload", "recognition", "answer", "audio"):
+                for drop in (d for d in DROP_POINTS if d is not None):
                     await voice_turn(
                         gw, endpoint, f"drop-{n}-{endpoint}-{drop}", drop, audio=audio, image=image
                     )
-            async with asyncio.timeout(20):
-                while voice_tasks() or gw.sim.log.open_connections():  # noqa: ASYNC110
-                    await asyncio.sleep(0.02)
+            assert await settle(lambda: not voice_tasks() and not gw.sim.log.open_connections())
 
         await assert_no_cycles(gw, dropped, what="dropped connection", kind="WsConnection")
 
